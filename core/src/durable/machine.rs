@@ -1,0 +1,557 @@
+//! [`DurableWriter`]: the durable-write decisions, fed inputs and polled for commands.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use super::backoff::backoff_ms;
+use super::command::{
+    ClaimResult, Command, DeadLetter, DeadLetterId, ReadFrom, WriteFailure, WriteId, WriteRow,
+};
+use super::config::DurableConfig;
+use crate::decode::decode_position;
+use crate::faulty::is_faulty;
+use crate::stream::{EntryId, StreamEntry};
+use crate::UnixMillis;
+
+/// Reason recorded for an entry that vanished from the stream while it was pending.
+pub const DELETED_REASON: &str = "entry was deleted from the stream before it was stored";
+
+/// Cumulative counts, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DurableStats {
+    /// Entries taken in (reads and claims; an entry already held is not counted again).
+    pub records: u64,
+    pub decode_errors: u64,
+    /// Rows newly inserted by committed writes, as the shell reported them.
+    pub rows_written: u64,
+    pub dead_lettered: u64,
+    /// Single rows Postgres rejected for their data.
+    pub rejected_rows: u64,
+    /// Writes retried after a transient failure.
+    pub write_retries: u64,
+}
+
+#[derive(Debug)]
+enum WriteState {
+    Queued,
+    InFlight,
+    RetryAt(UnixMillis),
+}
+
+#[derive(Debug)]
+struct PendingWrite {
+    rows: Arc<[WriteRow]>,
+    attempts: u32,
+    state: WriteState,
+}
+
+#[derive(Debug)]
+struct PendingDeadLetter {
+    entries: Vec<DeadLetter>,
+    attempts: u32,
+    /// `None` while in flight.
+    retry_at: Option<UnixMillis>,
+}
+
+/// The durable-write state machine. After every `handle_*` call, drain [`poll_command`]
+/// until it returns `None`, then wait at most until [`poll_timeout`] before calling
+/// [`handle_timeout`].
+///
+/// [`poll_command`]: DurableWriter::poll_command
+/// [`poll_timeout`]: DurableWriter::poll_timeout
+/// [`handle_timeout`]: DurableWriter::handle_timeout
+#[derive(Debug)]
+pub struct DurableWriter {
+    config: DurableConfig,
+    now: UnixMillis,
+    out: VecDeque<Command>,
+
+    next_read: ReadFrom,
+    read_in_flight: Option<ReadFrom>,
+    read_retry_at: Option<UnixMillis>,
+    read_failures: u32,
+    /// Set when the stream connection was lost while a read was in flight: what that read
+    /// returns does not tell whether the pending list was drained.
+    redrain: bool,
+
+    claim_cursor: Option<EntryId>,
+    claim_in_flight: bool,
+    next_claim_at: UnixMillis,
+
+    /// Entries read or claimed and neither acked nor released yet.
+    held: BTreeSet<EntryId>,
+
+    next_write_id: u64,
+    writes: BTreeMap<WriteId, PendingWrite>,
+    queue: VecDeque<WriteId>,
+    writes_in_flight: usize,
+
+    next_dead_letter_id: u64,
+    dead_letters: BTreeMap<DeadLetterId, PendingDeadLetter>,
+
+    stopping: bool,
+    stats: DurableStats,
+}
+
+impl DurableWriter {
+    /// A writer that starts by draining this consumer's own pending entries.
+    pub fn new(config: DurableConfig, now: UnixMillis) -> DurableWriter {
+        let mut writer = DurableWriter {
+            config,
+            now,
+            out: VecDeque::new(),
+            next_read: ReadFrom::Pending {
+                after: EntryId::default(),
+            },
+            read_in_flight: None,
+            read_retry_at: None,
+            read_failures: 0,
+            redrain: false,
+            claim_cursor: None,
+            claim_in_flight: false,
+            next_claim_at: now,
+            held: BTreeSet::new(),
+            next_write_id: 0,
+            writes: BTreeMap::new(),
+            queue: VecDeque::new(),
+            writes_in_flight: 0,
+            next_dead_letter_id: 0,
+            dead_letters: BTreeMap::new(),
+            stopping: false,
+            stats: DurableStats::default(),
+        };
+        writer.pump();
+        writer
+    }
+
+    /// The next command, if any.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](DurableWriter::handle_timeout) should be called next.
+    pub fn poll_timeout(&self) -> Option<UnixMillis> {
+        let mut next: Option<UnixMillis> = None;
+        let mut consider = |t: UnixMillis| next = Some(next.map_or(t, |n| n.min(t)));
+        if !self.stopping {
+            if self.read_in_flight.is_none() {
+                if let Some(t) = self.read_retry_at {
+                    consider(t);
+                }
+            }
+            if !self.claim_in_flight && self.claim_cursor.is_none() {
+                consider(self.next_claim_at);
+            }
+        }
+        for w in self.writes.values() {
+            if let WriteState::RetryAt(t) = w.state {
+                consider(t);
+            }
+        }
+        for d in self.dead_letters.values() {
+            if let Some(t) = d.retry_at {
+                consider(t);
+            }
+        }
+        next
+    }
+
+    pub fn stats(&self) -> DurableStats {
+        self.stats
+    }
+
+    /// Entries read or claimed that are neither acked nor released.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// True once shutdown was asked for and everything taken in has been settled.
+    pub fn is_stopped(&self) -> bool {
+        self.stopping
+            && self.read_in_flight.is_none()
+            && !self.claim_in_flight
+            && self.held.is_empty()
+            && self.dead_letters.is_empty()
+    }
+
+    /// Time passed; retries and claim sweeps that are due go out.
+    pub fn handle_timeout(&mut self, now: UnixMillis) {
+        self.advance(now);
+        self.pump();
+    }
+
+    /// Stop reading and claiming; settle what is held.
+    pub fn handle_shutdown(&mut self, now: UnixMillis) {
+        self.advance(now);
+        self.stopping = true;
+        self.pump();
+    }
+
+    /// The answer to a [`Command::Read`].
+    pub fn handle_read(&mut self, now: UnixMillis, entries: Vec<StreamEntry>) {
+        self.advance(now);
+        let from = self.read_in_flight.take();
+        self.read_failures = 0;
+        self.read_retry_at = None;
+        if let Some(ReadFrom::Pending { .. }) = from {
+            self.next_read = match entries.last() {
+                Some(last) => ReadFrom::Pending { after: last.id },
+                None => ReadFrom::New,
+            };
+        }
+        if std::mem::take(&mut self.redrain) {
+            self.next_read = ReadFrom::Pending {
+                after: EntryId::default(),
+            };
+        }
+        self.ingest(entries, Vec::new());
+        self.pump();
+    }
+
+    /// A [`Command::Read`] failed (connection lost, group missing, timeout).
+    pub fn handle_read_failed(&mut self, now: UnixMillis) {
+        self.advance(now);
+        self.read_in_flight = None;
+        self.read_failures = self.read_failures.saturating_add(1);
+        self.read_retry_at = Some(now.plus(self.backoff(self.read_failures)));
+        // The failed read may have been delivered without reaching us: drain the pending
+        // list again before asking for new entries.
+        self.next_read = ReadFrom::Pending {
+            after: EntryId::default(),
+        };
+        self.redrain = false;
+        self.pump();
+    }
+
+    /// The stream connection was lost outside a read (an ack or dead-letter failed): the
+    /// pending list may hold entries this writer no longer tracks, so it is drained again.
+    pub fn handle_stream_lost(&mut self, now: UnixMillis) {
+        self.advance(now);
+        if self.read_in_flight.is_some() {
+            self.redrain = true;
+        } else {
+            self.next_read = ReadFrom::Pending {
+                after: EntryId::default(),
+            };
+        }
+        self.pump();
+    }
+
+    /// One page of the answer to a [`Command::Claim`].
+    pub fn handle_claimed(&mut self, now: UnixMillis, result: ClaimResult) {
+        self.advance(now);
+        self.claim_in_flight = false;
+        if result.next_cursor == EntryId::default() {
+            self.claim_cursor = None;
+            self.next_claim_at = now.plus(self.config.claim_interval_ms);
+        } else {
+            self.claim_cursor = Some(result.next_cursor);
+        }
+        self.ingest(result.entries, result.deleted);
+        self.pump();
+    }
+
+    /// A [`Command::Claim`] failed; the sweep starts over at the next interval.
+    pub fn handle_claim_failed(&mut self, now: UnixMillis) {
+        self.advance(now);
+        self.claim_in_flight = false;
+        self.claim_cursor = None;
+        self.next_claim_at = now.plus(self.config.claim_interval_ms);
+        self.pump();
+    }
+
+    /// The outcome of a [`Command::Write`]: `Ok(rows newly inserted)` once committed.
+    pub fn handle_write(&mut self, now: UnixMillis, id: WriteId, outcome: Result<u64, WriteFailure>) {
+        self.advance(now);
+        let Some(write) = self.writes.get_mut(&id) else {
+            return;
+        };
+        if !matches!(write.state, WriteState::InFlight) {
+            return;
+        }
+        self.writes_in_flight -= 1;
+        match outcome {
+            Ok(inserted) => {
+                self.stats.rows_written += inserted;
+                if let Some(write) = self.writes.remove(&id) {
+                    let ids: Vec<EntryId> = write
+                        .rows
+                        .iter()
+                        .flat_map(|row| row.entries.iter().map(|(id, _)| *id))
+                        .collect();
+                    self.ack(ids);
+                }
+            }
+            Err(WriteFailure::Transient(_)) => {
+                write.attempts = write.attempts.saturating_add(1);
+                let delay = backoff_ms(
+                    write.attempts,
+                    self.config.retry_min_ms,
+                    self.config.retry_max_ms,
+                );
+                write.state = WriteState::RetryAt(now.plus(delay));
+                self.stats.write_retries += 1;
+            }
+            Err(WriteFailure::Rejected { reason, row }) => {
+                if let Some(write) = self.writes.remove(&id) {
+                    self.split_rejected(&write.rows, &reason, row);
+                }
+            }
+        }
+        self.pump();
+    }
+
+    /// The outcome of a [`Command::DeadLetter`].
+    pub fn handle_dead_lettered(&mut self, now: UnixMillis, id: DeadLetterId, outcome: Result<(), String>) {
+        self.advance(now);
+        match outcome {
+            Ok(()) => {
+                if let Some(done) = self.dead_letters.remove(&id) {
+                    self.stats.dead_lettered += done.entries.len() as u64;
+                    let ids = done.entries.iter().map(|d| d.source_id).collect();
+                    self.ack(ids);
+                }
+            }
+            Err(_) => {
+                let min = self.config.retry_min_ms;
+                let max = self.config.retry_max_ms;
+                if let Some(pending) = self.dead_letters.get_mut(&id) {
+                    pending.attempts = pending.attempts.saturating_add(1);
+                    pending.retry_at = Some(now.plus(backoff_ms(pending.attempts, min, max)));
+                }
+            }
+        }
+        self.pump();
+    }
+
+    fn advance(&mut self, now: UnixMillis) {
+        // A clock that steps back must not make timers fire late forever; keep the newest.
+        self.now = self.now.max(now);
+    }
+
+    fn backoff(&self, attempt: u32) -> u64 {
+        backoff_ms(attempt, self.config.retry_min_ms, self.config.retry_max_ms)
+    }
+
+    fn ack(&mut self, ids: Vec<EntryId>) {
+        for id in &ids {
+            self.held.remove(id);
+        }
+        if !ids.is_empty() {
+            self.out.push_back(Command::Ack(ids));
+        }
+    }
+
+    /// Decodes entries into rows and dead letters. Entries already held are skipped: a claim
+    /// or a pending drain can hand back what a write is still storing.
+    fn ingest(&mut self, entries: Vec<StreamEntry>, deleted: Vec<EntryId>) {
+        let mut dead = Vec::new();
+        let mut rows: Vec<WriteRow> = Vec::new();
+        let mut by_key: BTreeMap<(String, i64), usize> = BTreeMap::new();
+        for id in deleted {
+            if self.held.insert(id) {
+                self.stats.records += 1;
+                dead.push(DeadLetter {
+                    source_id: id,
+                    payload: None,
+                    reason: DELETED_REASON.to_owned(),
+                });
+            }
+        }
+        for entry in entries {
+            if !self.held.insert(entry.id) {
+                continue;
+            }
+            self.stats.records += 1;
+            let decoded = match &entry.payload {
+                Some(payload) => decode_position(payload),
+                None => Err(crate::CodecError::MissingPayload),
+            };
+            match decoded {
+                Err(error) => {
+                    self.stats.decode_errors += 1;
+                    dead.push(DeadLetter {
+                        source_id: entry.id,
+                        payload: entry.payload,
+                        reason: error.to_string(),
+                    });
+                }
+                Ok(position) => {
+                    let key = (position.device_id.clone(), position.ts.as_i64());
+                    if let Some(&index) = by_key.get(&key) {
+                        rows[index].entries.push((entry.id, entry.deliveries));
+                    } else {
+                        by_key.insert(key, rows.len());
+                        rows.push(WriteRow {
+                            faulty: is_faulty(&position, self.now, &self.config.faulty),
+                            position,
+                            received_at: self.now,
+                            entries: vec![(entry.id, entry.deliveries)],
+                        });
+                    }
+                }
+            }
+        }
+        if !dead.is_empty() {
+            self.queue_dead_letters(dead);
+        }
+        // One lock order for every writer: concurrent transactions cannot deadlock on the
+        // positions key or the latest-position rows.
+        rows.sort_by(|a, b| {
+            (a.position.device_id.as_str(), a.position.ts).cmp(&(b.position.device_id.as_str(), b.position.ts))
+        });
+        let size = self.config.batch_size.max(1);
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<WriteRow> = rows.by_ref().take(size).collect();
+            self.queue_write(chunk.into(), false);
+        }
+    }
+
+    fn queue_write(&mut self, rows: Arc<[WriteRow]>, front: bool) {
+        let id = WriteId(self.next_write_id);
+        self.next_write_id += 1;
+        self.writes.insert(
+            id,
+            PendingWrite {
+                rows,
+                attempts: 0,
+                state: WriteState::Queued,
+            },
+        );
+        if front {
+            self.queue.push_front(id);
+        } else {
+            self.queue.push_back(id);
+        }
+    }
+
+    fn queue_dead_letters(&mut self, entries: Vec<DeadLetter>) {
+        let id = DeadLetterId(self.next_dead_letter_id);
+        self.next_dead_letter_id += 1;
+        self.out.push_back(Command::DeadLetter {
+            id,
+            entries: entries.clone(),
+        });
+        self.dead_letters.insert(
+            id,
+            PendingDeadLetter {
+                entries,
+                attempts: 0,
+                retry_at: None,
+            },
+        );
+    }
+
+    /// Postgres rejected a write for its data: isolate the bad row by halving. A lone bad
+    /// row's entries are released to be delivered again, or dead-lettered once they have
+    /// been delivered `max_deliveries` times.
+    fn split_rejected(&mut self, rows: &Arc<[WriteRow]>, reason: &str, row: Option<usize>) {
+        if rows.len() <= 1 {
+            self.stats.rejected_rows += rows.len() as u64;
+            let mut dead = Vec::new();
+            for row in rows.iter() {
+                for &(id, deliveries) in &row.entries {
+                    if deliveries >= self.config.max_deliveries {
+                        dead.push(DeadLetter {
+                            source_id: id,
+                            // The row is re-encoded rather than kept as the original bytes;
+                            // the original is still in the stream under `source_id`.
+                            payload: None,
+                            reason: format!("rejected by Postgres: {reason}"),
+                        });
+                    } else {
+                        self.held.remove(&id);
+                    }
+                }
+            }
+            if !dead.is_empty() {
+                self.queue_dead_letters(dead);
+            }
+            return;
+        }
+        let parts: Vec<Arc<[WriteRow]>> = match row {
+            Some(i) if i < rows.len() => {
+                let bad: Arc<[WriteRow]> = vec![rows[i].clone()].into();
+                let rest: Vec<WriteRow> = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                vec![bad, rest.into()]
+            }
+            _ => {
+                let mid = rows.len() / 2;
+                vec![rows[..mid].to_vec().into(), rows[mid..].to_vec().into()]
+            }
+        };
+        // Front of the queue, in order: the halves were already due.
+        for part in parts.into_iter().rev() {
+            self.queue_write(part, true);
+        }
+    }
+
+    /// Issues every command the current state allows.
+    fn pump(&mut self) {
+        let now = self.now;
+        for (id, write) in self.writes.iter_mut() {
+            if matches!(write.state, WriteState::RetryAt(t) if t <= now) {
+                write.state = WriteState::Queued;
+                self.queue.push_back(*id);
+            }
+        }
+        for (id, pending) in self.dead_letters.iter_mut() {
+            if matches!(pending.retry_at, Some(t) if t <= now) {
+                pending.retry_at = None;
+                self.out.push_back(Command::DeadLetter {
+                    id: *id,
+                    entries: pending.entries.clone(),
+                });
+            }
+        }
+        while self.writes_in_flight < self.config.max_in_flight.max(1) {
+            let Some(id) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(write) = self.writes.get_mut(&id) else {
+                continue;
+            };
+            write.state = WriteState::InFlight;
+            self.writes_in_flight += 1;
+            self.out.push_back(Command::Write {
+                id,
+                rows: write.rows.clone(),
+            });
+        }
+        if self.stopping {
+            return;
+        }
+        let room = self.config.max_held().saturating_sub(self.held.len());
+        let batch = self.config.batch_size.max(1);
+        if self.read_in_flight.is_none()
+            && self.read_retry_at.is_none_or(|t| t <= now)
+            && room > 0
+        {
+            let from = self.next_read;
+            self.read_in_flight = Some(from);
+            self.read_retry_at = None;
+            self.out.push_back(Command::Read {
+                from,
+                count: room.min(batch),
+            });
+        }
+        let room = self.config.max_held().saturating_sub(self.held.len());
+        if !self.claim_in_flight
+            && (self.claim_cursor.is_some() || self.next_claim_at <= now)
+            && room > 0
+        {
+            self.claim_in_flight = true;
+            self.out.push_back(Command::Claim {
+                cursor: self.claim_cursor.unwrap_or_default(),
+                min_idle_ms: self.config.claim_idle_ms,
+                count: room.min(batch),
+            });
+        }
+    }
+}

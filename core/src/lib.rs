@@ -1,0 +1,25 @@
+//! Sans-I/O core of the processor.
+//!
+//! Everything that decides lives here: decoding stream payloads, the faulty-position rules,
+//! the WebSocket wire messages and the state machines of the durable and live paths. Nothing
+//! in this crate reads a clock, touches a socket or draws a random number: time enters as a
+//! [`UnixMillis`] input, and effects leave as commands for the shell to execute.
+//!
+//! Public surface, by concern:
+//! - [`decode_position`] turns a stream payload into a [`Position`] or a [`CodecError`].
+//! - [`faulty::fault_reason`] applies the stateless faulty rules.
+//! - [`wire`] parses client messages and encodes server messages.
+//! - [`stream`] names stream entries and their ids.
+//! - [`durable`] is the durable-write state machine.
+
+pub mod decode;
+pub mod durable;
+pub mod faulty;
+pub mod millis;
+pub mod position;
+pub mod stream;
+pub mod wire;
+
+pub use decode::{decode_position, CodecError, MAX_PAYLOAD_BYTES};
+pub use millis::UnixMillis;
+pub use position::{AttributeValue, Position};

@@ -1,0 +1,53 @@
+//! Stream entries as the core sees them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+/// A Redis stream entry id, `<ms>-<seq>`, ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EntryId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl EntryId {
+    pub const fn new(ms: u64, seq: u64) -> EntryId {
+        EntryId { ms, seq }
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// An entry id that is not `<u64>-<u64>`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("stream entry id is not of the form <ms>-<seq>")]
+pub struct BadEntryId;
+
+impl FromStr for EntryId {
+    type Err = BadEntryId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ms, seq) = s.split_once('-').ok_or(BadEntryId)?;
+        Ok(EntryId {
+            ms: ms.parse().map_err(|_| BadEntryId)?,
+            seq: seq.parse().map_err(|_| BadEntryId)?,
+        })
+    }
+}
+
+/// One entry read from the telemetry stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub id: EntryId,
+    /// The `payload` field, when the entry has one.
+    pub payload: Option<Bytes>,
+    /// How many times the consumer group has delivered this entry, this delivery included.
+    pub deliveries: u64,
+}

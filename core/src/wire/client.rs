@@ -1,0 +1,91 @@
+//! Messages from WebSocket clients.
+
+use serde_json::Value;
+use thiserror::Error;
+
+use super::Topic;
+
+/// Longest topic text echoed back in an error.
+const MAX_ECHOED_TOPIC_CHARS: usize = 128;
+
+/// A well-formed client message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMessage {
+    Subscribe(Topic),
+    Unsubscribe(Topic),
+    Ping,
+}
+
+/// What was wrong with a client message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum BadRequestReason {
+    #[error("message is not valid JSON")]
+    InvalidJson,
+    #[error("message must be a JSON object")]
+    NotAnObject,
+    #[error("message has no string field `type`")]
+    MissingType,
+    #[error("unknown message type")]
+    UnknownType,
+    #[error("message has no string field `topic`")]
+    MissingTopic,
+    #[error("topic must be event:<uuid>")]
+    MalformedTopic,
+    #[error("message is larger than the server accepts")]
+    TooLarge,
+    #[error("binary frames are not accepted")]
+    Binary,
+}
+
+/// A message answered with `bad_request`; `topic` is echoed when the message named one.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{reason}")]
+pub struct BadRequest {
+    pub reason: BadRequestReason,
+    pub topic: Option<String>,
+}
+
+impl BadRequest {
+    pub fn new(reason: BadRequestReason) -> BadRequest {
+        BadRequest {
+            reason,
+            topic: None,
+        }
+    }
+}
+
+/// Parses one text frame from a client. The caller enforces the size limit first.
+pub fn parse_client_message(text: &[u8]) -> Result<ClientMessage, BadRequest> {
+    let value: Value =
+        serde_json::from_slice(text).map_err(|_| BadRequest::new(BadRequestReason::InvalidJson))?;
+    let Value::Object(fields) = value else {
+        return Err(BadRequest::new(BadRequestReason::NotAnObject));
+    };
+    let Some(Value::String(kind)) = fields.get("type") else {
+        return Err(BadRequest::new(BadRequestReason::MissingType));
+    };
+    match kind.as_str() {
+        "ping" => Ok(ClientMessage::Ping),
+        "subscribe" | "unsubscribe" => {
+            let Some(Value::String(raw)) = fields.get("topic") else {
+                return Err(BadRequest::new(BadRequestReason::MissingTopic));
+            };
+            let topic: Topic = raw.parse().map_err(|_| BadRequest {
+                reason: BadRequestReason::MalformedTopic,
+                topic: Some(raw.chars().take(MAX_ECHOED_TOPIC_CHARS).collect()),
+            })?;
+            Ok(if kind == "subscribe" {
+                ClientMessage::Subscribe(topic)
+            } else {
+                ClientMessage::Unsubscribe(topic)
+            })
+        }
+        _ => Err(BadRequest {
+            reason: BadRequestReason::UnknownType,
+            topic: match fields.get("topic") {
+                Some(Value::String(t)) => Some(t.chars().take(MAX_ECHOED_TOPIC_CHARS).collect()),
+                _ => None,
+            },
+        }),
+    }
+}

@@ -1,0 +1,12 @@
+//! The WebSocket wire messages (contract section 5).
+//!
+//! Client messages are parsed here with the `bad_request` reason that names what was wrong;
+//! server messages are encoded here once, into bytes that every recipient can share.
+
+pub mod client;
+pub mod server;
+pub mod topic;
+
+pub use client::{parse_client_message, BadRequest, BadRequestReason, ClientMessage};
+pub use server::{encode, position_message, ErrorCode, ServerMessage, WirePosition};
+pub use topic::Topic;
