@@ -1,0 +1,15 @@
+//! The processor's shell: configuration, logging and the executors that run the core's
+//! state machines against Redis, Postgres and WebSockets. No business rule lives here.
+
+pub mod clock;
+pub mod config;
+pub mod durable;
+pub mod health;
+pub mod logging;
+pub mod metrics;
+pub mod migrate;
+pub mod ops_server;
+pub mod postgres;
+pub mod readiness;
+pub mod redis_stream;
+pub mod service;

@@ -1,0 +1,27 @@
+//! The wall clock, read here and handed to the core as input.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use processor_core::UnixMillis;
+
+/// Now, as the core's time type.
+pub fn now() -> UnixMillis {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis();
+    UnixMillis(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// How long from now until `deadline` (zero when it has passed).
+pub fn until(deadline: UnixMillis) -> Duration {
+    Duration::from_millis(u64::try_from(deadline.since(now())).unwrap_or(0))
+}
+
+/// A fix time as the `SystemTime` Postgres' `timestamptz` takes.
+pub fn to_system_time(t: UnixMillis) -> SystemTime {
+    match u64::try_from(t.as_i64()) {
+        Ok(ms) => UNIX_EPOCH + Duration::from_millis(ms),
+        Err(_) => UNIX_EPOCH - Duration::from_millis(t.as_i64().unsigned_abs()),
+    }
+}

@@ -1,0 +1,295 @@
+//! Configuration: every environment variable of the contract, parsed once into [`Config`].
+//!
+//! clap does the parsing (and `processor --help`), so each variable's name, default and
+//! accepted form live in one place; a bad value stops start-up with clap's message, which
+//! names the variable.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Live GPS tracking processor: stores every position from the telemetry stream in Postgres
+/// and pushes it to WebSocket clients.
+///
+/// Every option is read from the environment variable shown beside it; a flag on the
+/// command line overrides it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "processor", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<CliCommand>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CliCommand {
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Redis server holding the telemetry stream.
+    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", default_value = "redis://127.0.0.1:6379", value_parser = parse_redis_url)]
+    pub redis_url: String,
+
+    /// Postgres connection string (URL or key=value form).
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres", value_parser = parse_database_url)]
+    pub database_url: String,
+
+    /// This instance's name in consumer groups and metrics [default: host name and process id].
+    #[arg(long, env = "INSTANCE_ID", value_name = "INSTANCE_ID", value_parser = parse_instance_id)]
+    pub instance_id: Option<String>,
+
+    /// Apply pending migrations before serving.
+    #[arg(long, env = "MIGRATE_ON_START", value_name = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+
+    /// Log output: `text` for people, `json` for collectors.
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info,processor_shell=debug`).
+    #[arg(long, env = "LOG_LEVEL", value_name = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Address of the WebSocket server (`GET /live`).
+    #[arg(long, env = "LIVE_WS_ADDR", value_name = "LIVE_WS_ADDR", default_value = "0.0.0.0:8080")]
+    pub live_ws_addr: SocketAddr,
+
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "METRICS_ADDR", value_name = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// Stream the gateway appends positions to.
+    #[arg(long, env = "REDIS_TELEMETRY_STREAM", value_name = "REDIS_TELEMETRY_STREAM", default_value = "telemetry:teltonika", value_parser = parse_non_empty)]
+    pub telemetry_stream: String,
+
+    /// Stream that receives entries which cannot be stored.
+    #[arg(long, env = "DEAD_LETTER_STREAM", value_name = "DEAD_LETTER_STREAM", default_value = "telemetry:teltonika:dead-letter", value_parser = parse_non_empty)]
+    pub dead_letter_stream: String,
+
+    #[command(flatten)]
+    pub durable: DurableSettings,
+
+    #[command(flatten)]
+    pub faulty: FaultySettings,
+
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    #[command(flatten)]
+    pub live: LiveSettings,
+
+    /// Longest wait, on SIGTERM, for the batch in flight to commit before exiting anyway
+    /// (what is not committed stays pending and is never acked).
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", value_name = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DurableSettings {
+    /// Consumer group shared by all instances for the durable write.
+    #[arg(long, env = "DURABLE_GROUP", value_name = "DURABLE_GROUP", default_value = "durable-write", value_parser = parse_non_empty)]
+    pub group: String,
+
+    /// Entries per read and rows per insert.
+    #[arg(long, env = "DURABLE_BATCH_SIZE", value_name = "DURABLE_BATCH_SIZE", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub batch_size: u32,
+
+    /// Inserts in flight at once (each holds one pooled connection).
+    #[arg(long, env = "DURABLE_MAX_IN_FLIGHT", value_name = "DURABLE_MAX_IN_FLIGHT", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_in_flight: u32,
+
+    /// How long a blocking read waits for new entries.
+    #[arg(long, env = "DURABLE_BLOCK_MS", value_name = "DURABLE_BLOCK_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub block_ms: u64,
+
+    /// Pending entries idle this long are claimed from whichever consumer holds them.
+    #[arg(long, env = "DURABLE_CLAIM_IDLE_MS", value_name = "DURABLE_CLAIM_IDLE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub claim_idle_ms: u64,
+
+    /// Deliveries after which an entry Postgres keeps rejecting is dead-lettered.
+    #[arg(long, env = "DURABLE_MAX_DELIVERIES", value_name = "DURABLE_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_deliveries: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FaultySettings {
+    /// Positions with fewer satellites are faulty.
+    #[arg(long, env = "FAULTY_MIN_SATELLITES", value_name = "FAULTY_MIN_SATELLITES", default_value_t = 3)]
+    pub min_satellites: u8,
+
+    /// Positions whose fix time is further ahead of the processing time are faulty.
+    #[arg(long, env = "FAULTY_MAX_FUTURE_MS", value_name = "FAULTY_MAX_FUTURE_MS", default_value_t = 60_000)]
+    pub max_future_ms: u64,
+
+    /// The live path drops a position implying a faster jump from the device's last one.
+    #[arg(long, env = "FAULTY_MAX_SPEED_KMH", value_name = "FAULTY_MAX_SPEED_KMH", default_value_t = 500.0, value_parser = parse_positive_f64)]
+    pub max_speed_kmh: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// Connections in the Postgres pool.
+    #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub pool_size: u32,
+
+    /// Longest wait to open a Postgres connection.
+    #[arg(long, env = "DATABASE_CONNECT_TIMEOUT_MS", value_name = "DATABASE_CONNECT_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout_ms: u64,
+
+    /// Longest wait for a free pooled connection.
+    #[arg(long, env = "DATABASE_POOL_WAIT_TIMEOUT_MS", value_name = "DATABASE_POOL_WAIT_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub pool_wait_timeout_ms: u64,
+
+    /// Longest a single statement may run before it is treated as failed.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", value_name = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub statement_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LiveSettings {
+    /// HS256 secret for client tokens.
+    #[arg(long, env = "LIVE_AUTH_JWT_SECRET", value_name = "LIVE_AUTH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key (RS256 or ES256) for client tokens.
+    #[arg(long, env = "LIVE_AUTH_JWT_PUBLIC_KEY_FILE", value_name = "LIVE_AUTH_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+
+    /// Accept clients without a token (they see public events only).
+    #[arg(long, env = "LIVE_ALLOW_ANONYMOUS", value_name = "LIVE_ALLOW_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_anonymous: bool,
+
+    /// Outbound bytes queued for a client above which its updates are conflated.
+    #[arg(long, env = "LIVE_WS_CONFLATE_THRESHOLD_BYTES", value_name = "LIVE_WS_CONFLATE_THRESHOLD_BYTES", default_value_t = 256 * 1024)]
+    pub conflate_threshold_bytes: u64,
+
+    /// Outbound bytes queued for a client above which it is closed with 1013.
+    #[arg(long, env = "LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", value_name = "LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", default_value_t = 1024 * 1024)]
+    pub backpressure_threshold_bytes: u64,
+
+    /// Largest client text frame answered normally; larger ones get `bad_request`.
+    #[arg(long, env = "LIVE_WS_MAX_MESSAGE_BYTES", value_name = "LIVE_WS_MAX_MESSAGE_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_message_bytes: u64,
+
+    /// `bad_request`s after which a connection is closed with 1008.
+    #[arg(long, env = "LIVE_WS_MAX_BAD_MESSAGES", value_name = "LIVE_WS_MAX_BAD_MESSAGES", default_value_t = 10)]
+    pub max_bad_messages: u32,
+
+    /// Topics one connection may subscribe to.
+    #[arg(long, env = "LIVE_WS_MAX_SUBSCRIPTIONS", value_name = "LIVE_WS_MAX_SUBSCRIPTIONS", default_value_t = 50)]
+    pub max_subscriptions: u32,
+
+    /// Interval between server pings; no pong within two intervals closes the connection.
+    #[arg(long, env = "LIVE_WS_PING_INTERVAL_MS", value_name = "LIVE_WS_PING_INTERVAL_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ping_interval_ms: u64,
+
+    /// Prefix of this instance's broadcast consumer group.
+    #[arg(long, env = "LIVE_BROADCAST_GROUP_PREFIX", value_name = "LIVE_BROADCAST_GROUP_PREFIX", default_value = "live-broadcast", value_parser = parse_non_empty)]
+    pub broadcast_group_prefix: String,
+
+    /// Age of a heartbeat after which a broadcast group's instance counts as dead.
+    #[arg(long, env = "LIVE_BROADCAST_GROUP_TTL_MS", value_name = "LIVE_BROADCAST_GROUP_TTL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub broadcast_group_ttl_ms: u64,
+
+    /// Interval between reloads of the device-to-event map.
+    #[arg(long, env = "LIVE_DEVICE_EVENT_REFRESH_MS", value_name = "LIVE_DEVICE_EVENT_REFRESH_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub device_event_refresh_ms: u64,
+}
+
+/// A configuration error found after parsing: values that are fine alone but not together.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl Config {
+    /// Checks the rules that tie variables together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.live.conflate_threshold_bytes >= self.live.backpressure_threshold_bytes {
+            return Err(ConfigError {
+                variable: "LIVE_WS_CONFLATE_THRESHOLD_BYTES",
+                problem: format!(
+                    "must be below LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES ({})",
+                    self.live.backpressure_threshold_bytes
+                ),
+            });
+        }
+        if self.durable.max_in_flight > self.database.pool_size {
+            return Err(ConfigError {
+                variable: "DURABLE_MAX_IN_FLIGHT",
+                problem: format!(
+                    "must not exceed DATABASE_POOL_SIZE ({})",
+                    self.database.pool_size
+                ),
+            });
+        }
+        if self.live.jwt_secret.is_some() && self.live.jwt_public_key_file.is_some() {
+            return Err(ConfigError {
+                variable: "LIVE_AUTH_JWT_SECRET",
+                problem: "set either it or LIVE_AUTH_JWT_PUBLIC_KEY_FILE, not both".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `INSTANCE_ID`, or host name and process id.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "processor".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+fn parse_redis_url(s: &str) -> Result<String, String> {
+    redis::Client::open(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("expected a redis:// or rediss:// URL ({e})"))
+}
+
+fn parse_database_url(s: &str) -> Result<String, String> {
+    tokio_postgres::Config::from_str(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("expected a postgres:// URL or key=value connection string ({e})"))
+}
+
+fn parse_non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn parse_instance_id(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 128 || !s.chars().all(|c| c.is_ascii_graphic()) {
+        Err("expected 1 to 128 printable ASCII characters without spaces".into())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn parse_positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err("expected a positive number".into()),
+    }
+}

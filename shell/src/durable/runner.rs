@@ -1,0 +1,210 @@
+//! The durable event loop: feed the core, execute its commands, repeat.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, watch};
+
+use processor_core::durable::{
+    ClaimResult, Command, DeadLetterId, DurableConfig, DurableWriter, WriteFailure, WriteId,
+};
+use processor_core::stream::StreamEntry;
+
+use super::reader::{self, ReadRequest};
+use crate::clock;
+use crate::metrics::Metrics;
+use crate::postgres::PositionStore;
+use crate::readiness::Readiness;
+use crate::redis_stream::{DurableStream, StreamError};
+
+/// Everything the durable loop runs against.
+pub struct DurableContext {
+    pub redis: redis::Client,
+    pub control: ConnectionManager,
+    pub stream: DurableStream,
+    pub store: PositionStore,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    pub core: DurableConfig,
+    pub block: Duration,
+    /// On shutdown, how long to wait for held entries to be stored before giving up on them
+    /// (they stay pending, unacked, for another instance or the next start).
+    pub grace: Duration,
+}
+
+enum Done {
+    Read(Result<Vec<StreamEntry>, StreamError>),
+    Claimed(Result<ClaimResult, StreamError>),
+    Written(WriteId, Result<u64, WriteFailure>),
+    DeadLettered(DeadLetterId, Result<(), StreamError>),
+    Acked(Result<(), StreamError>),
+}
+
+/// Runs until `stop` turns true and everything held is settled (or the grace time is over).
+pub async fn run(ctx: DurableContext, mut stop: watch::Receiver<bool>) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let (read_tx, read_rx) = mpsc::channel::<ReadRequest>(1);
+    let (read_result_tx, mut read_result_rx) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(reader::serve(
+        ctx.redis.clone(),
+        ctx.stream.clone(),
+        ctx.block,
+        read_rx,
+        read_result_tx,
+    ));
+
+    let mut core = DurableWriter::new(ctx.core.clone(), clock::now());
+    let mut stats = core.stats();
+    let mut outstanding = 0usize;
+    let mut give_up_at: Option<tokio::time::Instant> = None;
+    ctx.readiness.set_durable_consumer(true);
+
+    loop {
+        while let Some(command) = core.poll_command() {
+            outstanding += execute(&ctx, command, &read_tx, &done_tx);
+        }
+        let now_stats = core.stats();
+        ctx.metrics.record_durable(&stats, &now_stats);
+        stats = now_stats;
+        if core.is_stopped() && outstanding == 0 {
+            break;
+        }
+        let timer = core.poll_timeout().map(clock::until);
+        tokio::select! {
+            Some(result) = read_result_rx.recv() => {
+                outstanding -= 1;
+                feed(&ctx, &mut core, Done::Read(result));
+            }
+            Some(done) = done_rx.recv() => {
+                outstanding -= 1;
+                feed(&ctx, &mut core, done);
+            }
+            _ = tokio::time::sleep(timer.unwrap_or(Duration::MAX)), if timer.is_some() => {
+                core.handle_timeout(clock::now());
+            }
+            _ = stop.wait_for(|s| *s), if give_up_at.is_none() => {
+                tracing::info!(held = core.held(), "durable consumer stopping: settling what it holds");
+                give_up_at = Some(tokio::time::Instant::now() + ctx.grace);
+                core.handle_shutdown(clock::now());
+            }
+            _ = tokio::time::sleep_until(give_up_at.unwrap_or_else(tokio::time::Instant::now)), if give_up_at.is_some() => {
+                tracing::warn!(
+                    held = core.held(),
+                    "durable consumer: grace time over; what is not committed stays pending, unacked"
+                );
+                break;
+            }
+        }
+    }
+    drop(read_tx);
+    ctx.readiness.set_durable_consumer(false);
+    // The reader finishes the read it is in (bounded by BLOCK) and ends.
+    let _ = reader.await;
+    tracing::info!("durable consumer stopped");
+}
+
+/// Starts one command; returns how many answers it will produce.
+fn execute(
+    ctx: &DurableContext,
+    command: Command,
+    read_tx: &mpsc::Sender<ReadRequest>,
+    done: &mpsc::UnboundedSender<Done>,
+) -> usize {
+    match command {
+        Command::Read { from, count } => {
+            // The core keeps one read in flight, so the one-slot channel always has room.
+            if read_tx.try_send(ReadRequest { from, count }).is_err() {
+                tracing::error!("durable reader is gone");
+                return 0;
+            }
+        }
+        Command::Claim {
+            cursor,
+            min_idle_ms,
+            count,
+        } => {
+            let (stream, mut conn, done) = (ctx.stream.clone(), ctx.control.clone(), done.clone());
+            tokio::spawn(async move {
+                let result = stream.claim(&mut conn, cursor, min_idle_ms, count).await;
+                let _ = done.send(Done::Claimed(result));
+            });
+        }
+        Command::Write { id, rows } => {
+            let (store, metrics, done) = (ctx.store.clone(), ctx.metrics.clone(), done.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let result = store.write(&rows).await;
+                if result.is_ok() {
+                    metrics
+                        .durable_write_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                let _ = done.send(Done::Written(id, result));
+            });
+        }
+        Command::DeadLetter { id, entries } => {
+            for entry in &entries {
+                tracing::warn!(entry_id = %entry.source_id, reason = %entry.reason, "dead-lettering entry");
+            }
+            let (stream, mut conn, done) = (ctx.stream.clone(), ctx.control.clone(), done.clone());
+            tokio::spawn(async move {
+                let result = stream.dead_letter(&mut conn, &entries).await;
+                let _ = done.send(Done::DeadLettered(id, result));
+            });
+        }
+        Command::Ack(ids) => {
+            let (stream, mut conn, done) = (ctx.stream.clone(), ctx.control.clone(), done.clone());
+            tokio::spawn(async move {
+                let result = stream.ack(&mut conn, &ids).await;
+                let _ = done.send(Done::Acked(result));
+            });
+        }
+    }
+    1
+}
+
+fn feed(ctx: &DurableContext, core: &mut DurableWriter, done: Done) {
+    let now = clock::now();
+    match done {
+        Done::Read(Ok(entries)) => {
+            ctx.readiness.set_redis(true);
+            core.handle_read(now, entries);
+        }
+        Done::Read(Err(error)) => {
+            tracing::warn!(%error, "durable read failed; retrying");
+            ctx.readiness.set_redis(false);
+            core.handle_read_failed(now);
+        }
+        Done::Claimed(Ok(result)) => core.handle_claimed(now, result),
+        Done::Claimed(Err(error)) => {
+            tracing::warn!(%error, "claiming idle entries failed");
+            core.handle_claim_failed(now);
+        }
+        Done::Written(id, result) => {
+            match &result {
+                Ok(_) => ctx.readiness.set_postgres(true),
+                Err(WriteFailure::Transient(reason)) => {
+                    ctx.readiness.set_postgres(false);
+                    tracing::warn!(%reason, "insert failed; will retry the same rows");
+                }
+                Err(WriteFailure::Rejected { reason, .. }) => {
+                    tracing::warn!(%reason, "Postgres rejected a row; isolating it");
+                }
+            }
+            core.handle_write(now, id, result);
+        }
+        Done::DeadLettered(id, result) => {
+            let result = result.map_err(|error| {
+                tracing::warn!(%error, "writing to the dead-letter stream failed; will retry");
+                error.to_string()
+            });
+            core.handle_dead_lettered(now, id, result);
+        }
+        Done::Acked(Ok(())) => {}
+        Done::Acked(Err(error)) => {
+            tracing::warn!(%error, "ack failed; the entries stay pending and are read again");
+            core.handle_stream_lost(now);
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Postgres: the connection pool and the positions store.
+
+pub mod pool;
+pub mod positions;
+
+pub use pool::{connect_one, create_pool, PoolError};
+pub use positions::PositionStore;

@@ -1,0 +1,180 @@
+//! Storing positions: one statement per batch, idempotent, moving `latest_positions` forward.
+
+use std::time::Instant;
+
+use deadpool_postgres::Pool;
+use serde_json::Value;
+use tokio_postgres::error::SqlState;
+
+use processor_core::durable::{WriteFailure, WriteRow};
+
+use crate::clock::to_system_time;
+
+/// One round trip and one implicit transaction per batch. Arrays keep a single statement
+/// text for every batch size (multi-row VALUES would cache a plan per size and hit the
+/// parameter limit). The core has already removed duplicates inside the batch and sorted
+/// the rows, so every writer takes the positions and latest-row locks in one order.
+/// Only rows actually inserted move the latest position, and only forward in fix time, so
+/// the first stored of two equal (device, ts) rows wins everywhere.
+const INSERT_BATCH: &str = "
+WITH input AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float8[],
+        $6::float8[], $7::float8[], $8::int2[], $9::int2[], $10::int4[], $11::jsonb[],
+        $12::bool[], $13::timestamptz[]
+    ) AS t(device_id, ts, latitude, longitude, altitude, angle, speed, satellites,
+           priority, event_io_id, attributes, faulty, received_at)
+), inserted AS (
+    INSERT INTO positions (device_id, ts, latitude, longitude, altitude, angle, speed,
+                           satellites, priority, event_io_id, attributes, faulty, received_at)
+    SELECT * FROM input
+    ON CONFLICT (device_id, ts) DO NOTHING
+    RETURNING device_id, ts, latitude, longitude, speed, angle, faulty
+), newest AS (
+    SELECT DISTINCT ON (device_id) device_id, ts, latitude, longitude, speed, angle
+    FROM inserted WHERE NOT faulty
+    ORDER BY device_id, ts DESC
+), moved AS (
+    INSERT INTO latest_positions AS l (device_id, ts, latitude, longitude, speed, angle)
+    SELECT * FROM newest ORDER BY device_id
+    ON CONFLICT (device_id) DO UPDATE
+        SET ts = EXCLUDED.ts, latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
+            speed = EXCLUDED.speed, angle = EXCLUDED.angle
+        WHERE l.ts < EXCLUDED.ts
+    RETURNING 1
+)
+SELECT count(*) FROM inserted";
+
+#[derive(Clone)]
+pub struct PositionStore {
+    pool: Pool,
+}
+
+impl PositionStore {
+    pub fn new(pool: Pool) -> PositionStore {
+        PositionStore { pool }
+    }
+
+    /// Stores `rows`; `Ok(n)` once committed, n being the rows not stored before.
+    pub async fn write(&self, rows: &[WriteRow]) -> Result<u64, WriteFailure> {
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| WriteFailure::Transient(format!("no Postgres connection: {e}")))?;
+        let statement = client
+            .prepare_cached(INSERT_BATCH)
+            .await
+            .map_err(|e| classify(&e))?;
+        let columns = Columns::from_rows(rows);
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &columns.device_id,
+                    &columns.ts,
+                    &columns.latitude,
+                    &columns.longitude,
+                    &columns.altitude,
+                    &columns.angle,
+                    &columns.speed,
+                    &columns.satellites,
+                    &columns.priority,
+                    &columns.event_io_id,
+                    &columns.attributes,
+                    &columns.faulty,
+                    &columns.received_at,
+                ],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        let inserted: i64 = row.try_get(0).map_err(|e| classify(&e))?;
+        Ok(u64::try_from(inserted).unwrap_or(0))
+    }
+
+    /// `SELECT 1`, for readiness.
+    pub async fn ping(&self) -> bool {
+        let started = Instant::now();
+        let ok = match self.pool.get().await {
+            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        };
+        tracing::trace!(ok, elapsed_ms = started.elapsed().as_millis() as u64, "postgres ping");
+        ok
+    }
+}
+
+/// Data exceptions, integrity violations and program limits are about the rows: bisecting
+/// finds the culprit. Anything else (connection lost, timeout, deadlock, a missing table
+/// after a bad deploy) says nothing about the rows and is retried as it is, so that an
+/// operator's mistake never dead-letters good data.
+fn classify(error: &tokio_postgres::Error) -> WriteFailure {
+    let message = error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned());
+    match error.code() {
+        Some(code) if is_data_problem(code) => WriteFailure::Rejected {
+            reason: format!("{} ({})", message, code.code()),
+            row: None,
+        },
+        _ => WriteFailure::Transient(message),
+    }
+}
+
+fn is_data_problem(code: &SqlState) -> bool {
+    let class = &code.code()[..2];
+    matches!(class, "22" | "23" | "54")
+}
+
+/// The rows turned into one array per column.
+struct Columns<'a> {
+    device_id: Vec<&'a str>,
+    ts: Vec<std::time::SystemTime>,
+    latitude: Vec<f64>,
+    longitude: Vec<f64>,
+    altitude: Vec<f64>,
+    angle: Vec<f64>,
+    speed: Vec<f64>,
+    satellites: Vec<i16>,
+    priority: Vec<i16>,
+    event_io_id: Vec<Option<i32>>,
+    attributes: Vec<Value>,
+    faulty: Vec<bool>,
+    received_at: Vec<std::time::SystemTime>,
+}
+
+impl<'a> Columns<'a> {
+    fn from_rows(rows: &'a [WriteRow]) -> Columns<'a> {
+        let n = rows.len();
+        let mut c = Columns {
+            device_id: Vec::with_capacity(n),
+            ts: Vec::with_capacity(n),
+            latitude: Vec::with_capacity(n),
+            longitude: Vec::with_capacity(n),
+            altitude: Vec::with_capacity(n),
+            angle: Vec::with_capacity(n),
+            speed: Vec::with_capacity(n),
+            satellites: Vec::with_capacity(n),
+            priority: Vec::with_capacity(n),
+            event_io_id: Vec::with_capacity(n),
+            attributes: Vec::with_capacity(n),
+            faulty: Vec::with_capacity(n),
+            received_at: Vec::with_capacity(n),
+        };
+        for row in rows {
+            let p = &row.position;
+            c.device_id.push(&p.device_id);
+            c.ts.push(to_system_time(p.ts));
+            c.latitude.push(p.latitude);
+            c.longitude.push(p.longitude);
+            c.altitude.push(p.altitude);
+            c.angle.push(p.angle);
+            c.speed.push(p.speed);
+            c.satellites.push(i16::from(p.satellites));
+            c.priority.push(i16::from(p.priority));
+            c.event_io_id.push(p.event_io_id);
+            c.attributes.push(p.attributes_json());
+            c.faulty.push(row.faulty);
+            c.received_at.push(to_system_time(row.received_at));
+        }
+        c
+    }
+}

@@ -1,0 +1,207 @@
+//! The durable consumer group's commands.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionLike;
+use redis::{ErrorKind, RedisError, Value};
+
+use processor_core::durable::{ClaimResult, DeadLetter, ReadFrom};
+use processor_core::stream::{EntryId, StreamEntry};
+
+use super::reply::{self, RawEntry, ReplyError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+}
+
+/// Names of the stream, the group and this consumer.
+#[derive(Debug, Clone)]
+pub struct DurableStream {
+    pub stream: String,
+    pub group: String,
+    pub consumer: String,
+    pub dead_letter_stream: String,
+}
+
+impl DurableStream {
+    /// Creates the group at the start of the stream (and the stream) unless it exists.
+    pub async fn ensure_group<C: ConnectionLike>(&self, conn: &mut C) -> Result<(), StreamError> {
+        let created: Result<Value, RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One XREADGROUP. A missing group (Redis restarted, key evicted) is recreated before the
+    /// error is returned, so the retry finds it.
+    pub async fn read<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        from: ReadFrom,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<StreamEntry>, StreamError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
+        let id = match from {
+            ReadFrom::New => {
+                cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+                ">".to_owned()
+            }
+            ReadFrom::Pending { after } => after.to_string(),
+        };
+        cmd.arg("STREAMS").arg(&self.stream).arg(id);
+        let value: Value = match cmd.query_async(conn).await {
+            Ok(v) => v,
+            Err(e) => {
+                if e.code() == Some("NOGROUP") {
+                    self.ensure_group(conn).await?;
+                }
+                return Err(e.into());
+            }
+        };
+        let raw = reply::read_reply(&value)?;
+        let counts = match from {
+            ReadFrom::New => Vec::new(),
+            ReadFrom::Pending { .. } => self.delivery_counts(conn, &raw).await?,
+        };
+        Ok(with_counts(raw, &counts))
+    }
+
+    /// One page of XAUTOCLAIM, with delivery counts.
+    pub async fn claim<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        cursor: EntryId,
+        min_idle_ms: u64,
+        count: usize,
+    ) -> Result<ClaimResult, StreamError> {
+        let value: Value = redis::cmd("XAUTOCLAIM")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(min_idle_ms)
+            .arg(cursor.to_string())
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(conn)
+            .await?;
+        let (next_cursor, raw, mut deleted) = reply::autoclaim_reply(&value)?;
+        let counts = self.delivery_counts(conn, &raw).await?;
+        deleted.extend(raw.iter().filter(|e| e.deleted).map(|e| e.id));
+        Ok(ClaimResult {
+            next_cursor,
+            entries: with_counts(raw.into_iter().filter(|e| !e.deleted).collect(), &counts),
+            deleted,
+        })
+    }
+
+    /// XPENDING over the range the entries span, for this consumer.
+    async fn delivery_counts<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        entries: &[RawEntry],
+    ) -> Result<Vec<(EntryId, u64)>, StreamError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(Vec::new());
+        };
+        let value: Value = redis::cmd("XPENDING")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(first.id.to_string())
+            .arg(last.id.to_string())
+            .arg(entries.len())
+            .arg(&self.consumer)
+            .query_async(conn)
+            .await?;
+        Ok(reply::pending_counts(&value)?)
+    }
+
+    pub async fn ack<C: ConnectionLike>(&self, conn: &mut C, ids: &[EntryId]) -> Result<(), StreamError> {
+        for chunk in ids.chunks(1_000) {
+            let mut cmd = redis::cmd("XACK");
+            cmd.arg(&self.stream).arg(&self.group);
+            for id in chunk {
+                cmd.arg(id.to_string());
+            }
+            let _: Value = cmd.query_async(conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends the entries to the dead-letter stream in one round trip.
+    pub async fn dead_letter<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        entries: &[DeadLetter],
+    ) -> Result<(), StreamError> {
+        let mut pipe = redis::pipe();
+        for entry in entries {
+            let cmd = pipe.cmd("XADD").arg(&self.dead_letter_stream).arg("*");
+            if let Some(payload) = &entry.payload {
+                cmd.arg("payload").arg(payload.as_ref());
+            }
+            cmd.arg("source_id")
+                .arg(entry.source_id.to_string())
+                .arg("reason")
+                .arg(&entry.reason)
+                .ignore();
+        }
+        let _: Value = pipe.query_async(conn).await?;
+        Ok(())
+    }
+
+    /// Entries pending in the group, all consumers together.
+    pub async fn pending_total<C: ConnectionLike>(&self, conn: &mut C) -> Result<u64, StreamError> {
+        let value: Value = redis::cmd("XPENDING")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .query_async(conn)
+            .await?;
+        Ok(reply::pending_total(&value)?)
+    }
+}
+
+/// True for errors after which the connection should be replaced.
+pub fn is_connection_error(error: &StreamError) -> bool {
+    match error {
+        StreamError::Redis(e) => {
+            e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.kind() == ErrorKind::Io
+        }
+        StreamError::Reply(_) => false,
+    }
+}
+
+fn with_counts(raw: Vec<RawEntry>, counts: &[(EntryId, u64)]) -> Vec<StreamEntry> {
+    raw.into_iter()
+        .map(|e| StreamEntry {
+            deliveries: counts
+                .iter()
+                .find(|(id, _)| *id == e.id)
+                .map_or(1, |(_, n)| *n),
+            id: e.id,
+            payload: e.payload.map(Bytes::from),
+        })
+        .collect()
+}

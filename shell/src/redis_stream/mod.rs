@@ -1,0 +1,11 @@
+//! The telemetry stream in Redis: consumer groups, reads, claims, acks and dead letters.
+//!
+//! Commands are sent as raw Redis commands and their replies parsed by hand ([`reply`]): an
+//! entry deleted while pending comes back with nil fields, which typed reply helpers reject.
+
+pub mod connect;
+pub mod group;
+pub mod reply;
+
+pub use connect::{blocking_connection, control_connection};
+pub use group::{DurableStream, StreamError};

@@ -1,0 +1,178 @@
+//! `processor`: start everything, wait for a signal, stop in the contract's order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+
+use processor_core::durable::DurableConfig;
+use processor_core::faulty::FaultyThresholds;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::postgres::{connect_one, create_pool, PositionStore};
+use crate::readiness::Readiness;
+use crate::redis_stream::{control_connection, DurableStream};
+use crate::{durable, health, migrate, ops_server};
+
+/// First and longest delay between attempts to reach Redis or Postgres at start-up.
+const START_RETRY_MIN: Duration = Duration::from_millis(200);
+const START_RETRY_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), ServiceError> {
+    let instance_id = config.instance_id();
+    tracing::info!(%instance_id, "processor starting");
+    let metrics = Arc::new(Metrics::new(&instance_id));
+    let readiness = Arc::new(Readiness::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(stop_on_signal(stop_tx));
+
+    let listener = ops_server::bind(config.metrics_addr)
+        .await
+        .map_err(|e| ServiceError::Startup(e.to_string()))?;
+    let ops = tokio::spawn(ops_server::serve(
+        listener,
+        metrics.clone(),
+        readiness.clone(),
+        stop_rx.clone(),
+    ));
+
+    if config.migrate_on_start {
+        let Some(()) = retry_until_stopped("apply migrations", stop_rx.clone(), || async {
+            let mut client = connect_one(&config).await.map_err(|e| e.to_string())?;
+            let applied = migrate::migrate(&mut client).await.map_err(|e| e.to_string())?;
+            for name in applied {
+                tracing::info!(migration = name, "migration applied");
+            }
+            Ok(())
+        })
+        .await
+        else {
+            return Ok(());
+        };
+    }
+
+    let redis = redis::Client::open(config.redis_url.as_str())
+        .map_err(|e| ServiceError::Startup(format!("REDIS_URL: {e}")))?;
+    let Some(control) = retry_until_stopped("connect to Redis", stop_rx.clone(), || {
+        let redis = redis.clone();
+        async move { control_connection(redis).await.map_err(|e| e.to_string()) }
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    let pool = create_pool(&config).map_err(|e| ServiceError::Startup(e.to_string()))?;
+    let store = PositionStore::new(pool.clone());
+
+    let stream = DurableStream {
+        stream: config.telemetry_stream.clone(),
+        group: config.durable.group.clone(),
+        consumer: instance_id.clone(),
+        dead_letter_stream: config.dead_letter_stream.clone(),
+    };
+    let health = tokio::spawn(health::run(
+        control.clone(),
+        stream.clone(),
+        store.clone(),
+        readiness.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
+    let durable = tokio::spawn(durable::run(
+        durable::DurableContext {
+            redis: redis.clone(),
+            control: control.clone(),
+            stream,
+            store,
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+            core: durable_config(&config),
+            block: Duration::from_millis(config.durable.block_ms),
+            grace: Duration::from_millis(config.shutdown_grace_ms),
+        },
+        stop_rx.clone(),
+    ));
+
+    // The durable consumer returns only after a stop was asked for.
+    let _ = durable.await;
+    let _ = health.await;
+    let _ = ops.await;
+    drop(control);
+    pool.close();
+    tracing::info!("processor stopped");
+    Ok(())
+}
+
+pub fn durable_config(config: &Config) -> DurableConfig {
+    let claim_idle_ms = config.durable.claim_idle_ms;
+    DurableConfig {
+        batch_size: config.durable.batch_size as usize,
+        max_in_flight: config.durable.max_in_flight as usize,
+        max_deliveries: config.durable.max_deliveries,
+        claim_idle_ms,
+        // Sweeping at a fraction of the idle time bounds how long a dead consumer's entries
+        // wait beyond it.
+        claim_interval_ms: (claim_idle_ms / 2).clamp(100, 10_000),
+        retry_min_ms: 100,
+        retry_max_ms: 5_000,
+        faulty: FaultyThresholds {
+            min_satellites: config.faulty.min_satellites,
+            max_future_ms: config.faulty.max_future_ms,
+        },
+    }
+}
+
+/// Retries `attempt` with back-off until it succeeds (`Some`) or a stop is asked for (`None`).
+async fn retry_until_stopped<T, F, Fut>(
+    what: &str,
+    mut stop: watch::Receiver<bool>,
+    mut attempt: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut delay = START_RETRY_MIN;
+    loop {
+        match attempt().await {
+            Ok(value) => return Some(value),
+            Err(error) => tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot {what} yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return None,
+        }
+        delay = (delay * 2).min(START_RETRY_MAX);
+    }
+}
+
+async fn stop_on_signal(stop: watch::Sender<bool>) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    let _ = stop.send(true);
+}
+
+/// Keeps the type in the public API for tests that build a context by hand.
+pub type ControlConnection = ConnectionManager;
