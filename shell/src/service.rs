@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use processor_core::durable::DurableConfig;
@@ -70,15 +69,22 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     else {
         return Ok(());
     };
-    let pool = create_pool(&config).map_err(|e| ServiceError::Startup(e.to_string()))?;
-    let store = PositionStore::new(pool.clone());
-
     let stream = DurableStream {
         stream: config.telemetry_stream.clone(),
         group: config.durable.group.clone(),
         consumer: instance_id.clone(),
         dead_letter_stream: config.dead_letter_stream.clone(),
     };
+    let Some(()) = retry_until_stopped("create the durable consumer group", stop_rx.clone(), || {
+        let (stream, mut conn) = (stream.clone(), control.clone());
+        async move { stream.ensure_group(&mut conn).await.map_err(|e| e.to_string()) }
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    let pool = create_pool(&config).map_err(|e| ServiceError::Startup(e.to_string()))?;
+    let store = PositionStore::new(pool.clone());
     let health = tokio::spawn(health::run(
         control.clone(),
         stream.clone(),
@@ -173,6 +179,3 @@ async fn stop_on_signal(stop: watch::Sender<bool>) {
     }
     let _ = stop.send(true);
 }
-
-/// Keeps the type in the public API for tests that build a context by hand.
-pub type ControlConnection = ConnectionManager;

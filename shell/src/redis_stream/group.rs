@@ -94,7 +94,7 @@ impl DurableStream {
         min_idle_ms: u64,
         count: usize,
     ) -> Result<ClaimResult, StreamError> {
-        let value: Value = redis::cmd("XAUTOCLAIM")
+        let claimed: Result<Value, RedisError> = redis::cmd("XAUTOCLAIM")
             .arg(&self.stream)
             .arg(&self.group)
             .arg(&self.consumer)
@@ -103,7 +103,16 @@ impl DurableStream {
             .arg("COUNT")
             .arg(count.max(1))
             .query_async(conn)
-            .await?;
+            .await;
+        let value = match claimed {
+            Ok(v) => v,
+            Err(e) => {
+                if e.code() == Some("NOGROUP") {
+                    self.ensure_group(conn).await?;
+                }
+                return Err(e.into());
+            }
+        };
         let (next_cursor, raw, mut deleted) = reply::autoclaim_reply(&value)?;
         let counts = self.delivery_counts(conn, &raw).await?;
         deleted.extend(raw.iter().filter(|e| e.deleted).map(|e| e.id));
@@ -194,12 +203,10 @@ pub fn is_connection_error(error: &StreamError) -> bool {
 }
 
 fn with_counts(raw: Vec<RawEntry>, counts: &[(EntryId, u64)]) -> Vec<StreamEntry> {
+    let counts: std::collections::BTreeMap<EntryId, u64> = counts.iter().copied().collect();
     raw.into_iter()
         .map(|e| StreamEntry {
-            deliveries: counts
-                .iter()
-                .find(|(id, _)| *id == e.id)
-                .map_or(1, |(_, n)| *n),
+            deliveries: counts.get(&e.id).copied().unwrap_or(1),
             id: e.id,
             payload: e.payload.map(Bytes::from),
         })
