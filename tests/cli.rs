@@ -1,0 +1,110 @@
+//! The command line: `--help`, configuration errors and `processor migrate`.
+
+mod support;
+
+use std::process::Command;
+
+use support::TestEnv;
+
+fn processor() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_processor"));
+    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+#[test]
+fn help_lists_every_variable_of_the_contract_with_its_default() {
+    let out = processor().arg("--help").output().expect("run processor --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "REDIS_URL",
+        "DATABASE_URL",
+        "INSTANCE_ID",
+        "MIGRATE_ON_START",
+        "LOG_FORMAT",
+        "LIVE_WS_ADDR",
+        "METRICS_ADDR",
+        "REDIS_TELEMETRY_STREAM",
+        "DEAD_LETTER_STREAM",
+        "DURABLE_GROUP",
+        "DURABLE_CLAIM_IDLE_MS",
+        "DURABLE_MAX_DELIVERIES",
+        "FAULTY_MIN_SATELLITES",
+        "FAULTY_MAX_FUTURE_MS",
+        "FAULTY_MAX_SPEED_KMH",
+        "LIVE_AUTH_JWT_SECRET",
+        "LIVE_AUTH_JWT_PUBLIC_KEY_FILE",
+        "LIVE_ALLOW_ANONYMOUS",
+        "LIVE_WS_CONFLATE_THRESHOLD_BYTES",
+        "LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES",
+        "LIVE_WS_MAX_MESSAGE_BYTES",
+        "LIVE_WS_MAX_BAD_MESSAGES",
+        "LIVE_WS_MAX_SUBSCRIPTIONS",
+        "LIVE_WS_PING_INTERVAL_MS",
+        "LIVE_BROADCAST_GROUP_PREFIX",
+        "LIVE_BROADCAST_GROUP_TTL_MS",
+        "LIVE_DEVICE_EVENT_REFRESH_MS",
+    ] {
+        assert!(help.contains(&format!("[env: {var}")), "--help lists {var}");
+    }
+    assert!(help.contains("[default: telemetry:teltonika]"));
+}
+
+#[test]
+fn a_bad_value_stops_start_up_naming_the_variable() {
+    for (var, value) in [
+        ("FAULTY_MIN_SATELLITES", "many"),
+        ("MIGRATE_ON_START", "yes"),
+        ("LOG_FORMAT", "xml"),
+        ("DURABLE_BATCH_SIZE", "0"),
+        ("METRICS_ADDR", "localhost"),
+        ("REDIS_URL", "http://example"),
+        ("DATABASE_URL", "postgres://host:notaport/db"),
+    ] {
+        let out = processor().env(var, value).output().expect("run processor");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} must stop start-up");
+        assert!(stderr.contains(var), "the message for {var}={value} names it: {stderr}");
+    }
+}
+
+#[test]
+fn thresholds_that_contradict_each_other_are_refused() {
+    let out = processor()
+        .env("LIVE_WS_CONFLATE_THRESHOLD_BYTES", "2000000")
+        .env("LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", "1000000")
+        .output()
+        .expect("run processor");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LIVE_WS_CONFLATE_THRESHOLD_BYTES"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_twice_is_a_no_op() {
+    // TestEnv::new has already migrated the schema once.
+    let env = TestEnv::new("migrate_twice").await;
+    let second = env.migrate().await;
+    assert!(second.contains("no pending migrations"), "second run: {second}");
+    assert_eq!(env.count("SELECT count(*) FROM schema_migrations").await, 1);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_take_turns() {
+    let env = TestEnv::new("migrate_concurrent").await;
+    env.count("SELECT count(*) FROM positions").await;
+    let pg = env.pg().await;
+    pg.batch_execute("DROP TABLE latest_positions, positions, entry_devices, entries, events, schema_migrations")
+        .await
+        .expect("reset the schema");
+    let runs = (0..4).map(|_| env.migrate());
+    let outputs = futures_util::future::join_all(runs).await;
+    let applied = outputs
+        .iter()
+        .filter(|o| o.contains("migration applied"))
+        .count();
+    assert_eq!(applied, 1, "exactly one of the concurrent runs applies the migration");
+    assert_eq!(env.count("SELECT count(*) FROM schema_migrations").await, 1);
+    env.cleanup().await;
+}
