@@ -8,13 +8,17 @@ use support::TestEnv;
 
 fn processor() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_processor"));
-    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     c
 }
 
 #[test]
 fn help_lists_every_variable_of_the_contract_with_its_default() {
-    let out = processor().arg("--help").output().expect("run processor --help");
+    let out = processor()
+        .arg("--help")
+        .output()
+        .expect("run processor --help");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for var in [
@@ -52,6 +56,65 @@ fn help_lists_every_variable_of_the_contract_with_its_default() {
 }
 
 #[test]
+fn the_operations_table_matches_help() {
+    let out = processor()
+        .arg("--help")
+        .output()
+        .expect("run processor --help");
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/operations.md"
+    ))
+    .expect("docs/operations.md is readable");
+    let documented: Vec<(String, String)> = doc
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let var = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            var.chars()
+                .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+                .then(|| {
+                    (
+                        var.to_owned(),
+                        cells.get(2).unwrap_or(&"").trim_matches('`').to_owned(),
+                    )
+                })
+        })
+        .collect();
+    // Every option block in --help: "[env: NAME=...]" then maybe "[default: VALUE]".
+    let mut in_help = Vec::new();
+    let lines: Vec<&str> = help.lines().map(str::trim).collect();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(rest) = line.strip_prefix("[env: ") {
+            let name = rest.split(['=', ']']).next().unwrap_or_default().to_owned();
+            let default = lines
+                .get(i + 1)
+                .and_then(|l| l.strip_prefix("[default: "))
+                .map(|d| d.trim_end_matches(']').to_owned());
+            in_help.push((name, default));
+        }
+    }
+    for (name, default) in &in_help {
+        let Some((_, doc_default)) = documented.iter().find(|(v, _)| v == name) else {
+            panic!("{name} is in --help but not in docs/operations.md");
+        };
+        if let Some(default) = default {
+            assert_eq!(
+                doc_default, default,
+                "default of {name} in docs/operations.md"
+            );
+        }
+    }
+    for (var, _) in &documented {
+        assert!(
+            in_help.iter().any(|(n, _)| n == var),
+            "{var} is documented but not in --help"
+        );
+    }
+}
+
+#[test]
 fn a_bad_value_stops_start_up_naming_the_variable() {
     for (var, value) in [
         ("FAULTY_MIN_SATELLITES", "many"),
@@ -65,7 +128,10 @@ fn a_bad_value_stops_start_up_naming_the_variable() {
         let out = processor().env(var, value).output().expect("run processor");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{var}={value} must stop start-up");
-        assert!(stderr.contains(var), "the message for {var}={value} names it: {stderr}");
+        assert!(
+            stderr.contains(var),
+            "the message for {var}={value} names it: {stderr}"
+        );
     }
 }
 
@@ -85,7 +151,10 @@ async fn migrate_twice_is_a_no_op() {
     // TestEnv::new has already migrated the schema once.
     let env = TestEnv::new("migrate_twice").await;
     let second = env.migrate().await;
-    assert!(second.contains("no pending migrations"), "second run: {second}");
+    assert!(
+        second.contains("no pending migrations"),
+        "second run: {second}"
+    );
     assert_eq!(env.count("SELECT count(*) FROM schema_migrations").await, 1);
     env.cleanup().await;
 }
@@ -95,16 +164,21 @@ async fn concurrent_migrations_take_turns() {
     let env = TestEnv::new("migrate_concurrent").await;
     env.count("SELECT count(*) FROM positions").await;
     let pg = env.pg().await;
-    pg.batch_execute("DROP TABLE latest_positions, positions, entry_devices, entries, events, schema_migrations")
-        .await
-        .expect("reset the schema");
+    pg.batch_execute(
+        "DROP TABLE latest_positions, positions, entry_devices, entries, events, schema_migrations",
+    )
+    .await
+    .expect("reset the schema");
     let runs = (0..4).map(|_| env.migrate());
     let outputs = futures_util::future::join_all(runs).await;
     let applied = outputs
         .iter()
         .filter(|o| o.contains("migration applied"))
         .count();
-    assert_eq!(applied, 1, "exactly one of the concurrent runs applies the migration");
+    assert_eq!(
+        applied, 1,
+        "exactly one of the concurrent runs applies the migration"
+    );
     assert_eq!(env.count("SELECT count(*) FROM schema_migrations").await, 1);
     env.cleanup().await;
 }

@@ -29,9 +29,10 @@ async fn stored(env: &TestEnv) -> i64 {
 }
 
 async fn settle(env: &TestEnv, expected: i64) {
-    wait_until("every distinct position is stored and nothing is pending", || async {
-        stored(env).await == expected && env.pending().await == 0
-    })
+    wait_until(
+        "every distinct position is stored and nothing is pending",
+        || async { stored(env).await == expected && env.pending().await == 0 },
+    )
     .await;
 }
 
@@ -51,19 +52,35 @@ async fn stores_each_distinct_position_once_and_leaves_nothing_pending() {
     let processor = Processor::start(&env, "a", &small_batches());
 
     settle(&env, distinct as i64 + 50).await;
-    assert_eq!(env.count("SELECT count(*) FROM positions WHERE faulty").await, 50);
-    assert_eq!(env.count("SELECT count(*) FROM latest_positions").await, 300);
+    assert_eq!(
+        env.count("SELECT count(*) FROM positions WHERE faulty")
+            .await,
+        50
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM latest_positions").await,
+        300
+    );
     let stale = env
         .count(
             "SELECT count(*) FROM latest_positions l
              WHERE l.ts <> (SELECT max(ts) FROM positions p WHERE p.device_id = l.device_id AND NOT faulty)",
         )
         .await;
-    assert_eq!(stale, 0, "latest_positions holds each device's newest non-faulty fix");
+    assert_eq!(
+        stale, 0,
+        "latest_positions holds each device's newest non-faulty fix"
+    );
     let attrs = env
-        .count("SELECT count(*) FROM positions WHERE attributes->>'odometer' = '18446744073709551615'")
+        .count(
+            "SELECT count(*) FROM positions WHERE attributes->>'odometer' = '18446744073709551615'",
+        )
         .await;
-    assert_eq!(attrs, distinct as i64 + 50, "u64 attributes are stored exactly");
+    assert_eq!(
+        attrs,
+        distinct as i64 + 50,
+        "u64 attributes are stored exactly"
+    );
     assert_eq!(
         processor.metric("processor_durable_records_total").await,
         Some(payloads.len() as f64)
@@ -77,9 +94,15 @@ async fn decode_errors_and_rejected_rows_are_dead_lettered_and_neighbours_stored
     let env = TestEnv::new("dead_letters").await;
     let mut payloads: Vec<String> = (0..100).map(|d| payload(d, T0)).collect();
     payloads.insert(10, "not json".into());
-    payloads.insert(50, r#"{"device_id":"356307040000001","latitude":1,"longitude":2}"#.into());
+    payloads.insert(
+        50,
+        r#"{"device_id":"356307040000001","latitude":1,"longitude":2}"#.into(),
+    );
     // Valid JSON the decoder accepts, but Postgres refuses a NUL in text.
-    payloads.insert(70, payload(7_000, T0).replace("356307040007000", "bad\\u0000device"));
+    payloads.insert(
+        70,
+        payload(7_000, T0).replace("356307040007000", "bad\\u0000device"),
+    );
     env.publish(&payloads).await;
     {
         let mut redis = env.redis().await;
@@ -121,15 +144,32 @@ async fn decode_errors_and_rejected_rows_are_dead_lettered_and_neighbours_stored
         );
     }
     for d in &dead {
-        assert!(d.contains_key("source_id"), "dead letter names its source entry");
+        assert!(
+            d.contains_key("source_id"),
+            "dead letter names its source entry"
+        );
     }
     assert!(
-        dead.iter().any(|d| d.get("payload").map(String::as_str) == Some("not json")),
+        dead.iter()
+            .any(|d| d.get("payload").map(String::as_str) == Some("not json")),
         "the original payload travels with a decode error"
     );
-    assert_eq!(processor.metric("processor_durable_dead_lettered_total").await, Some(4.0));
-    assert_eq!(processor.metric("processor_durable_decode_errors_total").await, Some(3.0));
-    assert!(!processor.log_text().contains("bad\\u0000device"), "payloads are never logged");
+    assert_eq!(
+        processor
+            .metric("processor_durable_dead_lettered_total")
+            .await,
+        Some(4.0)
+    );
+    assert_eq!(
+        processor
+            .metric("processor_durable_decode_errors_total")
+            .await,
+        Some(3.0)
+    );
+    assert!(
+        !processor.log_text().contains("bad\\u0000device"),
+        "payloads are never logged"
+    );
     drop(processor);
     env.cleanup().await;
 }
@@ -138,9 +178,15 @@ async fn decode_errors_and_rejected_rows_are_dead_lettered_and_neighbours_stored
 /// stored some rows, cuts Postgres, waits until it holds pending entries it cannot store,
 /// and kills it with SIGKILL.
 async fn crash_while_holding_entries(env: &TestEnv, proxy: &Proxy) {
-    let db = env.database_url().replace("127.0.0.1:5432", &proxy.addr.to_string());
-    let mut victim = Processor::start_with(env, "victim", &db, &support::redis_url(), &small_batches());
-    wait_until("the victim stores something", || async { stored(env).await > 0 }).await;
+    let db = env
+        .database_url()
+        .replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let mut victim =
+        Processor::start_with(env, "victim", &db, &support::redis_url(), &small_batches());
+    wait_until("the victim stores something", || async {
+        stored(env).await > 0
+    })
+    .await;
     proxy.cut();
     wait_until("the victim holds entries it cannot store", || async {
         env.pending().await > 0
@@ -178,7 +224,11 @@ async fn another_instance_reclaims_what_a_dead_one_left_pending() {
     let survivor = Processor::start(&env, "survivor", &vars);
     settle(&env, distinct as i64).await;
     assert!(
-        survivor.metric("processor_durable_records_total").await.unwrap_or(0.0) > 0.0,
+        survivor
+            .metric("processor_durable_records_total")
+            .await
+            .unwrap_or(0.0)
+            > 0.0,
         "the survivor did the work"
     );
     drop(survivor);
@@ -189,7 +239,9 @@ async fn another_instance_reclaims_what_a_dead_one_left_pending() {
 async fn postgres_outage_loses_nothing_and_readiness_follows() {
     let env = TestEnv::new("pg_outage").await;
     let proxy = Proxy::start(pg_addr()).await;
-    let db = env.database_url().replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let db = env
+        .database_url()
+        .replace("127.0.0.1:5432", &proxy.addr.to_string());
     let processor = Processor::start_with(&env, "a", &db, &support::redis_url(), &small_batches());
     let first: Vec<String> = (0..500).map(|d| payload(d, T0)).collect();
     env.publish(&first).await;
@@ -206,9 +258,17 @@ async fn postgres_outage_loses_nothing_and_readiness_follows() {
     env.publish(&first).await;
     proxy.restore();
 
-    wait_until("ready again", || async { processor.ready().await == Some(true) }).await;
+    wait_until("ready again", || async {
+        processor.ready().await == Some(true)
+    })
+    .await;
     settle(&env, 1_000).await;
-    assert_eq!(processor.metric("processor_durable_dead_lettered_total").await, Some(0.0));
+    assert_eq!(
+        processor
+            .metric("processor_durable_dead_lettered_total")
+            .await,
+        Some(0.0)
+    );
     drop(processor);
     env.cleanup().await;
 }
@@ -218,7 +278,13 @@ async fn redis_outage_loses_nothing_and_readiness_follows() {
     let env = TestEnv::new("redis_outage").await;
     let proxy = Proxy::start(redis_addr()).await;
     let redis_via_proxy = format!("redis://{}", proxy.addr);
-    let processor = Processor::start_with(&env, "a", &env.database_url(), &redis_via_proxy, &small_batches());
+    let processor = Processor::start_with(
+        &env,
+        "a",
+        &env.database_url(),
+        &redis_via_proxy,
+        &small_batches(),
+    );
     let first: Vec<String> = (0..500).map(|d| payload(d, T0)).collect();
     env.publish(&first).await;
     settle(&env, 500).await;
@@ -233,7 +299,10 @@ async fn redis_outage_loses_nothing_and_readiness_follows() {
     env.publish(&second).await;
     proxy.restore();
 
-    wait_until("ready again", || async { processor.ready().await == Some(true) }).await;
+    wait_until("ready again", || async {
+        processor.ready().await == Some(true)
+    })
+    .await;
     settle(&env, 1_000).await;
     drop(processor);
     env.cleanup().await;
@@ -248,8 +317,16 @@ async fn sigterm_settles_what_is_held_and_exits_zero() {
     wait_until("something is stored", || async { stored(&env).await > 0 }).await;
 
     let status = processor.terminate();
-    assert!(status.success(), "clean exit on SIGTERM: {status:?}\n{}", processor.log_text());
-    assert_eq!(env.pending().await, 0, "a clean exit leaves none of its entries pending");
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status:?}\n{}",
+        processor.log_text()
+    );
+    assert_eq!(
+        env.pending().await,
+        0,
+        "a clean exit leaves none of its entries pending"
+    );
 
     let again = Processor::start(&env, "b", &small_batches());
     settle(&env, distinct as i64).await;

@@ -38,7 +38,10 @@ pub enum CodecError {
     #[error("missing required field `{0}`")]
     MissingField(&'static str),
     #[error("field `{field}` {problem}")]
-    InvalidField { field: String, problem: &'static str },
+    InvalidField {
+        field: String,
+        problem: &'static str,
+    },
 }
 
 impl CodecError {
@@ -129,7 +132,10 @@ fn decode_fields(fields: &Map<String, Value>) -> Result<Position, CodecError> {
     })
 }
 
-fn required<'a>(fields: &'a Map<String, Value>, name: &'static str) -> Result<&'a Value, CodecError> {
+fn required<'a>(
+    fields: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<&'a Value, CodecError> {
     match fields.get(name) {
         None | Some(Value::Null) => Err(CodecError::MissingField(name)),
         Some(v) => Ok(v),
@@ -151,7 +157,10 @@ fn device_id(v: &Value) -> Result<String, CodecError> {
         return Err(CodecError::field("device_id", "must not be empty"));
     }
     if chars > MAX_DEVICE_ID_CHARS {
-        return Err(CodecError::field("device_id", "must be at most 64 characters"));
+        return Err(CodecError::field(
+            "device_id",
+            "must be at most 64 characters",
+        ));
     }
     Ok(s.clone())
 }
@@ -188,7 +197,10 @@ fn timestamp(v: &Value) -> Result<UnixMillis, CodecError> {
         return Err(CodecError::field("timestamp", "must not be before 1970"));
     }
     if ms > UnixMillis::MAX_FIX.as_i64() {
-        return Err(CodecError::field("timestamp", "must not be after year 9999"));
+        return Err(CodecError::field(
+            "timestamp",
+            "must not be after year 9999",
+        ));
     }
     Ok(UnixMillis(ms))
 }

@@ -58,15 +58,30 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info,processor_shell=debug`).
-    #[arg(long, env = "LOG_LEVEL", value_name = "LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        env = "LOG_LEVEL",
+        value_name = "LOG_LEVEL",
+        default_value = "info"
+    )]
     pub log_level: String,
 
     /// Address of the WebSocket server (`GET /live`).
-    #[arg(long, env = "LIVE_WS_ADDR", value_name = "LIVE_WS_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "LIVE_WS_ADDR",
+        value_name = "LIVE_WS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub live_ws_addr: SocketAddr,
 
     /// Address of `/metrics`, `/healthz` and `/readyz`.
-    #[arg(long, env = "METRICS_ADDR", value_name = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(
+        long,
+        env = "METRICS_ADDR",
+        value_name = "METRICS_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
     pub metrics_addr: SocketAddr,
 
     /// Stream the gateway appends positions to.
@@ -91,7 +106,12 @@ pub struct Config {
 
     /// Longest wait, on SIGTERM, for the batch in flight to commit before exiting anyway
     /// (what is not committed stays pending and is never acked).
-    #[arg(long, env = "SHUTDOWN_GRACE_MS", value_name = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "SHUTDOWN_GRACE_MS",
+        value_name = "SHUTDOWN_GRACE_MS",
+        default_value_t = 10_000
+    )]
     pub shutdown_grace_ms: u64,
 }
 
@@ -125,11 +145,21 @@ pub struct DurableSettings {
 #[derive(Debug, Clone, Args)]
 pub struct FaultySettings {
     /// Positions with fewer satellites are faulty.
-    #[arg(long, env = "FAULTY_MIN_SATELLITES", value_name = "FAULTY_MIN_SATELLITES", default_value_t = 3)]
+    #[arg(
+        long,
+        env = "FAULTY_MIN_SATELLITES",
+        value_name = "FAULTY_MIN_SATELLITES",
+        default_value_t = 3
+    )]
     pub min_satellites: u8,
 
     /// Positions whose fix time is further ahead of the processing time are faulty.
-    #[arg(long, env = "FAULTY_MAX_FUTURE_MS", value_name = "FAULTY_MAX_FUTURE_MS", default_value_t = 60_000)]
+    #[arg(
+        long,
+        env = "FAULTY_MAX_FUTURE_MS",
+        value_name = "FAULTY_MAX_FUTURE_MS",
+        default_value_t = 60_000
+    )]
     pub max_future_ms: u64,
 
     /// The live path drops a position implying a faster jump from the device's last one.
@@ -159,11 +189,20 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Args)]
 pub struct LiveSettings {
     /// HS256 secret for client tokens.
-    #[arg(long, env = "LIVE_AUTH_JWT_SECRET", value_name = "LIVE_AUTH_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LIVE_AUTH_JWT_SECRET",
+        value_name = "LIVE_AUTH_JWT_SECRET",
+        hide_env_values = true
+    )]
     pub jwt_secret: Option<String>,
 
     /// PEM public key (RS256 or ES256) for client tokens.
-    #[arg(long, env = "LIVE_AUTH_JWT_PUBLIC_KEY_FILE", value_name = "LIVE_AUTH_JWT_PUBLIC_KEY_FILE")]
+    #[arg(
+        long,
+        env = "LIVE_AUTH_JWT_PUBLIC_KEY_FILE",
+        value_name = "LIVE_AUTH_JWT_PUBLIC_KEY_FILE"
+    )]
     pub jwt_public_key_file: Option<std::path::PathBuf>,
 
     /// Accept clients without a token (they see public events only).
@@ -183,11 +222,21 @@ pub struct LiveSettings {
     pub max_message_bytes: u64,
 
     /// `bad_request`s after which a connection is closed with 1008.
-    #[arg(long, env = "LIVE_WS_MAX_BAD_MESSAGES", value_name = "LIVE_WS_MAX_BAD_MESSAGES", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "LIVE_WS_MAX_BAD_MESSAGES",
+        value_name = "LIVE_WS_MAX_BAD_MESSAGES",
+        default_value_t = 10
+    )]
     pub max_bad_messages: u32,
 
     /// Topics one connection may subscribe to.
-    #[arg(long, env = "LIVE_WS_MAX_SUBSCRIPTIONS", value_name = "LIVE_WS_MAX_SUBSCRIPTIONS", default_value_t = 50)]
+    #[arg(
+        long,
+        env = "LIVE_WS_MAX_SUBSCRIPTIONS",
+        value_name = "LIVE_WS_MAX_SUBSCRIPTIONS",
+        default_value_t = 50
+    )]
     pub max_subscriptions: u32,
 
     /// Interval between server pings; no pong within two intervals closes the connection.

@@ -31,7 +31,9 @@ pub async fn run(
         readiness.set_redis(redis_up);
         if redis_up {
             if let Ok(pending) = stream.pending_total(&mut control).await {
-                metrics.durable_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+                metrics
+                    .durable_pending
+                    .set(i64::try_from(pending).unwrap_or(i64::MAX));
             }
         }
         readiness.set_postgres(store.ping().await);

@@ -16,7 +16,10 @@ fn main() -> ExitCode {
         eprintln!("error: {error}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -27,7 +30,9 @@ fn main() -> ExitCode {
         match cli.command {
             Some(CliCommand::Migrate) => {
                 let mut client = connect_one(&cli.config).await.map_err(|e| e.to_string())?;
-                let applied = migrate::migrate(&mut client).await.map_err(|e| e.to_string())?;
+                let applied = migrate::migrate(&mut client)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if applied.is_empty() {
                     tracing::info!("no pending migrations");
                 }

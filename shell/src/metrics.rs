@@ -62,23 +62,91 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register("processor_durable_records", "Stream entries taken in by the durable consumer", m.durable_records.clone());
-        r.register("processor_durable_decode_errors", "Entries whose payload could not be decoded", m.durable_decode_errors.clone());
-        r.register("processor_durable_rows_written", "Rows newly inserted into positions", m.durable_rows_written.clone());
-        r.register("processor_durable_write_seconds", "Duration of one batched insert, commit included", m.durable_write_seconds.clone());
-        r.register("processor_durable_dead_lettered", "Entries copied to the dead-letter stream", m.durable_dead_lettered.clone());
-        r.register("processor_durable_rejected_rows", "Single rows Postgres rejected for their data", m.durable_rejected_rows.clone());
-        r.register("processor_durable_write_retries", "Inserts retried after a transient failure", m.durable_write_retries.clone());
-        r.register("processor_durable_pending", "Entries pending in the durable consumer group", m.durable_pending.clone());
-        r.register("processor_live_broadcast_records", "Stream entries read by the broadcast consumer", m.live_broadcast_records.clone());
-        r.register("processor_live_broadcast_decode_errors", "Broadcast entries whose payload could not be decoded", m.live_broadcast_decode_errors.clone());
-        r.register("processor_live_broadcast_orphan_records", "Positions of devices in no event", m.live_broadcast_orphan_records.clone());
-        r.register("processor_live_broadcast_fanout_messages", "Position messages queued to clients", m.live_broadcast_fanout_messages.clone());
-        r.register("processor_live_broadcast_lag_ms", "Fix time to send, in milliseconds", m.live_broadcast_lag_ms.clone());
-        r.register("processor_live_connections", "Open WebSocket connections", m.live_connections.clone());
-        r.register("processor_live_subscriptions", "Topic subscriptions across connections", m.live_subscriptions.clone());
-        r.register("processor_live_conflated_messages", "Position messages replaced by a newer one for a slow client", m.live_conflated_messages.clone());
-        r.register("processor_live_slow_consumer_closes", "Connections closed with 1013 for a full outbound buffer", m.live_slow_consumer_closes.clone());
+        r.register(
+            "processor_durable_records",
+            "Stream entries taken in by the durable consumer",
+            m.durable_records.clone(),
+        );
+        r.register(
+            "processor_durable_decode_errors",
+            "Entries whose payload could not be decoded",
+            m.durable_decode_errors.clone(),
+        );
+        r.register(
+            "processor_durable_rows_written",
+            "Rows newly inserted into positions",
+            m.durable_rows_written.clone(),
+        );
+        r.register(
+            "processor_durable_write_seconds",
+            "Duration of one batched insert, commit included",
+            m.durable_write_seconds.clone(),
+        );
+        r.register(
+            "processor_durable_dead_lettered",
+            "Entries copied to the dead-letter stream",
+            m.durable_dead_lettered.clone(),
+        );
+        r.register(
+            "processor_durable_rejected_rows",
+            "Single rows Postgres rejected for their data",
+            m.durable_rejected_rows.clone(),
+        );
+        r.register(
+            "processor_durable_write_retries",
+            "Inserts retried after a transient failure",
+            m.durable_write_retries.clone(),
+        );
+        r.register(
+            "processor_durable_pending",
+            "Entries pending in the durable consumer group",
+            m.durable_pending.clone(),
+        );
+        r.register(
+            "processor_live_broadcast_records",
+            "Stream entries read by the broadcast consumer",
+            m.live_broadcast_records.clone(),
+        );
+        r.register(
+            "processor_live_broadcast_decode_errors",
+            "Broadcast entries whose payload could not be decoded",
+            m.live_broadcast_decode_errors.clone(),
+        );
+        r.register(
+            "processor_live_broadcast_orphan_records",
+            "Positions of devices in no event",
+            m.live_broadcast_orphan_records.clone(),
+        );
+        r.register(
+            "processor_live_broadcast_fanout_messages",
+            "Position messages queued to clients",
+            m.live_broadcast_fanout_messages.clone(),
+        );
+        r.register(
+            "processor_live_broadcast_lag_ms",
+            "Fix time to send, in milliseconds",
+            m.live_broadcast_lag_ms.clone(),
+        );
+        r.register(
+            "processor_live_connections",
+            "Open WebSocket connections",
+            m.live_connections.clone(),
+        );
+        r.register(
+            "processor_live_subscriptions",
+            "Topic subscriptions across connections",
+            m.live_subscriptions.clone(),
+        );
+        r.register(
+            "processor_live_conflated_messages",
+            "Position messages replaced by a newer one for a slow client",
+            m.live_conflated_messages.clone(),
+        );
+        r.register(
+            "processor_live_slow_consumer_closes",
+            "Connections closed with 1013 for a full outbound buffer",
+            m.live_slow_consumer_closes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -93,10 +161,15 @@ impl Metrics {
     /// Moves the durable counters forward by what changed since `previous`.
     pub fn record_durable(&self, previous: &DurableStats, now: &DurableStats) {
         self.durable_records.inc_by(now.records - previous.records);
-        self.durable_decode_errors.inc_by(now.decode_errors - previous.decode_errors);
-        self.durable_rows_written.inc_by(now.rows_written - previous.rows_written);
-        self.durable_dead_lettered.inc_by(now.dead_lettered - previous.dead_lettered);
-        self.durable_rejected_rows.inc_by(now.rejected_rows - previous.rejected_rows);
-        self.durable_write_retries.inc_by(now.write_retries - previous.write_retries);
+        self.durable_decode_errors
+            .inc_by(now.decode_errors - previous.decode_errors);
+        self.durable_rows_written
+            .inc_by(now.rows_written - previous.rows_written);
+        self.durable_dead_lettered
+            .inc_by(now.dead_lettered - previous.dead_lettered);
+        self.durable_rejected_rows
+            .inc_by(now.rejected_rows - previous.rejected_rows);
+        self.durable_write_retries
+            .inc_by(now.write_retries - previous.write_retries);
     }
 }

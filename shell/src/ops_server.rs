@@ -55,19 +55,32 @@ pub async fn serve(
 /// Binds `addr`, naming it in the error.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on METRICS_ADDR {addr}: {e}"))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on METRICS_ADDR {addr}: {e}"),
+        )
     })
 }
 
-fn respond(req: &Request<Incoming>, metrics: &Metrics, readiness: &Readiness) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<Incoming>,
+    metrics: &Metrics,
+    readiness: &Readiness,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n".into());
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is served here\n".into(),
+        );
     }
     match req.uri().path() {
         "/metrics" => {
             let mut response = text(StatusCode::OK, metrics.render());
-            if let Ok(value) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse() {
-                response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+            if let Ok(value) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse()
+            {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONTENT_TYPE, value);
             }
             response
         }

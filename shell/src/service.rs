@@ -47,7 +47,9 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     if config.migrate_on_start {
         let Some(()) = retry_until_stopped("apply migrations", stop_rx.clone(), || async {
             let mut client = connect_one(&config).await.map_err(|e| e.to_string())?;
-            let applied = migrate::migrate(&mut client).await.map_err(|e| e.to_string())?;
+            let applied = migrate::migrate(&mut client)
+                .await
+                .map_err(|e| e.to_string())?;
             for name in applied {
                 tracing::info!(migration = name, "migration applied");
             }
@@ -75,11 +77,17 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         consumer: instance_id.clone(),
         dead_letter_stream: config.dead_letter_stream.clone(),
     };
-    let Some(()) = retry_until_stopped("create the durable consumer group", stop_rx.clone(), || {
-        let (stream, mut conn) = (stream.clone(), control.clone());
-        async move { stream.ensure_group(&mut conn).await.map_err(|e| e.to_string()) }
-    })
-    .await
+    let Some(()) =
+        retry_until_stopped("create the durable consumer group", stop_rx.clone(), || {
+            let (stream, mut conn) = (stream.clone(), control.clone());
+            async move {
+                stream
+                    .ensure_group(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await
     else {
         return Ok(());
     };
@@ -151,7 +159,9 @@ where
     loop {
         match attempt().await {
             Ok(value) => return Some(value),
-            Err(error) => tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot {what} yet"),
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot {what} yet")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

@@ -213,7 +213,8 @@ impl Processor {
         vars: &[(&str, String)],
     ) -> Processor {
         let metrics_addr = free_addr();
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{instance}.log", env.name));
+        let log =
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{instance}.log", env.name));
         let log_file = std::fs::File::create(&log).expect("create the processor log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_processor"));
         command
@@ -258,7 +259,9 @@ impl Processor {
     /// Status code and body of a GET on the metrics endpoint; `None` if not reachable.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr).await.ok()?;
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr)
+            .await
+            .ok()?;
         let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = String::new();

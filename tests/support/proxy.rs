@@ -13,7 +13,9 @@ pub struct Proxy {
 impl Proxy {
     /// Forwards connections on a new local port to `target`.
     pub async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
         let (up, up_rx) = watch::channel(true);
         tokio::spawn(async move {

@@ -261,7 +261,12 @@ impl DurableWriter {
     }
 
     /// The outcome of a [`Command::Write`]: `Ok(rows newly inserted)` once committed.
-    pub fn handle_write(&mut self, now: UnixMillis, id: WriteId, outcome: Result<u64, WriteFailure>) {
+    pub fn handle_write(
+        &mut self,
+        now: UnixMillis,
+        id: WriteId,
+        outcome: Result<u64, WriteFailure>,
+    ) {
         self.advance(now);
         let Some(write) = self.writes.get_mut(&id) else {
             return;
@@ -302,7 +307,12 @@ impl DurableWriter {
     }
 
     /// The outcome of a [`Command::DeadLetter`].
-    pub fn handle_dead_lettered(&mut self, now: UnixMillis, id: DeadLetterId, outcome: Result<(), String>) {
+    pub fn handle_dead_lettered(
+        &mut self,
+        now: UnixMillis,
+        id: DeadLetterId,
+        outcome: Result<(), String>,
+    ) {
         self.advance(now);
         match outcome {
             Ok(()) => {
@@ -398,7 +408,8 @@ impl DurableWriter {
         // One lock order for every writer: concurrent transactions cannot deadlock on the
         // positions key or the latest-position rows.
         rows.sort_by(|a, b| {
-            (a.position.device_id.as_str(), a.position.ts).cmp(&(b.position.device_id.as_str(), b.position.ts))
+            (a.position.device_id.as_str(), a.position.ts)
+                .cmp(&(b.position.device_id.as_str(), b.position.ts))
         });
         let size = self.config.batch_size.max(1);
         let mut rows = rows.into_iter().peekable();
@@ -529,9 +540,7 @@ impl DurableWriter {
         }
         let room = self.config.max_held().saturating_sub(self.held.len());
         let batch = self.config.batch_size.max(1);
-        if self.read_in_flight.is_none()
-            && self.read_retry_at.is_none_or(|t| t <= now)
-            && room > 0
+        if self.read_in_flight.is_none() && self.read_retry_at.is_none_or(|t| t <= now) && room > 0
         {
             let from = self.next_read;
             self.read_in_flight = Some(from);

@@ -99,7 +99,11 @@ impl PositionStore {
             Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
             Err(_) => false,
         };
-        tracing::trace!(ok, elapsed_ms = started.elapsed().as_millis() as u64, "postgres ping");
+        tracing::trace!(
+            ok,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "postgres ping"
+        );
         ok
     }
 }
@@ -109,7 +113,9 @@ impl PositionStore {
 /// after a bad deploy) says nothing about the rows and is retried as it is, so that an
 /// operator's mistake never dead-letters good data.
 fn classify(error: &tokio_postgres::Error) -> WriteFailure {
-    let message = error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned());
+    let message = error
+        .as_db_error()
+        .map_or_else(|| error.to_string(), |db| db.message().to_owned());
     match error.code() {
         Some(code) if is_data_problem(code) => WriteFailure::Rejected {
             reason: format!("{} ({})", message, code.code()),

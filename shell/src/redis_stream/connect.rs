@@ -14,11 +14,16 @@ const BLOCK_MARGIN: Duration = Duration::from_secs(5);
 
 /// A connection of its own for blocking reads: on a shared one, a blocking XREADGROUP would
 /// hold up every other command queued behind it.
-pub async fn blocking_connection(client: &Client, block: Duration) -> Result<MultiplexedConnection, RedisError> {
+pub async fn blocking_connection(
+    client: &Client,
+    block: Duration,
+) -> Result<MultiplexedConnection, RedisError> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(block + BLOCK_MARGIN));
-    client.get_multiplexed_async_connection_with_config(&config).await
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }
 
 /// The shared connection for acks, claims and dead letters; reconnects by itself.

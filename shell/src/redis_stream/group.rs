@@ -144,7 +144,11 @@ impl DurableStream {
         Ok(reply::pending_counts(&value)?)
     }
 
-    pub async fn ack<C: ConnectionLike>(&self, conn: &mut C, ids: &[EntryId]) -> Result<(), StreamError> {
+    pub async fn ack<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        ids: &[EntryId],
+    ) -> Result<(), StreamError> {
         for chunk in ids.chunks(1_000) {
             let mut cmd = redis::cmd("XACK");
             cmd.arg(&self.stream).arg(&self.group);

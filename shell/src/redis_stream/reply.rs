@@ -124,7 +124,10 @@ pub fn autoclaim_reply(v: &Value) -> Result<(EntryId, Vec<RawEntry>, Vec<EntryId
         .and_then(|c| entry_id(c, C))?;
     let claimed = entries(parts.get(1).unwrap_or(&Value::Nil), C)?;
     let deleted = match parts.get(2) {
-        Some(Value::Array(ids)) => ids.iter().map(|id| entry_id(id, C)).collect::<Result<_, _>>()?,
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|id| entry_id(id, C))
+            .collect::<Result<_, _>>()?,
         _ => Vec::new(),
     };
     Ok((cursor, claimed, deleted))
@@ -178,7 +181,10 @@ mod tests {
                     bulk("1-0"),
                     Value::Array(vec![bulk("other"), bulk("x"), bulk("payload"), bulk("{}")]),
                 ]),
-                Value::Array(vec![bulk("2-5"), Value::Array(vec![bulk("other"), bulk("x")])]),
+                Value::Array(vec![
+                    bulk("2-5"),
+                    Value::Array(vec![bulk("other"), bulk("x")]),
+                ]),
                 Value::Array(vec![bulk("3-0"), Value::Nil]),
             ]),
         ])]);
@@ -188,7 +194,9 @@ mod tests {
         assert_eq!(got[1].id, EntryId::new(2, 5));
         assert_eq!((got[1].payload.is_none(), got[1].deleted), (true, false));
         assert!(got[2].deleted);
-        assert!(read_reply(&Value::Nil).expect("nil is no entries").is_empty());
+        assert!(read_reply(&Value::Nil)
+            .expect("nil is no entries")
+            .is_empty());
         assert!(read_reply(&Value::Int(3)).is_err());
     }
 
@@ -216,7 +224,10 @@ mod tests {
             Value::Int(1200),
             Value::Int(3),
         ])]);
-        assert_eq!(pending_counts(&v).expect("well-formed reply"), vec![(EntryId::new(5, 1), 3)]);
+        assert_eq!(
+            pending_counts(&v).expect("well-formed reply"),
+            vec![(EntryId::new(5, 1), 3)]
+        );
         assert!(pending_counts(&Value::Array(vec![Value::Array(vec![bulk("5-1")])])).is_err());
     }
 }
