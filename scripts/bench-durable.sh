@@ -27,7 +27,7 @@ stream="bench:durable:$$"
 dead="$stream:dead-letter"
 schema="bench_durable"
 db="$PGBASE?options=-c%20search_path%3D$schema"
-psql -q "$PGBASE" -c "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" >/dev/null
+psql -q "$PGBASE" -c "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" >/dev/null
 DATABASE_URL="$db" target/release/processor migrate 2>/dev/null
 redis-cli -u "$REDIS_URL" del "$stream" "$dead" >/dev/null
 
@@ -44,8 +44,9 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 
 # Done when every entry was delivered (lag 0) and acked (pending 0).
-group_field() { redis-cli -u "$REDIS_URL" --no-raw xinfo groups "$stream" 2>/dev/null \
-  | awk -v f="$1" '$0 ~ "\""f"\"" {getline; gsub(/[^0-9]/,""); print; exit}'; }
+# XINFO GROUPS in --raw form is one line per name and per value.
+group_field() { { redis-cli -u "$REDIS_URL" --raw xinfo groups "$stream" 2>/dev/null || true; } \
+  | awk -v f="$1" 'prev == f {print; exit} {prev = $0}'; }
 while :; do
   lag=$(group_field lag); pending=$(group_field pending)
   if [ "${lag:-x}" = 0 ] && [ "${pending:-x}" = 0 ]; then break; fi
@@ -65,4 +66,4 @@ echo "{\"mode\":\"durable\",\"entries\":$N,\"rows_stored\":$rows,\"seconds\":$se
 
 DATABASE_URL="$db" target/release/fleet --devices "$DEVICES" --seed "$SEED" copy-ceiling --count "$N"
 redis-cli -u "$REDIS_URL" del "$stream" "$dead" >/dev/null
-psql -q "$PGBASE" -c "DROP SCHEMA $schema CASCADE" >/dev/null
+psql -q "$PGBASE" -c "SET client_min_messages = warning; DROP SCHEMA $schema CASCADE" >/dev/null

@@ -133,7 +133,11 @@ impl DurableWriter {
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
         let mut next: Option<UnixMillis> = None;
         let mut consider = |t: UnixMillis| next = Some(next.map_or(t, |n| n.min(t)));
-        if !self.stopping {
+        // With no room to take entries in, a due read or claim cannot go out; reporting its
+        // (past) time would have the shell call `handle_timeout` in a busy loop. The ack or
+        // release that makes room pumps them out.
+        let room = self.held.len() < self.config.max_held();
+        if !self.stopping && room {
             if self.read_in_flight.is_none() {
                 if let Some(t) = self.read_retry_at {
                     consider(t);

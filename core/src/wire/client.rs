@@ -62,7 +62,10 @@ pub fn parse_client_message(text: &[u8]) -> Result<ClientMessage, BadRequest> {
         return Err(BadRequest::new(BadRequestReason::NotAnObject));
     };
     let Some(Value::String(kind)) = fields.get("type") else {
-        return Err(BadRequest::new(BadRequestReason::MissingType));
+        return Err(BadRequest {
+            reason: BadRequestReason::MissingType,
+            topic: echoed_topic(&fields),
+        });
     };
     match kind.as_str() {
         "ping" => Ok(ClientMessage::Ping),
@@ -82,10 +85,16 @@ pub fn parse_client_message(text: &[u8]) -> Result<ClientMessage, BadRequest> {
         }
         _ => Err(BadRequest {
             reason: BadRequestReason::UnknownType,
-            topic: match fields.get("topic") {
-                Some(Value::String(t)) => Some(t.chars().take(MAX_ECHOED_TOPIC_CHARS).collect()),
-                _ => None,
-            },
+            topic: echoed_topic(&fields),
         }),
+    }
+}
+
+/// The message's `topic`, when it is a string, cut to the length echoed in errors: the
+/// contract has an error carry the topic whenever the offending message named one.
+fn echoed_topic(fields: &serde_json::Map<String, Value>) -> Option<String> {
+    match fields.get("topic") {
+        Some(Value::String(t)) => Some(t.chars().take(MAX_ECHOED_TOPIC_CHARS).collect()),
+        _ => None,
     }
 }
