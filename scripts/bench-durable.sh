@@ -39,7 +39,7 @@ DATABASE_URL="$db" REDIS_TELEMETRY_STREAM="$stream" DEAD_LETTER_STREAM="$dead" \
   METRICS_ADDR="127.0.0.1:$metrics_port" LIVE_WS_ADDR="127.0.0.1:0" INSTANCE_ID=bench \
   DURABLE_BATCH_SIZE="$BATCH" DURABLE_MAX_IN_FLIGHT="$INFLIGHT" DATABASE_POOL_SIZE="$POOL" \
   MIGRATE_ON_START=false LOG_LEVEL=warn \
-  target/release/processor &
+  ${PROFILER:-} target/release/processor &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 

@@ -6,7 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use std::fmt;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
 use thiserror::Error;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -64,12 +68,166 @@ pub fn decode_position(payload: &[u8]) -> Result<Position, CodecError> {
         });
     }
     let text = std::str::from_utf8(payload).map_err(|_| CodecError::NotUtf8)?;
-    let value: Value =
+    if !text.trim_start().starts_with('{') {
+        // serde would take an array for a struct; tell "not JSON" from "not an object".
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => CodecError::NotAnObject,
+            Err(e) => CodecError::InvalidJson(syntax_error(&e)),
+        });
+    }
+    let fields: Fields =
         serde_json::from_str(text).map_err(|e| CodecError::InvalidJson(syntax_error(&e)))?;
-    let Value::Object(fields) = value else {
-        return Err(CodecError::NotAnObject);
-    };
-    decode_fields(&fields)
+    decode_fields(fields)
+}
+
+/// The contract's fields, each kept as whatever JSON it was so that the checks below can
+/// name the field that is wrong. Unknown fields are skipped without being built, and
+/// attributes are checked as they are read rather than built as JSON first.
+#[derive(Deserialize)]
+struct Fields {
+    device_id: Option<Value>,
+    timestamp: Option<Value>,
+    latitude: Option<Value>,
+    longitude: Option<Value>,
+    altitude: Option<Value>,
+    angle: Option<Value>,
+    speed: Option<Value>,
+    satellites: Option<Value>,
+    priority: Option<Value>,
+    event_io_id: Option<Value>,
+    attributes: Option<Attributes>,
+}
+
+/// The `attributes` field: an object whose values are checked one by one, or anything else.
+enum Attributes {
+    Object(Vec<(String, Result<AttributeValue, &'static str>)>),
+    Null,
+    NotAnObject,
+}
+
+impl<'de> Deserialize<'de> for Attributes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AttributesVisitor)
+    }
+}
+
+struct AttributesVisitor;
+
+impl<'de> Visitor<'de> for AttributesVisitor {
+    type Value = Attributes;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
+        let mut out = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let AttributeSlot(value) = map.next_value()?;
+            out.push((key, value));
+        }
+        Ok(Attributes::Object(out))
+    }
+
+    fn visit_unit<E>(self) -> Result<Attributes, E> {
+        Ok(Attributes::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Attributes, E> {
+        Ok(Attributes::Null)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Attributes, E> {
+        Ok(Attributes::NotAnObject)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Attributes, E> {
+        Ok(Attributes::NotAnObject)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Attributes, E> {
+        Ok(Attributes::NotAnObject)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Attributes, E> {
+        Ok(Attributes::NotAnObject)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Attributes, E> {
+        Ok(Attributes::NotAnObject)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Attributes, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Attributes::NotAnObject)
+    }
+}
+
+/// One attribute value, or why it is not acceptable.
+struct AttributeSlot(Result<AttributeValue, &'static str>);
+
+const NOT_SCALAR: &str = "must be a number, a string or a boolean";
+
+impl<'de> Deserialize<'de> for AttributeSlot {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AttributeSlotVisitor)
+    }
+}
+
+struct AttributeSlotVisitor;
+
+impl<'de> Visitor<'de> for AttributeSlotVisitor {
+    type Value = AttributeSlot;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number, a string or a boolean")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<AttributeSlot, E> {
+        Ok(AttributeSlot(Ok(AttributeValue::Bool(v))))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<AttributeSlot, E> {
+        Ok(AttributeSlot(Ok(AttributeValue::Unsigned(v))))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<AttributeSlot, E> {
+        Ok(AttributeSlot(Ok(if v >= 0 {
+            AttributeValue::Unsigned(v as u64)
+        } else {
+            AttributeValue::Signed(v)
+        })))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<AttributeSlot, E> {
+        Ok(AttributeSlot(if v.is_finite() {
+            Ok(AttributeValue::Float(v))
+        } else {
+            Err("must be a finite number")
+        }))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<AttributeSlot, E> {
+        Ok(AttributeSlot(Ok(AttributeValue::Text(v.to_owned()))))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<AttributeSlot, E> {
+        Ok(AttributeSlot(Ok(AttributeValue::Text(v))))
+    }
+
+    fn visit_unit<E>(self) -> Result<AttributeSlot, E> {
+        Ok(AttributeSlot(Err(NOT_SCALAR)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AttributeSlot, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(AttributeSlot(Err(NOT_SCALAR)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AttributeSlot, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(AttributeSlot(Err(NOT_SCALAR)))
+    }
 }
 
 /// serde_json's message for a syntax error names a line and column, never the input; keep
@@ -84,39 +242,52 @@ fn syntax_error(e: &serde_json::Error) -> String {
     format!("{what} at line {} column {}", e.line(), e.column())
 }
 
-fn decode_fields(fields: &Map<String, Value>) -> Result<Position, CodecError> {
-    let device_id = device_id(required(fields, "device_id")?)?;
-    let ts = timestamp(required(fields, "timestamp")?)?;
-    let latitude = number_in(required(fields, "latitude")?, "latitude", -90.0, 90.0)?;
-    let longitude = number_in(required(fields, "longitude")?, "longitude", -180.0, 180.0)?;
-    let altitude = optional(fields, "altitude")
+fn decode_fields(f: Fields) -> Result<Position, CodecError> {
+    let device_id = device_id(required(f.device_id.as_ref(), "device_id")?)?;
+    let ts = timestamp(required(f.timestamp.as_ref(), "timestamp")?)?;
+    let latitude = number_in(
+        required(f.latitude.as_ref(), "latitude")?,
+        "latitude",
+        -90.0,
+        90.0,
+    )?;
+    let longitude = number_in(
+        required(f.longitude.as_ref(), "longitude")?,
+        "longitude",
+        -180.0,
+        180.0,
+    )?;
+    let altitude = optional(f.altitude.as_ref())
         .map(|v| number(v, "altitude"))
         .transpose()?
         .unwrap_or(0.0);
-    let angle = optional(fields, "angle")
+    let angle = optional(f.angle.as_ref())
         .map(|v| number_in(v, "angle", 0.0, 360.0))
         .transpose()?
         .unwrap_or(0.0);
-    let speed = optional(fields, "speed")
+    let speed = optional(f.speed.as_ref())
         .map(|v| number_in(v, "speed", 0.0, f64::MAX))
         .transpose()?
         .unwrap_or(0.0);
-    let satellites = optional(fields, "satellites")
+    let satellites = optional(f.satellites.as_ref())
         .map(|v| integer_in(v, "satellites", 0, 255))
         .transpose()?
         .unwrap_or(0) as u8;
-    let priority = optional(fields, "priority")
+    let priority = optional(f.priority.as_ref())
         .map(|v| integer_in(v, "priority", 0, 2))
         .transpose()?
         .unwrap_or(0) as u8;
-    let event_io_id = optional(fields, "event_io_id")
+    let event_io_id = optional(f.event_io_id.as_ref())
         .map(|v| integer_in(v, "event_io_id", 0, i32::MAX as i64))
         .transpose()?
         .map(|v| v as i32);
-    let attributes = optional(fields, "attributes")
-        .map(attributes)
-        .transpose()?
-        .unwrap_or_default();
+    let attributes = match f.attributes {
+        None | Some(Attributes::Null) => BTreeMap::new(),
+        Some(Attributes::NotAnObject) => {
+            return Err(CodecError::field("attributes", "must be an object"))
+        }
+        Some(Attributes::Object(entries)) => attributes(entries)?,
+    };
     Ok(Position {
         device_id,
         ts,
@@ -132,11 +303,8 @@ fn decode_fields(fields: &Map<String, Value>) -> Result<Position, CodecError> {
     })
 }
 
-fn required<'a>(
-    fields: &'a Map<String, Value>,
-    name: &'static str,
-) -> Result<&'a Value, CodecError> {
-    match fields.get(name) {
+fn required<'a>(field: Option<&'a Value>, name: &'static str) -> Result<&'a Value, CodecError> {
+    match field {
         None | Some(Value::Null) => Err(CodecError::MissingField(name)),
         Some(v) => Ok(v),
     }
@@ -144,8 +312,8 @@ fn required<'a>(
 
 /// An optional field given as `null` counts as absent: gateways commonly serialise missing
 /// values that way.
-fn optional<'a>(fields: &'a Map<String, Value>, name: &'static str) -> Option<&'a Value> {
-    fields.get(name).filter(|v| !v.is_null())
+fn optional(field: Option<&Value>) -> Option<&Value> {
+    field.filter(|v| !v.is_null())
 }
 
 fn device_id(v: &Value) -> Result<String, CodecError> {
@@ -252,40 +420,17 @@ fn integer_in(v: &Value, field: &'static str, min: i64, max: i64) -> Result<i64,
     Err(CodecError::field(field, "must be an integer"))
 }
 
-fn attributes(v: &Value) -> Result<BTreeMap<String, AttributeValue>, CodecError> {
-    let Value::Object(map) = v else {
-        return Err(CodecError::field("attributes", "must be an object"));
-    };
-    map.iter()
-        .map(|(k, v)| {
-            let value = match v {
-                Value::Bool(b) => AttributeValue::Bool(*b),
-                Value::String(s) => AttributeValue::Text(s.clone()),
-                Value::Number(n) => {
-                    if let Some(u) = n.as_u64() {
-                        AttributeValue::Unsigned(u)
-                    } else if let Some(i) = n.as_i64() {
-                        AttributeValue::Signed(i)
-                    } else {
-                        match n.as_f64() {
-                            Some(f) if f.is_finite() => AttributeValue::Float(f),
-                            _ => {
-                                return Err(CodecError::InvalidField {
-                                    field: attribute_field(k),
-                                    problem: "must be a finite number",
-                                })
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    return Err(CodecError::InvalidField {
-                        field: attribute_field(k),
-                        problem: "must be a number, a string or a boolean",
-                    })
-                }
-            };
-            Ok((k.clone(), value))
+fn attributes(
+    entries: Vec<(String, Result<AttributeValue, &'static str>)>,
+) -> Result<BTreeMap<String, AttributeValue>, CodecError> {
+    entries
+        .into_iter()
+        .map(|(key, value)| match value {
+            Ok(value) => Ok((key, value)),
+            Err(problem) => Err(CodecError::InvalidField {
+                field: attribute_field(&key),
+                problem,
+            }),
         })
         .collect()
 }

@@ -76,3 +76,17 @@ impl Position {
         self.latitude == 0.0 && self.longitude == 0.0
     }
 }
+
+/// Serialises as the plain JSON scalar, so the attributes map can be written as a JSON
+/// object without building an intermediate `serde_json::Value`.
+impl serde::Serialize for AttributeValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AttributeValue::Bool(b) => s.serialize_bool(*b),
+            AttributeValue::Unsigned(u) => s.serialize_u64(*u),
+            AttributeValue::Signed(i) => s.serialize_i64(*i),
+            AttributeValue::Float(f) => s.serialize_f64(*f),
+            AttributeValue::Text(t) => s.serialize_str(t),
+        }
+    }
+}
