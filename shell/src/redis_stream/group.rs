@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, RedisError, Value};
 
@@ -212,7 +211,7 @@ fn with_counts(raw: Vec<RawEntry>, counts: &[(EntryId, u64)]) -> Vec<StreamEntry
         .map(|e| StreamEntry {
             deliveries: counts.get(&e.id).copied().unwrap_or(1),
             id: e.id,
-            payload: e.payload.map(Bytes::from),
+            payload: e.payload,
         })
         .collect()
 }
