@@ -341,3 +341,18 @@ fn pg_addr() -> std::net::SocketAddr {
 fn redis_addr() -> std::net::SocketAddr {
     "127.0.0.1:6379".parse().expect("literal address")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_split_the_stream_and_store_each_position_once() {
+    let env = TestEnv::new("two_instances").await;
+    let (payloads, distinct) = positions_with_duplicates(400, 10);
+    let a = Processor::start(&env, "a", &small_batches());
+    let b = Processor::start(&env, "b", &small_batches());
+    env.publish(&payloads).await;
+    settle(&env, distinct as i64).await;
+    let took_a = a.metric("processor_durable_records_total").await.unwrap_or(0.0);
+    let took_b = b.metric("processor_durable_records_total").await.unwrap_or(0.0);
+    assert_eq!(took_a + took_b, payloads.len() as f64, "each entry went to one instance");
+    drop((a, b));
+    env.cleanup().await;
+}
