@@ -350,9 +350,19 @@ async fn two_instances_split_the_stream_and_store_each_position_once() {
     let b = Processor::start(&env, "b", &small_batches());
     env.publish(&payloads).await;
     settle(&env, distinct as i64).await;
-    let took_a = a.metric("processor_durable_records_total").await.unwrap_or(0.0);
-    let took_b = b.metric("processor_durable_records_total").await.unwrap_or(0.0);
-    assert_eq!(took_a + took_b, payloads.len() as f64, "each entry went to one instance");
+    let took_a = a
+        .metric("processor_durable_records_total")
+        .await
+        .unwrap_or(0.0);
+    let took_b = b
+        .metric("processor_durable_records_total")
+        .await
+        .unwrap_or(0.0);
+    assert_eq!(
+        took_a + took_b,
+        payloads.len() as f64,
+        "each entry went to one instance"
+    );
     drop((a, b));
     env.cleanup().await;
 }

@@ -1,0 +1,101 @@
+//! Which seeds a test runs, how to replay one, and running many at once.
+//!
+//! - `SIM_SEED=<n>` (decimal or `0x` hex) runs that one seed;
+//! - `SIM_SEEDS=<n>` runs `n` seeds (default: the test's CI budget);
+//! - `SIM_SEED_BASE=<n>` moves the whole series (default: a fixed base, so CI is repeatable).
+
+use std::env;
+
+use crate::report::RunReport;
+use crate::rng::mix;
+use crate::swarm::{run, RunOptions};
+
+/// The default series.
+pub const SEED_BASE: u64 = 0x51AA_u64 << 32;
+
+/// Seeds a plain `cargo test -p sim` runs per swarm test: sized to keep the whole suite
+/// well under a minute in a debug build on two cores.
+pub const CI_SEEDS: usize = 500;
+
+fn parse(value: &str) -> Option<u64> {
+    let v = value.trim();
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = env::var(name).ok()?;
+    match parse(&value) {
+        Some(n) => Some(n),
+        None => panic!("{name}={value:?} is not a u64"),
+    }
+}
+
+/// Seed number `i` of the series starting at `base`.
+pub fn nth(base: u64, i: u64) -> u64 {
+    mix(base.wrapping_add(i))
+}
+
+/// The seeds to run: `SIM_SEED` alone, or `SIM_SEEDS` (else `default_count`) of the series.
+pub fn seeds(default_count: usize) -> Vec<u64> {
+    if let Some(seed) = env_u64("SIM_SEED") {
+        return vec![seed];
+    }
+    let count = env_u64("SIM_SEEDS").map_or(default_count, |n| n as usize);
+    let base = env_u64("SIM_SEED_BASE").unwrap_or(SEED_BASE);
+    (0..count as u64).map(|i| nth(base, i)).collect()
+}
+
+/// The command that replays `seed` in `test`.
+pub fn replay_command(seed: u64, test: &str) -> String {
+    format!("SIM_SEED={seed} cargo test -p sim {test}")
+}
+
+/// Runs every seed, spread over the machine's cores; reports come back in seed order.
+pub fn run_all(seeds: &[u64], options: &RunOptions) -> Vec<RunReport> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(seeds.len().max(1));
+    let mut slots: Vec<Option<RunReport>> = vec![None; seeds.len()];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                scope.spawn(move || {
+                    seeds
+                        .iter()
+                        .enumerate()
+                        .skip(w)
+                        .step_by(workers)
+                        .map(|(i, seed)| (i, run(*seed, options)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for handle in handles {
+            for (i, report) in handle.join().expect("a simulation thread panicked") {
+                slots[i] = Some(report);
+            }
+        }
+    });
+    slots.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_decimal_and_hex() {
+        assert_eq!(parse("42"), Some(42));
+        assert_eq!(parse(" 0x2a "), Some(42));
+        assert_eq!(parse("x"), None);
+    }
+
+    #[test]
+    fn series_is_fixed() {
+        assert_eq!(nth(SEED_BASE, 0), nth(SEED_BASE, 0));
+        assert_ne!(nth(SEED_BASE, 0), nth(SEED_BASE, 1));
+    }
+}

@@ -1,0 +1,199 @@
+//! An in-memory stand-in for the `positions` and `latest_positions` tables.
+//!
+//! One [`MemStore::insert`] is one `INSERT ... ON CONFLICT (device_id, ts) DO NOTHING`
+//! statement in its own transaction: all rows or none. The first row stored under a key wins;
+//! the latest row of a device moves only forward in fix time, and only for non-faulty rows
+//! actually inserted. Like Postgres with a text column, the store rejects a device id holding
+//! a NUL character, and, like Postgres, it rejects the whole statement without saying which
+//! row was at fault (the index is returned for the simulation to reveal or not).
+
+use std::collections::BTreeMap;
+
+use processor_core::durable::WriteRow;
+use processor_core::{Position, UnixMillis};
+
+/// A device id holding this character is rejected, as Postgres rejects NUL in text.
+pub const REJECT_MARKER: char = '\u{0}';
+
+/// Postgres' message for it.
+pub const REJECT_REASON: &str = "invalid byte sequence for encoding \"UTF8\": 0x00 (22021)";
+
+/// The key of the positions table.
+pub type PositionKey = (String, i64);
+
+/// A stored row of `positions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    pub position: Position,
+    pub faulty: bool,
+    pub received_at: UnixMillis,
+}
+
+/// A row of `latest_positions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatestRow {
+    pub ts: UnixMillis,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub speed: f64,
+    pub angle: f64,
+}
+
+impl LatestRow {
+    pub fn of(position: &Position) -> LatestRow {
+        LatestRow {
+            ts: position.ts,
+            latitude: position.latitude,
+            longitude: position.longitude,
+            speed: position.speed,
+            angle: position.angle,
+        }
+    }
+}
+
+/// Why a statement did not commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The database is down (told so with [`MemStore::set_down`]).
+    Unavailable,
+    /// A row's data was refused; nothing was stored. `row` is the first offending row.
+    Rejected { reason: String, row: usize },
+}
+
+/// The two tables.
+#[derive(Debug, Clone, Default)]
+pub struct MemStore {
+    rows: BTreeMap<PositionKey, StoredRow>,
+    latest: BTreeMap<String, LatestRow>,
+    down: bool,
+    commits: u64,
+}
+
+impl MemStore {
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+
+    /// While down, every statement fails transiently and nothing is stored.
+    pub fn set_down(&mut self, down: bool) {
+        self.down = down;
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down
+    }
+
+    /// Runs one insert statement; on commit, says for each row whether it was newly inserted.
+    pub fn insert(&mut self, rows: &[WriteRow]) -> Result<Vec<bool>, StoreError> {
+        if self.down {
+            return Err(StoreError::Unavailable);
+        }
+        if let Some(row) = rows
+            .iter()
+            .position(|r| r.position.device_id.contains(REJECT_MARKER))
+        {
+            return Err(StoreError::Rejected {
+                reason: REJECT_REASON.to_owned(),
+                row,
+            });
+        }
+        self.commits += 1;
+        let mut inserted = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = (row.position.device_id.clone(), row.position.ts.as_i64());
+            if self.rows.contains_key(&key) {
+                inserted.push(false);
+                continue;
+            }
+            self.rows.insert(
+                key,
+                StoredRow {
+                    position: row.position.clone(),
+                    faulty: row.faulty,
+                    received_at: row.received_at,
+                },
+            );
+            inserted.push(true);
+            if !row.faulty {
+                let newer = self
+                    .latest
+                    .get(&row.position.device_id)
+                    .is_none_or(|l| l.ts < row.position.ts);
+                if newer {
+                    self.latest
+                        .insert(row.position.device_id.clone(), LatestRow::of(&row.position));
+                }
+            }
+        }
+        Ok(inserted)
+    }
+
+    pub fn rows(&self) -> &BTreeMap<PositionKey, StoredRow> {
+        &self.rows
+    }
+
+    pub fn latest(&self) -> &BTreeMap<String, LatestRow> {
+        &self.latest
+    }
+
+    /// Statements committed so far.
+    pub fn commits(&self) -> u64 {
+        self.commits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn row(device: &str, ts: i64, speed: f64, faulty: bool) -> WriteRow {
+        WriteRow {
+            position: Position {
+                device_id: device.to_owned(),
+                ts: UnixMillis(ts),
+                latitude: 1.0,
+                longitude: 2.0,
+                altitude: 0.0,
+                angle: 0.0,
+                speed,
+                satellites: 9,
+                priority: 0,
+                event_io_id: None,
+                attributes: BTreeMap::new(),
+            },
+            faulty,
+            received_at: UnixMillis(0),
+            entries: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn first_stored_wins_and_latest_moves_forward_only() {
+        let mut s = MemStore::new();
+        assert_eq!(
+            s.insert(&[row("a", 10, 1.0, false), row("a", 5, 1.0, false)]),
+            Ok(vec![true, true])
+        );
+        assert_eq!(s.insert(&[row("a", 10, 2.0, false)]), Ok(vec![false]));
+        assert_eq!(s.rows()[&("a".to_owned(), 10)].position.speed, 1.0);
+        assert_eq!(s.latest()["a"].ts, UnixMillis(10));
+        s.insert(&[row("a", 20, 3.0, true)]).unwrap();
+        assert_eq!(s.latest()["a"].ts, UnixMillis(10));
+    }
+
+    #[test]
+    fn rejects_the_whole_statement_and_fails_while_down() {
+        let mut s = MemStore::new();
+        let bad = format!("x{REJECT_MARKER}");
+        let got = s.insert(&[row("a", 1, 0.0, false), row(&bad, 1, 0.0, false)]);
+        assert!(matches!(got, Err(StoreError::Rejected { row: 1, .. })));
+        assert!(s.rows().is_empty());
+        s.set_down(true);
+        assert_eq!(
+            s.insert(&[row("a", 1, 0.0, false)]),
+            Err(StoreError::Unavailable)
+        );
+        assert_eq!(s.commits(), 0);
+    }
+}
