@@ -15,6 +15,7 @@
 pub mod decode;
 pub mod durable;
 pub mod faulty;
+pub mod live;
 pub mod millis;
 pub mod position;
 pub mod stream;

@@ -165,6 +165,7 @@ mod tests {
             faulty,
             received_at: UnixMillis(0),
             entries: Vec::new(),
+            payloads: Vec::new(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! `SIM_DEFECT=ack-on-write-issue` (see `sim::defect`) plants a defect to watch it caught.
 
 use sim::defect::Defect;
+use sim::finding::FindingKind;
 use sim::report::RunReport;
 use sim::seeds::{replay_command, run_all, seeds, CI_SEEDS};
 use sim::swarm::{run, RunOptions};
@@ -120,6 +121,29 @@ fn durable_swarm() {
         all.join(" "),
         shown.join("\n")
     );
+    // Contract rules the checker reports as findings rather than violations: refused rows
+    // are dead-lettered with their payload, a clean exit leaves nothing pending, and a
+    // writer never holds more than `max_held`.
+    for kind in [
+        FindingKind::DeadLetterWithoutOriginal,
+        FindingKind::PendingAfterCleanExit,
+        FindingKind::HeldOverBound,
+    ] {
+        let hits: Vec<String> = reports
+            .iter()
+            .filter_map(|r| {
+                r.findings
+                    .get(&kind)
+                    .map(|(_, f)| format!("SIM_SEED={} ({f})", r.seed))
+            })
+            .collect();
+        assert!(
+            hits.is_empty(),
+            "{kind:?} in {} seeds: {}",
+            hits.len(),
+            hits.join("; ")
+        );
+    }
 }
 
 #[test]

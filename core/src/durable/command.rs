@@ -33,6 +33,9 @@ pub struct WriteRow {
     pub received_at: UnixMillis,
     /// The entries this row stores, with their delivery counts.
     pub entries: Vec<(EntryId, u64)>,
+    /// The original payload of each of `entries`, in the same order: a row Postgres refuses
+    /// is dead-lettered with it.
+    pub payloads: Vec<Bytes>,
 }
 
 /// An entry to copy to the dead-letter stream, then ack.

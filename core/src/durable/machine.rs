@@ -68,6 +68,9 @@ pub struct DurableWriter {
 
     next_read: ReadFrom,
     read_in_flight: Option<ReadFrom>,
+    /// Entries asked for by the read and the claim in flight: room already promised.
+    read_reserved: usize,
+    claim_reserved: usize,
     read_retry_at: Option<UnixMillis>,
     read_failures: u32,
     /// Set when the stream connection was lost while a read was in flight: what that read
@@ -104,6 +107,8 @@ impl DurableWriter {
                 after: EntryId::default(),
             },
             read_in_flight: None,
+            read_reserved: 0,
+            claim_reserved: 0,
             read_retry_at: None,
             read_failures: 0,
             redrain: false,
@@ -136,14 +141,13 @@ impl DurableWriter {
         // With no room to take entries in, a due read or claim cannot go out; reporting its
         // (past) time would have the shell call `handle_timeout` in a busy loop. The ack or
         // release that makes room pumps them out.
-        let room = self.held.len() < self.config.max_held();
-        if !self.stopping && room {
-            if self.read_in_flight.is_none() {
+        if self.room() > 0 {
+            if self.read_in_flight.is_none() && self.may_read() {
                 if let Some(t) = self.read_retry_at {
                     consider(t);
                 }
             }
-            if !self.claim_in_flight && self.claim_cursor.is_none() {
+            if !self.stopping && !self.claim_in_flight && self.claim_cursor.is_none() {
                 consider(self.next_claim_at);
             }
         }
@@ -172,6 +176,7 @@ impl DurableWriter {
     /// True once shutdown was asked for and everything taken in has been settled.
     pub fn is_stopped(&self) -> bool {
         self.stopping
+            && !self.may_read()
             && self.read_in_flight.is_none()
             && !self.claim_in_flight
             && self.held.is_empty()
@@ -195,6 +200,7 @@ impl DurableWriter {
     pub fn handle_read(&mut self, now: UnixMillis, entries: Vec<StreamEntry>) {
         self.advance(now);
         let from = self.read_in_flight.take();
+        self.read_reserved = 0;
         self.read_failures = 0;
         self.read_retry_at = None;
         if let Some(ReadFrom::Pending { .. }) = from {
@@ -216,6 +222,7 @@ impl DurableWriter {
     pub fn handle_read_failed(&mut self, now: UnixMillis) {
         self.advance(now);
         self.read_in_flight = None;
+        self.read_reserved = 0;
         self.read_failures = self.read_failures.saturating_add(1);
         self.read_retry_at = Some(now.plus(self.backoff(self.read_failures)));
         // The failed read may have been delivered without reaching us: drain the pending
@@ -245,6 +252,7 @@ impl DurableWriter {
     pub fn handle_claimed(&mut self, now: UnixMillis, result: ClaimResult) {
         self.advance(now);
         self.claim_in_flight = false;
+        self.claim_reserved = 0;
         if result.next_cursor == EntryId::default() {
             self.claim_cursor = None;
             self.next_claim_at = now.plus(self.config.claim_interval_ms);
@@ -259,6 +267,7 @@ impl DurableWriter {
     pub fn handle_claim_failed(&mut self, now: UnixMillis) {
         self.advance(now);
         self.claim_in_flight = false;
+        self.claim_reserved = 0;
         self.claim_cursor = None;
         self.next_claim_at = now.plus(self.config.claim_interval_ms);
         self.pump();
@@ -338,6 +347,20 @@ impl DurableWriter {
         self.pump();
     }
 
+    /// Entries that may still be asked for without passing `max_held`.
+    fn room(&self) -> usize {
+        self.config
+            .max_held()
+            .saturating_sub(self.held.len() + self.read_reserved + self.claim_reserved)
+    }
+
+    /// Reads go out while running, and while stopping only to finish draining this
+    /// consumer's own pending entries: a clean exit leaves none of them pending, including
+    /// those whose ack was lost on the way out.
+    fn may_read(&self) -> bool {
+        !self.stopping || matches!(self.next_read, ReadFrom::Pending { .. })
+    }
+
     fn advance(&mut self, now: UnixMillis) {
         // A clock that steps back must not make timers fire late forever; keep the newest.
         self.now = self.now.max(now);
@@ -392,8 +415,10 @@ impl DurableWriter {
                 }
                 Ok(position) => {
                     let key = (position.device_id.clone(), position.ts.as_i64());
+                    let payload = entry.payload.clone().unwrap_or_default();
                     if let Some(&index) = by_key.get(&key) {
                         rows[index].entries.push((entry.id, entry.deliveries));
+                        rows[index].payloads.push(payload);
                     } else {
                         by_key.insert(key, rows.len());
                         rows.push(WriteRow {
@@ -401,6 +426,7 @@ impl DurableWriter {
                             position,
                             received_at: self.now,
                             entries: vec![(entry.id, entry.deliveries)],
+                            payloads: vec![payload],
                         });
                     }
                 }
@@ -466,13 +492,11 @@ impl DurableWriter {
             self.stats.rejected_rows += rows.len() as u64;
             let mut dead = Vec::new();
             for row in rows.iter() {
-                for &(id, deliveries) in &row.entries {
+                for (&(id, deliveries), payload) in row.entries.iter().zip(&row.payloads) {
                     if deliveries >= self.config.max_deliveries {
                         dead.push(DeadLetter {
                             source_id: id,
-                            // The row is re-encoded rather than kept as the original bytes;
-                            // the original is still in the stream under `source_id`.
-                            payload: None,
+                            payload: Some(payload.clone()),
                             reason: format!("rejected by Postgres: {reason}"),
                         });
                     } else {
@@ -539,32 +563,39 @@ impl DurableWriter {
                 rows: write.rows.clone(),
             });
         }
-        if self.stopping {
-            return;
-        }
-        let room = self.config.max_held().saturating_sub(self.held.len());
         let batch = self.config.batch_size.max(1);
-        if self.read_in_flight.is_none() && self.read_retry_at.is_none_or(|t| t <= now) && room > 0
-        {
-            let from = self.next_read;
-            self.read_in_flight = Some(from);
-            self.read_retry_at = None;
-            self.out.push_back(Command::Read {
-                from,
-                count: room.min(batch),
-            });
-        }
-        let room = self.config.max_held().saturating_sub(self.held.len());
-        if !self.claim_in_flight
+        // The claim gets its room first: claims are rare and bounded, while under a steady
+        // stream a read would always take the room and a dead consumer's entries would wait
+        // forever. (The read is still issued first: the order means nothing to the shell.)
+        let mut claim = None;
+        let room = self.room();
+        if !self.stopping
+            && !self.claim_in_flight
             && (self.claim_cursor.is_some() || self.next_claim_at <= now)
             && room > 0
         {
+            let count = room.min(batch);
             self.claim_in_flight = true;
-            self.out.push_back(Command::Claim {
+            self.claim_reserved = count;
+            claim = Some(Command::Claim {
                 cursor: self.claim_cursor.unwrap_or_default(),
                 min_idle_ms: self.config.claim_idle_ms,
-                count: room.min(batch),
+                count,
             });
         }
+        let room = self.room();
+        if self.may_read()
+            && self.read_in_flight.is_none()
+            && self.read_retry_at.is_none_or(|t| t <= now)
+            && room > 0
+        {
+            let from = self.next_read;
+            let count = room.min(batch);
+            self.read_in_flight = Some(from);
+            self.read_reserved = count;
+            self.read_retry_at = None;
+            self.out.push_back(Command::Read { from, count });
+        }
+        self.out.extend(claim);
     }
 }

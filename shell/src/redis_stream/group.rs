@@ -113,16 +113,47 @@ impl DurableStream {
             }
         };
         let (next_cursor, raw, mut deleted) = reply::autoclaim_reply(&value)?;
-        let counts = self.delivery_counts(conn, &raw).await?;
         deleted.extend(raw.iter().filter(|e| e.deleted).map(|e| e.id));
+        let raw: Vec<RawEntry> = raw.into_iter().filter(|e| !e.deleted).collect();
+        let counts = self.claimed_counts(conn, &raw).await?;
         Ok(ClaimResult {
             next_cursor,
-            entries: with_counts(raw.into_iter().filter(|e| !e.deleted).collect(), &counts),
+            entries: with_counts(raw, &counts),
             deleted,
         })
     }
 
-    /// XPENDING over the range the entries span, for this consumer.
+    /// Delivery counts of claimed entries, one XPENDING per id in one round trip: claimed ids
+    /// are scattered among this consumer's own pending entries, so a range query sized to
+    /// the claim could stop short of some of them.
+    async fn claimed_counts<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        entries: &[RawEntry],
+    ) -> Result<Vec<(EntryId, u64)>, StreamError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for e in entries {
+            let id = e.id.to_string();
+            pipe.cmd("XPENDING")
+                .arg(&self.stream)
+                .arg(&self.group)
+                .arg(&id)
+                .arg(&id)
+                .arg(1);
+        }
+        let replies: Vec<Value> = pipe.query_async(conn).await?;
+        let mut counts = Vec::with_capacity(entries.len());
+        for reply in &replies {
+            counts.extend(reply::pending_counts(reply)?);
+        }
+        Ok(counts)
+    }
+
+    /// XPENDING over the range the entries span, for this consumer: entries of a pending
+    /// read are this consumer's pending entries in order, so the range holds exactly them.
     async fn delivery_counts<C: ConnectionLike>(
         &self,
         conn: &mut C,

@@ -1,0 +1,57 @@
+//! Settings of the live hub.
+
+use crate::faulty::FaultyThresholds;
+
+/// Limits and thresholds of the live path. Field docs name the environment variable each
+/// one comes from; the re-anchor settings have no variable in the contract and keep their
+/// defaults unless the shell chooses to expose them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveConfig {
+    /// `LIVE_WS_MAX_MESSAGE_BYTES`: a longer client text frame gets `bad_request`.
+    pub max_message_bytes: usize,
+    /// `LIVE_WS_MAX_BAD_MESSAGES`: the connection is closed with 1008 at this many
+    /// `bad_request`s (0 counts as 1).
+    pub max_bad_messages: u32,
+    /// `LIVE_WS_MAX_SUBSCRIPTIONS`: topics one connection may hold, counting those still
+    /// being authorized; one more gets `limit_exceeded`.
+    pub max_subscriptions: usize,
+    /// `LIVE_WS_CONFLATE_THRESHOLD_BYTES`: with more bytes queued than this, position
+    /// messages for the connection are conflated instead of sent.
+    pub conflate_threshold_bytes: u64,
+    /// `LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES`: with more bytes buffered than this (queued
+    /// plus conflated), the connection is closed with 1013.
+    pub backpressure_threshold_bytes: u64,
+    /// `LIVE_WS_PING_INTERVAL_MS`: time between server pings; a ping not answered within
+    /// two intervals closes the connection.
+    pub ping_interval_ms: u64,
+    /// `FAULTY_MIN_SATELLITES`, `FAULTY_MAX_FUTURE_MS`: the stateless faulty rules.
+    pub faulty: FaultyThresholds,
+    /// `FAULTY_MAX_SPEED_KMH`: a fix implying a faster jump from the device's last accepted
+    /// one is dropped (unless it re-anchors, below).
+    pub max_speed_kmh: f64,
+    /// A too-fast fix taken more than this long (in fix time) after the last accepted one is
+    /// accepted all the same and becomes the new anchor: an anchor that old says little
+    /// about where the device can be now. `u64::MAX` never re-anchors on a gap.
+    pub reanchor_gap_ms: u64,
+    /// After this many consecutive too-fast fixes that agree with each other (each within
+    /// the speed limit of the one before it), the last of them is accepted and becomes the
+    /// new anchor: it is the anchor that was wrong. 0 never re-anchors this way.
+    pub reanchor_after_fixes: u32,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            max_message_bytes: 4 * 1024,
+            max_bad_messages: 10,
+            max_subscriptions: 50,
+            conflate_threshold_bytes: 256 * 1024,
+            backpressure_threshold_bytes: 1024 * 1024,
+            ping_interval_ms: 30_000,
+            faulty: FaultyThresholds::default(),
+            max_speed_kmh: 500.0,
+            reanchor_gap_ms: 10 * 60 * 1_000,
+            reanchor_after_fixes: 3,
+        }
+    }
+}

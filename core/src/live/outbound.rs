@@ -1,0 +1,183 @@
+//! Per-connection outbound accounting and conflation (contract section 5, slow clients).
+//!
+//! The hub cannot see a socket, so it counts: every `Send` adds its length to `queued`, and
+//! the shell reports what the socket actually wrote (`handle_drained`). While more than the
+//! conflate threshold is queued, position messages are not sent but parked here, the newest
+//! per (topic, device) only; they go out, oldest parked first, as the socket drains. Control
+//! messages (replies, errors, snapshots) are never parked.
+//!
+//! The connection's *buffer* is everything waiting for it: queued bytes plus parked ones.
+//! It is the buffer, not `queued` alone, that the back-pressure threshold applies to: the
+//! parked positions are outbound bytes too, and without them a client that stopped reading
+//! would sit just above the conflate threshold for ever.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::wire::Topic;
+use crate::UnixMillis;
+
+/// A parked position message.
+#[derive(Debug, Clone)]
+struct Parked {
+    /// Queue position: a replacement keeps the place of what it replaced, so a device that
+    /// moves often cannot keep the others waiting.
+    seq: u64,
+    bytes: Bytes,
+    fix_ts: UnixMillis,
+}
+
+/// What to do with a position message offered to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Send it now.
+    Send,
+    /// Parked; `replaced` when it took the place of an older parked message (conflated).
+    Parked { replaced: bool },
+}
+
+/// The outbound side of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    /// Bytes sent and not yet reported drained.
+    queued: u64,
+    parked: BTreeMap<(Topic, Arc<str>), Parked>,
+    /// Parked keys by queue position.
+    order: BTreeMap<u64, (Topic, Arc<str>)>,
+    parked_bytes: u64,
+    next_seq: u64,
+}
+
+impl Outbound {
+    pub(crate) fn queued(&self) -> u64 {
+        self.queued
+    }
+
+    /// Queued plus parked bytes.
+    pub(crate) fn buffered(&self) -> u64 {
+        self.queued.saturating_add(self.parked_bytes)
+    }
+
+    pub(crate) fn parked_len(&self) -> usize {
+        self.parked.len()
+    }
+
+    pub(crate) fn record_sent(&mut self, len: usize) {
+        self.queued = self.queued.saturating_add(len as u64);
+    }
+
+    /// The socket wrote `bytes`. More than was queued (a shell bug) empties the queue rather
+    /// than going negative.
+    pub(crate) fn record_drained(&mut self, bytes: u64) {
+        self.queued = self.queued.saturating_sub(bytes);
+    }
+
+    /// Sends at once when nothing is parked and at most `threshold` bytes are queued;
+    /// parks otherwise. Nothing parked means no older message of the same (topic, device)
+    /// can overtake this one.
+    pub(crate) fn offer(
+        &mut self,
+        topic: Topic,
+        device: &Arc<str>,
+        bytes: &Bytes,
+        fix_ts: UnixMillis,
+        threshold: u64,
+    ) -> Offer {
+        if self.parked.is_empty() && self.queued <= threshold {
+            return Offer::Send;
+        }
+        let key = (topic, Arc::clone(device));
+        if let Some(old) = self.parked.get_mut(&key) {
+            self.parked_bytes = self.parked_bytes - old.bytes.len() as u64 + bytes.len() as u64;
+            old.bytes = bytes.clone();
+            old.fix_ts = fix_ts;
+            return Offer::Parked { replaced: true };
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.parked_bytes += bytes.len() as u64;
+        self.order.insert(seq, key.clone());
+        self.parked.insert(
+            key,
+            Parked {
+                seq,
+                bytes: bytes.clone(),
+                fix_ts,
+            },
+        );
+        Offer::Parked { replaced: false }
+    }
+
+    /// The oldest parked message, when at most `threshold` bytes are queued. The caller
+    /// sends it (and records it sent) before asking again.
+    pub(crate) fn pop_ready(&mut self, threshold: u64) -> Option<(Bytes, UnixMillis)> {
+        if self.queued > threshold {
+            return None;
+        }
+        let (_, key) = self.order.pop_first()?;
+        let parked = self.parked.remove(&key)?;
+        self.parked_bytes -= parked.bytes.len() as u64;
+        Some((parked.bytes, parked.fix_ts))
+    }
+
+    /// Forgets what is parked for `topic`; returns how many messages that was.
+    pub(crate) fn discard_topic(&mut self, topic: Topic) -> u64 {
+        let keys: Vec<(Topic, Arc<str>)> = self
+            .parked
+            .keys()
+            .filter(|(t, _)| *t == topic)
+            .cloned()
+            .collect();
+        for key in &keys {
+            if let Some(parked) = self.parked.remove(key) {
+                self.order.remove(&parked.seq);
+                self.parked_bytes -= parked.bytes.len() as u64;
+            }
+        }
+        keys.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn topic(n: u128) -> Topic {
+        Topic(Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn parks_above_threshold_keeps_newest_in_first_place() {
+        let mut out = Outbound::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let msg = |s: &'static str| Bytes::from_static(s.as_bytes());
+        assert_eq!(
+            out.offer(topic(1), &a, &msg("x"), UnixMillis(1), 10),
+            Offer::Send
+        );
+        out.record_sent(11);
+        assert_eq!(
+            out.offer(topic(1), &a, &msg("a1"), UnixMillis(1), 10),
+            Offer::Parked { replaced: false }
+        );
+        assert_eq!(
+            out.offer(topic(1), &b, &msg("b1"), UnixMillis(1), 10),
+            Offer::Parked { replaced: false }
+        );
+        assert_eq!(
+            out.offer(topic(1), &a, &msg("a22"), UnixMillis(2), 10),
+            Offer::Parked { replaced: true }
+        );
+        assert_eq!(out.buffered(), 11 + 3 + 2);
+        assert_eq!(out.pop_ready(10), None);
+        out.record_drained(100);
+        assert_eq!(out.queued(), 0);
+        assert_eq!(out.pop_ready(10), Some((msg("a22"), UnixMillis(2))));
+        assert_eq!(out.discard_topic(topic(1)), 1);
+        assert_eq!(out.buffered(), 0);
+        assert_eq!(out.pop_ready(10), None);
+    }
+}
