@@ -128,7 +128,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn fleet(common: &Common, start_ts: i64, imperfections: Imperfections) -> Fleet {
+fn fleet(common: &Common, start_ts: i64, interval_ms: i64) -> Fleet {
     Fleet::new(
         common.seed,
         common.devices,
@@ -138,8 +138,8 @@ fn fleet(common: &Common, start_ts: i64, imperfections: Imperfections) -> Fleet 
             radius_m: common.radius_m,
         },
         start_ts,
-        common.interval_ms,
-        imperfections,
+        interval_ms,
+        imperfections(common),
     )
 }
 
@@ -199,7 +199,7 @@ async fn xadd_all(
 
 async fn preload(common: &Common, count: u64) -> Result<(), String> {
     let mut conn = connect(common).await?;
-    let mut fleet = fleet(common, preload_start(common, count), imperfections(common));
+    let mut fleet = fleet(common, preload_start(common, count), common.interval_ms);
     let started = Instant::now();
     let mut batch = Vec::with_capacity(1_100);
     let mut sent = 0u64;
@@ -228,18 +228,7 @@ async fn stream(common: &Common, rate: f64, duration_s: u64) -> Result<(), Strin
     let mut conn = connect(common).await?;
     // Real-time: each device reports every devices/rate seconds, fix time = now.
     let interval_ms = ((common.devices as f64 / rate) * 1_000.0).max(1.0) as i64;
-    let mut fleet = Fleet::new(
-        common.seed,
-        common.devices,
-        Area {
-            lat: common.center_lat,
-            lon: common.center_lon,
-            radius_m: common.radius_m,
-        },
-        now_ms(),
-        interval_ms,
-        imperfections(common),
-    );
+    let mut fleet = fleet(common, now_ms(), interval_ms);
     let mut ticker = tokio::time::interval(Duration::from_millis(5));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let started = Instant::now();
@@ -281,7 +270,7 @@ async fn copy_ceiling(common: &Common, count: u64, database_url: &str) -> Result
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
     use tokio_postgres::types::{ToSql, Type};
 
-    let mut fleet = fleet(common, preload_start(common, count), imperfections(common));
+    let mut fleet = fleet(common, preload_start(common, count), common.interval_ms);
     let mut payloads = Vec::with_capacity(count as usize + 16);
     while (payloads.len() as u64) < count {
         fleet.next(&mut payloads);
