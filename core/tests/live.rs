@@ -1,0 +1,1439 @@
+//! Command transcripts of the live hub: inputs in, exact commands out (contract sections 4
+//! and 5).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use processor_core::faulty::FaultyThresholds;
+use processor_core::live::{
+    close_code, Command, ConnId, LiveConfig, LiveHub, LiveStats, Principal, RequestId, Visibility,
+    FORBIDDEN_MESSAGE,
+};
+use processor_core::stream::EntryId;
+use processor_core::wire::WirePosition;
+use processor_core::UnixMillis;
+
+const T0: i64 = 1_764_324_000_000;
+/// A public event with devices A and B (and D).
+const E1: &str = "11111111-1111-4111-8111-111111111111";
+/// A private event with device C.
+const E2: &str = "22222222-2222-4222-8222-222222222222";
+/// A public event with device D only.
+const E3: &str = "33333333-3333-4333-8333-333333333333";
+/// No such event.
+const E9: &str = "99999999-9999-4999-8999-999999999999";
+
+const LAT: f64 = 54.6801;
+const LON: f64 = 25.2801;
+
+fn ev(id: &str) -> Uuid {
+    Uuid::parse_str(id).unwrap()
+}
+
+fn config() -> LiveConfig {
+    LiveConfig {
+        max_message_bytes: 256,
+        max_bad_messages: 3,
+        max_subscriptions: 2,
+        conflate_threshold_bytes: 1 << 20,
+        backpressure_threshold_bytes: 4 << 20,
+        ping_interval_ms: 1_000,
+        faulty: FaultyThresholds {
+            min_satellites: 3,
+            max_future_ms: 60_000,
+        },
+        max_speed_kmh: 500.0,
+        reanchor_gap_ms: 600_000,
+        reanchor_after_fixes: 3,
+    }
+}
+
+/// Small thresholds: 300 bytes queued conflates, 1,000 buffered closes.
+fn slow_config() -> LiveConfig {
+    LiveConfig {
+        conflate_threshold_bytes: 300,
+        backpressure_threshold_bytes: 1_000,
+        ..config()
+    }
+}
+
+fn map(pairs: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<Uuid>> {
+    pairs
+        .iter()
+        .map(|(device, events)| (device.to_string(), events.iter().map(|e| ev(e)).collect()))
+        .collect()
+}
+
+fn default_map() -> BTreeMap<String, BTreeSet<Uuid>> {
+    map(&[("A", &[E1]), ("B", &[E1]), ("C", &[E2]), ("D", &[E1, E3])])
+}
+
+fn payload(device: &str, ts: i64, lat: f64, lon: f64, satellites: u8) -> Bytes {
+    Bytes::from(
+        serde_json::to_vec(&json!({
+            "device_id": device,
+            "timestamp": T0 + ts,
+            "latitude": lat,
+            "longitude": lon,
+            "satellites": satellites,
+        }))
+        .unwrap(),
+    )
+}
+
+/// The `position` message the hub is expected to send.
+fn pmsg(event: &str, device: &str, ts: i64, lat: f64, lon: f64) -> String {
+    format!(
+        r#"{{"type":"position","topic":"event:{event}","deviceId":"{device}","lat":{lat},"lon":{lon},"ts":{}}}"#,
+        T0 + ts
+    )
+}
+
+/// A position inside a snapshot.
+fn spos(device: &str, ts: i64, lat: f64, lon: f64) -> String {
+    format!(
+        r#"{{"deviceId":"{device}","lat":{lat},"lon":{lon},"ts":{}}}"#,
+        T0 + ts
+    )
+}
+
+fn snapshot(event: &str, positions: &[String]) -> String {
+    format!(
+        r#"{{"type":"snapshot","topic":"event:{event}","positions":[{}]}}"#,
+        positions.join(",")
+    )
+}
+
+fn subscribed(event: &str) -> String {
+    format!(r#"{{"type":"subscribed","topic":"event:{event}"}}"#)
+}
+
+fn unsubscribed(event: &str) -> String {
+    format!(r#"{{"type":"unsubscribed","topic":"event:{event}"}}"#)
+}
+
+fn error(code: &str, topic: Option<&str>, message: &str) -> String {
+    match topic {
+        Some(t) => {
+            format!(r#"{{"type":"error","code":"{code}","topic":"{t}","message":"{message}"}}"#)
+        }
+        None => format!(r#"{{"type":"error","code":"{code}","message":"{message}"}}"#),
+    }
+}
+
+fn row(device: &str, ts: i64, lat: f64, lon: f64) -> WirePosition {
+    WirePosition {
+        device_id: device.into(),
+        lat,
+        lon,
+        ts: T0 + ts,
+        speed: 0.0,
+        course: 0.0,
+    }
+}
+
+fn send(conn: u64, text: &str) -> String {
+    format!("c{conn} <- {text}")
+}
+
+/// One line per command. A `Send` must carry `fix_ts` exactly when it is a position
+/// message, and then the message's own `ts`.
+fn render(command: &Command) -> String {
+    match command {
+        Command::Send {
+            conn,
+            bytes,
+            fix_ts,
+        } => {
+            let text = std::str::from_utf8(bytes).expect("UTF-8 frame");
+            let value: Value = serde_json::from_str(text).expect("JSON frame");
+            if value["type"] == "position" {
+                assert_eq!(
+                    fix_ts.map(|t| t.as_i64()),
+                    value["ts"].as_i64(),
+                    "fix_ts of {text}"
+                );
+            } else {
+                assert_eq!(*fix_ts, None, "fix_ts of {text}");
+            }
+            send(conn.0, text)
+        }
+        Command::Close { conn, code, reason } => format!("c{} close {code} {reason}", conn.0),
+        Command::Authorize {
+            request,
+            conn,
+            topic,
+        } => format!("authorize r{} c{} {topic}", request.0, conn.0),
+        Command::LoadSnapshot {
+            request,
+            conn,
+            topic,
+            devices,
+        } => format!(
+            "load r{} c{} {topic} [{}]",
+            request.0,
+            conn.0,
+            devices.join(",")
+        ),
+        Command::Ping { conn } => format!("c{} ping", conn.0),
+    }
+}
+
+fn anon() -> Principal {
+    Principal::Anonymous
+}
+
+struct Fx {
+    hub: LiveHub,
+    /// Milliseconds after T0.
+    now: i64,
+    next_entry: u64,
+    log: Vec<Command>,
+}
+
+impl Fx {
+    fn with(config: LiveConfig) -> Fx {
+        let mut hub = LiveHub::new(config, UnixMillis(T0));
+        hub.handle_device_map(UnixMillis(T0), 1, default_map());
+        Fx {
+            hub,
+            now: 0,
+            next_entry: 0,
+            log: Vec::new(),
+        }
+    }
+
+    fn new() -> Fx {
+        Fx::with(config())
+    }
+
+    fn now(&self) -> UnixMillis {
+        UnixMillis(T0 + self.now)
+    }
+
+    fn at(&mut self, ms: i64) -> &mut Fx {
+        self.now = ms;
+        self
+    }
+
+    fn raw(&mut self) -> Vec<Command> {
+        let commands: Vec<Command> = std::iter::from_fn(|| self.hub.poll_command()).collect();
+        self.log.extend(commands.iter().cloned());
+        commands
+    }
+
+    fn drain(&mut self) -> Vec<String> {
+        self.raw().iter().map(render).collect()
+    }
+
+    fn connect(&mut self, conn: u64, principal: Principal) -> Vec<String> {
+        self.hub
+            .handle_connected(self.now(), ConnId(conn), principal);
+        self.drain()
+    }
+
+    fn text(&mut self, conn: u64, text: &str) -> Vec<String> {
+        self.hub
+            .handle_client_text(self.now(), ConnId(conn), text.as_bytes());
+        self.drain()
+    }
+
+    fn sub_text(&mut self, conn: u64, event: &str) -> Vec<Command> {
+        self.hub.handle_client_text(
+            self.now(),
+            ConnId(conn),
+            format!(r#"{{"type":"subscribe","topic":"event:{event}"}}"#).as_bytes(),
+        );
+        self.raw()
+    }
+
+    fn unsub(&mut self, conn: u64, event: &str) -> Vec<String> {
+        self.text(
+            conn,
+            &format!(r#"{{"type":"unsubscribe","topic":"event:{event}"}}"#),
+        )
+    }
+
+    /// Subscribe and answer the authorization; returns the load request, if one went out.
+    fn authorize(
+        &mut self,
+        conn: u64,
+        event: &str,
+        visibility: Visibility,
+    ) -> (Vec<String>, Option<RequestId>) {
+        let commands = self.sub_text(conn, event);
+        let request = match commands.as_slice() {
+            [Command::Authorize { request, .. }] => *request,
+            other => panic!("expected one Authorize, got {other:?}"),
+        };
+        self.hub
+            .handle_authorization(self.now(), request, visibility);
+        let commands = self.raw();
+        let load = commands.iter().find_map(|c| match c {
+            Command::LoadSnapshot { request, .. } => Some(*request),
+            _ => None,
+        });
+        (commands.iter().map(render).collect(), load)
+    }
+
+    /// Subscribe to a public event and answer its snapshot with `rows`.
+    fn subscribe(&mut self, conn: u64, event: &str, rows: Vec<WirePosition>) -> Vec<String> {
+        let (mut lines, load) = self.authorize(conn, event, Visibility::Public);
+        let load = load.expect("a snapshot load");
+        self.hub.handle_snapshot(self.now(), load, rows);
+        lines.extend(self.drain());
+        lines
+    }
+
+    fn entries(&mut self, payloads: Vec<Option<Bytes>>) -> Vec<String> {
+        let entries = payloads
+            .into_iter()
+            .map(|p| {
+                self.next_entry += 1;
+                (EntryId::new(self.next_entry, 0), p)
+            })
+            .collect();
+        self.hub.handle_positions(self.now(), entries);
+        self.drain()
+    }
+
+    /// A good fix of `device` at `ts` ms after T0, at (LAT, LON).
+    fn pos(&mut self, device: &str, ts: i64) -> Vec<String> {
+        self.pos_at(device, ts, LAT, LON)
+    }
+
+    /// A fix taken `ts` ms after T0 (the clock moves there if it was earlier).
+    fn pos_at(&mut self, device: &str, ts: i64, lat: f64, lon: f64) -> Vec<String> {
+        self.now = self.now.max(ts);
+        self.entries(vec![Some(payload(device, ts, lat, lon, 9))])
+    }
+
+    fn drained(&mut self, conn: u64, bytes: u64) -> Vec<String> {
+        self.hub.handle_drained(self.now(), ConnId(conn), bytes);
+        self.drain()
+    }
+
+    /// Reports everything queued for `conn` as written.
+    fn drain_all(&mut self, conn: u64) -> Vec<String> {
+        let queued = self.hub.queued_bytes(ConnId(conn)).unwrap_or(0);
+        self.drained(conn, queued)
+    }
+
+    fn timeout(&mut self, at: i64) -> Vec<String> {
+        self.now = at;
+        self.hub.handle_timeout(self.now());
+        self.drain()
+    }
+
+    fn stats(&self) -> LiveStats {
+        self.hub.stats()
+    }
+
+    /// Every delivery is sent, conflated, dropped or waiting.
+    fn assert_accounted(&self) {
+        let s = self.stats();
+        assert_eq!(
+            s.position_deliveries,
+            s.fanout_messages + s.conflated_messages + s.dropped_messages + s.waiting,
+            "{s:?}"
+        );
+    }
+}
+
+fn no_commands() -> Vec<String> {
+    Vec::new()
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscribing and the snapshot
+
+#[test]
+fn subscribe_to_a_public_event_gets_subscribed_then_one_snapshot_then_live() {
+    let mut fx = Fx::new();
+    assert_eq!(fx.connect(1, anon()), no_commands());
+    // A and B were accepted live before anyone subscribed; C belongs to another event.
+    assert_eq!(fx.pos("A", 1_000), no_commands());
+    assert_eq!(fx.pos("C", 1_000), no_commands());
+    fx.at(2_000);
+
+    let (lines, load) = fx.authorize(1, E1, Visibility::Public);
+    let load = load.unwrap();
+    assert_eq!(
+        lines,
+        vec![
+            send(1, &subscribed(E1)),
+            format!("load r1 c1 event:{E1} [A,B,D]"),
+        ]
+    );
+    fx.hub.handle_snapshot(
+        fx.now(),
+        load,
+        vec![row("B", 500, 54.1, 25.1), row("B", 400, 54.2, 25.2)],
+    );
+    assert_eq!(
+        fx.drain(),
+        vec![send(
+            1,
+            &snapshot(
+                E1,
+                &[spos("A", 1_000, LAT, LON), spos("B", 500, 54.1, 25.1)]
+            )
+        )]
+    );
+    assert_eq!(
+        fx.pos("A", 3_000),
+        vec![send(1, &pmsg(E1, "A", 3_000, LAT, LON))]
+    );
+    let s = fx.stats();
+    assert_eq!((s.connections, s.subscriptions, s.snapshots), (1, 1, 1));
+    assert_eq!(s.fanout_messages, 1);
+    fx.assert_accounted();
+}
+
+#[test]
+fn the_authorize_command_names_the_topic_and_connection() {
+    let mut fx = Fx::new();
+    fx.connect(7, anon());
+    let lines: Vec<String> = fx.sub_text(7, E2).iter().map(render).collect();
+    assert_eq!(lines, vec![format!("authorize r0 c7 event:{E2}")]);
+}
+
+#[test]
+fn a_position_racing_the_snapshot_is_neither_lost_nor_sent_before_it() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.pos("A", 1_000);
+    let (_, load) = fx.authorize(1, E1, Visibility::Public);
+    // While the snapshot loads, A moves twice and B once: nothing is sent yet.
+    assert_eq!(fx.pos_at("A", 2_000, 54.6802, 25.2802), no_commands());
+    assert_eq!(fx.pos_at("A", 3_000, 54.6803, 25.2803), no_commands());
+    assert_eq!(fx.pos("B", 2_500), no_commands());
+    // Postgres answers with what it had stored when the query ran: A at 1 s, B older.
+    fx.hub.handle_snapshot(
+        fx.now(),
+        load.unwrap(),
+        vec![row("A", 1_000, LAT, LON), row("B", 100, 54.0001, 25.0001)],
+    );
+    // The snapshot carries the newest of all: nothing held is newer, so nothing follows.
+    assert_eq!(
+        fx.drain(),
+        vec![send(
+            1,
+            &snapshot(
+                E1,
+                &[
+                    spos("A", 3_000, 54.6803, 25.2803),
+                    spos("B", 2_500, LAT, LON)
+                ]
+            )
+        )]
+    );
+    assert_eq!(
+        fx.pos("B", 4_000),
+        vec![send(1, &pmsg(E1, "B", 4_000, LAT, LON))]
+    );
+    let s = fx.stats();
+    // Three held deliveries: A's first replaced by its second (conflated), two covered by
+    // the snapshot (dropped).
+    assert_eq!(s.conflated_messages, 1);
+    assert_eq!(s.dropped_messages, 2);
+    fx.assert_accounted();
+}
+
+#[test]
+fn a_snapshot_ahead_of_the_live_path_is_never_followed_by_an_older_position() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.pos("A", 1_000);
+    // Postgres already stored A at 5 s; this instance has not read it yet.
+    let lines = fx.subscribe(1, E1, vec![row("A", 5_000, LAT, LON)]);
+    assert_eq!(
+        lines.last().unwrap(),
+        &send(1, &snapshot(E1, &[spos("A", 5_000, LAT, LON)]))
+    );
+    // The live path catches up: 3 s and 5 s are not newer than what the client has.
+    assert_eq!(fx.pos("A", 3_000), no_commands());
+    assert_eq!(fx.pos("A", 5_000), no_commands());
+    assert_eq!(
+        fx.pos("A", 6_000),
+        vec![send(1, &pmsg(E1, "A", 6_000, LAT, LON))]
+    );
+    assert_eq!(
+        fx.pos("A", 7_000),
+        vec![send(1, &pmsg(E1, "A", 7_000, LAT, LON))]
+    );
+    fx.assert_accounted();
+}
+
+#[test]
+fn snapshot_rows_of_devices_outside_the_event_are_ignored() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    let lines = fx.subscribe(
+        1,
+        E3,
+        vec![row("A", 1_000, LAT, LON), row("D", 900, 54.5, 25.5)],
+    );
+    assert_eq!(
+        lines,
+        vec![
+            send(1, &subscribed(E3)),
+            format!("load r1 c1 event:{E3} [D]"),
+            send(1, &snapshot(E3, &[spos("D", 900, 54.5, 25.5)])),
+        ]
+    );
+}
+
+#[test]
+fn a_failed_snapshot_is_an_error_then_unsubscribed_and_nothing_follows() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    let (_, load) = fx.authorize(1, E1, Visibility::Public);
+    fx.pos("A", 1_000);
+    fx.hub.handle_snapshot_failed(fx.now(), load.unwrap());
+    assert_eq!(
+        fx.drain(),
+        vec![
+            send(
+                1,
+                &error(
+                    "limit_exceeded",
+                    Some(&format!("event:{E1}")),
+                    "could not load the snapshot now; the subscription was dropped, subscribe again later"
+                )
+            ),
+            send(1, &unsubscribed(E1)),
+        ]
+    );
+    assert_eq!(fx.pos("A", 2_000), no_commands());
+    // A late answer to the failed request is ignored.
+    fx.hub.handle_snapshot(fx.now(), load.unwrap(), vec![]);
+    assert_eq!(fx.drain(), no_commands());
+    let s = fx.stats();
+    assert_eq!(
+        (s.subscriptions, s.lookup_failures, s.dropped_messages),
+        (0, 1, 1)
+    );
+    fx.assert_accounted();
+    // Subscribing again works.
+    let lines = fx.subscribe(1, E1, vec![]);
+    assert_eq!(
+        lines.last().unwrap(),
+        &send(1, &snapshot(E1, &[spos("A", 2_000, LAT, LON)]))
+    );
+}
+
+#[test]
+fn a_failed_authorization_lookup_is_an_error_without_subscription() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    let commands = fx.sub_text(1, E1);
+    let Command::Authorize { request, .. } = commands[0] else {
+        panic!("{commands:?}")
+    };
+    fx.hub.handle_authorization_failed(fx.now(), request);
+    assert_eq!(
+        fx.drain(),
+        vec![send(
+            1,
+            &error(
+                "limit_exceeded",
+                Some(&format!("event:{E1}")),
+                "could not check access to this topic now; subscribe again later"
+            )
+        )]
+    );
+    assert_eq!(fx.stats().subscriptions, 0);
+    assert_eq!(fx.pos("A", 1_000), no_commands());
+}
+
+#[test]
+fn subscribing_again_starts_over_with_a_fresh_snapshot() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.pos("A", 1_000);
+    let lines = fx.subscribe(1, E1, vec![]);
+    assert_eq!(
+        lines,
+        vec![
+            send(1, &subscribed(E1)),
+            format!("load r3 c1 event:{E1} [A,B,D]"),
+            send(1, &snapshot(E1, &[spos("A", 1_000, LAT, LON)])),
+        ]
+    );
+    assert_eq!(fx.stats().subscriptions, 1);
+}
+
+#[test]
+fn a_position_while_authorizing_is_not_sent() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    let commands = fx.sub_text(1, E1);
+    let Command::Authorize { request, .. } = commands[0] else {
+        panic!("{commands:?}")
+    };
+    assert_eq!(fx.pos("A", 1_000), no_commands());
+    fx.hub
+        .handle_authorization(fx.now(), request, Visibility::Public);
+    let lines = fx.drain();
+    assert_eq!(lines[0], send(1, &subscribed(E1)));
+    assert_eq!(fx.stats().position_deliveries, 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-device rules
+
+#[test]
+fn ts_never_goes_backwards_per_device_even_unsubscribed() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    // Nobody listens yet, but 5 s is accepted and becomes A's anchor.
+    fx.pos("A", 5_000);
+    fx.subscribe(1, E1, vec![]);
+    assert_eq!(fx.pos("A", 4_000), no_commands());
+    assert_eq!(fx.pos("A", 5_000), no_commands());
+    assert_eq!(
+        fx.pos("A", 6_000),
+        vec![send(1, &pmsg(E1, "A", 6_000, LAT, LON))]
+    );
+    // A batch out of order: only what is newer than the newest accepted goes out.
+    let lines = fx.entries(vec![
+        Some(payload("A", 8_000, LAT, LON, 9)),
+        Some(payload("A", 7_000, LAT, LON, 9)),
+        Some(payload("B", 1_000, LAT, LON, 9)),
+        Some(payload("A", 8_000, LAT, LON, 9)),
+    ]);
+    assert_eq!(
+        lines,
+        vec![
+            send(1, &pmsg(E1, "A", 8_000, LAT, LON)),
+            send(1, &pmsg(E1, "B", 1_000, LAT, LON)),
+        ]
+    );
+    assert_eq!(fx.stats().stale_dropped, 4);
+}
+
+#[test]
+fn faulty_positions_are_never_sent_nor_in_a_snapshot() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.at(10_000);
+    let lines = fx.entries(vec![
+        Some(payload("A", 1_000, 0.0, 0.0, 9)),
+        Some(payload("A", 2_000, LAT, LON, 2)),
+        Some(payload("A", 10_000 + 60_001, LAT, LON, 9)),
+    ]);
+    assert_eq!(lines, no_commands());
+    // Exactly at the future limit is fine.
+    assert_eq!(
+        fx.entries(vec![Some(payload("A", 70_000, LAT, LON, 9))]),
+        vec![send(1, &pmsg(E1, "A", 70_000, LAT, LON))]
+    );
+    assert_eq!(fx.stats().faulty_dropped, 3);
+    // Faulty fixes did not become anchors: B's snapshot entry is its good one.
+    fx.entries(vec![Some(payload("B", 20_000, 0.0, 0.0, 9))]);
+    fx.pos("B", 15_000);
+    fx.connect(2, anon());
+    let lines = fx.subscribe(2, E1, vec![]);
+    assert_eq!(
+        lines.last().unwrap(),
+        &send(
+            2,
+            &snapshot(
+                E1,
+                &[spos("A", 70_000, LAT, LON), spos("B", 15_000, LAT, LON)]
+            )
+        )
+    );
+}
+
+#[test]
+fn a_jump_faster_than_the_limit_is_dropped() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.pos("A", 0);
+    // One degree of latitude (111 km) in a minute: 6,700 km/h.
+    assert_eq!(fx.pos_at("A", 60_000, LAT + 1.0, LON), no_commands());
+    // Back where it was: fine.
+    assert_eq!(
+        fx.pos_at("A", 61_000, 54.6802, LON),
+        vec![send(1, &pmsg(E1, "A", 61_000, 54.6802, LON))]
+    );
+    // 111 km in 15 minutes (445 km/h) is within the 500 km/h limit.
+    assert_eq!(
+        fx.pos_at("A", 961_000, 55.6802, LON),
+        vec![send(1, &pmsg(E1, "A", 961_000, 55.6802, LON))]
+    );
+    let s = fx.stats();
+    assert_eq!((s.jump_dropped, s.reanchored), (1, 0));
+}
+
+#[test]
+fn agreeing_too_fast_fixes_re_anchor_the_device() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    // A wrong anchor: far away from where the device really is.
+    assert_eq!(fx.pos_at("A", 0, 10.5, 10.5).len(), 1);
+    // The device reports its true track; each fix is too fast from the anchor, but they
+    // agree with each other. The third is accepted and the track goes on from there.
+    assert_eq!(fx.pos_at("A", 1_000, LAT, LON), no_commands());
+    assert_eq!(fx.pos_at("A", 2_000, 54.6802, LON), no_commands());
+    assert_eq!(
+        fx.pos_at("A", 3_000, 54.6803, LON),
+        vec![send(1, &pmsg(E1, "A", 3_000, 54.6803, LON))]
+    );
+    assert_eq!(
+        fx.pos_at("A", 4_000, 54.6804, LON),
+        vec![send(1, &pmsg(E1, "A", 4_000, 54.6804, LON))]
+    );
+    let s = fx.stats();
+    assert_eq!((s.jump_dropped, s.reanchored, s.accepted), (2, 1, 3));
+}
+
+#[test]
+fn isolated_glitches_do_not_re_anchor() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.pos("A", 0);
+    // Glitches far away, each far from the one before: they never agree.
+    for (i, (lat, lon)) in [(10.5, 10.5), (-20.5, 30.5), (40.5, -60.5), (-5.5, 100.5)]
+        .into_iter()
+        .enumerate()
+    {
+        let ts = 1_000 * (i as i64 + 1);
+        assert_eq!(fx.pos_at("A", ts, lat, lon), no_commands(), "glitch {i}");
+    }
+    assert_eq!(
+        fx.pos_at("A", 5_000, 54.6802, LON),
+        vec![send(1, &pmsg(E1, "A", 5_000, 54.6802, LON))]
+    );
+    let s = fx.stats();
+    assert_eq!((s.jump_dropped, s.reanchored), (4, 0));
+}
+
+#[test]
+fn a_too_fast_fix_after_a_long_gap_re_anchors() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.pos_at("A", 0, 10.5, 10.5);
+    // 5,000 km in 10 minutes: too fast, gap not over 10 minutes.
+    assert_eq!(fx.pos_at("A", 600_000, LAT, LON), no_commands());
+    fx.at(600_001);
+    assert_eq!(
+        fx.pos_at("A", 600_001, 54.6802, LON),
+        vec![send(1, &pmsg(E1, "A", 600_001, 54.6802, LON))]
+    );
+    let s = fx.stats();
+    assert_eq!((s.jump_dropped, s.reanchored), (1, 1));
+}
+
+#[test]
+fn re_anchoring_can_be_disabled() {
+    let mut fx = Fx::with(LiveConfig {
+        reanchor_gap_ms: u64::MAX,
+        reanchor_after_fixes: 0,
+        ..config()
+    });
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.pos_at("A", 0, 10.5, 10.5);
+    for i in 1..10 {
+        assert_eq!(
+            fx.pos_at("A", i * 1_000, LAT + i as f64 * 1e-4, LON),
+            no_commands()
+        );
+    }
+    assert_eq!(fx.stats().jump_dropped, 9);
+}
+
+// ---------------------------------------------------------------------------------------
+// Authorization
+
+/// What a subscription attempt of `principal` to `event` with `visibility` is answered.
+fn attempt(principal: Principal, event: &str, visibility: Visibility) -> Vec<String> {
+    let mut fx = Fx::new();
+    fx.connect(1, principal);
+    fx.authorize(1, event, visibility).0
+}
+
+fn granted(event: &str, devices: &str) -> Vec<String> {
+    vec![
+        send(1, &subscribed(event)),
+        format!("load r1 c1 event:{event} [{devices}]"),
+    ]
+}
+
+fn forbidden(event: &str) -> Vec<String> {
+    vec![send(
+        1,
+        &error(
+            "forbidden",
+            Some(&format!("event:{event}")),
+            FORBIDDEN_MESSAGE,
+        ),
+    )]
+}
+
+#[test]
+fn authorization_matrix() {
+    let claims =
+        |events: &[&str], role: Option<&str>| Principal::from_claims(events.iter().copied(), role);
+    let upper = E2.to_uppercase();
+    let cases: Vec<(&str, Principal, &str, Visibility, Vec<String>)> = vec![
+        (
+            "anonymous, public",
+            anon(),
+            E1,
+            Visibility::Public,
+            granted(E1, "A,B,D"),
+        ),
+        (
+            "anonymous, private",
+            anon(),
+            E2,
+            Visibility::Private,
+            forbidden(E2),
+        ),
+        (
+            "anonymous, unknown",
+            anon(),
+            E9,
+            Visibility::Unknown,
+            forbidden(E9),
+        ),
+        (
+            "no claims, public",
+            claims(&[], None),
+            E1,
+            Visibility::Public,
+            granted(E1, "A,B,D"),
+        ),
+        (
+            "no claims, private",
+            claims(&[], None),
+            E2,
+            Visibility::Private,
+            forbidden(E2),
+        ),
+        (
+            "claim, private",
+            claims(&[E2], None),
+            E2,
+            Visibility::Private,
+            granted(E2, "C"),
+        ),
+        (
+            "upper-case claim",
+            claims(&[&upper], None),
+            E2,
+            Visibility::Private,
+            granted(E2, "C"),
+        ),
+        (
+            "other claim",
+            claims(&[E3], None),
+            E2,
+            Visibility::Private,
+            forbidden(E2),
+        ),
+        (
+            "claim, unknown",
+            claims(&[E9], None),
+            E9,
+            Visibility::Unknown,
+            forbidden(E9),
+        ),
+        (
+            "admin, private",
+            claims(&[], Some("admin")),
+            E2,
+            Visibility::Private,
+            granted(E2, "C"),
+        ),
+        (
+            "admin, unknown",
+            claims(&[], Some("admin")),
+            E9,
+            Visibility::Unknown,
+            forbidden(E9),
+        ),
+        (
+            "other role",
+            claims(&[], Some("viewer")),
+            E2,
+            Visibility::Private,
+            forbidden(E2),
+        ),
+        (
+            "garbage claim",
+            claims(&["not-a-uuid"], None),
+            E2,
+            Visibility::Private,
+            forbidden(E2),
+        ),
+    ];
+    for (name, principal, event, visibility, expected) in cases {
+        assert_eq!(attempt(principal, event, visibility), expected, "{name}");
+    }
+}
+
+#[test]
+fn forbidden_and_unknown_differ_only_in_the_topic() {
+    let private = attempt(anon(), E2, Visibility::Private);
+    let unknown = attempt(anon(), E9, Visibility::Unknown);
+    assert_eq!(private[0].replace(E2, E9), unknown[0]);
+}
+
+#[test]
+fn visibility_from_the_column() {
+    assert_eq!(Visibility::from_column(Some("public")), Visibility::Public);
+    assert_eq!(
+        Visibility::from_column(Some("private")),
+        Visibility::Private
+    );
+    assert_eq!(Visibility::from_column(Some("Public")), Visibility::Unknown);
+    assert_eq!(Visibility::from_column(None), Visibility::Unknown);
+}
+
+#[test]
+fn a_forbidden_topic_does_not_count_against_the_limit() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.authorize(1, E2, Visibility::Private);
+    fx.authorize(1, E9, Visibility::Unknown);
+    let (lines, _) = fx.authorize(1, E1, Visibility::Public);
+    assert_eq!(lines[0], send(1, &subscribed(E1)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input and limits
+
+#[test]
+fn bad_requests_are_answered_and_the_connection_stays_usable() {
+    let mut fx = Fx::with(LiveConfig {
+        max_bad_messages: 10,
+        ..config()
+    });
+    fx.connect(1, anon());
+    let topic_error =
+        |reason: &str, topic: &str| send(1, &error("bad_request", Some(topic), reason));
+    let plain_error = |reason: &str| send(1, &error("bad_request", None, reason));
+    assert_eq!(
+        fx.text(1, "{not json"),
+        vec![plain_error("message is not valid JSON")]
+    );
+    assert_eq!(
+        fx.text(1, "[1,2]"),
+        vec![plain_error("message must be a JSON object")]
+    );
+    assert_eq!(
+        fx.text(1, r#"{"type":"dance","topic":"event:x"}"#),
+        vec![topic_error("unknown message type", "event:x")]
+    );
+    assert_eq!(
+        fx.text(1, r#"{"type":"subscribe","topic":"room:1"}"#),
+        vec![topic_error("topic must be event:<uuid>", "room:1")]
+    );
+    assert_eq!(
+        fx.text(1, r#"{"type":"subscribe"}"#),
+        vec![plain_error("message has no string field `topic`")]
+    );
+    let long = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(256));
+    assert_eq!(
+        fx.text(1, &long),
+        vec![plain_error("message is larger than the server accepts")]
+    );
+    fx.hub.handle_client_binary(fx.now(), ConnId(1));
+    assert_eq!(
+        fx.drain(),
+        vec![plain_error("binary frames are not accepted")]
+    );
+    // Still usable.
+    assert_eq!(
+        fx.text(1, r#"{"type":"ping"}"#),
+        vec![send(1, r#"{"type":"pong"}"#)]
+    );
+    assert_eq!(fx.subscribe(1, E1, vec![])[0], send(1, &subscribed(E1)));
+}
+
+#[test]
+fn a_message_at_the_size_limit_is_parsed() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    let base = r#"{"type":"ping","pad":""}"#;
+    let text = format!(
+        r#"{{"type":"ping","pad":"{}"}}"#,
+        "x".repeat(256 - base.len())
+    );
+    assert_eq!(text.len(), 256);
+    assert_eq!(fx.text(1, &text), vec![send(1, r#"{"type":"pong"}"#)]);
+}
+
+#[test]
+fn too_many_bad_requests_close_with_1008_and_nothing_follows() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    let bad = send(1, &error("bad_request", None, "message is not valid JSON"));
+    assert_eq!(fx.text(1, "x"), vec![bad.clone()]);
+    assert_eq!(
+        fx.text(1, r#"{"type":"ping"}"#),
+        vec![send(1, r#"{"type":"pong"}"#)]
+    );
+    assert_eq!(fx.text(1, "x"), vec![bad.clone()]);
+    assert_eq!(
+        fx.text(1, "x"),
+        vec![bad, "c1 close 1008 too many bad requests".to_string()]
+    );
+    assert!(!fx.hub.is_open(ConnId(1)));
+    assert_eq!(fx.text(1, r#"{"type":"ping"}"#), no_commands());
+    assert_eq!(fx.pos("A", 1_000), no_commands());
+    assert_eq!(fx.timeout(5_000), no_commands());
+    let s = fx.stats();
+    assert_eq!((s.connections, s.subscriptions), (0, 0));
+}
+
+#[test]
+fn a_message_over_64_kib_closes_with_1009() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.hub.handle_client_too_large(fx.now(), ConnId(1));
+    assert_eq!(
+        fx.drain(),
+        vec!["c1 close 1009 message too big".to_string()]
+    );
+    assert_eq!(fx.text(1, r#"{"type":"ping"}"#), no_commands());
+}
+
+#[test]
+fn more_topics_than_the_limit_get_limit_exceeded() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    // A topic still being authorized counts.
+    let pending = fx.sub_text(1, E2);
+    assert_eq!(pending.len(), 1);
+    let lines: Vec<String> = fx.sub_text(1, E3).iter().map(render).collect();
+    assert_eq!(
+        lines,
+        vec![send(
+            1,
+            &error(
+                "limit_exceeded",
+                Some(&format!("event:{E3}")),
+                "at most 2 topics per connection"
+            )
+        )]
+    );
+    // Subscribing again to a topic held is not one more.
+    assert_eq!(fx.subscribe(1, E1, vec![])[0], send(1, &subscribed(E1)));
+    // Unsubscribing frees a place.
+    assert_eq!(fx.unsub(1, E1), vec![send(1, &unsubscribed(E1))]);
+    assert_eq!(fx.subscribe(1, E3, vec![])[0], send(1, &subscribed(E3)));
+}
+
+#[test]
+fn unsubscribe_of_a_topic_not_subscribed_is_answered_all_the_same() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    assert_eq!(fx.unsub(1, E9), vec![send(1, &unsubscribed(E9))]);
+    fx.subscribe(1, E1, vec![]);
+    assert_eq!(fx.unsub(1, E1), vec![send(1, &unsubscribed(E1))]);
+    assert_eq!(fx.unsub(1, E1), vec![send(1, &unsubscribed(E1))]);
+    assert_eq!(fx.pos("A", 1_000), no_commands());
+}
+
+#[test]
+fn unsubscribing_while_authorizing_or_loading_ignores_the_late_answer() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    let commands = fx.sub_text(1, E1);
+    let Command::Authorize { request, .. } = commands[0] else {
+        panic!("{commands:?}")
+    };
+    fx.unsub(1, E1);
+    fx.hub
+        .handle_authorization(fx.now(), request, Visibility::Public);
+    assert_eq!(fx.drain(), no_commands());
+
+    let (_, load) = fx.authorize(1, E1, Visibility::Public);
+    fx.pos("A", 1_000);
+    assert_eq!(fx.unsub(1, E1), vec![send(1, &unsubscribed(E1))]);
+    fx.hub.handle_snapshot(fx.now(), load.unwrap(), vec![]);
+    assert_eq!(fx.drain(), no_commands());
+    assert_eq!(fx.stats().dropped_messages, 1);
+    fx.assert_accounted();
+}
+
+// ---------------------------------------------------------------------------------------
+// Stream input and the device map
+
+#[test]
+fn decode_errors_and_orphans_are_counted() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    let lines = fx.entries(vec![
+        None,
+        Some(Bytes::from_static(b"{not json")),
+        Some(Bytes::from_static(br#"{"device_id":"A"}"#)),
+        Some(payload("ORPHAN", 1_000, LAT, LON, 9)),
+        Some(payload("ORPHAN", 2_000, 0.0, 0.0, 9)),
+        Some(payload("A", 1_000, LAT, LON, 9)),
+    ]);
+    assert_eq!(lines, vec![send(1, &pmsg(E1, "A", 1_000, LAT, LON))]);
+    let s = fx.stats();
+    assert_eq!(s.broadcast_records, 6);
+    assert_eq!(s.decode_errors, 3);
+    assert_eq!(s.orphan_records, 2);
+    assert_eq!(s.faulty_dropped, 1);
+    assert_eq!(s.accepted, 2);
+}
+
+#[test]
+fn before_any_map_every_device_is_an_orphan() {
+    let mut hub = LiveHub::new(config(), UnixMillis(T0));
+    hub.handle_positions(
+        UnixMillis(T0),
+        vec![(EntryId::new(1, 0), Some(payload("A", 0, LAT, LON, 9)))],
+    );
+    assert_eq!(hub.stats().orphan_records, 1);
+    assert_eq!(hub.device_map_version(), None);
+}
+
+#[test]
+fn a_device_added_to_an_event_by_a_new_map_version_is_fanned_out() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    assert_eq!(fx.pos("NEW", 1_000), no_commands());
+    assert_eq!(fx.stats().orphan_records, 1);
+    let mut next = default_map();
+    next.insert("NEW".into(), [ev(E1)].into());
+    fx.hub.handle_device_map(fx.now(), 2, next);
+    // The orphan's fix was accepted all the same: an older one stays dropped.
+    assert_eq!(fx.pos("NEW", 500), no_commands());
+    assert_eq!(
+        fx.pos("NEW", 2_000),
+        vec![send(1, &pmsg(E1, "NEW", 2_000, LAT, LON))]
+    );
+    // An older version arriving late is ignored; the whole map is replaced by a newer one.
+    fx.hub.handle_device_map(fx.now(), 1, default_map());
+    assert_eq!(fx.pos("NEW", 3_000).len(), 1);
+    fx.hub
+        .handle_device_map(fx.now(), 3, map(&[("NEW", &[E1])]));
+    assert_eq!(fx.hub.device_map_version(), Some(3));
+    assert_eq!(fx.pos("A", 3_000), no_commands());
+    assert_eq!(fx.stats().orphan_records, 2);
+}
+
+#[test]
+fn a_device_in_two_events_goes_to_both_topics_encoded_once_per_topic() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.connect(2, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.subscribe(2, E1, vec![]);
+    fx.subscribe(2, E3, vec![]);
+    fx.hub.handle_positions(
+        fx.now(),
+        vec![(EntryId::new(1, 0), Some(payload("D", 1_000, LAT, LON, 9)))],
+    );
+    let commands = fx.raw();
+    assert_eq!(
+        commands.iter().map(render).collect::<Vec<_>>(),
+        vec![
+            send(1, &pmsg(E1, "D", 1_000, LAT, LON)),
+            send(2, &pmsg(E1, "D", 1_000, LAT, LON)),
+            send(2, &pmsg(E3, "D", 1_000, LAT, LON)),
+        ]
+    );
+    let ptr = |c: &Command| match c {
+        Command::Send { bytes, .. } => bytes.as_ptr(),
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        ptr(&commands[0]),
+        ptr(&commands[1]),
+        "one encoding per topic"
+    );
+    assert_ne!(ptr(&commands[1]), ptr(&commands[2]));
+    assert_eq!(fx.stats().fanout_messages, 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// Slow clients
+
+/// Length of a position message of `device` in E1 at (LAT, LON) and a 13-digit ts.
+fn pmsg_len(device: &str) -> u64 {
+    pmsg(E1, device, 0, LAT, LON).len() as u64
+}
+
+#[test]
+fn a_slow_client_is_conflated_then_caught_up_in_order() {
+    let mut fx = Fx::with(slow_config());
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.drain_all(1);
+    let len = pmsg_len("A");
+    assert_eq!(len, 134);
+    // 300 bytes allowed: three messages go out (363 queued), the rest is parked.
+    for ts in 1..=3 {
+        assert_eq!(fx.pos("A", ts * 1_000).len(), 1);
+    }
+    assert_eq!(fx.hub.queued_bytes(ConnId(1)), Some(3 * len));
+    assert_eq!(fx.pos("A", 4_000), no_commands());
+    assert_eq!(fx.pos("B", 4_500), no_commands());
+    assert_eq!(fx.pos("A", 5_000), no_commands());
+    assert_eq!(fx.pos("A", 6_000), no_commands());
+    assert_eq!(fx.hub.buffered_bytes(ConnId(1)), Some(5 * len));
+    // Draining one message is not enough (242 left is under 300: one parked goes out, the
+    // oldest first: A, which kept its place with its newest fix).
+    assert_eq!(
+        fx.drained(1, len),
+        vec![send(1, &pmsg(E1, "A", 6_000, LAT, LON))]
+    );
+    assert_eq!(
+        fx.drained(1, 3 * len),
+        vec![send(1, &pmsg(E1, "B", 4_500, LAT, LON))]
+    );
+    // Caught up: live again.
+    fx.drain_all(1);
+    assert_eq!(
+        fx.pos("A", 7_000),
+        vec![send(1, &pmsg(E1, "A", 7_000, LAT, LON))]
+    );
+    let s = fx.stats();
+    assert_eq!(s.conflated_messages, 2);
+    assert_eq!(s.slow_consumer_closes, 0);
+    fx.assert_accounted();
+}
+
+#[test]
+fn a_slow_client_is_conflated_then_closed_while_a_fast_client_gets_everything() {
+    let mut fx = Fx::with(slow_config());
+    fx.connect(1, anon()); // fast
+    fx.connect(2, anon()); // slow: never drains
+    fx.subscribe(1, E1, vec![]);
+    fx.subscribe(2, E1, vec![]);
+    let mut fast = Vec::new();
+    let mut slow = Vec::new();
+    let mut closed_at = None;
+    let mut expected_fast = Vec::new();
+    // Ten devices of E1, each moving: enough distinct devices to pass 1,000 bytes parked.
+    let mut next = default_map();
+    for d in 0..10 {
+        next.insert(format!("D{d}"), [ev(E1)].into());
+    }
+    fx.hub.handle_device_map(fx.now(), 2, next);
+    fx.drain_all(1);
+    // The slow client read its `subscribed` and snapshot, then stopped reading.
+    fx.drain_all(2);
+    for round in 0..3 {
+        for d in 0..10 {
+            let ts = (round * 10 + d + 1) * 1_000;
+            let device = format!("D{d}");
+            expected_fast.push(send(1, &pmsg(E1, &device, ts, LAT, LON)));
+            for line in fx.pos(&device, ts) {
+                if line.starts_with("c1 ") {
+                    fast.push(line);
+                } else {
+                    if line.starts_with("c2 close") && closed_at.is_none() {
+                        closed_at = Some(ts);
+                    }
+                    slow.push(line);
+                }
+            }
+            fx.drain_all(1);
+        }
+    }
+    assert_eq!(fast, expected_fast, "the fast client gets every position");
+    // The slow one got three positions, had the next ones parked, then was closed.
+    assert_eq!(slow.len(), 4, "{slow:#?}");
+    assert!(slow[..3].iter().all(|l| l.contains(r#""type":"position""#)));
+    assert_eq!(slow[3], "c2 close 1013 slow consumer");
+    // 3 x 135 queued + 5 x 135 parked = 1,080 > 1,000: the 8th position closes it.
+    assert_eq!(pmsg_len("D0"), 135);
+    assert_eq!(closed_at, Some(8_000));
+    let s = fx.stats();
+    assert_eq!(s.slow_consumer_closes, 1);
+    assert_eq!(s.connections, 1);
+    fx.assert_accounted();
+}
+
+#[test]
+fn control_messages_are_sent_even_when_conflating() {
+    let mut fx = Fx::with(slow_config());
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    for ts in 1..=4 {
+        fx.pos("A", ts * 1_000);
+    }
+    assert_eq!(
+        fx.text(1, r#"{"type":"ping"}"#),
+        vec![send(1, r#"{"type":"pong"}"#)]
+    );
+    assert_eq!(fx.unsub(1, E1), vec![send(1, &unsubscribed(E1))]);
+    // The parked position of the topic left was dropped with it.
+    assert_eq!(fx.drain_all(1), no_commands());
+    assert_eq!(fx.stats().dropped_messages, 1);
+    fx.assert_accounted();
+}
+
+#[test]
+fn draining_more_than_was_sent_never_goes_negative() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.text(1, r#"{"type":"ping"}"#);
+    assert_eq!(fx.hub.queued_bytes(ConnId(1)), Some(15));
+    fx.drained(1, 1_000_000);
+    assert_eq!(fx.hub.queued_bytes(ConnId(1)), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------
+// Keep-alive, shutdown, closing
+
+#[test]
+fn pings_every_interval_and_a_pong_keeps_the_connection() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.at(300);
+    fx.connect(2, anon());
+    assert_eq!(fx.hub.poll_timeout(), Some(UnixMillis(T0 + 1_000)));
+    // A spurious early call does nothing.
+    assert_eq!(fx.timeout(999), no_commands());
+    assert_eq!(fx.timeout(1_000), vec!["c1 ping"]);
+    assert_eq!(fx.hub.poll_timeout(), Some(UnixMillis(T0 + 1_300)));
+    assert_eq!(fx.timeout(1_300), vec!["c2 ping"]);
+    fx.hub.handle_pong(fx.now(), ConnId(1));
+    assert_eq!(fx.timeout(2_000), vec!["c1 ping"]);
+    assert_eq!(fx.timeout(2_300), vec!["c2 ping"]);
+    fx.hub.handle_pong(fx.now(), ConnId(1));
+    assert_eq!(fx.timeout(3_000), vec!["c1 ping"]);
+    // c2's first ping (1.3 s) went unanswered for two intervals.
+    assert_eq!(
+        fx.timeout(3_300),
+        vec!["c2 close 1008 no pong within two ping intervals"]
+    );
+    assert_eq!(fx.stats().ping_timeouts, 1);
+    assert_eq!(fx.hub.poll_timeout(), Some(UnixMillis(T0 + 4_000)));
+    // c1 answered late, but within two intervals of its oldest unanswered ping.
+    fx.at(4_900);
+    fx.hub.handle_pong(fx.now(), ConnId(1));
+    assert_eq!(fx.timeout(5_000), vec!["c1 ping"]);
+    assert!(fx.hub.is_open(ConnId(1)));
+}
+
+#[test]
+fn a_late_timeout_call_pings_once_and_reschedules_from_now() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    assert_eq!(fx.timeout(1_500), vec!["c1 ping"]);
+    assert_eq!(fx.hub.poll_timeout(), Some(UnixMillis(T0 + 2_500)));
+    assert_eq!(fx.timeout(3_499), vec!["c1 ping"]);
+    // The first ping (1.5 s) is two intervals old at 3.5 s; the next tick closes.
+    assert_eq!(fx.timeout(4_498), no_commands());
+    assert_eq!(
+        fx.timeout(4_499),
+        vec!["c1 close 1008 no pong within two ping intervals"]
+    );
+    assert_eq!(fx.hub.poll_timeout(), None);
+}
+
+#[test]
+fn shutdown_closes_everyone_with_1001() {
+    let mut fx = Fx::new();
+    fx.connect(2, anon());
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.hub.handle_shutdown(fx.now());
+    assert_eq!(
+        fx.drain(),
+        vec![
+            "c1 close 1001 server shutting down",
+            "c2 close 1001 server shutting down"
+        ]
+    );
+    assert_eq!(fx.hub.poll_timeout(), None);
+    assert_eq!(
+        fx.connect(3, anon()),
+        vec!["c3 close 1001 server shutting down"]
+    );
+    assert_eq!(fx.pos("A", 1_000), no_commands());
+    assert_eq!(fx.timeout(10_000), no_commands());
+    let s = fx.stats();
+    assert_eq!((s.connections, s.subscriptions), (0, 0));
+    assert_eq!(close_code::GOING_AWAY, 1001);
+}
+
+#[test]
+fn a_client_that_went_away_gets_nothing_and_late_answers_are_ignored() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    let (_, load) = {
+        fx.connect(2, anon());
+        fx.authorize(2, E1, Visibility::Public)
+    };
+    fx.pos("A", 1_000);
+    fx.hub.handle_closed(fx.now(), ConnId(1));
+    fx.hub.handle_closed(fx.now(), ConnId(2));
+    assert_eq!(fx.drain(), no_commands());
+    fx.hub.handle_snapshot(fx.now(), load.unwrap(), vec![]);
+    fx.hub.handle_drained(fx.now(), ConnId(1), 10);
+    fx.hub.handle_pong(fx.now(), ConnId(1));
+    assert_eq!(fx.drain(), no_commands());
+    assert_eq!(fx.pos("A", 2_000), no_commands());
+    assert_eq!(fx.hub.poll_timeout(), None);
+    let s = fx.stats();
+    assert_eq!((s.connections, s.subscriptions, s.waiting), (0, 0, 0));
+    fx.assert_accounted();
+}
+
+#[test]
+fn nothing_is_ever_sent_to_a_connection_after_its_close() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.connect(2, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.subscribe(2, E1, vec![]);
+    for ts in 1..=20 {
+        fx.pos(if ts % 2 == 0 { "A" } else { "B" }, ts * 1_000);
+        fx.drain_all(1);
+        fx.text(2, "x");
+        fx.hub.handle_pong(fx.now(), ConnId(1));
+        fx.timeout(ts * 1_000);
+    }
+    let mut closed = BTreeSet::new();
+    for command in &fx.log {
+        let conn = match command {
+            Command::Send { conn, .. } | Command::Ping { conn } => *conn,
+            Command::Close { conn, .. } => {
+                assert!(closed.insert(*conn), "closed twice: {conn}");
+                continue;
+            }
+            _ => continue,
+        };
+        assert!(!closed.contains(&conn), "{command:?} after close");
+    }
+    assert_eq!(closed.into_iter().collect::<Vec<_>>(), vec![ConnId(2)]);
+}
+
+#[test]
+fn a_duplicate_connected_is_ignored() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.connect(1, anon());
+    assert_eq!(fx.stats().subscriptions, 1);
+    assert_eq!(fx.pos("A", 1_000).len(), 1);
+}

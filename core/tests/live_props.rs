@@ -1,0 +1,728 @@
+//! The live hub under a random shell: random connections, client messages, answers, stream
+//! batches, map versions, drains and ticks, with the contract's guarantees checked on every
+//! command.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use processor_core::faulty::FaultyThresholds;
+use processor_core::live::{
+    Command, ConnId, LiveConfig, LiveHub, Principal, RequestId, Visibility,
+};
+use processor_core::stream::EntryId;
+use processor_core::wire::{Topic, WirePosition};
+use processor_core::UnixMillis;
+
+const T0: i64 = 1_764_324_000_000;
+const DEVICES: usize = 4;
+const EVENTS: usize = 3;
+const MAX_FUTURE_MS: i64 = 60_000;
+
+fn event(i: usize) -> Uuid {
+    Uuid::from_u128(0x1111_1111_1111_4111_8111_0000_0000_0000 + i as u128)
+}
+
+fn device(i: usize) -> String {
+    format!("D{i}")
+}
+
+fn config() -> LiveConfig {
+    LiveConfig {
+        max_message_bytes: 256,
+        max_bad_messages: 3,
+        max_subscriptions: 2,
+        conflate_threshold_bytes: 500,
+        backpressure_threshold_bytes: 1_500,
+        ping_interval_ms: 1_000,
+        faulty: FaultyThresholds {
+            min_satellites: 3,
+            max_future_ms: MAX_FUTURE_MS as u64,
+        },
+        max_speed_kmh: 500.0,
+        reanchor_gap_ms: 600_000,
+        reanchor_after_fixes: 3,
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Good,
+    Jump,
+    NullIsland,
+    FewSatellites,
+    Future,
+    Undecodable,
+    /// The device's last fix again (a tracker re-sending after a lost ack).
+    Repeat,
+}
+
+#[derive(Debug, Clone)]
+struct Fix {
+    device: usize,
+    /// Fix time relative to now.
+    dts: i64,
+    kind: Kind,
+    noise: u8,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Connect {
+        admin: bool,
+        events: Vec<usize>,
+    },
+    Subscribe {
+        conn: usize,
+        event: usize,
+    },
+    Unsubscribe {
+        conn: usize,
+        event: usize,
+    },
+    Ping {
+        conn: usize,
+    },
+    Garbage {
+        conn: usize,
+    },
+    AnswerAuth {
+        pick: usize,
+        visibility: u8,
+        fail: bool,
+    },
+    AnswerSnapshot {
+        pick: usize,
+        rows: Vec<(usize, i64)>,
+        fail: bool,
+    },
+    Positions(Vec<Fix>),
+    Map(Vec<(usize, usize)>),
+    Drain {
+        conn: usize,
+        quarter: u8,
+    },
+    Pong {
+        conn: usize,
+    },
+    Closed {
+        conn: usize,
+    },
+    TooLarge {
+        conn: usize,
+    },
+    Tick {
+        ms: i64,
+    },
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        12 => Just(Kind::Good),
+        1 => Just(Kind::Jump),
+        1 => Just(Kind::NullIsland),
+        1 => Just(Kind::FewSatellites),
+        1 => Just(Kind::Future),
+        1 => Just(Kind::Undecodable),
+        2 => Just(Kind::Repeat),
+    ]
+}
+
+fn fix() -> impl Strategy<Value = Fix> {
+    (
+        0..DEVICES,
+        prop_oneof![1 => -5_000i64..0, 4 => -200i64..600],
+        kind(),
+        any::<u8>(),
+    )
+        .prop_map(|(device, dts, kind, noise)| Fix {
+            device,
+            dts,
+            kind,
+            noise,
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let conn = 0usize..6;
+    let visibility = prop_oneof![6 => Just(0u8), 2 => Just(1u8), 1 => Just(2u8)];
+    prop_oneof![
+        3 => (any::<bool>(), prop::collection::vec(0..EVENTS, 0..2))
+            .prop_map(|(admin, events)| Op::Connect { admin, events }),
+        6 => (conn.clone(), 0..EVENTS + 1).prop_map(|(conn, event)| Op::Subscribe { conn, event }),
+        1 => (conn.clone(), 0..EVENTS + 1).prop_map(|(conn, event)| Op::Unsubscribe { conn, event }),
+        1 => conn.clone().prop_map(|conn| Op::Ping { conn }),
+        1 => conn.clone().prop_map(|conn| Op::Garbage { conn }),
+        6 => (any::<usize>(), visibility, prop::bool::weighted(0.05))
+            .prop_map(|(pick, visibility, fail)| Op::AnswerAuth { pick, visibility, fail }),
+        6 => (any::<usize>(), prop::collection::vec((0..DEVICES, -6_000i64..3_000), 0..4), prop::bool::weighted(0.05))
+            .prop_map(|(pick, rows, fail)| Op::AnswerSnapshot { pick, rows, fail }),
+        16 => prop::collection::vec(fix(), 1..8).prop_map(Op::Positions),
+        1 => prop::collection::vec((0..DEVICES, 0..EVENTS), 0..8).prop_map(Op::Map),
+        7 => (conn.clone(), 0u8..6).prop_map(|(conn, quarter)| Op::Drain { conn, quarter }),
+        5 => conn.clone().prop_map(|conn| Op::Pong { conn }),
+        1 => conn.clone().prop_map(|conn| Op::Closed { conn }),
+        1 => conn.clone().prop_map(|conn| Op::TooLarge { conn }),
+        3 => (0i64..1_200).prop_map(|ms| Op::Tick { ms }),
+    ]
+}
+
+/// What a client knows about one of its topics.
+#[derive(Debug, Clone, PartialEq)]
+enum View {
+    /// Sent `subscribe`, no answer yet.
+    Asked,
+    /// Got `subscribed`, waiting for the snapshot.
+    Subscribed,
+    /// Got the snapshot: the newest fix time seen per device.
+    Live(BTreeMap<String, i64>),
+}
+
+#[derive(Debug, Default)]
+struct Client {
+    open: bool,
+    queued: u64,
+    views: BTreeMap<String, View>,
+}
+
+fn open_client(clients: &mut [Client], conn: ConnId) -> Result<&mut Client, TestCaseError> {
+    let client = clients
+        .get_mut(conn.0 as usize)
+        .ok_or_else(|| TestCaseError::fail(format!("unknown {conn}")))?;
+    prop_assert!(client.open, "command for {} after its close", conn);
+    Ok(client)
+}
+
+/// A random shell driving the hub, checking every command against the contract.
+struct Shell {
+    hub: LiveHub,
+    now: i64,
+    next_entry: u64,
+    clients: Vec<Client>,
+    auths: Vec<RequestId>,
+    loads: Vec<(RequestId, Vec<String>)>,
+    /// Fixes the stateless rules let through, and snapshot rows handed in.
+    good: BTreeSet<(String, i64)>,
+    stored: BTreeSet<(String, i64)>,
+    log: Vec<Command>,
+    position_sends: u64,
+    /// Fix time of each device's last generated fix.
+    last_fix: BTreeMap<usize, i64>,
+}
+
+impl Shell {
+    fn new() -> Shell {
+        let mut hub = LiveHub::new(config(), UnixMillis(T0));
+        let initial = (0..DEVICES)
+            .map(|d| (device(d), [event(d % EVENTS)].into()))
+            .collect();
+        hub.handle_device_map(UnixMillis(T0), 1, initial);
+        Shell {
+            hub,
+            now: 0,
+            next_entry: 0,
+            clients: Vec::new(),
+            auths: Vec::new(),
+            loads: Vec::new(),
+            good: BTreeSet::new(),
+            stored: BTreeSet::new(),
+            log: Vec::new(),
+            position_sends: 0,
+            last_fix: BTreeMap::new(),
+        }
+    }
+
+    fn now(&self) -> UnixMillis {
+        UnixMillis(T0 + self.now)
+    }
+
+    fn conn(&self, i: usize) -> Option<ConnId> {
+        if self.clients.is_empty() {
+            None
+        } else {
+            Some(ConnId((i % self.clients.len()) as u64))
+        }
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let now = self.now();
+        match op {
+            Op::Connect { admin, events } => {
+                let id = ConnId(self.clients.len() as u64);
+                self.clients.push(Client {
+                    open: true,
+                    ..Client::default()
+                });
+                let principal = if events.is_empty() && !admin {
+                    Principal::Anonymous
+                } else {
+                    let names: Vec<String> = events
+                        .iter()
+                        .map(|e| event(*e).to_string().to_uppercase())
+                        .collect();
+                    Principal::from_claims(
+                        names.iter().map(String::as_str),
+                        admin.then_some("admin"),
+                    )
+                };
+                self.hub.handle_connected(now, id, principal);
+            }
+            Op::Subscribe { conn, event: e } | Op::Unsubscribe { conn, event: e } => {
+                let Some(id) = self.conn(*conn) else {
+                    return Ok(());
+                };
+                let subscribe = matches!(op, Op::Subscribe { .. });
+                let topic = Topic(event(*e)).to_string();
+                let text = json!({
+                    "type": if subscribe { "subscribe" } else { "unsubscribe" },
+                    "topic": topic,
+                })
+                .to_string();
+                let client = &mut self.clients[id.0 as usize];
+                if client.open {
+                    if subscribe {
+                        client.views.insert(topic, View::Asked);
+                    } else {
+                        client.views.remove(&topic);
+                    }
+                }
+                self.hub.handle_client_text(now, id, text.as_bytes());
+            }
+            Op::Ping { conn } => {
+                if let Some(id) = self.conn(*conn) {
+                    self.hub.handle_client_text(now, id, br#"{"type":"ping"}"#);
+                }
+            }
+            Op::Garbage { conn } => {
+                if let Some(id) = self.conn(*conn) {
+                    self.hub.handle_client_text(now, id, b"{nope");
+                }
+            }
+            Op::AnswerAuth {
+                pick,
+                visibility,
+                fail,
+            } => {
+                if self.auths.is_empty() {
+                    return Ok(());
+                }
+                let request = self.auths.remove(pick % self.auths.len());
+                if *fail {
+                    self.hub.handle_authorization_failed(now, request);
+                } else {
+                    let visibility = match visibility {
+                        0 => Visibility::Public,
+                        1 => Visibility::Private,
+                        _ => Visibility::Unknown,
+                    };
+                    self.hub.handle_authorization(now, request, visibility);
+                }
+            }
+            Op::AnswerSnapshot { pick, rows, fail } => {
+                if self.loads.is_empty() {
+                    return Ok(());
+                }
+                let (request, devices) = self.loads.remove(pick % self.loads.len());
+                if *fail {
+                    self.hub.handle_snapshot_failed(now, request);
+                } else {
+                    let rows: Vec<WirePosition> = rows
+                        .iter()
+                        .filter_map(|(d, dts)| {
+                            let id = device(*d);
+                            devices.contains(&id).then(|| WirePosition {
+                                device_id: id,
+                                lat: 54.5,
+                                lon: 25.5,
+                                ts: T0 + self.now + dts,
+                                speed: 0.0,
+                                course: 0.0,
+                            })
+                        })
+                        .collect();
+                    for r in &rows {
+                        self.stored.insert((r.device_id.clone(), r.ts));
+                    }
+                    self.hub.handle_snapshot(now, request, rows);
+                }
+            }
+            Op::Positions(fixes) => {
+                // Time passes between batches; the shell runs due timers first.
+                self.now += 250;
+                let now = self.now();
+                self.hub.handle_timeout(now);
+                self.collect()?;
+                let mut entries = Vec::new();
+                for f in fixes {
+                    let mut ts = self.now + f.dts;
+                    // Good fixes lie on one slow track (about 4 km/h), so that only the
+                    // jumps break the speed limit.
+                    let track = 54.68 + ts as f64 * 1e-8;
+                    let noise = f64::from(f.noise) * 1e-5;
+                    let (mut lat, lon, mut satellites) = (track, 25.28, 9);
+                    match f.kind {
+                        Kind::Good => {}
+                        Kind::Jump => lat = 10.0 + noise,
+                        Kind::NullIsland => lat = 0.0,
+                        Kind::FewSatellites => satellites = 2,
+                        Kind::Future => ts = self.now + MAX_FUTURE_MS + 1 + i64::from(f.noise),
+                        Kind::Repeat => {
+                            if let Some(&last) = self.last_fix.get(&f.device) {
+                                ts = last;
+                                lat = 54.68 + ts as f64 * 1e-8;
+                            }
+                        }
+                        Kind::Undecodable => {
+                            self.next_entry += 1;
+                            let payload = (f.noise % 2 == 0).then(|| Bytes::from_static(b"{"));
+                            entries.push((EntryId::new(self.next_entry, 0), payload));
+                            continue;
+                        }
+                    }
+                    self.last_fix.insert(f.device, ts);
+                    let faulty = (lat == 0.0 && lon == 0.0)
+                        || satellites < 3
+                        || ts > self.now + MAX_FUTURE_MS;
+                    // Once good, a (device, ts) stays allowed: a faulty fix with the same
+                    // key looks the same on the wire as the good one that may be parked.
+                    if !faulty {
+                        self.good.insert((device(f.device), T0 + ts));
+                    }
+                    let payload = json!({
+                        "device_id": device(f.device),
+                        "timestamp": T0 + ts,
+                        "latitude": if matches!(f.kind, Kind::NullIsland) { 0.0 } else { lat },
+                        "longitude": if matches!(f.kind, Kind::NullIsland) { 0.0 } else { lon },
+                        "satellites": satellites,
+                    });
+                    self.next_entry += 1;
+                    entries.push((
+                        EntryId::new(self.next_entry, 0),
+                        Some(Bytes::from(payload.to_string())),
+                    ));
+                }
+                self.hub.handle_positions(now, entries);
+            }
+            Op::Map(pairs) => {
+                let mut map: BTreeMap<String, BTreeSet<Uuid>> = BTreeMap::new();
+                for (d, e) in pairs {
+                    map.entry(device(*d)).or_default().insert(event(*e));
+                }
+                let version = self.hub.device_map_version().unwrap_or(0) + 1;
+                self.hub.handle_device_map(now, version, map);
+            }
+            Op::Drain { conn, quarter } => {
+                if let Some(id) = self.conn(*conn) {
+                    let client = &mut self.clients[id.0 as usize];
+                    // Up to 5/4 of what is queued: a shell reporting too much must not
+                    // drive the count negative.
+                    let bytes = client.queued * u64::from(*quarter) / 4;
+                    client.queued = client.queued.saturating_sub(bytes);
+                    self.hub.handle_drained(now, id, bytes);
+                }
+            }
+            Op::Pong { conn } => {
+                // Usually every client answers its pings; sometimes only one does.
+                if conn % 3 == 0 {
+                    if let Some(id) = self.conn(*conn) {
+                        self.hub.handle_pong(now, id);
+                    }
+                } else {
+                    for i in 0..self.clients.len() {
+                        self.hub.handle_pong(now, ConnId(i as u64));
+                    }
+                }
+            }
+            Op::Closed { conn } => {
+                if let Some(id) = self.conn(*conn) {
+                    let client = &mut self.clients[id.0 as usize];
+                    client.open = false;
+                    client.views.clear();
+                    self.hub.handle_closed(now, id);
+                }
+            }
+            Op::TooLarge { conn } => {
+                if let Some(id) = self.conn(*conn) {
+                    self.hub.handle_client_too_large(now, id);
+                }
+            }
+            Op::Tick { ms } => {
+                self.now += ms;
+                self.hub.handle_timeout(self.now());
+            }
+        }
+        self.collect()?;
+        self.check_state()
+    }
+
+    fn collect(&mut self) -> Result<(), TestCaseError> {
+        while let Some(command) = self.hub.poll_command() {
+            self.log.push(command.clone());
+            self.check(command)?;
+        }
+        Ok(())
+    }
+
+    fn client(&mut self, conn: ConnId) -> Result<&mut Client, TestCaseError> {
+        open_client(&mut self.clients, conn)
+    }
+
+    fn check(&mut self, command: Command) -> Result<(), TestCaseError> {
+        match command {
+            Command::Authorize { request, conn, .. } => {
+                self.client(conn)?;
+                self.auths.push(request);
+            }
+            Command::LoadSnapshot {
+                request,
+                conn,
+                devices,
+                ..
+            } => {
+                self.client(conn)?;
+                self.loads.push((request, devices));
+            }
+            Command::Ping { conn } => {
+                self.client(conn)?;
+            }
+            Command::Close { conn, .. } => {
+                let client = self.client(conn)?;
+                client.open = false;
+                client.views.clear();
+            }
+            Command::Send {
+                conn,
+                bytes,
+                fix_ts,
+            } => {
+                let (good, stored) = (&self.good, &self.stored);
+                let client = open_client(&mut self.clients, conn)?;
+                client.queued += bytes.len() as u64;
+                let message: Value = serde_json::from_slice(&bytes).unwrap();
+                let kind = message["type"].as_str().unwrap().to_owned();
+                prop_assert_eq!(
+                    kind == "position",
+                    fix_ts.is_some(),
+                    "fix_ts on {}",
+                    message
+                );
+                let topic = message["topic"].as_str().map(str::to_owned);
+                match kind.as_str() {
+                    "subscribed" => {
+                        let topic = topic.unwrap();
+                        let view = client.views.get(&topic);
+                        prop_assert_eq!(view, Some(&View::Asked), "subscribed to {}", topic);
+                        client.views.insert(topic, View::Subscribed);
+                    }
+                    "snapshot" => {
+                        let topic = topic.unwrap();
+                        let view = client.views.get(&topic);
+                        prop_assert_eq!(view, Some(&View::Subscribed), "snapshot of {}", topic);
+                        let mut last = BTreeMap::new();
+                        for p in message["positions"].as_array().unwrap() {
+                            let key = (
+                                p["deviceId"].as_str().unwrap().to_owned(),
+                                p["ts"].as_i64().unwrap(),
+                            );
+                            prop_assert!(
+                                good.contains(&key) || stored.contains(&key),
+                                "snapshot position {:?} was never good",
+                                key
+                            );
+                            prop_assert!(last.insert(key.0, key.1).is_none(), "device twice");
+                        }
+                        client.views.insert(topic, View::Live(last));
+                    }
+                    "position" => {
+                        self.position_sends += 1;
+                        let topic = topic.unwrap();
+                        let device = message["deviceId"].as_str().unwrap().to_owned();
+                        let ts = message["ts"].as_i64().unwrap();
+                        prop_assert!(
+                            good.contains(&(device.clone(), ts)),
+                            "faulty {} {} sent",
+                            device,
+                            ts
+                        );
+                        match client.views.get_mut(&topic) {
+                            Some(View::Live(last)) => {
+                                if let Some(&before) = last.get(&device) {
+                                    prop_assert!(
+                                        ts > before,
+                                        "{} on {}: ts {} after {}",
+                                        device,
+                                        topic,
+                                        ts,
+                                        before
+                                    );
+                                }
+                                last.insert(device, ts);
+                            }
+                            other => {
+                                return Err(TestCaseError::fail(format!(
+                                    "position on {topic} in state {other:?}"
+                                )))
+                            }
+                        }
+                    }
+                    "unsubscribed" => {
+                        client.views.remove(&topic.unwrap());
+                    }
+                    "error" => {
+                        // A refused subscribe ends the attempt; a failed snapshot is
+                        // followed by `unsubscribed`.
+                        if let Some(topic) = topic {
+                            if client.views.get(&topic) == Some(&View::Asked)
+                                && message["code"] != "bad_request"
+                            {
+                                client.views.remove(&topic);
+                            }
+                        }
+                    }
+                    "pong" => {}
+                    other => return Err(TestCaseError::fail(format!("unexpected {other}"))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_state(&self) -> Result<(), TestCaseError> {
+        let stats = self.hub.stats();
+        let open = self.clients.iter().filter(|c| c.open).count() as u64;
+        prop_assert_eq!(stats.connections, open);
+        prop_assert_eq!(stats.fanout_messages, self.position_sends);
+        prop_assert_eq!(
+            stats.position_deliveries,
+            stats.fanout_messages
+                + stats.conflated_messages
+                + stats.dropped_messages
+                + stats.waiting,
+            "deliveries not accounted for: {:?}",
+            stats
+        );
+        for (i, client) in self.clients.iter().enumerate() {
+            let conn = ConnId(i as u64);
+            prop_assert_eq!(self.hub.is_open(conn), client.open, "{}", conn);
+            if client.open {
+                prop_assert_eq!(self.hub.queued_bytes(conn), Some(client.queued), "{}", conn);
+                let buffered = self.hub.buffered_bytes(conn).unwrap();
+                prop_assert!(
+                    buffered <= config().backpressure_threshold_bytes,
+                    "{} buffers {} and is still open",
+                    conn,
+                    buffered
+                );
+            }
+        }
+        if let Some(t) = self.hub.poll_timeout() {
+            prop_assert!(t > self.now(), "timer {} not after now {}", t, self.now());
+        }
+        Ok(())
+    }
+}
+
+fn run(ops: &[Op]) -> Result<Shell, TestCaseError> {
+    let mut shell = Shell::new();
+    for op in ops {
+        shell.apply(op)?;
+    }
+    shell.hub.handle_shutdown(shell.now());
+    shell.collect()?;
+    shell.check_state()?;
+    prop_assert_eq!(shell.hub.stats().connections, 0);
+    prop_assert_eq!(shell.hub.stats().waiting, 0);
+    prop_assert_eq!(shell.hub.poll_timeout(), None);
+    Ok(shell)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 200,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn a_random_shell_sees_the_contract_kept(ops in prop::collection::vec(op(), 0..200)) {
+        let first = run(&ops)?;
+        // Same inputs, same commands.
+        let second = run(&ops)?;
+        prop_assert!(first.log == second.log, "two runs gave different commands");
+    }
+}
+
+#[test]
+fn a_busy_run_exercises_every_path() {
+    // A fixed, long, busy scenario: make sure the property's paths are actually reached.
+    let mut ops = vec![
+        Op::Connect {
+            admin: false,
+            events: vec![],
+        },
+        Op::Connect {
+            admin: true,
+            events: vec![],
+        },
+    ];
+    for round in 0..60 {
+        ops.push(Op::Subscribe {
+            conn: round % 2,
+            event: round % EVENTS,
+        });
+        ops.push(Op::AnswerAuth {
+            pick: 0,
+            visibility: 0,
+            fail: false,
+        });
+        ops.push(Op::AnswerAuth {
+            pick: 0,
+            visibility: 1,
+            fail: false,
+        });
+        ops.push(Op::Positions(
+            (0..DEVICES)
+                .map(|device| Fix {
+                    device,
+                    dts: 0,
+                    kind: Kind::Good,
+                    noise: round as u8,
+                })
+                .collect(),
+        ));
+        ops.push(Op::AnswerSnapshot {
+            pick: 0,
+            rows: vec![(0, 500), (1, -500)],
+            fail: false,
+        });
+        ops.push(Op::Positions(
+            (0..DEVICES)
+                .map(|device| Fix {
+                    device,
+                    dts: 1,
+                    kind: Kind::Good,
+                    noise: round as u8,
+                })
+                .collect(),
+        ));
+        // Client 0 reads now and then; client 1 never does. Both answer pings.
+        if round % 3 == 0 {
+            ops.push(Op::Drain {
+                conn: 0,
+                quarter: 4,
+            });
+        }
+        ops.push(Op::Pong { conn: 1 });
+        ops.push(Op::Tick { ms: 50 });
+    }
+    let shell = run(&ops).unwrap();
+    let stats = shell.hub.stats();
+    assert!(stats.fanout_messages > 0, "{stats:?}");
+    assert!(stats.conflated_messages > 0, "{stats:?}");
+    assert!(stats.snapshots > 0, "{stats:?}");
+    assert!(stats.slow_consumer_closes > 0, "{stats:?}");
+    assert!(stats.dropped_messages > 0, "{stats:?}");
+}
