@@ -288,7 +288,7 @@ async fn copy_ceiling(common: &Common, count: u64, database_url: &str) -> Result
     client
         .batch_execute(
             "DROP TABLE IF EXISTS bench_copy_ceiling;
-             CREATE UNLOGGED TABLE bench_copy_ceiling (LIKE positions INCLUDING DEFAULTS)",
+             CREATE TABLE bench_copy_ceiling (LIKE positions INCLUDING DEFAULTS)",
         )
         .await
         .map_err(|e| format!("cannot create the ceiling table (migrate first): {e}"))?;
