@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod durable;
 pub mod health;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;

@@ -1,5 +1,6 @@
 //! Postgres: the connection pool and the positions store.
 
+pub mod events;
 pub mod pool;
 pub mod positions;
 

@@ -1,0 +1,1 @@
+//! Client authentication (contract section 5).

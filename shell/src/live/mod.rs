@@ -1,0 +1,3 @@
+//! The live path's executors: authentication of WebSocket clients.
+
+pub mod auth;

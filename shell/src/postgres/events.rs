@@ -1,0 +1,1 @@
+//! Queries of the live path: events, the device-to-event map, snapshots.

@@ -1,0 +1,3 @@
+//! The live path's Postgres queries against a real Postgres.
+
+mod support;
