@@ -3,6 +3,7 @@
 //! Commands are sent as raw Redis commands and their replies parsed by hand ([`reply`]): an
 //! entry deleted while pending comes back with nil fields, which typed reply helpers reject.
 
+pub mod broadcast;
 pub mod connect;
 pub mod group;
 pub mod reply;

@@ -164,6 +164,35 @@ pub fn pending_total(v: &Value) -> Result<u64, ReplyError> {
     }
 }
 
+/// The `name` of every group in an XINFO GROUPS reply.
+pub fn group_names(v: &Value) -> Result<Vec<String>, ReplyError> {
+    const C: &str = "XINFO GROUPS";
+    let Value::Array(groups) = v else {
+        return Err(bad(C, "reply is not an array"));
+    };
+    groups
+        .iter()
+        .map(|group| {
+            let pairs: Vec<(&Value, &Value)> = match group {
+                Value::Array(flat) => flat
+                    .chunks(2)
+                    .filter(|c| c.len() == 2)
+                    .map(|c| (&c[0], &c[1]))
+                    .collect(),
+                Value::Map(map) => map.iter().map(|(k, v)| (k, v)).collect(),
+                _ => return Err(bad(C, "group is neither a list nor a map")),
+            };
+            pairs
+                .into_iter()
+                .find(|(k, _)| bytes_of(k) == Some(b"name"))
+                .and_then(|(_, v)| bytes_of(v))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::to_owned)
+                .ok_or_else(|| bad(C, "group has no name"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
