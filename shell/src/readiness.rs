@@ -7,6 +7,7 @@ pub struct Readiness {
     redis: AtomicBool,
     postgres: AtomicBool,
     durable_consumer: AtomicBool,
+    broadcast_consumer: AtomicBool,
 }
 
 impl Readiness {
@@ -22,6 +23,10 @@ impl Readiness {
         self.durable_consumer.store(running, Ordering::Relaxed);
     }
 
+    pub fn set_broadcast_consumer(&self, running: bool) {
+        self.broadcast_consumer.store(running, Ordering::Relaxed);
+    }
+
     /// The parts that are not ready, by name; empty when ready.
     pub fn missing(&self) -> Vec<&'static str> {
         let mut missing = Vec::new();
@@ -33,6 +38,9 @@ impl Readiness {
         }
         if !self.durable_consumer.load(Ordering::Relaxed) {
             missing.push("durable consumer");
+        }
+        if !self.broadcast_consumer.load(Ordering::Relaxed) {
+            missing.push("broadcast consumer");
         }
         missing
     }

@@ -3,17 +3,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
 use processor_core::durable::DurableConfig;
 use processor_core::faulty::FaultyThresholds;
+use processor_core::live::LiveConfig;
 
 use crate::config::Config;
+use crate::live::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::postgres::{connect_one, create_pool, PositionStore};
 use crate::readiness::Readiness;
+use crate::redis_stream::broadcast::BroadcastGroup;
 use crate::redis_stream::{control_connection, DurableStream};
-use crate::{durable, health, migrate, ops_server};
+use crate::{durable, health, hub, migrate, ops_server, websocket};
 
 /// First and longest delay between attempts to reach Redis or Postgres at start-up.
 const START_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -33,15 +37,25 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     let readiness = Arc::new(Readiness::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(stop_on_signal(stop_tx));
+    // The metrics endpoint outlives the rest, so a scrape can see the shutdown through.
+    let (ops_stop_tx, ops_stop_rx) = watch::channel(false);
 
+    let auth = Authenticator::from_settings(&config.live)
+        .map_err(|e| ServiceError::Startup(e.to_string()))?;
     let listener = ops_server::bind(config.metrics_addr)
         .await
         .map_err(|e| ServiceError::Startup(e.to_string()))?;
+    let ws_listener = TcpListener::bind(config.live_ws_addr).await.map_err(|e| {
+        ServiceError::Startup(format!(
+            "cannot listen on LIVE_WS_ADDR {}: {e}",
+            config.live_ws_addr
+        ))
+    })?;
     let ops = tokio::spawn(ops_server::serve(
         listener,
         metrics.clone(),
         readiness.clone(),
-        stop_rx.clone(),
+        ops_stop_rx,
     ));
 
     if config.migrate_on_start {
@@ -93,6 +107,48 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     };
     let pool = create_pool(&config).map_err(|e| ServiceError::Startup(e.to_string()))?;
     let store = PositionStore::new(pool.clone());
+    // The live path: hub task, WebSocket server, broadcast consumer, device map refresh.
+    let (hub_tx, hub_rx) = mpsc::unbounded_channel();
+    let hub = tokio::spawn(hub::run(
+        hub::HubContext {
+            config: live_config(&config),
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+        },
+        hub_rx,
+        hub_tx.clone(),
+        stop_rx.clone(),
+    ));
+    let ws = tokio::spawn(websocket::serve(
+        ws_listener,
+        Arc::new(websocket::WsContext::new(
+            auth,
+            hub_tx.clone(),
+            metrics.clone(),
+        )),
+        stop_rx.clone(),
+    ));
+    let broadcast = tokio::spawn(hub::broadcast::run(
+        redis.clone(),
+        control.clone(),
+        BroadcastGroup {
+            stream: config.telemetry_stream.clone(),
+            prefix: config.live.broadcast_group_prefix.clone(),
+            instance: instance_id.clone(),
+        },
+        Duration::from_millis(config.live.broadcast_group_ttl_ms),
+        hub_tx.clone(),
+        readiness.clone(),
+        stop_rx.clone(),
+    ));
+    let device_map = tokio::spawn(hub::device_map::run(
+        pool.clone(),
+        Duration::from_millis(config.live.device_event_refresh_ms),
+        hub_tx.clone(),
+        stop_rx.clone(),
+    ));
+    drop(hub_tx);
+
     let health = tokio::spawn(health::run(
         control.clone(),
         stream.clone(),
@@ -116,14 +172,39 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         stop_rx.clone(),
     ));
 
-    // The durable consumer returns only after a stop was asked for.
+    // Everything below returns only after a stop was asked for: clients are closed with 1001
+    // first, the map refresh and the broadcast consumer stop, the durable consumer settles
+    // what it holds, then the metrics endpoint goes.
+    let _ = ws.await;
+    let _ = hub.await;
+    let _ = device_map.await;
+    let _ = broadcast.await;
     let _ = durable.await;
     let _ = health.await;
+    let _ = ops_stop_tx.send(true);
     let _ = ops.await;
     drop(control);
     pool.close();
     tracing::info!("processor stopped");
     Ok(())
+}
+
+pub fn live_config(config: &Config) -> LiveConfig {
+    let live = &config.live;
+    LiveConfig {
+        max_message_bytes: live.max_message_bytes as usize,
+        max_bad_messages: live.max_bad_messages,
+        max_subscriptions: live.max_subscriptions as usize,
+        conflate_threshold_bytes: live.conflate_threshold_bytes,
+        backpressure_threshold_bytes: live.backpressure_threshold_bytes,
+        ping_interval_ms: live.ping_interval_ms,
+        faulty: FaultyThresholds {
+            min_satellites: config.faulty.min_satellites,
+            max_future_ms: config.faulty.max_future_ms,
+        },
+        max_speed_kmh: config.faulty.max_speed_kmh,
+        ..LiveConfig::default()
+    }
 }
 
 pub fn durable_config(config: &Config) -> DurableConfig {

@@ -2,6 +2,7 @@
 //! can cut a connection.
 #![allow(dead_code)] // Each test file uses its own part of the harness.
 
+pub mod live;
 pub mod proxy;
 
 use std::future::Future;
@@ -196,6 +197,7 @@ pub fn free_addr() -> SocketAddr {
 pub struct Processor {
     pub child: Child,
     pub metrics_addr: SocketAddr,
+    pub ws_addr: SocketAddr,
     pub log: PathBuf,
 }
 
@@ -213,6 +215,7 @@ impl Processor {
         vars: &[(&str, String)],
     ) -> Processor {
         let metrics_addr = free_addr();
+        let ws_addr = free_addr();
         let log =
             PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{instance}.log", env.name));
         let log_file = std::fs::File::create(&log).expect("create the processor log");
@@ -226,7 +229,7 @@ impl Processor {
             .env("REDIS_TELEMETRY_STREAM", &env.stream)
             .env("DEAD_LETTER_STREAM", &env.dead_letter)
             .env("METRICS_ADDR", metrics_addr.to_string())
-            .env("LIVE_WS_ADDR", free_addr().to_string())
+            .env("LIVE_WS_ADDR", ws_addr.to_string())
             .env("LOG_LEVEL", "info,processor_shell=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -238,6 +241,7 @@ impl Processor {
         Processor {
             child,
             metrics_addr,
+            ws_addr,
             log,
         }
     }

@@ -1,0 +1,209 @@
+//! The hub task: feeds the core's `LiveHub` and executes its commands.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, watch};
+
+use processor_core::live::{Command, ConnId, LiveConfig, LiveHub, LiveStats};
+
+use crate::clock;
+use crate::metrics::Metrics;
+use crate::postgres::events::{self, VisibilityCache};
+
+use super::{HubInput, Outbound};
+
+/// How long an event's visibility is trusted before it is read again.
+const VISIBILITY_TTL_MS: u64 = 5_000;
+const VISIBILITY_CACHE_SIZE: usize = 10_000;
+
+pub struct HubContext {
+    pub config: LiveConfig,
+    pub pool: Pool,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs until `stop`; then closes every client with 1001 and returns.
+pub async fn run(
+    ctx: HubContext,
+    mut inputs: mpsc::UnboundedReceiver<HubInput>,
+    answers: mpsc::UnboundedSender<HubInput>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut hub = LiveHub::new(ctx.config.clone(), clock::now());
+    let mut conns: BTreeMap<ConnId, mpsc::UnboundedSender<Outbound>> = BTreeMap::new();
+    let cache = Arc::new(Mutex::new(VisibilityCache::new(
+        VISIBILITY_TTL_MS,
+        VISIBILITY_CACHE_SIZE,
+    )));
+    let mut stats = hub.stats();
+    loop {
+        while let Some(command) = hub.poll_command() {
+            execute(&ctx, command, &mut conns, &cache, &answers);
+        }
+        let now_stats = hub.stats();
+        record(&ctx.metrics, &stats, &now_stats);
+        stats = now_stats;
+        let timer = hub.poll_timeout().map(clock::until);
+        tokio::select! {
+            input = inputs.recv() => match input {
+                Some(input) => feed(&mut hub, &mut conns, input),
+                None => break,
+            },
+            _ = tokio::time::sleep(timer.unwrap_or(Duration::MAX)), if timer.is_some() => {
+                hub.handle_timeout(clock::now());
+            }
+            _ = stop.wait_for(|s| *s) => {
+                hub.handle_shutdown(clock::now());
+                while let Some(command) = hub.poll_command() {
+                    execute(&ctx, command, &mut conns, &cache, &answers);
+                }
+                record(&ctx.metrics, &stats, &hub.stats());
+                break;
+            }
+        }
+    }
+    // Dropping the senders ends every writer task once it has sent what it was given.
+    conns.clear();
+}
+
+fn feed(
+    hub: &mut LiveHub,
+    conns: &mut BTreeMap<ConnId, mpsc::UnboundedSender<Outbound>>,
+    input: HubInput,
+) {
+    let now = clock::now();
+    match input {
+        HubInput::Connected {
+            conn,
+            principal,
+            outbound,
+        } => {
+            conns.insert(conn, outbound);
+            hub.handle_connected(now, conn, principal);
+        }
+        HubInput::Text { conn, text } => hub.handle_client_text(now, conn, &text),
+        HubInput::Binary { conn } => hub.handle_client_binary(now, conn),
+        HubInput::TooLarge { conn } => hub.handle_client_too_large(now, conn),
+        HubInput::Pong { conn } => hub.handle_pong(now, conn),
+        HubInput::Drained { conn, bytes } => hub.handle_drained(now, conn, bytes),
+        HubInput::Closed { conn } => {
+            conns.remove(&conn);
+            hub.handle_closed(now, conn);
+        }
+        HubInput::Positions(entries) => hub.handle_positions(now, entries),
+        HubInput::DeviceMap { version, map } => hub.handle_device_map(now, version, map),
+        HubInput::Authorized {
+            request,
+            visibility,
+        } => match visibility {
+            Ok(v) => hub.handle_authorization(now, request, v),
+            Err(error) => {
+                tracing::warn!(%error, "event visibility look-up failed");
+                hub.handle_authorization_failed(now, request);
+            }
+        },
+        HubInput::Snapshot { request, positions } => match positions {
+            Ok(p) => hub.handle_snapshot(now, request, p),
+            Err(error) => {
+                tracing::warn!(%error, "snapshot load failed");
+                hub.handle_snapshot_failed(now, request);
+            }
+        },
+    }
+}
+
+fn execute(
+    ctx: &HubContext,
+    command: Command,
+    conns: &mut BTreeMap<ConnId, mpsc::UnboundedSender<Outbound>>,
+    cache: &Arc<Mutex<VisibilityCache>>,
+    answers: &mpsc::UnboundedSender<HubInput>,
+) {
+    match command {
+        Command::Send {
+            conn,
+            bytes,
+            fix_ts,
+        } => {
+            if let Some(out) = conns.get(&conn) {
+                let _ = out.send(Outbound::Text { bytes, fix_ts });
+            }
+        }
+        Command::Ping { conn } => {
+            if let Some(out) = conns.get(&conn) {
+                let _ = out.send(Outbound::Ping);
+            }
+        }
+        Command::Close { conn, code, reason } => {
+            if let Some(out) = conns.remove(&conn) {
+                let _ = out.send(Outbound::Close { code, reason });
+            }
+        }
+        Command::Authorize { request, topic, .. } => {
+            let event = topic.event_id();
+            let now = clock::now().as_i64().max(0) as u64;
+            let cached = cache.lock().ok().and_then(|c| c.get(event, now));
+            if let Some(visibility) = cached {
+                let _ = answers.send(HubInput::Authorized {
+                    request,
+                    visibility: Ok(visibility),
+                });
+                return;
+            }
+            let (pool, cache, answers) = (ctx.pool.clone(), cache.clone(), answers.clone());
+            tokio::spawn(async move {
+                let visibility = events::event_visibility(&pool, event)
+                    .await
+                    .map_err(|e| e.to_string());
+                if let (Ok(v), Ok(mut c)) = (&visibility, cache.lock()) {
+                    c.insert(event, *v, clock::now().as_i64().max(0) as u64);
+                }
+                let _ = answers.send(HubInput::Authorized {
+                    request,
+                    visibility,
+                });
+            });
+        }
+        Command::LoadSnapshot {
+            request, devices, ..
+        } => {
+            let (pool, answers) = (ctx.pool.clone(), answers.clone());
+            tokio::spawn(async move {
+                let positions = events::load_snapshot(&pool, &devices)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = answers.send(HubInput::Snapshot { request, positions });
+            });
+        }
+    }
+}
+
+fn record(metrics: &Metrics, before: &LiveStats, now: &LiveStats) {
+    metrics
+        .live_broadcast_records
+        .inc_by(now.broadcast_records - before.broadcast_records);
+    metrics
+        .live_broadcast_decode_errors
+        .inc_by(now.decode_errors - before.decode_errors);
+    metrics
+        .live_broadcast_orphan_records
+        .inc_by(now.orphan_records - before.orphan_records);
+    metrics
+        .live_broadcast_fanout_messages
+        .inc_by(now.fanout_messages - before.fanout_messages);
+    metrics
+        .live_conflated_messages
+        .inc_by(now.conflated_messages - before.conflated_messages);
+    metrics
+        .live_slow_consumer_closes
+        .inc_by(now.slow_consumer_closes - before.slow_consumer_closes);
+    metrics
+        .live_connections
+        .set(i64::try_from(now.connections).unwrap_or(i64::MAX));
+    metrics
+        .live_subscriptions
+        .set(i64::try_from(now.subscriptions).unwrap_or(i64::MAX));
+}

@@ -1,0 +1,129 @@
+//! Accepting clients: HTTP/1.1 on `LIVE_WS_ADDR`, `GET /live` upgraded after authentication.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use processor_core::live::ConnId;
+
+use crate::clock;
+use crate::hub::HubInput;
+use crate::live::auth::Authenticator;
+use crate::metrics::Metrics;
+
+/// A message over this size, all its frames together, closes the connection with 1009
+/// (contract section 5); smaller ones over `LIVE_WS_MAX_MESSAGE_BYTES` get `bad_request`.
+pub const HARD_MESSAGE_LIMIT: usize = 64 * 1024;
+/// tungstenite's default read buffer is 128 KiB per connection, allocated up front; client
+/// messages are a few hundred bytes.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+pub struct WsContext {
+    pub auth: Authenticator,
+    pub hub: mpsc::UnboundedSender<HubInput>,
+    pub metrics: Arc<Metrics>,
+    next_conn: AtomicU64,
+}
+
+impl WsContext {
+    pub fn new(
+        auth: Authenticator,
+        hub: mpsc::UnboundedSender<HubInput>,
+        metrics: Arc<Metrics>,
+    ) -> WsContext {
+        WsContext {
+            auth,
+            hub,
+            metrics,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Accepts clients until `stop` turns true.
+pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "websocket server: accept failed");
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let response = respond(req, &ctx);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await
+            {
+                tracing::debug!(%error, "websocket server: connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(mut req: Request<Incoming>, ctx: &Arc<WsContext>) -> Response<Full<Bytes>> {
+    if req.uri().path() != "/live" {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found; the WebSocket endpoint is /live\n",
+        );
+    }
+    if !hyper_tungstenite::is_upgrade_request(&req) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade is expected here\n",
+        );
+    }
+    let now_s = u64::try_from(clock::now().as_i64() / 1_000).unwrap_or(0);
+    let principal = match ctx.auth.authenticate(req.headers(), req.uri(), now_s) {
+        Ok(p) => p,
+        Err(error) => {
+            tracing::debug!(%error, "websocket client refused");
+            return text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        }
+    };
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(Some(HARD_MESSAGE_LIMIT))
+        .max_frame_size(Some(HARD_MESSAGE_LIMIT));
+    let (response, websocket) = match hyper_tungstenite::upgrade(&mut req, Some(config)) {
+        Ok(upgrade) => upgrade,
+        Err(_) => return text(StatusCode::BAD_REQUEST, "invalid WebSocket upgrade\n"),
+    };
+    let conn = ConnId(ctx.next_conn.fetch_add(1, Ordering::Relaxed));
+    let (hub, metrics) = (ctx.hub.clone(), ctx.metrics.clone());
+    tokio::spawn(async move {
+        match websocket.await {
+            Ok(ws) => super::connection::run(ws, conn, principal, hub, metrics).await,
+            Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
+        }
+    });
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
