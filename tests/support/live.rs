@@ -90,7 +90,56 @@ pub async fn connect(addr: std::net::SocketAddr, token: Option<&str>) -> Result<
     }
 }
 
+/// Connects anonymously to `/live` over a socket whose receive buffer is asked to be
+/// `recv_buffer` bytes, so that a client that stops reading fills the kernel buffers soon.
+pub async fn connect_with_small_receive_buffer(
+    addr: std::net::SocketAddr,
+    recv_buffer: u32,
+) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .set_recv_buffer_size(recv_buffer)
+        .expect("set SO_RCVBUF");
+    let stream = socket.connect(addr).await.expect("connect to the server");
+    let (ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/live"), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("WebSocket upgrade");
+    Client { ws }
+}
+
+/// Adds an entry (without devices) to `event`; returns its id.
+pub async fn add_entry(env: &TestEnv, event: Uuid) -> Uuid {
+    let entry = unique_uuid();
+    env.pg()
+        .await
+        .execute(
+            "INSERT INTO entries (id, event_id, name) VALUES ($1, $2, 'entry')",
+            &[&entry, &event],
+        )
+        .await
+        .expect("insert entry");
+    entry
+}
+
+/// Puts `device` in `entry`.
+pub async fn add_device(env: &TestEnv, entry: Uuid, device: &str) {
+    env.pg()
+        .await
+        .execute(
+            "INSERT INTO entry_devices (entry_id, device_id) VALUES ($1, $2)",
+            &[&entry, &device],
+        )
+        .await
+        .expect("insert entry device");
+}
+
 impl Client {
+    /// Sends one raw frame (e.g. a fragment of a message).
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send to the server");
+    }
+
     pub async fn send(&mut self, message: Value) {
         self.ws
             .send(Message::Text(message.to_string().into()))
