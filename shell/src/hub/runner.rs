@@ -18,6 +18,7 @@ use super::{HubInput, Outbound};
 /// How long an event's visibility is trusted before it is read again.
 const VISIBILITY_TTL_MS: u64 = 5_000;
 const VISIBILITY_CACHE_SIZE: usize = 10_000;
+const GAUGE_INTERVAL: Duration = Duration::from_millis(250);
 
 pub struct HubContext {
     pub config: LiveConfig,
@@ -38,14 +39,20 @@ pub async fn run(
         VISIBILITY_TTL_MS,
         VISIBILITY_CACHE_SIZE,
     )));
-    let mut stats = hub.stats();
+    let mut stats = hub.counters();
+    let mut gauges_at = tokio::time::Instant::now();
     loop {
         while let Some(command) = hub.poll_command() {
             execute(&ctx, command, &mut conns, &cache, &answers);
         }
-        let now_stats = hub.stats();
+        let now_stats = hub.counters();
         record(&ctx.metrics, &stats, &now_stats);
         stats = now_stats;
+        // The gauges walk every connection: a few times a second is plenty for a scrape.
+        if gauges_at.elapsed() >= GAUGE_INTERVAL {
+            record_gauges(&ctx.metrics, &hub.stats());
+            gauges_at = tokio::time::Instant::now();
+        }
         let timer = hub.poll_timeout().map(clock::until);
         tokio::select! {
             input = inputs.recv() => match input {
@@ -60,7 +67,8 @@ pub async fn run(
                 while let Some(command) = hub.poll_command() {
                     execute(&ctx, command, &mut conns, &cache, &answers);
                 }
-                record(&ctx.metrics, &stats, &hub.stats());
+                record(&ctx.metrics, &stats, &hub.counters());
+                record_gauges(&ctx.metrics, &hub.stats());
                 break;
             }
         }
@@ -200,6 +208,9 @@ fn record(metrics: &Metrics, before: &LiveStats, now: &LiveStats) {
     metrics
         .live_slow_consumer_closes
         .inc_by(now.slow_consumer_closes - before.slow_consumer_closes);
+}
+
+fn record_gauges(metrics: &Metrics, now: &LiveStats) {
     metrics
         .live_connections
         .set(i64::try_from(now.connections).unwrap_or(i64::MAX));
