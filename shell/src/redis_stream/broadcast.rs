@@ -11,7 +11,7 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::{RedisError, Value};
 
-use super::group::StreamError;
+use super::group::{create_group, StreamError};
 use super::reply::{self, RawEntry};
 
 #[derive(Debug, Clone)]
@@ -53,19 +53,7 @@ impl BroadcastGroup {
     /// Creates the group at `$` unless it exists. Call after the first heartbeat, so that no
     /// other instance takes the new group for a dead one.
     pub async fn create<C: ConnectionLike>(&self, conn: &mut C) -> Result<(), StreamError> {
-        let created: Result<Value, RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.stream)
-            .arg(self.group())
-            .arg("$")
-            .arg("MKSTREAM")
-            .query_async(conn)
-            .await;
-        match created {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        create_group(conn, &self.stream, &self.group(), "$").await
     }
 
     /// One blocking read of new entries, without acknowledgement bookkeeping (NOACK). A

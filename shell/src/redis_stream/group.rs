@@ -30,19 +30,7 @@ pub struct DurableStream {
 impl DurableStream {
     /// Creates the group at the start of the stream (and the stream) unless it exists.
     pub async fn ensure_group<C: ConnectionLike>(&self, conn: &mut C) -> Result<(), StreamError> {
-        let created: Result<Value, RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(conn)
-            .await;
-        match created {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        create_group(conn, &self.stream, &self.group, "0").await
     }
 
     /// One XREADGROUP. A missing group (Redis restarted, key evicted) is recreated before the
@@ -220,6 +208,29 @@ impl DurableStream {
             .query_async(conn)
             .await?;
         Ok(reply::pending_total(&value)?)
+    }
+}
+
+/// `XGROUP CREATE <stream> <group> <start> MKSTREAM`; a group that already exists
+/// (BUSYGROUP) is success.
+pub async fn create_group<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+    group: &str,
+    start: &str,
+) -> Result<(), StreamError> {
+    let created: Result<Value, RedisError> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg(start)
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
