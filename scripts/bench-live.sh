@@ -8,6 +8,9 @@
 # subscribes to event i mod E), then publishes with `fleet stream` (no imperfections) for
 # DURATION seconds. Prints loadgen's figures (delivered/s, latency from XADD to receive)
 # plus the expected deliveries, the processor's CPU and RSS.
+#
+#   IDLE=10000 scripts/bench-live.sh    # RSS per idle connection instead: IDLE clients that
+#                                       # connect and stay, nothing published
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +50,22 @@ DATABASE_URL="$db" REDIS_TELEMETRY_STREAM="$stream" DEAD_LETTER_STREAM="$stream:
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$metrics_port/readyz" >/dev/null; do sleep 0.2; done
+
+if [ -n "${IDLE:-}" ]; then
+  rss0=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  target/release/loadgen --url "ws://127.0.0.1:$ws_port/live" --clients "$IDLE" --idle \
+    --duration-s 5 >/dev/null 2>/tmp/idle.err &
+  lg=$!
+  until grep -q "connected" /tmp/idle.err 2>/dev/null; do sleep 0.2; done
+  until curl -sf "http://127.0.0.1:$metrics_port/metrics" | grep -q "^processor_live_connections{.*} $IDLE\$"; do sleep 0.2; done
+  rss1=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  wait $lg || true
+  kill -TERM $pid; wait $pid || true
+  trap - EXIT
+  echo "{\"mode\":\"idle\",\"connections\":$IDLE,\"rss_before_kib\":$rss0,\"rss_with_kib\":$rss1,\"bytes_per_connection\":$(( (rss1 - rss0) * 1024 / IDLE ))}"
+  psql -q "$PGBASE" -c "SET client_min_messages = warning; DROP SCHEMA $schema CASCADE" >/dev/null
+  exit 0
+fi
 
 out=$(mktemp)
 target/release/loadgen --url "ws://127.0.0.1:$ws_port/live" --clients "$C" --events "$E" \
