@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job, for a newcomer: Redis and Postgres up (installed if missing), a release
-# processor with its migrations, and a simulated fleet publishing positions to it.
-# Ctrl-C stops everything.
+# The main job, for a newcomer: Redis and Postgres up (installed if missing), a processor with
+# its migrations, a public and a private demo event, and a simulated fleet publishing
+# positions; open the printed URL for the live map. Ctrl-C stops everything.
 #
 #   scripts/demo.sh                 # 100 devices, 100 positions/s
 #   DEVICES=1000 RATE=2000 scripts/demo.sh
@@ -14,9 +14,13 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export METRICS_ADDR=${METRICS_ADDR:-127.0.0.1:9090}
 export LIVE_WS_ADDR=${LIVE_WS_ADDR:-127.0.0.1:8080}
+# A demo secret: tokens for the private event are signed with it. Set your own in production.
+export LIVE_AUTH_JWT_SECRET=${LIVE_AUTH_JWT_SECRET:-demo-secret-for-the-processor-demo-only}
+# The demo seeds its events while running: pick up new entries within a second.
+export LIVE_DEVICE_EVENT_REFRESH_MS=${LIVE_DEVICE_EVENT_REFRESH_MS:-1000}
 
 bash scripts/services.sh
-cargo build --release -q -p processor-shell --bins
+cargo build --release -q -p processor-shell --bin processor --bin fleet
 
 pids=()
 stop() {
@@ -27,17 +31,42 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-target/release/processor &
+target/release/processor migrate
+seeded=$(target/release/fleet --devices "$DEVICES" seed)
+PUBLIC_EVENT=$(sed -n 's/^PUBLIC_EVENT=//p' <<<"$seeded")
+PRIVATE_EVENT=$(sed -n 's/^PRIVATE_EVENT=//p' <<<"$seeded")
+ORPHAN_DEVICE=$(sed -n 's/^ORPHAN_DEVICE=//p' <<<"$seeded")
+DEMO_TOKEN=$(sed -n 's/^DEMO_TOKEN=//p' <<<"$seeded")
+
+MIGRATE_ON_START=false target/release/processor &
 pids+=($!)
+# GET /readyz without curl, which a fresh machine may lack.
+ready() (
+    exec 3<>"/dev/tcp/${METRICS_ADDR%:*}/${METRICS_ADDR##*:}" 2>/dev/null || exit 1
+    printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
+    IFS= read -r status <&3 && [[ $status == *" 200 "* ]]
+)
+until ready; do
+    kill -0 "${pids[0]}" 2>/dev/null || { echo "the processor stopped; see its log above"; exit 1; }
+    sleep 0.2
+done
 target/release/fleet --devices "$DEVICES" stream --rate "$RATE" &
 pids+=($!)
 
+page="http://$LIVE_WS_ADDR/"
 cat <<MSG
 
-Processor running; the fleet publishes $RATE positions/s from $DEVICES devices.
+Processor running; the fleet publishes $RATE positions/s from $DEVICES devices, with
+duplicates, late uploads, (0,0) and no-fix records; device $ORPHAN_DEVICE is in no event.
+
+  live map, public event:   ${page}?event=$PUBLIC_EVENT
+  live map, private event:  ${page}?event=$PRIVATE_EVENT&token=$DEMO_TOKEN
+  demo token (private event, valid 24 h):
+    $DEMO_TOKEN
   metrics:    http://$METRICS_ADDR/metrics
   readiness:  http://$METRICS_ADDR/readyz
   stored:     psql "$DATABASE_URL" -c 'SELECT count(*) FROM positions'
+
 Ctrl-C stops everything.
 
 MSG

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The project's one test command: formatting, lints, then every test of the workspace
-# against real Redis and PostgreSQL (started by scripts/services.sh when they are down).
+# against real Redis and PostgreSQL (started by scripts/services.sh when they are down) and,
+# for the map page, headless Chromium (installed by scripts/browser.sh when missing).
 # Extra arguments go to `cargo test`, e.g. `scripts/test.sh -p sim` or `scripts/test.sh -- --nocapture`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/services.sh
+bash scripts/browser.sh >/dev/null
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"

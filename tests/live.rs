@@ -684,3 +684,53 @@ async fn oversized_messages_bad_request_under_64_kib_and_1009_over() {
     drop(p);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_map_page_and_the_public_event_list_are_served_beside_live() {
+    let env = TestEnv::new("map_page").await;
+    let public = seed_event(&env, "public", &[device(90)]).await;
+    let private = seed_event(&env, "private", &[device(91)]).await;
+    let p = Processor::start(&env, "a", &live_vars());
+    wait_until("ready", || async { p.ready().await == Some(true) }).await;
+
+    let (status, head, body) = support::http_get(p.ws_addr, "/").await.expect("GET /");
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'self'"),
+        "{head}"
+    );
+    assert!(
+        body.contains("<canvas") && body.contains("map.js"),
+        "{body}"
+    );
+    for (asset, kind) in [("/map.js", "text/javascript"), ("/map.css", "text/css")] {
+        let (status, head, body) = support::http_get(p.ws_addr, asset)
+            .await
+            .expect("GET asset");
+        assert_eq!(status, 200, "{asset}");
+        assert!(head.contains(kind), "{asset}: {head}");
+        assert!(body.len() > 100, "{asset} is served whole");
+    }
+
+    let (status, head, body) = support::http_get(p.ws_addr, "/events")
+        .await
+        .expect("GET /events");
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let events: Vec<Value> = serde_json::from_str(&body).expect("a JSON array");
+    assert_eq!(
+        events,
+        vec![json!({"id": public.to_string(), "name": "test"})]
+    );
+    assert!(
+        !body.contains(&private.to_string()),
+        "private events are not listed"
+    );
+
+    let (status, _, _) = support::http_get(p.ws_addr, "/nothing-here")
+        .await
+        .expect("GET");
+    assert_eq!(status, 404);
+    env.cleanup().await;
+}

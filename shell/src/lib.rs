@@ -8,6 +8,7 @@ pub mod health;
 pub mod hub;
 pub mod live;
 pub mod logging;
+pub mod map_page;
 pub mod metrics;
 pub mod migrate;
 pub mod ops_server;

@@ -125,6 +125,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
             auth,
             hub_tx.clone(),
             metrics.clone(),
+            pool.clone(),
         )),
         stop_rx.clone(),
     ));

@@ -262,17 +262,9 @@ impl Processor {
 
     /// Status code and body of a GET on the metrics endpoint; `None` if not reachable.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr)
+        http_get(self.metrics_addr, path)
             .await
-            .ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        let status = response.split(' ').nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-        Some((status, body))
+            .map(|(status, _, body)| (status, body))
     }
 
     /// `/readyz` answers 200 (`true`) or 503 (`false`).
@@ -292,6 +284,19 @@ impl Processor {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// Status code, header block and body of an HTTP/1.0 GET; `None` if not reachable.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    Some((status, head.to_ascii_lowercase(), body.to_owned()))
 }
 
 impl Drop for Processor {

@@ -19,6 +19,13 @@ JOIN entries e ON e.id = ed.entry_id";
 
 const EVENT_VISIBILITY: &str = "SELECT visibility FROM events WHERE id = $1";
 
+/// Private events are left out: they must not be discoverable (contract section 5).
+const PUBLIC_EVENTS: &str = "
+SELECT id, name FROM events
+WHERE visibility = 'public'
+ORDER BY name, id
+LIMIT 1000";
+
 /// `latest_positions` only ever holds a device's newest non-faulty fix (the statement that
 /// stores positions keeps it so), hence one row per device and no `faulty` filter. The
 /// "C" collation orders device ids by bytes, as Rust's `String` does.
@@ -62,6 +69,28 @@ pub async fn event_visibility(pool: &Pool, event: Uuid) -> Result<Visibility, Qu
         None => None,
     };
     Ok(Visibility::from_column(value.as_deref()))
+}
+
+/// A public event, as the map page lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublicEvent {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// The public events, by name (at most 1,000).
+pub async fn public_events(pool: &Pool) -> Result<Vec<PublicEvent>, QueryError> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(PUBLIC_EVENTS).await?;
+    let rows = client.query(&statement, &[]).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(PublicEvent {
+                id: row.try_get(0)?,
+                name: row.try_get(1)?,
+            })
+        })
+        .collect()
 }
 
 /// The newest non-faulty stored position of each of `devices` that has one, sorted by

@@ -1,4 +1,6 @@
-//! Accepting clients: HTTP/1.1 on `LIVE_WS_ADDR`, `GET /live` upgraded after authentication.
+//! Accepting clients: HTTP/1.1 on `LIVE_WS_ADDR`. `GET /live` is upgraded to a WebSocket
+//! after authentication; `GET /` and its assets are the live map page, `GET /events` the
+//! public events it offers.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,9 +9,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -20,7 +23,9 @@ use processor_core::live::ConnId;
 use crate::clock;
 use crate::hub::HubInput;
 use crate::live::auth::Authenticator;
+use crate::map_page;
 use crate::metrics::Metrics;
+use crate::postgres::events::public_events;
 
 /// A message over this size, all its frames together, closes the connection with 1009
 /// (contract section 5); smaller ones over `LIVE_WS_MAX_MESSAGE_BYTES` get `bad_request`.
@@ -33,6 +38,7 @@ pub struct WsContext {
     pub auth: Authenticator,
     pub hub: mpsc::UnboundedSender<HubInput>,
     pub metrics: Arc<Metrics>,
+    pub pool: deadpool_postgres::Pool,
     next_conn: AtomicU64,
 }
 
@@ -41,11 +47,13 @@ impl WsContext {
         auth: Authenticator,
         hub: mpsc::UnboundedSender<HubInput>,
         metrics: Arc<Metrics>,
+        pool: deadpool_postgres::Pool,
     ) -> WsContext {
         WsContext {
             auth,
             hub,
             metrics,
+            pool,
             next_conn: AtomicU64::new(1),
         }
     }
@@ -68,8 +76,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>, mut stop: watch::
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let response = respond(req, &ctx);
-                async move { Ok::<_, Infallible>(response) }
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(respond(req, &ctx).await) }
             });
             if let Err(error) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -82,13 +90,26 @@ pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>, mut stop: watch::
     }
 }
 
-fn respond(mut req: Request<Incoming>, ctx: &Arc<WsContext>) -> Response<Full<Bytes>> {
-    if req.uri().path() != "/live" {
-        return text(
-            StatusCode::NOT_FOUND,
-            "not found; the WebSocket endpoint is /live\n",
-        );
+async fn respond(req: Request<Incoming>, ctx: &Arc<WsContext>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/live" {
+        return upgrade(req, ctx);
     }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
+    }
+    if req.uri().path() == "/events" {
+        return events(ctx).await;
+    }
+    match map_page::asset(req.uri().path()) {
+        Some(asset) => page(asset),
+        None => text(
+            StatusCode::NOT_FOUND,
+            "not found; the WebSocket endpoint is /live, the map page /\n",
+        ),
+    }
+}
+
+fn upgrade(mut req: Request<Incoming>, ctx: &Arc<WsContext>) -> Response<Full<Bytes>> {
     if !hyper_tungstenite::is_upgrade_request(&req) {
         return text(
             StatusCode::BAD_REQUEST,
@@ -119,6 +140,47 @@ fn respond(mut req: Request<Incoming>, ctx: &Arc<WsContext>) -> Response<Full<By
             Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
         }
     });
+    response
+}
+
+/// `[{"id": uuid, "name": text}]`, the public events by name.
+async fn events(ctx: &Arc<WsContext>) -> Response<Full<Bytes>> {
+    let events = match public_events(&ctx.pool).await {
+        Ok(events) => events,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list the public events");
+            return text(StatusCode::SERVICE_UNAVAILABLE, "events unavailable\n");
+        }
+    };
+    let list: Vec<serde_json::Value> = events
+        .into_iter()
+        .map(|e| serde_json::json!({ "id": e.id.to_string(), "name": e.name }))
+        .collect();
+    let mut response = Response::new(Full::new(Bytes::from(
+        serde_json::Value::Array(list).to_string(),
+    )));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn page(asset: map_page::Asset) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(asset.body.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // The page loads nothing but its own assets and talks to nothing but this origin.
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 

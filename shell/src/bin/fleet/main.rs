@@ -5,12 +5,15 @@
 //! - `fleet stream`: real-time reports at a total rate, fix time = now (live path and demo).
 //! - `fleet preload`: N back-dated reports appended as fast as Redis takes them (durable
 //!   throughput benchmark).
+//! - `fleet seed`: the demo's public and private events with this fleet's devices (the last
+//!   one in no event), and a token for the private event.
 //! - `fleet copy-ceiling`: the same N rows, binary-COPYed into an unindexed table: the
 //!   fastest Postgres can take them, the ceiling the durable benchmark is compared with.
 
 mod device;
 mod fleet;
 mod rng;
+mod seed;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -86,6 +89,19 @@ enum Mode {
     Preload {
         #[arg(long)]
         count: u64,
+    },
+    /// Write the demo events and their devices; print their ids and a demo token.
+    Seed {
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        database_url: String,
+        /// HS256 secret the processor checks tokens with (`LIVE_AUTH_JWT_SECRET`); given, a
+        /// token for the private event is printed.
+        #[arg(long, env = "LIVE_AUTH_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: Option<String>,
     },
     /// COPY the rows `preload --count` would produce into an unindexed table; print rows/s.
     CopyCeiling {
@@ -163,6 +179,10 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.mode {
         Mode::Stream { rate, duration_s } => stream(common, rate, duration_s).await,
         Mode::Preload { count } => preload(common, count).await,
+        Mode::Seed {
+            ref database_url,
+            ref jwt_secret,
+        } => seed::seed(database_url, common.devices, jwt_secret.as_deref()).await,
         Mode::CopyCeiling {
             count,
             ref database_url,

@@ -1,0 +1,922 @@
+//! `docs/asyncapi.json` against the wire types: the document names the client messages
+//! core parses, its schemas accept every server message core encodes (and the bytes the live
+//! hub actually sends), its examples are messages core parses or would encode, and its
+//! `ErrorCode` enum and `Topic` pattern are core's.
+//!
+//! The schema checker below supports only the keywords the document uses, and refuses any
+//! other: the document cannot grow a constraint this test silently ignores.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use processor_core::live::{
+    Command, ConnId, LiveConfig, LiveHub, Principal, Visibility, FORBIDDEN_MESSAGE,
+};
+use processor_core::stream::EntryId;
+use processor_core::wire::{
+    encode, parse_client_message, position_message, ClientMessage, ErrorCode, ServerMessage, Topic,
+    WirePosition,
+};
+use processor_core::{Position, UnixMillis};
+
+const DOC: &str = include_str!("../../docs/asyncapi.json");
+
+const UUID: &str = "5f0c2d1e-8a4b-4c3d-9e2f-1a2b3c4d5e6f";
+const T0: i64 = 1_764_324_000_000;
+
+fn doc() -> Value {
+    serde_json::from_str(DOC).expect("docs/asyncapi.json is not JSON")
+}
+
+fn topic() -> Topic {
+    Topic(Uuid::parse_str(UUID).unwrap())
+}
+
+// ---------------------------------------------------------------------------------------
+// What core has. Each list comes with an exhaustive match, so that a new variant does not
+// compile until it is listed here (and then the document must describe it).
+
+/// The client message kinds core parses.
+const CLIENT_KINDS: [&str; 3] = ["subscribe", "unsubscribe", "ping"];
+
+fn client_kind(m: &ClientMessage) -> &'static str {
+    match m {
+        ClientMessage::Subscribe(_) => "subscribe",
+        ClientMessage::Unsubscribe(_) => "unsubscribe",
+        ClientMessage::Ping => "ping",
+    }
+}
+
+/// The server message kinds core encodes.
+const SERVER_KINDS: [&str; 6] = [
+    "subscribed",
+    "snapshot",
+    "position",
+    "unsubscribed",
+    "pong",
+    "error",
+];
+
+fn server_kind(m: &ServerMessage) -> &'static str {
+    match m {
+        ServerMessage::Subscribed { .. } => "subscribed",
+        ServerMessage::Snapshot { .. } => "snapshot",
+        ServerMessage::Position { .. } => "position",
+        ServerMessage::Unsubscribed { .. } => "unsubscribed",
+        ServerMessage::Pong => "pong",
+        ServerMessage::Error { .. } => "error",
+    }
+}
+
+/// Every error code core has; `error_code_index` keeps the list complete.
+const ERROR_CODES: [ErrorCode; 3] = [
+    ErrorCode::Forbidden,
+    ErrorCode::BadRequest,
+    ErrorCode::LimitExceeded,
+];
+
+fn error_code_index(code: ErrorCode) -> usize {
+    match code {
+        ErrorCode::Forbidden => 0,
+        ErrorCode::BadRequest => 1,
+        ErrorCode::LimitExceeded => 2,
+    }
+}
+
+fn moving() -> WirePosition {
+    WirePosition {
+        device_id: "356307042441013".into(),
+        lat: 54.68,
+        lon: 25.28,
+        ts: T0,
+        speed: 42.0,
+        course: 270.0,
+    }
+}
+
+/// Speed and course 0: both omitted on the wire.
+fn standing_still() -> WirePosition {
+    WirePosition {
+        device_id: "356307042441021".into(),
+        lat: -33.8688,
+        lon: -151.2093,
+        ts: T0 - 5_000,
+        speed: 0.0,
+        course: 0.0,
+    }
+}
+
+fn position(speed: f64, angle: f64) -> Position {
+    Position {
+        device_id: "356307042441013".into(),
+        ts: UnixMillis(T0),
+        latitude: 54.68,
+        longitude: 25.28,
+        altitude: 112.0,
+        angle,
+        speed,
+        satellites: 9,
+        priority: 0,
+        event_io_id: Some(240),
+        attributes: BTreeMap::new(),
+    }
+}
+
+/// One of each server message core encodes, in every shape: optional fields present and
+/// omitted, an error of every code with and without a topic.
+fn server_samples() -> Vec<(&'static str, Bytes)> {
+    let t = topic().to_string();
+    let mut messages = vec![
+        ServerMessage::Subscribed { topic: t.clone() },
+        ServerMessage::Snapshot {
+            topic: t.clone(),
+            positions: vec![moving(), standing_still()],
+        },
+        ServerMessage::Snapshot {
+            topic: t.clone(),
+            positions: vec![],
+        },
+        ServerMessage::Position {
+            topic: t.clone(),
+            position: moving(),
+        },
+        ServerMessage::Position {
+            topic: t.clone(),
+            position: standing_still(),
+        },
+        ServerMessage::Unsubscribed { topic: t.clone() },
+        ServerMessage::Pong,
+    ];
+    for code in ERROR_CODES {
+        messages.push(ServerMessage::Error {
+            code,
+            topic: Some(t.clone()),
+            message: FORBIDDEN_MESSAGE.into(),
+        });
+        messages.push(ServerMessage::Error {
+            code,
+            topic: None,
+            message: "message is not valid JSON".into(),
+        });
+    }
+    let mut samples: Vec<(&'static str, Bytes)> = messages
+        .iter()
+        .map(|m| (server_kind(m), encode(m)))
+        .collect();
+    samples.push((
+        "position",
+        position_message(&topic(), &position(42.0, 270.0)),
+    ));
+    samples.push(("position", position_message(&topic(), &position(0.0, 0.0))));
+    samples
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading the document.
+
+/// `value`, or what its `$ref` (a `#/...` pointer into the document) points at, followed
+/// to the end.
+fn resolve<'a>(doc: &'a Value, mut value: &'a Value) -> &'a Value {
+    for _ in 0..16 {
+        let Some(reference) = value.get("$ref") else {
+            return value;
+        };
+        let pointer = reference
+            .as_str()
+            .and_then(|r| r.strip_prefix('#'))
+            .unwrap_or_else(|| panic!("$ref {reference} is not local"));
+        value = doc
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("$ref {reference} points at nothing"));
+    }
+    panic!("$ref cycle at {value}")
+}
+
+/// The messages of the operations with `action`, by message name: "receive" are the
+/// client's messages, "send" the server's.
+fn messages_of<'a>(doc: &'a Value, action: &str) -> BTreeMap<String, &'a Value> {
+    let mut out = BTreeMap::new();
+    let operations = doc["operations"].as_object().expect("no operations");
+    for operation in operations.values() {
+        if operation["action"] != action {
+            continue;
+        }
+        for m in operation["messages"]
+            .as_array()
+            .expect("operation without messages")
+        {
+            let message = resolve(doc, m);
+            let name = message["name"].as_str().expect("message without a name");
+            out.insert(name.to_owned(), message);
+        }
+    }
+    out
+}
+
+fn payload<'a>(doc: &'a Value, message: &'a Value) -> &'a Value {
+    resolve(doc, &message["payload"])
+}
+
+fn examples(message: &Value) -> &[Value] {
+    message["examples"].as_array().map_or(&[], Vec::as_slice)
+}
+
+fn names(map: &BTreeMap<String, &Value>) -> BTreeSet<String> {
+    map.keys().cloned().collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// A JSON Schema checker for the keywords the document uses.
+
+/// Keywords that only annotate.
+const ANNOTATIONS: [&str; 3] = ["title", "description", "examples"];
+/// Keywords `check` enforces.
+const ASSERTIONS: [&str; 14] = [
+    "$ref",
+    "type",
+    "const",
+    "enum",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
+];
+
+/// Where `value` breaks `schema`, one line per violation.
+fn violations(doc: &Value, schema: &Value, value: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    check(doc, schema, value, "$", &mut out);
+    out
+}
+
+fn check(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    let keywords = schema.as_object().expect("a schema is an object");
+    for k in keywords.keys() {
+        let known = ANNOTATIONS.contains(&k.as_str()) || ASSERTIONS.contains(&k.as_str());
+        assert!(known, "{at}: the checker does not know the keyword {k}");
+    }
+    let mut fail = |what: String| out.push(format!("{at}: {what}: {value}"));
+    if let Some(t) = schema.get("type") {
+        let ok = match t.as_str().expect("type is one string") {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "number" => value.is_number(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "boolean" => value.is_boolean(),
+            other => panic!("{at}: type {other} is not supported"),
+        };
+        if !ok {
+            fail(format!("is not of type {t}"));
+        }
+    }
+    if schema.get("const").is_some_and(|c| c != value) {
+        fail(format!("is not {}", schema["const"]));
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(value) {
+            fail("is not in the enum".into());
+        }
+    }
+    let bound = |k: &str| schema.get(k).and_then(Value::as_f64);
+    if let Some(n) = value.as_f64() {
+        if bound("minimum").is_some_and(|b| n < b) {
+            fail("is below minimum".into());
+        }
+        if bound("maximum").is_some_and(|b| n > b) {
+            fail("is above maximum".into());
+        }
+        if bound("exclusiveMinimum").is_some_and(|b| n <= b) {
+            fail("is not above exclusiveMinimum".into());
+        }
+    }
+    if let Some(s) = value.as_str() {
+        let chars = s.chars().count() as f64;
+        if bound("minLength").is_some_and(|b| chars < b) {
+            fail("is shorter than minLength".into());
+        }
+        if bound("maxLength").is_some_and(|b| chars > b) {
+            fail("is longer than maxLength".into());
+        }
+        if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
+            if !matches_pattern(p, s) {
+                fail(format!("does not match {p}"));
+            }
+        }
+    }
+    if schema.get("type").is_some_and(|t| t == "object") {
+        // The document's rule for every object: closed, and saying what it requires.
+        assert_eq!(
+            schema.get("additionalProperties"),
+            Some(&Value::Bool(false)),
+            "{at}: an object schema without additionalProperties: false"
+        );
+        assert!(schema["required"].is_array(), "{at}: no required");
+    }
+    if let Some(fields) = value.as_object() {
+        let required = schema.get("required").and_then(Value::as_array);
+        for name in required.into_iter().flatten() {
+            let name = name.as_str().expect("required names are strings");
+            if !fields.contains_key(name) {
+                fail(format!("lacks required {name}"));
+            }
+        }
+        let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
+        let declared = schema.get("properties").and_then(Value::as_object);
+        for (name, field) in fields {
+            match declared.and_then(|d| d.get(name)) {
+                Some(sub) => check(doc, sub, field, &format!("{at}.{name}"), out),
+                None if closed => out.push(format!("{at}: undeclared property {name}")),
+                None => {}
+            }
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for (i, item) in array.iter().enumerate() {
+            check(doc, items, item, &format!("{at}[{i}]"), out);
+        }
+    }
+}
+
+/// Whether `s` matches `pattern`, a regular expression limited to what the document uses:
+/// anchored `^...$`, literal characters, bracket classes of characters and ranges, and
+/// `{n}` repetition. Anything else panics.
+fn matches_pattern(pattern: &str, s: &str) -> bool {
+    let body = pattern
+        .strip_prefix('^')
+        .and_then(|p| p.strip_suffix('$'))
+        .unwrap_or_else(|| panic!("pattern {pattern} is not anchored"));
+    let mut p = body.chars().peekable();
+    let mut input = s.chars();
+    while let Some(c) = p.next() {
+        let ranges: Vec<(char, char)> = match c {
+            '[' => {
+                let class: Vec<char> = p.by_ref().take_while(|&c| c != ']').collect();
+                let mut ranges = Vec::new();
+                let mut i = 0;
+                while i < class.len() {
+                    if i + 2 < class.len() && class[i + 1] == '-' {
+                        ranges.push((class[i], class[i + 2]));
+                        i += 3;
+                    } else {
+                        ranges.push((class[i], class[i]));
+                        i += 1;
+                    }
+                }
+                ranges
+            }
+            '\\' | '.' | '*' | '+' | '?' | '(' | ')' | '|' | '{' | '}' | '^' | '$' | ']' => {
+                panic!("pattern {pattern}: {c} is not supported")
+            }
+            literal => vec![(literal, literal)],
+        };
+        let count = if p.peek() == Some(&'{') {
+            p.next();
+            let digits: String = p.by_ref().take_while(|&c| c != '}').collect();
+            digits.parse().expect("{n} with a number")
+        } else {
+            1
+        };
+        for _ in 0..count {
+            match input.next() {
+                Some(x) if ranges.iter().any(|&(lo, hi)| lo <= x && x <= hi) => {}
+                _ => return false,
+            }
+        }
+    }
+    input.next().is_none()
+}
+
+fn topic_pattern(doc: &Value) -> String {
+    doc["components"]["schemas"]["Topic"]["pattern"]
+        .as_str()
+        .expect("Topic has a pattern")
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// The document's shape.
+
+#[test]
+fn the_document_describes_one_websocket_at_live() {
+    let doc = doc();
+    assert_eq!(doc["asyncapi"], "3.0.0");
+    assert_eq!(doc["info"]["title"], "Processor live WebSocket API");
+    assert_eq!(doc["info"]["version"], "1");
+    let servers = doc["servers"].as_object().unwrap();
+    assert_eq!(servers.len(), 1);
+    let server = servers.values().next().unwrap();
+    assert_eq!(server["host"], "localhost:8080");
+    assert_eq!(server["protocol"], "ws");
+    // The path is the channel's address alone: tools join the two.
+    assert!(server.get("pathname").is_none());
+    let schemes: Vec<&Value> = server["security"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| resolve(&doc, s))
+        .collect();
+    assert!(schemes
+        .iter()
+        .any(|s| s["type"] == "http" && s["scheme"] == "bearer" && s["bearerFormat"] == "JWT"));
+    assert!(schemes
+        .iter()
+        .any(|s| s["type"] == "httpApiKey" && s["in"] == "query" && s["name"] == "access_token"));
+
+    let channels = doc["channels"].as_object().unwrap();
+    assert_eq!(channels.len(), 1, "one WebSocket, one channel");
+    let channel = channels.values().next().unwrap();
+    assert_eq!(channel["address"], "/live");
+    for operation in doc["operations"].as_object().unwrap().values() {
+        assert!(std::ptr::eq(resolve(&doc, &operation["channel"]), channel));
+    }
+
+    // Every message of the channel is the client's or the server's, not both.
+    let client = messages_of(&doc, "receive");
+    let server = messages_of(&doc, "send");
+    assert!(names(&client).is_disjoint(&names(&server)));
+    let all: BTreeSet<String> = names(&client).union(&names(&server)).cloned().collect();
+    let in_channel: BTreeSet<String> = channel["messages"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|m| resolve(&doc, m)["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(all, in_channel);
+    // Replies are server messages.
+    for operation in doc["operations"].as_object().unwrap().values() {
+        for m in operation["reply"]["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = resolve(&doc, m)["name"].as_str().unwrap();
+            assert!(server.contains_key(name), "reply {name} is not sent");
+        }
+    }
+
+    // Each message: a closed payload whose `type` is its name, and at least one example.
+    for (name, message) in client.iter().chain(&server) {
+        let payload = payload(&doc, message);
+        assert_eq!(payload["additionalProperties"], false, "{name}");
+        assert!(payload["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("type")));
+        assert_eq!(
+            payload["properties"]["type"]["const"],
+            json!(name),
+            "{name}"
+        );
+        assert!(!examples(message).is_empty(), "{name} has no example");
+    }
+}
+
+#[test]
+fn every_ref_in_the_document_resolves() {
+    fn walk(doc: &Value, value: &Value, refs: &mut usize) {
+        match value {
+            Value::Object(fields) => {
+                if fields.contains_key("$ref") {
+                    resolve(doc, value);
+                    *refs += 1;
+                }
+                fields.values().for_each(|v| walk(doc, v, refs));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(doc, v, refs)),
+            _ => {}
+        }
+    }
+    let doc = doc();
+    let mut refs = 0;
+    walk(&doc, &doc, &mut refs);
+    assert!(refs > 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Client messages.
+
+#[test]
+fn the_client_messages_are_those_core_parses() {
+    let t = topic().to_string();
+    for kind in CLIENT_KINDS {
+        let text = json!({ "type": kind, "topic": t }).to_string();
+        let parsed = parse_client_message(text.as_bytes())
+            .unwrap_or_else(|e| panic!("core refuses {text}: {e}"));
+        assert_eq!(client_kind(&parsed), kind);
+    }
+    assert_eq!(names(&messages_of(&doc(), "receive")), set(&CLIENT_KINDS));
+}
+
+#[test]
+fn client_examples_parse_to_the_message_they_are_named_after() {
+    let doc = doc();
+    for (name, message) in messages_of(&doc, "receive") {
+        for example in examples(message) {
+            let body = &example["payload"];
+            assert!(example["name"].is_string(), "{name}: unnamed example");
+            let broken = violations(&doc, payload(&doc, message), body);
+            assert!(broken.is_empty(), "{name} example: {broken:?}");
+            let parsed = parse_client_message(body.to_string().as_bytes())
+                .unwrap_or_else(|e| panic!("{name} example {body}: {e}"));
+            assert_eq!(client_kind(&parsed), name, "{body}");
+            match parsed {
+                ClientMessage::Subscribe(t) | ClientMessage::Unsubscribe(t) => {
+                    let sent = body["topic"].as_str().unwrap();
+                    assert_eq!(t.to_string(), sent.to_lowercase(), "{body}");
+                }
+                ClientMessage::Ping => assert!(body.get("topic").is_none(), "{body}"),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Server messages.
+
+#[test]
+fn every_server_message_core_encodes_matches_its_schema() {
+    let doc = doc();
+    let server = messages_of(&doc, "send");
+    assert_eq!(names(&server), set(&SERVER_KINDS));
+    let samples = server_samples();
+    let covered: BTreeSet<&str> = samples.iter().map(|(kind, _)| *kind).collect();
+    assert_eq!(covered, SERVER_KINDS.into_iter().collect());
+
+    let mut omitted = 0;
+    for (kind, bytes) in &samples {
+        let value: Value = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(value["type"], *kind);
+        let broken = violations(&doc, payload(&doc, server[*kind]), &value);
+        assert!(broken.is_empty(), "{value}: {broken:?}");
+        if *kind == "position" && value.get("speed").is_none() && value.get("course").is_none() {
+            omitted += 1;
+        }
+    }
+    // The samples do exercise the omitted optional fields.
+    assert_eq!(omitted, 2);
+}
+
+#[test]
+fn server_examples_are_messages_core_would_encode() {
+    let doc = doc();
+    for (name, message) in messages_of(&doc, "send") {
+        for example in examples(message) {
+            let body = &example["payload"];
+            assert!(example["name"].is_string(), "{name}: unnamed example");
+            let broken = violations(&doc, payload(&doc, message), body);
+            assert!(broken.is_empty(), "{name} example: {broken:?}");
+            // Read back with core's types and encoded again, the example is unchanged: it
+            // has no field core lacks, and none core would omit (a speed of 0, say).
+            let decoded: ServerMessage = serde_json::from_value(body.clone())
+                .unwrap_or_else(|e| panic!("{name} example {body}: {e}"));
+            assert_eq!(server_kind(&decoded), name);
+            let again: Value = serde_json::from_slice(&encode(&decoded)).unwrap();
+            assert_eq!(&again, body);
+        }
+    }
+}
+
+#[test]
+fn the_error_codes_are_core_s() {
+    for (i, code) in ERROR_CODES.into_iter().enumerate() {
+        assert_eq!(error_code_index(code), i);
+    }
+    let encoded: BTreeSet<String> = ERROR_CODES
+        .into_iter()
+        .map(|code| {
+            let bytes = encode(&ServerMessage::Error {
+                code,
+                topic: None,
+                message: String::new(),
+            });
+            let value: Value = serde_json::from_slice(&bytes).unwrap();
+            value["code"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let doc = doc();
+    let documented: BTreeSet<String> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(documented, encoded);
+    // And the error message's `code` is that enum.
+    let error = payload(&doc, messages_of(&doc, "send")["error"]);
+    assert!(std::ptr::eq(
+        resolve(&doc, &error["properties"]["code"]),
+        &doc["components"]["schemas"]["ErrorCode"]
+    ));
+}
+
+/// Every message the live hub sends in a conversation that reaches each server message and
+/// each error path, checked against the document by its `type`.
+#[test]
+fn what_the_live_hub_sends_matches_the_document() {
+    let doc = doc();
+    let server = messages_of(&doc, "send");
+    let now = UnixMillis(T0 + 10_000);
+    let public = Uuid::from_u128(0x1111_1111_1111_4111_8111_1111_1111_1111);
+    let other = Uuid::from_u128(0x3333_3333_3333_4333_8333_3333_3333_3333);
+    let unknown = Uuid::from_u128(0x9999_9999_9999_4999_8999_9999_9999_9999);
+    let (moving, still) = ("356307042441013", "356307042441021");
+    let conn = ConnId(1);
+    let mut hub = LiveHub::new(
+        LiveConfig {
+            max_subscriptions: 2,
+            ..LiveConfig::default()
+        },
+        now,
+    );
+    let devices = [(moving, public), (still, public)];
+    hub.handle_device_map(
+        now,
+        1,
+        devices
+            .iter()
+            .map(|(d, e)| (d.to_string(), BTreeSet::from([*e])))
+            .collect(),
+    );
+    hub.handle_connected(now, conn, Principal::Anonymous);
+
+    let mut sent: Vec<Bytes> = Vec::new();
+    let mut drain = |hub: &mut LiveHub| {
+        let mut requests = Vec::new();
+        while let Some(command) = hub.poll_command() {
+            match command {
+                Command::Send { bytes, .. } => sent.push(bytes),
+                Command::Authorize { request, .. } | Command::LoadSnapshot { request, .. } => {
+                    requests.push(request)
+                }
+                Command::Close { code, .. } => panic!("closed with {code}"),
+                Command::Ping { .. } => {}
+            }
+        }
+        requests
+    };
+    let text = |hub: &mut LiveHub, t: &str| hub.handle_client_text(now, conn, t.as_bytes());
+    let subscribe = |e: Uuid| format!(r#"{{"type":"subscribe","topic":"event:{e}"}}"#);
+    let fix = |device: &str, dt: i64, speed: f64| {
+        let angle = if speed > 0.0 { 270.0 } else { 0.0 };
+        let payload = json!({
+            "device_id": device, "timestamp": T0 + dt, "latitude": 54.68, "longitude": 25.28,
+            "satellites": 9, "speed": speed, "angle": angle,
+        });
+        (
+            EntryId::new(1, dt as u64),
+            Some(Bytes::from(payload.to_string())),
+        )
+    };
+    let row = |device: &str, dt: i64, speed: f64| WirePosition {
+        device_id: device.into(),
+        lat: 54.68,
+        lon: 25.28,
+        ts: T0 + dt,
+        speed,
+        course: speed,
+    };
+
+    text(&mut hub, r#"{"type":"ping"}"#);
+    // subscribed; a position while the snapshot loads; snapshot; then live positions.
+    text(&mut hub, &subscribe(public));
+    let [authorize] = drain(&mut hub)[..] else {
+        panic!("no Authorize")
+    };
+    hub.handle_authorization(now, authorize, Visibility::Public);
+    let [load] = drain(&mut hub)[..] else {
+        panic!("no LoadSnapshot")
+    };
+    hub.handle_positions(now, vec![fix(moving, 1_000, 0.0)]);
+    hub.handle_snapshot(now, load, vec![row(moving, 0, 12.5), row(still, 0, 0.0)]);
+    hub.handle_positions(now, vec![fix(still, 2_000, 42.0), fix(moving, 3_000, 0.0)]);
+    // forbidden: an unknown event.
+    text(&mut hub, &subscribe(unknown));
+    let [authorize] = drain(&mut hub)[..] else {
+        panic!("no Authorize")
+    };
+    hub.handle_authorization(now, authorize, Visibility::Unknown);
+    // limit_exceeded: a third topic while a second is being authorized; then the second's
+    // access check fails, and its retry's snapshot fails.
+    text(&mut hub, &subscribe(other));
+    let [authorize] = drain(&mut hub)[..] else {
+        panic!("no Authorize")
+    };
+    text(&mut hub, &subscribe(unknown));
+    hub.handle_authorization_failed(now, authorize);
+    text(&mut hub, &subscribe(other));
+    let [authorize] = drain(&mut hub)[..] else {
+        panic!("no Authorize")
+    };
+    hub.handle_authorization(now, authorize, Visibility::Public);
+    let [load] = drain(&mut hub)[..] else {
+        panic!("no LoadSnapshot")
+    };
+    hub.handle_snapshot_failed(now, load);
+    // unsubscribed: a topic held and one not held.
+    text(
+        &mut hub,
+        &format!(r#"{{"type":"unsubscribe","topic":"event:{public}"}}"#),
+    );
+    text(
+        &mut hub,
+        &format!(r#"{{"type":"unsubscribe","topic":"event:{other}"}}"#),
+    );
+    // bad_request, with and without a topic.
+    text(&mut hub, "{not json");
+    text(&mut hub, r#"{"type":"subscribe","topic":"event:42"}"#);
+    text(&mut hub, r#"{"type":"publish","topic":"anything"}"#);
+    let too_long = "x".repeat(hub.config().max_message_bytes + 1);
+    text(&mut hub, &too_long);
+    hub.handle_client_binary(now, conn);
+    assert!(drain(&mut hub).is_empty());
+
+    let mut kinds = BTreeSet::new();
+    let mut codes = BTreeSet::new();
+    for bytes in &sent {
+        let value: Value = serde_json::from_slice(bytes).unwrap();
+        let kind = value["type"].as_str().unwrap().to_owned();
+        let message = server
+            .get(&kind)
+            .unwrap_or_else(|| panic!("{value}: type not in the document"));
+        let broken = violations(&doc, payload(&doc, message), &value);
+        assert!(broken.is_empty(), "{value}: {broken:?}");
+        if let Some(code) = value["code"].as_str() {
+            codes.insert((code.to_owned(), value.get("topic").is_some()));
+        }
+        kinds.insert(kind);
+    }
+    assert_eq!(kinds, set(&SERVER_KINDS), "not every message was reached");
+    let expected_codes: BTreeSet<(String, bool)> = [
+        ("forbidden", true),
+        ("limit_exceeded", true),
+        ("bad_request", true),
+        ("bad_request", false),
+    ]
+    .into_iter()
+    .map(|(c, t)| (c.to_owned(), t))
+    .collect();
+    assert_eq!(codes, expected_codes);
+}
+
+// ---------------------------------------------------------------------------------------
+// Topics.
+
+#[test]
+fn the_topic_pattern_accepts_what_the_parser_accepts() {
+    let pattern = topic_pattern(&doc());
+    let hyphenated = format!("event:{UUID}");
+    let samples = [
+        hyphenated.clone(),
+        hyphenated.to_uppercase().replace("EVENT:", "event:"),
+        "event:5F0c2D1e-8A4b-4C3d-9E2f-1A2b3C4d5E6f".into(),
+        "event:00000000-0000-0000-0000-000000000000".into(),
+        format!("event:{}", "-".repeat(36)),
+        format!("event:{}", UUID.replace('-', "")),
+        format!("event:{{{UUID}}}"),
+        format!("event:urn:uuid:{UUID}"),
+        "event:5f0c2d1e8-a4b-4c3d-9e2f-1a2b3c4d5e6f".into(),
+        "event:5f0c2d1e-8a4b-4c3d-9e2f-1a2b3c4d5e6g".into(),
+        "event:5f0c2d1e-8a4b-4c3d-9e2f-1a2b3c4d5e6".into(),
+        "event:5f0c2d1e-8a4b-4c3d-9e2f-1a2b3c4d5e6f0".into(),
+        "event:5f0c2d1e-8a4b-4c3d-9e2f-1a2b3c4d5e6é".into(),
+        format!("Event:{UUID}"),
+        format!("event: {UUID}"),
+        format!("event:{UUID}\n"),
+        UUID.into(),
+        String::new(),
+    ];
+    let mut accepted = 0;
+    for s in &samples {
+        let parses = s.parse::<Topic>().is_ok();
+        assert_eq!(matches_pattern(&pattern, s), parses, "{s:?}");
+        accepted += usize::from(parses);
+    }
+    assert_eq!(accepted, 4);
+}
+
+fn topic_text_strategy() -> impl Strategy<Value = String> {
+    let pattern = topic_pattern(&doc());
+    let body = pattern[1..pattern.len() - 1].to_owned();
+    proptest::string::string_regex(&body).expect("proptest reads the Topic pattern")
+}
+
+proptest! {
+    /// Whatever the pattern allows, the parser accepts, and writes back in lower case.
+    #[test]
+    fn strings_the_topic_pattern_allows_parse(s in topic_text_strategy()) {
+        let parsed = s.parse::<Topic>();
+        prop_assert!(parsed.is_ok(), "{:?}", s);
+        prop_assert_eq!(parsed.unwrap().to_string(), s.to_lowercase());
+    }
+
+    /// Near misses of a valid topic (a character replaced, inserted or removed): the pattern
+    /// and the parser agree.
+    #[test]
+    fn the_topic_pattern_and_parser_agree_on_near_misses(
+        id in any::<u128>(),
+        upper in any::<bool>(),
+        edit in 0..3u8,
+        at in 0usize..48,
+        c in prop::sample::select(vec!['-', '0', '9', 'a', 'F', 'g', 'G', ':', '{', ' ']),
+    ) {
+        let pattern = topic_pattern(&doc());
+        let id = Uuid::from_u128(id).hyphenated().to_string();
+        let id = if upper { id.to_uppercase() } else { id };
+        let mut chars: Vec<char> = format!("event:{id}").chars().collect();
+        let at = at % chars.len();
+        match edit {
+            0 => chars[at] = c,
+            1 => chars.insert(at, c),
+            _ => { chars.remove(at); }
+        }
+        let s: String = chars.into_iter().collect();
+        prop_assert_eq!(matches_pattern(&pattern, &s), s.parse::<Topic>().is_ok(), "{:?}", s);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The checker itself: it refuses what the document forbids.
+
+#[test]
+fn the_checker_refuses_what_the_schemas_forbid() {
+    let doc = doc();
+    let server = messages_of(&doc, "send");
+    let schema = |kind: &str| payload(&doc, server[kind]);
+    let t = topic().to_string();
+    let good = serde_json::from_slice::<Value>(&position_message(&topic(), &position(42.0, 270.0)))
+        .unwrap();
+    assert_eq!(
+        violations(&doc, schema("position"), &good),
+        Vec::<String>::new()
+    );
+
+    let with = |edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let mut v = good.clone();
+        edit(v.as_object_mut().unwrap());
+        v
+    };
+    let set_field = |name: &str, v: Value| {
+        with(&|m| {
+            m.insert(name.to_owned(), v.clone());
+        })
+    };
+    let bad_positions = [
+        with(&|m| {
+            m.remove("ts");
+        }),
+        set_field("alt", json!(112.0)),
+        set_field("lat", json!("54.68")),
+        set_field("lat", json!(91.0)),
+        set_field("ts", json!(1.5)),
+        set_field("speed", json!(0.0)),
+        set_field("course", json!(360.5)),
+        set_field("deviceId", json!("")),
+        set_field("type", json!("positions")),
+        set_field("topic", json!("event:42")),
+    ];
+    for bad in &bad_positions {
+        assert!(
+            !violations(&doc, schema("position"), bad).is_empty(),
+            "{bad}"
+        );
+    }
+    let bad_others = [
+        (
+            "snapshot",
+            json!({"type": "snapshot", "topic": t, "positions": [{"deviceId": "1", "lat": 0.5, "lon": 0.5, "ts": T0, "type": "position"}]}),
+        ),
+        (
+            "snapshot",
+            json!({"type": "snapshot", "topic": t, "positions": {}}),
+        ),
+        (
+            "error",
+            json!({"type": "error", "code": "nope", "message": "m"}),
+        ),
+        ("error", json!({"type": "error", "code": "forbidden"})),
+        (
+            "error",
+            json!({"type": "error", "code": "forbidden", "message": "m", "topic": "x".repeat(129)}),
+        ),
+        ("pong", json!({"type": "pong", "topic": t})),
+    ];
+    for (kind, bad) in &bad_others {
+        assert!(!violations(&doc, schema(kind), bad).is_empty(), "{bad}");
+    }
+}

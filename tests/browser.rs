@@ -1,0 +1,266 @@
+//! The live map page in a real browser: headless Chromium, driven through chromedriver,
+//! loads the page from the real `processor` while the real `fleet` publishes, and the test
+//! reads what the page itself holds (`window.processorMap.snapshot()`) and shows.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`; `scripts/test.sh` installs them
+//! (through `scripts/browser.sh`) when missing.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Value};
+
+use support::live::SECRET;
+use support::{free_addr, wait_until, Processor, TestEnv};
+
+const DEVICES: usize = 12;
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What `fleet seed` printed: `KEY=value` lines.
+fn seed(env: &TestEnv) -> BTreeMap<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .args(["--devices", &DEVICES.to_string(), "seed"])
+        .env("DATABASE_URL", env.database_url())
+        .env("LIVE_AUTH_JWT_SECRET", SECRET)
+        .output()
+        .expect("run fleet seed");
+    assert!(
+        out.status.success(),
+        "fleet seed failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn fleet_stream(env: &TestEnv) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .args(["--devices", &DEVICES.to_string(), "stream", "--rate", "24"])
+        .env("REDIS_URL", support::redis_url())
+        .env("REDIS_TELEMETRY_STREAM", &env.stream)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start fleet stream");
+    Running(child)
+}
+
+/// chromedriver on a free port, once it says it is ready (it speaks no HTTP/1.0, so it is not
+/// polled with the harness's GET).
+async fn chromedriver() -> (Running, SocketAddr) {
+    use std::io::BufRead;
+    let addr = free_addr();
+    let mut child = Command::new("chromedriver")
+        .arg(format!("--port={}", addr.port()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver is installed (scripts/browser.sh installs chromium-driver)");
+    let stdout = child.stdout.take().expect("chromedriver's stdout is piped");
+    let driver = Running(child);
+    let started = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("started successfully"));
+        // Keep draining so that chromedriver never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        ready
+    });
+    let ready = tokio::time::timeout(support::PATIENCE, started)
+        .await
+        .expect("chromedriver starts in time")
+        .expect("read chromedriver's output");
+    assert!(ready, "chromedriver exited before it was ready");
+    (driver, addr)
+}
+
+async fn browser(driver: SocketAddr, profile: &std::path::Path) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({ "args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display()),
+        ]}),
+    );
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://{driver}"))
+        .await
+        .expect("start headless Chromium through chromedriver")
+}
+
+/// The page's own view of its state.
+async fn page_state(browser: &Client) -> Value {
+    browser
+        .execute(
+            "return window.processorMap ? window.processorMap.snapshot() : null;",
+            vec![],
+        )
+        .await
+        .expect("run a script in the page")
+}
+
+async fn text_of(browser: &Client, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .expect("the element is on the page")
+        .text()
+        .await
+        .expect("read the element's text")
+}
+
+/// Waits until the page's state satisfies `check`; returns that state.
+async fn wait_for_state(browser: &Client, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    loop {
+        let state = page_state(browser).await;
+        if check(&state) {
+            return state;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting until {what}; the page holds {state}"
+        );
+        tokio::time::sleep(support::live::POLL).await;
+    }
+}
+
+fn device_ids(state: &Value) -> Vec<String> {
+    state["devices"]
+        .as_object()
+        .map(|d| d.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_map_shows_moving_devices_and_a_private_event_needs_its_token() {
+    let env = TestEnv::new("browser").await;
+    let seeded = seed(&env);
+    let (public, private, token, orphan) = (
+        seeded["PUBLIC_EVENT"].clone(),
+        seeded["PRIVATE_EVENT"].clone(),
+        seeded["DEMO_TOKEN"].clone(),
+        seeded["ORPHAN_DEVICE"].clone(),
+    );
+    let processor = Processor::start(
+        &env,
+        "browser",
+        &[
+            ("LIVE_AUTH_JWT_SECRET", SECRET.to_owned()),
+            ("LIVE_DEVICE_EVENT_REFRESH_MS", "200".to_owned()),
+        ],
+    );
+    wait_until("ready", || async { processor.ready().await == Some(true) }).await;
+    let _fleet = fleet_stream(&env);
+    let (_driver, driver_addr) = chromedriver().await;
+    let profile = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{}-chromium", env.name));
+    let browser = browser(driver_addr, &profile).await;
+    let page = format!("http://{}/", processor.ws_addr);
+
+    // The public event: devices appear, then move.
+    browser
+        .goto(&format!("{page}?event={public}"))
+        .await
+        .expect("load the map page");
+    let first = wait_for_state(&browser, "the public event's devices show", |s| {
+        s["subscribed"] == json!(true) && s["deviceCount"].as_u64().unwrap_or(0) >= 3
+    })
+    .await;
+    assert_eq!(first["topic"], json!(format!("event:{public}")));
+    assert_eq!(
+        first["snapshots"],
+        json!(1),
+        "one snapshot per subscription"
+    );
+    let moved = wait_for_state(&browser, "a device moves", |s| {
+        device_ids(&first).iter().any(|id| {
+            let (a, b) = (&first["devices"][id], &s["devices"][id]);
+            b["ts"].as_i64() > a["ts"].as_i64() && (b["lat"] != a["lat"] || b["lon"] != a["lon"])
+        })
+    })
+    .await;
+    assert!(moved["positions"].as_u64().unwrap_or(0) >= 1);
+    let shown = device_ids(&moved);
+    assert!(!shown.contains(&orphan), "the orphan device is in no event");
+    let options = browser
+        .execute(
+            "return [...document.querySelectorAll('#event-select option')].map(o => o.value);",
+            vec![],
+        )
+        .await
+        .expect("list the event picker's options");
+    let options: Vec<String> = serde_json::from_value(options).unwrap_or_default();
+    assert!(
+        options.contains(&public),
+        "the picker offers {public}: {options:?}"
+    );
+    assert!(
+        !options.contains(&private),
+        "the picker hides private events: {options:?}"
+    );
+    wait_until("the page shows the device count it holds", || async {
+        let shown: Option<u64> = text_of(&browser, "#count")
+            .await
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|n| !n.is_empty())
+            .and_then(|n| n.parse().ok());
+        shown.is_some() && shown == page_state(&browser).await["deviceCount"].as_u64()
+    })
+    .await;
+
+    // The private event without a token: forbidden, nothing drawn.
+    browser
+        .goto(&format!("{page}?event={private}"))
+        .await
+        .expect("load the map page");
+    let refused = wait_for_state(&browser, "the private event is refused", |s| {
+        s["lastError"]["code"] == json!("forbidden")
+    })
+    .await;
+    assert_eq!(refused["subscribed"], json!(false));
+    assert_eq!(refused["deviceCount"], json!(0));
+    assert!(text_of(&browser, "#error").await.contains("forbidden"));
+
+    // With the demo token: its devices, and only its devices.
+    browser
+        .goto(&format!("{page}?event={private}&token={token}"))
+        .await
+        .expect("load the map page");
+    let granted = wait_for_state(&browser, "the private event's devices show", |s| {
+        s["subscribed"] == json!(true) && s["deviceCount"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    for id in device_ids(&granted) {
+        assert!(
+            !shown.contains(&id),
+            "device {id} of the public event shown in the private one"
+        );
+    }
+    assert_eq!(granted["lastError"], Value::Null);
+
+    browser.close().await.expect("close the browser");
+    let _ = std::fs::remove_dir_all(&profile);
+    env.cleanup().await;
+}
