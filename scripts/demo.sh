@@ -42,7 +42,7 @@ MIGRATE_ON_START=false target/release/processor &
 pids+=($!)
 # GET /readyz without curl, which a fresh machine may lack.
 ready() (
-    exec 3<>"/dev/tcp/${METRICS_ADDR%:*}/${METRICS_ADDR##*:}" 2>/dev/null || exit 1
+    { exec 3<>"/dev/tcp/${METRICS_ADDR%:*}/${METRICS_ADDR##*:}"; } 2>/dev/null || exit 1
     printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
     IFS= read -r status <&3 && [[ $status == *" 200 "* ]]
 )

@@ -66,7 +66,7 @@ pub struct Config {
     )]
     pub log_level: String,
 
-    /// Address of the WebSocket server (`GET /live`).
+    /// Address of the WebSocket server (`GET /live`) and the live map page (`GET /`).
     #[arg(
         long,
         env = "LIVE_WS_ADDR",
