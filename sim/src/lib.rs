@@ -18,6 +18,7 @@ pub mod defect;
 pub mod faults;
 pub mod finding;
 pub mod instance;
+pub mod live;
 pub mod op;
 pub mod report;
 pub mod rfc3339;

@@ -1,0 +1,173 @@
+//! What each simulated WebSocket client saw, judged frame by frame as it arrives.
+//!
+//! The checker knows only what a client can know (the frames, in order) plus the reference
+//! model's list of faulty fixes; the final "nothing lost" judgement is made by the driver,
+//! which holds the model.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// A broken guarantee of the live path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LiveViolationKind {
+    /// A position of a topic before that subscription's snapshot.
+    PositionBeforeSnapshot,
+    /// A second snapshot for one subscription, or one without `subscribed`.
+    UnexpectedSnapshot,
+    /// A position of a topic the client is not subscribed to.
+    PositionWithoutSubscription,
+    /// Per (topic, device), `ts` not newer than the one before.
+    Backwards,
+    /// A faulty fix reached a client.
+    FaultySent,
+    /// A frame, close or ping for a connection already closed.
+    AfterClose,
+    /// A client's outbound queue grew past the stated bound.
+    QueueUnbounded,
+    /// A client that reads everything was not up to date at the end of a step.
+    FastClientBehind,
+    /// When the run went quiet, a client's last position of a device was not the newest.
+    Lost,
+    /// The orphan counter differs from the records of devices in no event.
+    OrphanCount,
+    /// A frame the client cannot read.
+    Malformed,
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveViolation {
+    pub kind: LiveViolationKind,
+    pub step: u64,
+    pub detail: String,
+}
+
+impl fmt::Display for LiveViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "step {}: {:?}: {}", self.step, self.kind, self.detail)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sub {
+    /// The client asked for the topic (again): frames the hub queued before it saw the
+    /// request may still arrive; `subscribed` or an error answers it.
+    Requested,
+    AwaitingSnapshot,
+    Live,
+}
+
+/// One client's view: its subscriptions and, per (topic, device), the newest `ts` it got.
+#[derive(Debug, Default)]
+pub struct ClientView {
+    subs: BTreeMap<String, Sub>,
+    pub last: BTreeMap<(String, String), i64>,
+    pub frames: u64,
+}
+
+impl ClientView {
+    /// Topics whose snapshot has arrived.
+    pub fn live_topics(&self) -> Vec<String> {
+        self.subs
+            .iter()
+            .filter(|(_, s)| **s == Sub::Live)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// The client sent `subscribe` for `topic`.
+    pub fn requested(&mut self, topic: &str) {
+        self.subs.insert(topic.to_owned(), Sub::Requested);
+    }
+
+    /// Takes one text frame; returns what it broke.
+    pub fn receive(
+        &mut self,
+        frame: &[u8],
+        faulty: &BTreeSet<(String, i64)>,
+    ) -> Vec<(LiveViolationKind, String)> {
+        self.frames += 1;
+        let mut broken = Vec::new();
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(frame) else {
+            broken.push((
+                LiveViolationKind::Malformed,
+                String::from_utf8_lossy(frame).into_owned(),
+            ));
+            return broken;
+        };
+        let topic = value["topic"].as_str().unwrap_or_default().to_owned();
+        match value["type"].as_str() {
+            Some("subscribed") => {
+                self.subs.insert(topic.clone(), Sub::AwaitingSnapshot);
+                self.last.retain(|(t, _), _| *t != topic);
+            }
+            Some("unsubscribed") => {
+                self.subs.remove(&topic);
+            }
+            Some("snapshot") => {
+                match self.subs.get(&topic) {
+                    Some(Sub::AwaitingSnapshot) => {
+                        self.subs.insert(topic.clone(), Sub::Live);
+                    }
+                    // The answer to an earlier subscribe, read after the client asked again.
+                    Some(Sub::Requested) => {}
+                    _ => broken.push((LiveViolationKind::UnexpectedSnapshot, topic.clone())),
+                }
+                for p in value["positions"].as_array().into_iter().flatten() {
+                    self.position(&topic, p, faulty, &mut broken);
+                }
+            }
+            Some("position") => {
+                match self.subs.get(&topic) {
+                    Some(Sub::Live) | Some(Sub::Requested) => {}
+                    Some(Sub::AwaitingSnapshot) => {
+                        broken.push((LiveViolationKind::PositionBeforeSnapshot, topic.clone()))
+                    }
+                    None => broken.push((
+                        LiveViolationKind::PositionWithoutSubscription,
+                        topic.clone(),
+                    )),
+                }
+                self.position(&topic, &value, faulty, &mut broken);
+            }
+            Some("error") => {
+                // A refused subscribe leaves the topic unsubscribed.
+                if self.subs.get(&topic) == Some(&Sub::Requested) {
+                    self.subs.remove(&topic);
+                }
+            }
+            Some("pong") => {}
+            _ => broken.push((LiveViolationKind::Malformed, value.to_string())),
+        }
+        broken
+    }
+
+    fn position(
+        &mut self,
+        topic: &str,
+        p: &serde_json::Value,
+        faulty: &BTreeSet<(String, i64)>,
+        broken: &mut Vec<(LiveViolationKind, String)>,
+    ) {
+        let (Some(device), Some(ts)) = (p["deviceId"].as_str(), p["ts"].as_i64()) else {
+            broken.push((LiveViolationKind::Malformed, p.to_string()));
+            return;
+        };
+        if faulty.contains(&(device.to_owned(), ts)) {
+            broken.push((
+                LiveViolationKind::FaultySent,
+                format!("{topic} {device} ts {ts}"),
+            ));
+        }
+        let last = self
+            .last
+            .entry((topic.to_owned(), device.to_owned()))
+            .or_insert(i64::MIN);
+        if ts <= *last {
+            broken.push((
+                LiveViolationKind::Backwards,
+                format!("{topic} {device}: ts {ts} after {last}"),
+            ));
+        }
+        *last = (*last).max(ts);
+    }
+}
