@@ -73,18 +73,30 @@ target/release/loadgen --url "ws://127.0.0.1:$ws_port/live" --clients "$C" --eve
 lg=$!
 until grep -q "subscribed" "$out.err" 2>/dev/null; do sleep 0.2; done
 cpu0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+lgcpu0=$(awk '{print $14 + $15}' /proc/$lg/stat)
 target/release/fleet --stream "$stream" --devices "$D" --duplicate-rate 0 --late-rate 0 \
   --null-island-rate 0 --no-fix-rate 0 stream --rate "$R" --duration-s "$DURATION" >/dev/null 2>&1 &
 fl=$!
+# Sampled just before the clients' measuring window closes (they then disconnect).
+sleep "$((DURATION - 1))"
+lgcpu1=$(awk '{print $14 + $15}' /proc/$lg/stat 2>/dev/null || echo "$lgcpu0")
 wait $lg
 cpu1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+# The processor's own view: fix time to the frame written to the socket, as bucket upper
+# bounds of processor_live_broadcast_lag_ms (1, 2, 4 ... ms).
+lag=$(curl -sf "http://127.0.0.1:$metrics_port/metrics" | awk '
+  /^processor_live_broadcast_lag_ms_bucket/ { match($0, /le="[^"]+"/); le = substr($0, RSTART + 4, RLENGTH - 5); n++; les[n] = le; cum[n] = $NF }
+  END { total = cum[n]; p50 = p99 = "?";
+        for (i = 1; i <= n; i++) { if (p50 == "?" && cum[i] >= 0.5 * total) p50 = les[i]; if (p99 == "?" && cum[i] >= 0.99 * total) p99 = les[i] }
+        printf "{\"processor_lag_p50_le_ms\":\"%s\",\"processor_lag_p99_le_ms\":\"%s\"}", p50, p99 }')
 wait $fl || true
 rss_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 kill -TERM $pid; wait $pid || true
 trap - EXIT
 cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v s="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz / s}')
+lgcpu=$(awk -v a="$lgcpu0" -v b="$lgcpu1" -v s="$((DURATION - 1))" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz / s}')
 expected=$(awk -v r="$R" -v c="$C" -v e="$E" 'BEGIN {printf "%.0f", r * c / e}')
-echo "$(cat "$out") {\"expected_per_s\":$expected,\"processor_cores\":$cpu,\"processor_rss_kib\":$rss_kib,\"C\":$C,\"E\":$E,\"D\":$D,\"R\":$R}"
+echo "$(cat "$out") $lag {\"expected_per_s\":$expected,\"processor_cores\":$cpu,\"loadgen_cores\":$lgcpu,\"processor_rss_kib\":$rss_kib,\"C\":$C,\"E\":$E,\"D\":$D,\"R\":$R}"
 rm -f "$out" "$out.err"
 redis-cli -u "$REDIS_URL" del "$stream" "$stream:dead-letter" >/dev/null
 psql -q "$PGBASE" -c "SET client_min_messages = warning; DROP SCHEMA $schema CASCADE" >/dev/null
