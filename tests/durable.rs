@@ -366,3 +366,79 @@ async fn two_instances_split_the_stream_and_store_each_position_once() {
     drop((a, b));
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trimmer_removes_only_what_every_group_is_done_with() {
+    let env = TestEnv::new("trim").await;
+    let (payloads, distinct) = positions_with_duplicates(100, 6);
+    env.publish(&payloads).await;
+    // A consumer group that has read nothing yet: it still needs every entry.
+    let mut redis = env.redis().await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&env.stream)
+        .arg("laggard")
+        .arg("0")
+        .query_async(&mut redis)
+        .await
+        .expect("create a lagging group");
+    let p = Processor::start(
+        &env,
+        "a",
+        &[
+            ("STREAM_TRIM_INTERVAL_MS", "50".into()),
+            ("DURABLE_BATCH_SIZE", "200".into()),
+        ],
+    );
+    settle(&env, distinct as i64).await;
+    let xlen = |mut redis: redis::aio::MultiplexedConnection, stream: String| async move {
+        redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async::<u64>(&mut redis)
+            .await
+            .expect("XLEN")
+    };
+    let passes = p
+        .metric("processor_stream_trim_passes_total")
+        .await
+        .unwrap_or(0.0);
+    wait_until("two trim passes after everything was stored", || async {
+        p.metric("processor_stream_trim_passes_total")
+            .await
+            .is_some_and(|n| n >= passes + 2.0)
+    })
+    .await;
+    assert_eq!(
+        xlen(redis.clone(), env.stream.clone()).await,
+        payloads.len() as u64,
+        "nothing the lagging group still needs is trimmed"
+    );
+    assert_eq!(
+        p.metric("processor_stream_trimmed_entries_total").await,
+        Some(0.0)
+    );
+
+    let _: () = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(&env.stream)
+        .arg("laggard")
+        .query_async(&mut redis)
+        .await
+        .expect("destroy the lagging group");
+    wait_until("entries every group is done with are trimmed", || async {
+        xlen(redis.clone(), env.stream.clone()).await < payloads.len() as u64
+    })
+    .await;
+    assert!(p
+        .metric("processor_stream_trimmed_entries_total")
+        .await
+        .is_some_and(|n| n > 0.0));
+    assert_eq!(
+        stored(&env).await,
+        distinct as i64,
+        "trimming lost nothing stored"
+    );
+    assert_eq!(env.pending().await, 0);
+    drop(p);
+    env.cleanup().await;
+}

@@ -19,6 +19,7 @@ pub mod live;
 pub mod millis;
 pub mod position;
 pub mod stream;
+pub mod trim;
 pub mod wire;
 
 pub use decode::{decode_position, CodecError, MAX_PAYLOAD_BYTES};

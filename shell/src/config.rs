@@ -140,6 +140,16 @@ pub struct DurableSettings {
     /// Deliveries after which an entry Postgres keeps rejecting is dead-lettered.
     #[arg(long, env = "DURABLE_MAX_DELIVERIES", value_name = "DURABLE_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_deliveries: u64,
+
+    /// Trim the telemetry stream this often, below what every consumer group has done with
+    /// (0: never; trimming is left to the operator).
+    #[arg(
+        long,
+        env = "STREAM_TRIM_INTERVAL_MS",
+        value_name = "STREAM_TRIM_INTERVAL_MS",
+        default_value_t = 0
+    )]
+    pub trim_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -16,4 +16,5 @@ pub mod postgres;
 pub mod readiness;
 pub mod redis_stream;
 pub mod service;
+pub mod trimmer;
 pub mod websocket;

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub live_subscriptions: Gauge,
     pub live_conflated_messages: Counter,
     pub live_slow_consumer_closes: Counter,
+    pub stream_trimmed_entries: Counter,
+    pub stream_trim_passes: Counter,
 }
 
 impl Metrics {
@@ -59,6 +61,8 @@ impl Metrics {
             live_subscriptions: Gauge::default(),
             live_conflated_messages: Counter::default(),
             live_slow_consumer_closes: Counter::default(),
+            stream_trimmed_entries: Counter::default(),
+            stream_trim_passes: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -126,6 +130,16 @@ impl Metrics {
             "processor_live_broadcast_lag_ms",
             "Fix time to send, in milliseconds",
             m.live_broadcast_lag_ms.clone(),
+        );
+        r.register(
+            "processor_stream_trimmed_entries",
+            "Entries removed from the telemetry stream by the trimmer",
+            m.stream_trimmed_entries.clone(),
+        );
+        r.register(
+            "processor_stream_trim_passes",
+            "Times the trimmer looked at the consumer groups",
+            m.stream_trim_passes.clone(),
         );
         r.register(
             "processor_live_connections",

@@ -17,7 +17,7 @@ use crate::postgres::{connect_one, create_pool, PositionStore};
 use crate::readiness::Readiness;
 use crate::redis_stream::broadcast::BroadcastGroup;
 use crate::redis_stream::{control_connection, DurableStream};
-use crate::{durable, health, hub, migrate, ops_server, websocket};
+use crate::{durable, health, hub, migrate, ops_server, trimmer, websocket};
 
 /// First and longest delay between attempts to reach Redis or Postgres at start-up.
 const START_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -158,6 +158,17 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         metrics.clone(),
         stop_rx.clone(),
     ));
+    // Off (0) by default: trimming is a retention choice the operator makes.
+    let trimmer = (config.durable.trim_interval_ms > 0).then(|| {
+        tokio::spawn(trimmer::run(
+            control.clone(),
+            config.telemetry_stream.clone(),
+            config.durable.group.clone(),
+            Duration::from_millis(config.durable.trim_interval_ms),
+            metrics.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let durable = tokio::spawn(durable::run(
         durable::DurableContext {
             redis: redis.clone(),
@@ -181,6 +192,9 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     let _ = device_map.await;
     let _ = broadcast.await;
     let _ = durable.await;
+    if let Some(trimmer) = trimmer {
+        let _ = trimmer.await;
+    }
     let _ = health.await;
     let _ = ops_stop_tx.send(true);
     let _ = ops.await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::{RedisError, Value};
 
-use super::group::{create_group, StreamError};
+use super::group::{create_group, stream_groups, StreamError};
 use super::reply::{self, RawEntry};
 
 #[derive(Debug, Clone)]
@@ -97,23 +97,11 @@ impl BroadcastGroup {
         &self,
         conn: &mut C,
     ) -> Result<Vec<String>, StreamError> {
-        let info: Result<Value, RedisError> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&self.stream)
-            .query_async(conn)
-            .await;
-        let info = match info {
-            Ok(v) => v,
-            // No stream yet: no groups to look at.
-            Err(e) if e.code() == Some("ERR") && e.to_string().contains("no such key") => {
-                return Ok(Vec::new())
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let groups = stream_groups(conn, &self.stream).await?;
         let own = self.group();
         let prefix = format!("{}-", self.prefix);
         let mut removed = Vec::new();
-        for name in reply::group_names(&info)? {
+        for name in groups.into_iter().map(|g| g.name) {
             let Some(instance) = name.strip_prefix(&prefix) else {
                 continue;
             };

@@ -234,6 +234,25 @@ pub async fn create_group<C: ConnectionLike>(
     }
 }
 
+/// `XINFO GROUPS <stream>`: every consumer group of the stream; none when there is no stream.
+pub async fn stream_groups<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+) -> Result<Vec<reply::GroupInfo>, StreamError> {
+    let info: Result<Value, RedisError> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(conn)
+        .await;
+    match info {
+        Ok(v) => Ok(reply::groups(&v)?),
+        Err(e) if e.code() == Some("ERR") && e.to_string().contains("no such key") => {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// True for errors after which the connection should be replaced.
 pub fn is_connection_error(error: &StreamError) -> bool {
     match error {

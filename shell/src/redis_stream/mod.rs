@@ -7,6 +7,7 @@ pub mod broadcast;
 pub mod connect;
 pub mod group;
 pub mod reply;
+pub mod trim;
 
 pub use connect::{blocking_connection, control_connection};
 pub use group::{DurableStream, StreamError};

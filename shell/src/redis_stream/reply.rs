@@ -164,8 +164,16 @@ pub fn pending_total(v: &Value) -> Result<u64, ReplyError> {
     }
 }
 
-/// The `name` of every group in an XINFO GROUPS reply.
-pub fn group_names(v: &Value) -> Result<Vec<String>, ReplyError> {
+/// One group of an XINFO GROUPS reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub name: String,
+    pub pending: u64,
+    pub last_delivered: EntryId,
+}
+
+/// Every group in an XINFO GROUPS reply (RESP2 flat lists or RESP3 maps).
+pub fn groups(v: &Value) -> Result<Vec<GroupInfo>, ReplyError> {
     const C: &str = "XINFO GROUPS";
     let Value::Array(groups) = v else {
         return Err(bad(C, "reply is not an array"));
@@ -182,15 +190,47 @@ pub fn group_names(v: &Value) -> Result<Vec<String>, ReplyError> {
                 Value::Map(map) => map.iter().map(|(k, v)| (k, v)).collect(),
                 _ => return Err(bad(C, "group is neither a list nor a map")),
             };
-            pairs
-                .into_iter()
-                .find(|(k, _)| bytes_of(k) == Some(b"name"))
-                .and_then(|(_, v)| bytes_of(v))
+            let field = |name: &[u8]| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| bytes_of(k) == Some(name))
+                    .map(|(_, v)| *v)
+            };
+            let name = field(b"name")
+                .and_then(bytes_of)
                 .and_then(|b| std::str::from_utf8(b).ok())
                 .map(str::to_owned)
-                .ok_or_else(|| bad(C, "group has no name"))
+                .ok_or_else(|| bad(C, "group has no name"))?;
+            let pending = match field(b"pending") {
+                Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => return Err(bad(C, "group has no pending count")),
+            };
+            let last_delivered = field(b"last-delivered-id")
+                .ok_or_else(|| bad(C, "group has no last-delivered-id"))
+                .and_then(|v| entry_id(v, C))?;
+            Ok(GroupInfo {
+                name,
+                pending,
+                last_delivered,
+            })
         })
         .collect()
+}
+
+/// The `name` of every group in an XINFO GROUPS reply.
+pub fn group_names(v: &Value) -> Result<Vec<String>, ReplyError> {
+    Ok(groups(v)?.into_iter().map(|g| g.name).collect())
+}
+
+/// The smallest pending id of a summary XPENDING reply (`None` when nothing is pending).
+pub fn pending_smallest(v: &Value) -> Result<Option<EntryId>, ReplyError> {
+    match v {
+        Value::Array(parts) => match parts.get(1) {
+            None | Some(Value::Nil) => Ok(None),
+            Some(id) => entry_id(id, "XPENDING").map(Some),
+        },
+        _ => Err(bad("XPENDING", "summary is not an array")),
+    }
 }
 
 #[cfg(test)]
