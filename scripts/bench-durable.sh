@@ -45,13 +45,12 @@ trap 'kill $pid 2>/dev/null || true' EXIT
 
 # Done when every entry was delivered (lag 0) and acked (pending 0).
 # XINFO GROUPS in --raw form is one line per name and per value.
-group_field() { { redis-cli -u "$REDIS_URL" --raw xinfo groups "$stream" 2>/dev/null || true; } \
-  | awk -v f="$1" 'prev == f {print; exit} {prev = $0}'; }
-while :; do
-  lag=$(group_field lag); pending=$(group_field pending)
-  if [ "${lag:-x}" = 0 ] && [ "${pending:-x}" = 0 ]; then break; fi
-  sleep 0.1
-done
+# One redis-cli per poll: the polling itself must not take CPU the run needs.
+drained() { { redis-cli -u "$REDIS_URL" --raw xinfo groups "$stream" 2>/dev/null || true; } \
+  | awk 'prev == "name" {g = $0} g == "durable-write" && prev == "lag" {lag = $0}
+         g == "durable-write" && prev == "pending" {pending = $0} {prev = $0}
+         END {exit !(lag == "0" && pending == "0")}'; }
+until drained; do sleep 0.1; done
 end_ns=$(date +%s%N)
 rss_kib=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
 cpu_ticks=$(awk '{print $14 + $15}' /proc/$pid/stat)

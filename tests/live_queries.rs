@@ -82,6 +82,7 @@ async fn add_device(client: &tokio_postgres::Client, entry: Uuid, device: &str) 
         .expect("insert entry device");
 }
 
+/// A stored, non-faulty position: the snapshot reads the newest of these per device.
 async fn add_latest(
     client: &tokio_postgres::Client,
     device: &str,
@@ -93,12 +94,13 @@ async fn add_latest(
 ) {
     client
         .execute(
-            "INSERT INTO latest_positions (device_id, ts, latitude, longitude, speed, angle)
-             VALUES ($1, to_timestamp($2::float8 / 1000), $3, $4, $5, $6)",
+            "INSERT INTO positions (device_id, ts, latitude, longitude, altitude, angle, speed,
+                                    satellites, priority, faulty, received_at)
+             VALUES ($1, to_timestamp($2::float8 / 1000), $3, $4, 0, $6, $5, 9, 0, false, now())",
             &[&device, &(ts_ms as f64), &lat, &lon, &speed, &angle],
         )
         .await
-        .expect("insert latest position");
+        .expect("insert a stored position");
 }
 
 #[tokio::test]

@@ -15,11 +15,18 @@ pub struct Migration {
 }
 
 /// Every migration, in the order they apply. A test checks this list against the folder.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_initial.sql",
-    sql: include_str!("../../migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_initial.sql",
+        sql: include_str!("../../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_latest_from_the_positions_key.sql",
+        sql: include_str!("../../migrations/0002_latest_from_the_positions_key.sql"),
+    },
+];
 
 /// First key of the advisory lock; the second is the schema's hash.
 const LOCK_CLASS: i32 = 0x5052_4f43; // "PROC"

@@ -54,7 +54,7 @@ pub enum ViolationKind {
     /// After healing: an entry a crashed instance left pending was neither stored nor
     /// dead-lettered.
     OrphanLost,
-    /// `latest_positions` is not the newest non-faulty stored row of each device.
+    /// The latest row kept per device is not the newest non-faulty stored row.
     LatestMismatch,
     /// The run did not go quiet after healing, or the instances did not stop.
     Liveness,

@@ -1,4 +1,5 @@
-//! An in-memory stand-in for the `positions` and `latest_positions` tables.
+//! An in-memory stand-in for the `positions` table, and for what snapshots read from it: the
+//! newest non-faulty stored row of each device (in Postgres, a backward probe of the key).
 //!
 //! One [`MemStore::insert`] is one `INSERT ... ON CONFLICT (device_id, ts) DO NOTHING`
 //! statement in its own transaction: all rows or none. The first row stored under a key wins;
@@ -29,7 +30,7 @@ pub struct StoredRow {
     pub received_at: UnixMillis,
 }
 
-/// A row of `latest_positions`.
+/// The newest non-faulty stored row of a device, as a snapshot reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatestRow {
     pub ts: UnixMillis,

@@ -26,16 +26,23 @@ WHERE visibility = 'public'
 ORDER BY name, id
 LIMIT 1000";
 
-/// `latest_positions` only ever holds a device's newest non-faulty fix (the statement that
-/// stores positions keeps it so), hence one row per device and no `faulty` filter. The
-/// "C" collation orders device ids by bytes, as Rust's `String` does.
+/// Per device, its newest non-faulty fix: a backward probe of the positions key
+/// (device_id, ts) that stops at the first row not faulty. A device with a long run of
+/// faulty fixes makes its probe walk them; devices never seen (or only seen faulty) are left
+/// out. The "C" collation orders device ids by bytes, as Rust's `String` does.
 const SNAPSHOT: &str = "
-SELECT device_id, latitude, longitude,
-       floor(extract(epoch FROM ts) * 1000)::int8 AS ts_ms,
-       speed, angle
-FROM latest_positions
-WHERE device_id = ANY($1)
-ORDER BY device_id COLLATE \"C\"";
+SELECT p.device_id, p.latitude, p.longitude,
+       floor(extract(epoch FROM p.ts) * 1000)::int8 AS ts_ms,
+       p.speed, p.angle
+FROM unnest($1::text[]) AS d(device_id)
+CROSS JOIN LATERAL (
+    SELECT s.device_id, s.latitude, s.longitude, s.ts, s.speed, s.angle
+    FROM positions s
+    WHERE s.device_id = d.device_id AND NOT s.faulty
+    ORDER BY s.ts DESC
+    LIMIT 1
+) p
+ORDER BY p.device_id COLLATE \"C\"";
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {

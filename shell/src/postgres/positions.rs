@@ -1,4 +1,4 @@
-//! Storing positions: one statement per batch, idempotent, moving `latest_positions` forward.
+//! Storing positions: one statement per batch, idempotent.
 
 use std::time::Instant;
 
@@ -16,9 +16,9 @@ use crate::clock::to_system_time;
 /// One round trip and one implicit transaction per batch. Arrays keep a single statement
 /// text for every batch size (multi-row VALUES would cache a plan per size and hit the
 /// parameter limit). The core has already removed duplicates inside the batch and sorted
-/// the rows, so every writer takes the positions and latest-row locks in one order.
-/// Only rows actually inserted move the latest position, and only forward in fix time, so
-/// the first stored of two equal (device, ts) rows wins everywhere.
+/// the rows, so every writer takes the key's locks in one order. Nothing else is maintained
+/// here: the latest position of a device is read from the positions key itself
+/// (`postgres::events`), so storing a row is one heap insert and one key insert.
 ///
 /// `{skip_stored}` is how rows already stored are left out; see [`FAST_SKIP`].
 const INSERT_BATCH_TEMPLATE: &str = "
@@ -34,18 +34,6 @@ WITH input AS (
                            satellites, priority, event_io_id, attributes, faulty, received_at)
     SELECT * FROM input i
     {skip_stored}
-    RETURNING device_id, ts, latitude, longitude, speed, angle, faulty
-), newest AS (
-    SELECT DISTINCT ON (device_id) device_id, ts, latitude, longitude, speed, angle
-    FROM inserted WHERE NOT faulty
-    ORDER BY device_id, ts DESC
-), moved AS (
-    INSERT INTO latest_positions AS l (device_id, ts, latitude, longitude, speed, angle)
-    SELECT * FROM newest ORDER BY device_id
-    ON CONFLICT (device_id) DO UPDATE
-        SET ts = EXCLUDED.ts, latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
-            speed = EXCLUDED.speed, angle = EXCLUDED.angle
-        WHERE l.ts < EXCLUDED.ts
     RETURNING 1
 )
 SELECT count(*) FROM inserted";
