@@ -55,10 +55,20 @@ pub fn replay_command(seed: u64, test: &str) -> String {
 
 /// Runs every seed, spread over the machine's cores; reports come back in seed order.
 pub fn run_all(seeds: &[u64], options: &RunOptions) -> Vec<RunReport> {
+    run_parallel(seeds, |seed| run(seed, options))
+}
+
+/// `run(seed)` for every seed, spread over the machine's cores; results in seed order.
+pub fn run_parallel<R, F>(seeds: &[u64], run: F) -> Vec<R>
+where
+    R: Send,
+    F: Fn(u64) -> R + Sync,
+{
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(seeds.len().max(1));
-    let mut slots: Vec<Option<RunReport>> = vec![None; seeds.len()];
+    let mut slots: Vec<Option<R>> = (0..seeds.len()).map(|_| None).collect();
+    let run = &run;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
@@ -68,14 +78,14 @@ pub fn run_all(seeds: &[u64], options: &RunOptions) -> Vec<RunReport> {
                         .enumerate()
                         .skip(w)
                         .step_by(workers)
-                        .map(|(i, seed)| (i, run(*seed, options)))
+                        .map(|(i, seed)| (i, run(*seed)))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
         for handle in handles {
-            for (i, report) in handle.join().expect("a simulation thread panicked") {
-                slots[i] = Some(report);
+            for (i, result) in handle.join().expect("a simulation thread panicked") {
+                slots[i] = Some(result);
             }
         }
     });

@@ -435,8 +435,8 @@ impl DurableWriter {
         if !dead.is_empty() {
             self.queue_dead_letters(dead);
         }
-        // One lock order for every writer: concurrent transactions cannot deadlock on the
-        // positions key or the latest-position rows.
+        // One lock order for every writer (the key's own order: device ids are in the "C"
+        // collation): concurrent transactions cannot deadlock on the positions key.
         rows.sort_by(|a, b| {
             (a.position.device_id.as_str(), a.position.ts)
                 .cmp(&(b.position.device_id.as_str(), b.position.ts))

@@ -17,29 +17,5 @@ pub const LIVE_CI_SEEDS: usize = 300;
 
 /// Runs every seed, spread over the machine's cores; reports come back in seed order.
 pub fn run_live_all(seeds: &[u64], options: &LiveOptions) -> Vec<LiveReport> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(seeds.len().max(1));
-    let mut slots: Vec<Option<LiveReport>> = vec![None; seeds.len()];
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                scope.spawn(move || {
-                    seeds
-                        .iter()
-                        .enumerate()
-                        .skip(w)
-                        .step_by(workers)
-                        .map(|(i, seed)| (i, run_live(*seed, options)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for handle in handles {
-            for (i, report) in handle.join().expect("a simulation thread panicked") {
-                slots[i] = Some(report);
-            }
-        }
-    });
-    slots.into_iter().flatten().collect()
+    crate::seeds::run_parallel(seeds, |seed| run_live(seed, options))
 }
