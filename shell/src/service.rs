@@ -171,14 +171,17 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     });
     let durable = tokio::spawn(durable::run(
         durable::DurableContext {
-            redis: redis.clone(),
-            control: control.clone(),
-            stream,
+            stream: durable::ports::RedisStream {
+                client: redis.clone(),
+                control: control.clone(),
+                stream,
+                block: Duration::from_millis(config.durable.block_ms),
+            },
             store,
+            clock: durable::ports::SystemClock,
             metrics: metrics.clone(),
             readiness: readiness.clone(),
             core: durable_config(&config),
-            block: Duration::from_millis(config.durable.block_ms),
             grace: Duration::from_millis(config.shutdown_grace_ms),
         },
         stop_rx.clone(),

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
 
 use processor_core::durable::{
@@ -11,50 +10,43 @@ use processor_core::durable::{
 };
 use processor_core::stream::StreamEntry;
 
+use super::ports::{Clock, StorePort, StreamPort};
 use super::reader::{self, ReadRequest};
-use crate::clock;
 use crate::metrics::Metrics;
-use crate::postgres::PositionStore;
 use crate::readiness::Readiness;
-use crate::redis_stream::{DurableStream, StreamError};
 
 /// Everything the durable loop runs against.
-pub struct DurableContext {
-    pub redis: redis::Client,
-    pub control: ConnectionManager,
-    pub stream: DurableStream,
-    pub store: PositionStore,
+pub struct DurableContext<S, P, C> {
+    pub stream: S,
+    pub store: P,
+    pub clock: C,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     pub core: DurableConfig,
-    pub block: Duration,
     /// On shutdown, how long to wait for held entries to be stored before giving up on them
     /// (they stay pending, unacked, for another instance or the next start).
     pub grace: Duration,
 }
 
-enum Done {
-    Read(Result<Vec<StreamEntry>, StreamError>),
-    Claimed(Result<ClaimResult, StreamError>),
+enum Done<E> {
+    Read(Result<Vec<StreamEntry>, E>),
+    Claimed(Result<ClaimResult, E>),
     Written(WriteId, Result<u64, WriteFailure>),
-    DeadLettered(DeadLetterId, Result<(), StreamError>),
-    Acked(Result<(), StreamError>),
+    DeadLettered(DeadLetterId, Result<(), E>),
+    Acked(Result<(), E>),
 }
 
 /// Runs until `stop` turns true and everything held is settled (or the grace time is over).
-pub async fn run(ctx: DurableContext, mut stop: watch::Receiver<bool>) {
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+pub async fn run<S: StreamPort, P: StorePort, C: Clock>(
+    ctx: DurableContext<S, P, C>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done<S::Error>>();
     let (read_tx, read_rx) = mpsc::channel::<ReadRequest>(1);
     let (read_result_tx, mut read_result_rx) = mpsc::unbounded_channel();
-    let reader = tokio::spawn(reader::serve(
-        ctx.redis.clone(),
-        ctx.stream.clone(),
-        ctx.block,
-        read_rx,
-        read_result_tx,
-    ));
+    let reader = tokio::spawn(reader::serve(ctx.stream.reader(), read_rx, read_result_tx));
 
-    let mut core = DurableWriter::new(ctx.core.clone(), clock::now());
+    let mut core = DurableWriter::new(ctx.core.clone(), ctx.clock.now());
     let mut stats = core.stats();
     let mut outstanding = 0usize;
     let mut give_up_at: Option<tokio::time::Instant> = None;
@@ -70,7 +62,7 @@ pub async fn run(ctx: DurableContext, mut stop: watch::Receiver<bool>) {
         if core.is_stopped() && outstanding == 0 {
             break;
         }
-        let timer = core.poll_timeout().map(clock::until);
+        let timer = core.poll_timeout().map(|t| ctx.clock.until(t));
         tokio::select! {
             Some(result) = read_result_rx.recv() => {
                 outstanding -= 1;
@@ -81,12 +73,12 @@ pub async fn run(ctx: DurableContext, mut stop: watch::Receiver<bool>) {
                 feed(&ctx, &mut core, done);
             }
             _ = tokio::time::sleep(timer.unwrap_or(Duration::MAX)), if timer.is_some() => {
-                core.handle_timeout(clock::now());
+                core.handle_timeout(ctx.clock.now());
             }
             _ = stop.wait_for(|s| *s), if give_up_at.is_none() => {
                 tracing::info!(held = core.held(), "durable consumer stopping: settling what it holds");
                 give_up_at = Some(tokio::time::Instant::now() + ctx.grace);
-                core.handle_shutdown(clock::now());
+                core.handle_shutdown(ctx.clock.now());
             }
             _ = tokio::time::sleep_until(give_up_at.unwrap_or_else(tokio::time::Instant::now)), if give_up_at.is_some() => {
                 tracing::warn!(
@@ -105,11 +97,11 @@ pub async fn run(ctx: DurableContext, mut stop: watch::Receiver<bool>) {
 }
 
 /// Starts one command; returns how many answers it will produce.
-fn execute(
-    ctx: &DurableContext,
+fn execute<S: StreamPort, P: StorePort, C: Clock>(
+    ctx: &DurableContext<S, P, C>,
     command: Command,
     read_tx: &mpsc::Sender<ReadRequest>,
-    done: &mpsc::UnboundedSender<Done>,
+    done: &mpsc::UnboundedSender<Done<S::Error>>,
 ) -> usize {
     match command {
         Command::Read { from, count } => {
@@ -124,9 +116,9 @@ fn execute(
             min_idle_ms,
             count,
         } => {
-            let (stream, mut conn, done) = (ctx.stream.clone(), ctx.control.clone(), done.clone());
+            let (stream, done) = (ctx.stream.clone(), done.clone());
             tokio::spawn(async move {
-                let result = stream.claim(&mut conn, cursor, min_idle_ms, count).await;
+                let result = stream.claim(cursor, min_idle_ms, count).await;
                 let _ = done.send(Done::Claimed(result));
             });
         }
@@ -147,16 +139,16 @@ fn execute(
             for entry in &entries {
                 tracing::warn!(entry_id = %entry.source_id, reason = %entry.reason, "dead-lettering entry");
             }
-            let (stream, mut conn, done) = (ctx.stream.clone(), ctx.control.clone(), done.clone());
+            let (stream, done) = (ctx.stream.clone(), done.clone());
             tokio::spawn(async move {
-                let result = stream.dead_letter(&mut conn, &entries).await;
+                let result = stream.dead_letter(&entries).await;
                 let _ = done.send(Done::DeadLettered(id, result));
             });
         }
         Command::Ack(ids) => {
-            let (stream, mut conn, done) = (ctx.stream.clone(), ctx.control.clone(), done.clone());
+            let (stream, done) = (ctx.stream.clone(), done.clone());
             tokio::spawn(async move {
-                let result = stream.ack(&mut conn, &ids).await;
+                let result = stream.ack(&ids).await;
                 let _ = done.send(Done::Acked(result));
             });
         }
@@ -164,8 +156,12 @@ fn execute(
     1
 }
 
-fn feed(ctx: &DurableContext, core: &mut DurableWriter, done: Done) {
-    let now = clock::now();
+fn feed<S: StreamPort, P: StorePort, C: Clock>(
+    ctx: &DurableContext<S, P, C>,
+    core: &mut DurableWriter,
+    done: Done<S::Error>,
+) {
+    let now = ctx.clock.now();
     match done {
         Done::Read(Ok(entries)) => {
             ctx.readiness.set_redis(true);
