@@ -19,6 +19,7 @@ pub mod faults;
 pub mod finding;
 pub mod instance;
 pub mod live;
+pub mod net;
 pub mod op;
 pub mod report;
 pub mod rfc3339;

@@ -63,18 +63,11 @@ pub async fn run<S: StreamPort, P: StorePort, C: Clock>(
             break;
         }
         let timer = core.poll_timeout().map(|t| ctx.clock.until(t));
+        // Polled in this order, not at random: the same inputs make the same run, which the
+        // network simulation replays by seed. Stop and timers come first so that a busy
+        // stream of completions cannot hold them back.
         tokio::select! {
-            Some(result) = read_result_rx.recv() => {
-                outstanding -= 1;
-                feed(&ctx, &mut core, Done::Read(result));
-            }
-            Some(done) = done_rx.recv() => {
-                outstanding -= 1;
-                feed(&ctx, &mut core, done);
-            }
-            _ = tokio::time::sleep(timer.unwrap_or(Duration::MAX)), if timer.is_some() => {
-                core.handle_timeout(ctx.clock.now());
-            }
+            biased;
             _ = stop.wait_for(|s| *s), if give_up_at.is_none() => {
                 tracing::info!(held = core.held(), "durable consumer stopping: settling what it holds");
                 give_up_at = Some(tokio::time::Instant::now() + ctx.grace);
@@ -86,6 +79,17 @@ pub async fn run<S: StreamPort, P: StorePort, C: Clock>(
                     "durable consumer: grace time over; what is not committed stays pending, unacked"
                 );
                 break;
+            }
+            _ = tokio::time::sleep(timer.unwrap_or(Duration::MAX)), if timer.is_some() => {
+                core.handle_timeout(ctx.clock.now());
+            }
+            Some(result) = read_result_rx.recv() => {
+                outstanding -= 1;
+                feed(&ctx, &mut core, Done::Read(result));
+            }
+            Some(done) = done_rx.recv() => {
+                outstanding -= 1;
+                feed(&ctx, &mut core, done);
             }
         }
     }
