@@ -1,6 +1,9 @@
-//! Deterministic simulation of the processor core.
+//! Deterministic simulation of the processor.
 //!
-//! This is the model layer: the durable writer
+//! Three parts: the durable model layer (below), the live hub's model layer ([`live`]), and
+//! the network layer ([`net`]: the shell's durable loop on turmoil hosts).
+//!
+//! The durable model layer: the durable writer
 //! ([`processor_core::durable::DurableWriter`]) runs, unchanged, against in-memory stand-ins
 //! for the Redis stream and its consumer group ([`stream`]) and for the positions table
 //! ([`store`]), with every latency, ordering, fault and payload drawn from one `u64` seed
@@ -11,7 +14,8 @@
 //! hashed into a [`trace`], so a seed replays exactly, and a failure names the seed
 //! ([`seeds`]). Planted defects ([`defect`]) show that the checker catches what it should.
 //!
-//! Nothing here reads a clock, sleeps, or iterates a `HashMap`.
+//! Nothing here reads a clock, sleeps, or iterates a `HashMap` (the network layer sleeps in
+//! turmoil's simulated time only).
 
 pub mod checker;
 pub mod defect;
