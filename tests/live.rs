@@ -734,3 +734,74 @@ async fn the_map_page_and_the_public_event_list_are_served_beside_live() {
     assert_eq!(status, 404);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_conflated_and_catches_up_to_the_newest_fixes() {
+    const DEVICES: u64 = 20;
+    const ROUNDS_PER_BATCH: u64 = 50;
+    const MAX_BATCHES: u64 = 400;
+    const CONFLATED: &str = "processor_live_conflated_messages_total";
+    let env = TestEnv::new("live_conflate").await;
+    let devices: Vec<String> = (1..=DEVICES).map(device).collect();
+    let event = seed_event(&env, "public", &devices).await;
+    // Parked fixes, one per device, stay far below the back-pressure threshold: this client
+    // is conflated, never closed.
+    let p = Processor::start(
+        &env,
+        "a",
+        &with(&[
+            ("LIVE_WS_CONFLATE_THRESHOLD_BYTES", "2000"),
+            ("LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", "1000000"),
+        ]),
+    );
+    let t0 = now_ms() - 3_600_000;
+    // Only to know the map is loaded; gone before the traffic, so that `slow` is the one
+    // subscriber.
+    drop(subscribed_after_first_fix(&env, &p, event, 1, t0).await);
+    let mut slow = connect_with_small_receive_buffer(p.ws_addr, 4_096).await;
+    slow.subscribe(event).await;
+    // From here on `slow` is not read until positions were conflated.
+
+    let mut ts = t0;
+    let mut published = 0u64;
+    let mut batches = 0;
+    while metric(&p, CONFLATED).await < 1.0 {
+        assert!(
+            batches < MAX_BATCHES,
+            "nothing conflated after {published} fixes"
+        );
+        let mut payloads = Vec::new();
+        for _ in 0..ROUNDS_PER_BATCH {
+            ts += 10;
+            payloads.extend((1..=DEVICES).map(|n| fix(n, ts, 0.0)));
+        }
+        published += payloads.len() as u64;
+        env.publish(&payloads).await;
+        batches += 1;
+    }
+    let newest = ts;
+
+    // Reading again, the client gets each device's fixes in order and ends at its newest.
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    let mut got = 0u64;
+    while last.len() < DEVICES as usize || last.values().any(|t| *t < newest) {
+        let message = slow.next().await;
+        assert_eq!(message["type"], "position", "{message}");
+        let d = message["deviceId"].as_str().expect("deviceId").to_owned();
+        let t = message["ts"].as_i64().expect("ts");
+        if let Some(before) = last.insert(d.clone(), t) {
+            assert!(before < t, "{d}: {t} after {before}");
+        }
+        got += 1;
+    }
+    assert!(
+        got < published,
+        "conflation sent fewer than the {published} fixes ({got})"
+    );
+    assert_eq!(
+        metric(&p, "processor_live_slow_consumer_closes_total").await,
+        0.0
+    );
+    drop(p);
+    env.cleanup().await;
+}
