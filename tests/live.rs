@@ -542,27 +542,47 @@ async fn the_snapshot_has_the_newest_stored_non_faulty_fix_per_device_of_the_eve
     env.cleanup().await;
 }
 
+/// A processor conflating over 2,000 queued bytes and closing over `backpressure`, with one
+/// public event carrying devices 1..=`devices`; returns it with the fix time to start from.
+async fn slow_consumer_setup(
+    name: &str,
+    devices: u64,
+    backpressure: &str,
+) -> (TestEnv, Processor, uuid::Uuid, i64) {
+    let env = TestEnv::new(name).await;
+    let ids: Vec<String> = (1..=devices).map(device).collect();
+    let event = seed_event(&env, "public", &ids).await;
+    let p = Processor::start(
+        &env,
+        "a",
+        &with(&[
+            ("LIVE_WS_CONFLATE_THRESHOLD_BYTES", "2000"),
+            ("LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", backpressure),
+        ]),
+    );
+    (env, p, event, now_ms() - 3_600_000)
+}
+
+/// Records a position message's fix time for its device; fails if it is not newer.
+fn newer(last: &mut BTreeMap<String, i64>, message: &Value) {
+    assert_eq!(message["type"], "position", "{message}");
+    let d = message["deviceId"].as_str().expect("deviceId").to_owned();
+    let ts = message["ts"].as_i64().expect("ts");
+    if let Some(before) = last.insert(d.clone(), ts) {
+        assert!(before < ts, "{d}: {ts} after {before}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_is_closed_with_1013_and_a_fast_one_gets_everything() {
     const DEVICES: u64 = 400;
     const CHUNK: u64 = 50;
     const MAX_ROUNDS: u64 = 4_000;
     const CLOSES: &str = "processor_live_slow_consumer_closes_total";
-    let env = TestEnv::new("live_slow").await;
-    let devices: Vec<String> = (1..=DEVICES).map(device).collect();
-    let event = seed_event(&env, "public", &devices).await;
     // A round (CHUNK fixes of distinct devices, about 8 KB) fits the fast client's buffer
     // twice over below the back-pressure threshold; the slow client's parked fixes, one per
     // device, do not.
-    let p = Processor::start(
-        &env,
-        "a",
-        &with(&[
-            ("LIVE_WS_CONFLATE_THRESHOLD_BYTES", "2000"),
-            ("LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", "40000"),
-        ]),
-    );
-    let t0 = now_ms() - 3_600_000;
+    let (env, p, event, t0) = slow_consumer_setup("live_slow", DEVICES, "40000").await;
     let mut fast = subscribed_after_first_fix(&env, &p, event, 1, t0).await;
     let mut slow = connect_with_small_receive_buffer(p.ws_addr, 4_096).await;
     slow.subscribe(event).await;
@@ -609,12 +629,7 @@ async fn a_slow_client_is_closed_with_1013_and_a_fast_one_gets_everything() {
     let code = loop {
         match slow.next_frame().await {
             Frame::Json(message) => {
-                assert_eq!(message["type"], "position", "{message}");
-                let d = message["deviceId"].as_str().expect("deviceId").to_owned();
-                let ts = message["ts"].as_i64().expect("ts");
-                if let Some(before) = last.insert(d.clone(), ts) {
-                    assert!(before < ts, "{d}: {ts} after {before}");
-                }
+                newer(&mut last, &message);
                 got += 1;
             }
             Frame::Closed(code) => break code,
@@ -741,20 +756,9 @@ async fn a_client_that_stops_reading_is_conflated_and_catches_up_to_the_newest_f
     const ROUNDS_PER_BATCH: u64 = 50;
     const MAX_BATCHES: u64 = 400;
     const CONFLATED: &str = "processor_live_conflated_messages_total";
-    let env = TestEnv::new("live_conflate").await;
-    let devices: Vec<String> = (1..=DEVICES).map(device).collect();
-    let event = seed_event(&env, "public", &devices).await;
     // Parked fixes, one per device, stay far below the back-pressure threshold: this client
     // is conflated, never closed.
-    let p = Processor::start(
-        &env,
-        "a",
-        &with(&[
-            ("LIVE_WS_CONFLATE_THRESHOLD_BYTES", "2000"),
-            ("LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", "1000000"),
-        ]),
-    );
-    let t0 = now_ms() - 3_600_000;
+    let (env, p, event, t0) = slow_consumer_setup("live_conflate", DEVICES, "1000000").await;
     // Only to know the map is loaded; gone before the traffic, so that `slow` is the one
     // subscriber.
     drop(subscribed_after_first_fix(&env, &p, event, 1, t0).await);
@@ -785,13 +789,7 @@ async fn a_client_that_stops_reading_is_conflated_and_catches_up_to_the_newest_f
     let mut last: BTreeMap<String, i64> = BTreeMap::new();
     let mut got = 0u64;
     while last.len() < DEVICES as usize || last.values().any(|t| *t < newest) {
-        let message = slow.next().await;
-        assert_eq!(message["type"], "position", "{message}");
-        let d = message["deviceId"].as_str().expect("deviceId").to_owned();
-        let t = message["ts"].as_i64().expect("ts");
-        if let Some(before) = last.insert(d.clone(), t) {
-            assert!(before < t, "{d}: {t} after {before}");
-        }
+        newer(&mut last, &slow.next().await);
         got += 1;
     }
     assert!(
