@@ -32,6 +32,17 @@ pub struct Delivery {
     pub deliveries: u64,
 }
 
+impl Delivery {
+    /// The entry as the core takes it: a deleted entry has no payload.
+    pub fn into_entry(self) -> processor_core::stream::StreamEntry {
+        processor_core::stream::StreamEntry {
+            id: self.id,
+            payload: if self.deleted { None } else { self.payload },
+            deliveries: self.deliveries,
+        }
+    }
+}
+
 /// The reply to one `XAUTOCLAIM`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AutoClaim {

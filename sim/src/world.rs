@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use processor_core::durable::{
     ClaimResult, Command, DeadLetter, DurableConfig, DurableWriter, ReadFrom, WriteFailure,
 };
-use processor_core::stream::{EntryId, StreamEntry};
+use processor_core::stream::EntryId;
 use processor_core::UnixMillis;
 
 use crate::checker::{Checker, ViolationKind};
@@ -74,14 +74,6 @@ pub struct World {
     checker: Checker,
     trace: Trace,
     stats: WorldStats,
-}
-
-fn to_stream_entry(d: Delivery) -> StreamEntry {
-    StreamEntry {
-        id: d.id,
-        payload: if d.deleted { None } else { d.payload },
-        deliveries: d.deliveries,
-    }
 }
 
 impl World {
@@ -426,7 +418,7 @@ impl World {
                 }
                 Some(Answer::Read(Ok(got
                     .into_iter()
-                    .map(to_stream_entry)
+                    .map(Delivery::into_entry)
                     .collect())))
             }
             Command::Claim {
@@ -449,7 +441,11 @@ impl World {
                 }
                 Some(Answer::Claimed(Ok(ClaimResult {
                     next_cursor: claim.next_cursor,
-                    entries: claim.claimed.into_iter().map(to_stream_entry).collect(),
+                    entries: claim
+                        .claimed
+                        .into_iter()
+                        .map(Delivery::into_entry)
+                        .collect(),
                     deleted: claim.deleted,
                 })))
             }

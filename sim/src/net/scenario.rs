@@ -148,6 +148,7 @@ pub fn run_net_with(seed: u64, ack_on_read: bool) -> NetReport {
     let mut applied = Vec::new();
     let mut violations = Vec::new();
     let mut gateway_done = false;
+    let progress = std::env::var_os("SIM_NET_PROGRESS").is_some();
     loop {
         let elapsed = sim.elapsed().as_millis() as u64;
         while faults.last().is_some_and(|(t, _)| *t <= elapsed) {
@@ -162,7 +163,7 @@ pub fn run_net_with(seed: u64, ack_on_read: bool) -> NetReport {
             }
             applied.push(format!("{t} ms: {fault:?}"));
         }
-        if std::env::var_os("SIM_NET_PROGRESS").is_some() && elapsed % 5_000 < 10 {
+        if progress && elapsed % 5_000 < 10 {
             let st = servers.lock();
             eprintln!(
                 "{elapsed} ms: appended {}, undelivered {}, pending {}, stored {}",

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
 use turmoil::net::{TcpListener, TcpStream};
 
 use processor_core::durable::{ClaimResult, DeadLetter, ReadFrom, WriteRow};
@@ -77,7 +78,14 @@ pub struct State {
 
 /// Shared by every host of one run (turmoil runs them all on one thread).
 #[derive(Clone, Default)]
-pub struct Servers(Arc<Mutex<State>>);
+pub struct Servers(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes blocked reads when the gateway appends.
+    appended: Notify,
+}
 
 impl Servers {
     pub fn new() -> Servers {
@@ -93,7 +101,7 @@ impl Servers {
     pub fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock already failed the run; its state is still usable
         // for the report.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Files a request; returns its id.
@@ -119,6 +127,15 @@ impl Servers {
         self.lock().trace.as_ref().map_or(0, Trace::hash)
     }
 
+    /// The trace kept as text (with `SIM_NET_TRACE` set), for comparing two runs.
+    pub fn trace_text(&self) -> Vec<String> {
+        self.lock()
+            .trace
+            .as_ref()
+            .map(Trace::tail)
+            .unwrap_or_default()
+    }
+
     /// The gateway appends an entry (not over the network: it is not under test).
     pub fn append(&self, now_ms: u64, payload: Option<Bytes>, key: Option<PositionKey>) {
         let mut state = self.lock();
@@ -126,20 +143,14 @@ impl Servers {
         state.keys.insert(id, key);
         let print = payload.as_deref().map(fingerprint);
         record(&mut state, format_args!("{now_ms} append {id} {print:?}"));
+        drop(state);
+        self.0.appended.notify_waiters();
     }
 }
 
 fn record(state: &mut State, args: std::fmt::Arguments<'_>) {
     if let Some(trace) = state.trace.as_mut() {
         trace.record(args);
-    }
-}
-
-fn to_entry(d: Delivery) -> StreamEntry {
-    StreamEntry {
-        id: d.id,
-        payload: if d.deleted { None } else { d.payload },
-        deliveries: d.deliveries,
     }
 }
 
@@ -196,10 +207,16 @@ async fn execute(servers: &Servers, request: Request) -> Response {
                     got
                 };
                 // A read of pending entries never blocks, nor one that found something.
-                if !got.is_empty() || !matches!(from, ReadFrom::New) || now_ms() >= deadline {
-                    return Response::Read(got.into_iter().map(to_entry).collect());
+                let now = now_ms();
+                if !got.is_empty() || !matches!(from, ReadFrom::New) || now >= deadline {
+                    return Response::Read(got.into_iter().map(Delivery::into_entry).collect());
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // Until the next append or the end of BLOCK, as Redis does.
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(deadline - now),
+                    servers.0.appended.notified(),
+                )
+                .await;
             }
         }
         Request::Claim {
@@ -217,7 +234,11 @@ async fn execute(servers: &Servers, request: Request) -> Response {
             record(&mut state, format_args!("{now} claim {consumer} {ids:?}"));
             Response::Claim(ClaimResult {
                 next_cursor: claim.next_cursor,
-                entries: claim.claimed.into_iter().map(to_entry).collect(),
+                entries: claim
+                    .claimed
+                    .into_iter()
+                    .map(Delivery::into_entry)
+                    .collect(),
                 deleted: claim.deleted,
             })
         }
@@ -270,16 +291,5 @@ fn check_settled(state: &mut State, ids: &[EntryId], now: u64) {
                 what: format!("{id} acked before it was stored or dead-lettered"),
             });
         }
-    }
-}
-
-impl Servers {
-    /// The trace kept as text (with `SIM_NET_TRACE` set), for comparing two runs.
-    pub fn trace_text(&self) -> Vec<String> {
-        self.lock()
-            .trace
-            .as_ref()
-            .map(Trace::tail)
-            .unwrap_or_default()
     }
 }
