@@ -13,9 +13,25 @@ pub fn now() -> UnixMillis {
     UnixMillis(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-/// How long from now until `deadline` (zero when it has passed).
-pub fn until(deadline: UnixMillis) -> Duration {
-    Duration::from_millis(u64::try_from(deadline.since(now())).unwrap_or(0))
+/// The current time, as the core takes it: the wall clock in the service, simulated time
+/// in the simulation.
+pub trait Clock: Clone + Send + Sync + 'static {
+    fn now(&self) -> UnixMillis;
+
+    /// How long from now until `deadline` (zero when it has passed).
+    fn until(&self, deadline: UnixMillis) -> Duration {
+        Duration::from_millis(u64::try_from(deadline.since(self.now())).unwrap_or(0))
+    }
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixMillis {
+        now()
+    }
 }
 
 /// A fix time as the `SystemTime` Postgres' `timestamptz` takes.

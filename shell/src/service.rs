@@ -10,7 +10,9 @@ use processor_core::durable::DurableConfig;
 use processor_core::faulty::FaultyThresholds;
 use processor_core::live::LiveConfig;
 
+use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::hub::ports::RedisBroadcast;
 use crate::live::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::postgres::{connect_one, create_pool, PositionStore};
@@ -22,6 +24,9 @@ use crate::{durable, health, hub, migrate, ops_server, trimmer, websocket};
 /// First and longest delay between attempts to reach Redis or Postgres at start-up.
 const START_RETRY_MIN: Duration = Duration::from_millis(200);
 const START_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long one broadcast read waits for new entries. Short, since a stop is only seen
+/// between reads.
+const BROADCAST_BLOCK: Duration = Duration::from_millis(1_000);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -112,7 +117,8 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     let hub = tokio::spawn(hub::run(
         hub::HubContext {
             config: live_config(&config),
-            pool: pool.clone(),
+            store: pool.clone(),
+            clock: SystemClock,
             metrics: metrics.clone(),
         },
         hub_rx,
@@ -126,18 +132,22 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
             hub_tx.clone(),
             metrics.clone(),
             pool.clone(),
+            SystemClock,
         )),
         stop_rx.clone(),
     ));
     let broadcast = tokio::spawn(hub::broadcast::run(
-        redis.clone(),
-        control.clone(),
-        BroadcastGroup {
-            stream: config.telemetry_stream.clone(),
-            prefix: config.live.broadcast_group_prefix.clone(),
-            instance: instance_id.clone(),
+        RedisBroadcast {
+            client: redis.clone(),
+            control: control.clone(),
+            group: BroadcastGroup {
+                stream: config.telemetry_stream.clone(),
+                prefix: config.live.broadcast_group_prefix.clone(),
+                instance: instance_id.clone(),
+            },
+            ttl: Duration::from_millis(config.live.broadcast_group_ttl_ms),
+            block: BROADCAST_BLOCK,
         },
-        Duration::from_millis(config.live.broadcast_group_ttl_ms),
         hub_tx.clone(),
         readiness.clone(),
         stop_rx.clone(),
@@ -178,7 +188,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
                 block: Duration::from_millis(config.durable.block_ms),
             },
             store,
-            clock: durable::ports::SystemClock,
+            clock: SystemClock,
             metrics: metrics.clone(),
             readiness: readiness.clone(),
             core: durable_config(&config),

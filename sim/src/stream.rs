@@ -310,6 +310,16 @@ impl MemStream {
     pub fn last_id(&self) -> EntryId {
         self.last_id
     }
+
+    /// Up to `count` entries after `cursor`, for a group read with NOACK (which keeps no
+    /// pending list, only the cursor).
+    pub fn after(&self, cursor: EntryId, count: usize) -> Vec<(EntryId, Option<Bytes>)> {
+        self.entries
+            .range((Excluded(cursor), Unbounded))
+            .take(count.max(1))
+            .map(|(id, payload)| (*id, payload.clone()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

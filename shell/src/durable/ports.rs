@@ -1,4 +1,5 @@
-//! What the durable loop runs against: the stream, the positions store and the clock.
+//! What the durable loop runs against: the stream, the positions store and the clock
+//! ([`Clock`], shared with the live path).
 //!
 //! The service plugs in Redis ([`RedisStream`]), Postgres ([`PositionStore`]) and the wall
 //! clock ([`SystemClock`]); the simulation plugs in in-memory servers reached over a
@@ -9,12 +10,11 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 
-use processor_core::durable::{ClaimResult, DeadLetter, ReadFrom, WriteFailure, WriteRow};
-use processor_core::stream::{EntryId, StreamEntry};
-use processor_core::UnixMillis;
-
+pub use crate::clock::{Clock, SystemClock};
 use crate::postgres::PositionStore;
 use crate::redis_stream::{blocking_connection, DurableStream, StreamError};
+use processor_core::durable::{ClaimResult, DeadLetter, ReadFrom, WriteFailure, WriteRow};
+use processor_core::stream::{EntryId, StreamEntry};
 
 /// The durable consumer group's commands.
 pub trait StreamPort: Clone + Send + Sync + 'static {
@@ -57,26 +57,6 @@ pub trait BlockingReader: Send + 'static {
 pub trait StorePort: Clone + Send + Sync + 'static {
     /// Stores `rows`; `Ok(n)` once committed, n being the rows not stored before.
     fn write(&self, rows: &[WriteRow]) -> impl Future<Output = Result<u64, WriteFailure>> + Send;
-}
-
-/// The current time, as the core takes it.
-pub trait Clock: Clone + Send + Sync + 'static {
-    fn now(&self) -> UnixMillis;
-
-    /// How long from now until `deadline` (zero when it has passed).
-    fn until(&self, deadline: UnixMillis) -> Duration {
-        Duration::from_millis(u64::try_from(deadline.since(self.now())).unwrap_or(0))
-    }
-}
-
-/// The wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> UnixMillis {
-        crate::clock::now()
-    }
 }
 
 /// The durable group in Redis: blocking reads on a dedicated connection, everything else on

@@ -2,22 +2,20 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, watch};
 
-use crate::postgres::events;
-
+use super::ports::LiveStore;
 use super::HubInput;
 
-pub async fn run(
-    pool: Pool,
+pub async fn run<S: LiveStore>(
+    store: S,
     every: Duration,
     hub: mpsc::UnboundedSender<HubInput>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut version = 0u64;
     loop {
-        match events::load_device_map(&pool).await {
+        match store.device_map().await {
             Ok(map) => {
                 version += 1;
                 if hub.send(HubInput::DeviceMap { version, map }).is_err() {

@@ -6,6 +6,7 @@
 pub mod broadcast;
 pub mod device_map;
 pub mod input;
+pub mod ports;
 pub mod runner;
 
 pub use input::{HubInput, Outbound};

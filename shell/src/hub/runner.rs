@@ -4,15 +4,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, watch};
 
 use processor_core::live::{Command, ConnId, LiveConfig, LiveHub, LiveStats};
 
-use crate::clock;
+use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::postgres::events::{self, VisibilityCache};
+use crate::postgres::events::VisibilityCache;
 
+use super::ports::LiveStore;
 use super::{HubInput, Outbound};
 
 /// How long an event's visibility is trusted before it is read again.
@@ -20,20 +20,21 @@ const VISIBILITY_TTL_MS: u64 = 5_000;
 const VISIBILITY_CACHE_SIZE: usize = 10_000;
 const GAUGE_INTERVAL: Duration = Duration::from_millis(250);
 
-pub struct HubContext {
+pub struct HubContext<S: LiveStore, C: Clock> {
     pub config: LiveConfig,
-    pub pool: Pool,
+    pub store: S,
+    pub clock: C,
     pub metrics: Arc<Metrics>,
 }
 
 /// Runs until `stop`; then closes every client with 1001 and returns.
-pub async fn run(
-    ctx: HubContext,
+pub async fn run<S: LiveStore, C: Clock>(
+    ctx: HubContext<S, C>,
     mut inputs: mpsc::UnboundedReceiver<HubInput>,
     answers: mpsc::UnboundedSender<HubInput>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut hub = LiveHub::new(ctx.config.clone(), clock::now());
+    let mut hub = LiveHub::new(ctx.config.clone(), ctx.clock.now());
     let mut conns: BTreeMap<ConnId, mpsc::UnboundedSender<Outbound>> = BTreeMap::new();
     let cache = Arc::new(Mutex::new(VisibilityCache::new(
         VISIBILITY_TTL_MS,
@@ -53,17 +54,17 @@ pub async fn run(
             record_gauges(&ctx.metrics, &hub.stats());
             gauges_at = tokio::time::Instant::now();
         }
-        let timer = hub.poll_timeout().map(clock::until);
+        let timer = hub.poll_timeout().map(|t| ctx.clock.until(t));
         tokio::select! {
             input = inputs.recv() => match input {
-                Some(input) => feed(&mut hub, &mut conns, input),
+                Some(input) => feed(&mut hub, &mut conns, input, ctx.clock.now()),
                 None => break,
             },
             _ = tokio::time::sleep(timer.unwrap_or(Duration::MAX)), if timer.is_some() => {
-                hub.handle_timeout(clock::now());
+                hub.handle_timeout(ctx.clock.now());
             }
             _ = stop.wait_for(|s| *s) => {
-                hub.handle_shutdown(clock::now());
+                hub.handle_shutdown(ctx.clock.now());
                 while let Some(command) = hub.poll_command() {
                     execute(&ctx, command, &mut conns, &cache, &answers);
                 }
@@ -81,8 +82,8 @@ fn feed(
     hub: &mut LiveHub,
     conns: &mut BTreeMap<ConnId, mpsc::UnboundedSender<Outbound>>,
     input: HubInput,
+    now: processor_core::UnixMillis,
 ) {
-    let now = clock::now();
     match input {
         HubInput::Connected {
             conn,
@@ -123,8 +124,8 @@ fn feed(
     }
 }
 
-fn execute(
-    ctx: &HubContext,
+fn execute<S: LiveStore, C: Clock>(
+    ctx: &HubContext<S, C>,
     command: Command,
     conns: &mut BTreeMap<ConnId, mpsc::UnboundedSender<Outbound>>,
     cache: &Arc<Mutex<VisibilityCache>>,
@@ -152,7 +153,7 @@ fn execute(
         }
         Command::Authorize { request, topic, .. } => {
             let event = topic.event_id();
-            let now = clock::now().as_i64().max(0) as u64;
+            let now = ctx.clock.now().as_i64().max(0) as u64;
             let cached = cache.lock().ok().and_then(|c| c.get(event, now));
             if let Some(visibility) = cached {
                 let _ = answers.send(HubInput::Authorized {
@@ -161,13 +162,12 @@ fn execute(
                 });
                 return;
             }
-            let (pool, cache, answers) = (ctx.pool.clone(), cache.clone(), answers.clone());
+            let (store, clock) = (ctx.store.clone(), ctx.clock.clone());
+            let (cache, answers) = (cache.clone(), answers.clone());
             tokio::spawn(async move {
-                let visibility = events::event_visibility(&pool, event)
-                    .await
-                    .map_err(|e| e.to_string());
+                let visibility = store.visibility(event).await.map_err(|e| e.to_string());
                 if let (Ok(v), Ok(mut c)) = (&visibility, cache.lock()) {
-                    c.insert(event, *v, clock::now().as_i64().max(0) as u64);
+                    c.insert(event, *v, clock.now().as_i64().max(0) as u64);
                 }
                 let _ = answers.send(HubInput::Authorized {
                     request,
@@ -178,11 +178,9 @@ fn execute(
         Command::LoadSnapshot {
             request, devices, ..
         } => {
-            let (pool, answers) = (ctx.pool.clone(), answers.clone());
+            let (store, answers) = (ctx.store.clone(), answers.clone());
             tokio::spawn(async move {
-                let positions = events::load_snapshot(&pool, &devices)
-                    .await
-                    .map_err(|e| e.to_string());
+                let positions = store.snapshot(devices).await.map_err(|e| e.to_string());
                 let _ = answers.send(HubInput::Snapshot { request, positions });
             });
         }

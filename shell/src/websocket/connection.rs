@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use processor_core::live::{ConnId, Principal};
 
-use crate::clock;
+use crate::clock::Clock;
 use crate::hub::{HubInput, Outbound};
 use crate::metrics::Metrics;
 
@@ -25,12 +25,13 @@ const MAX_FRAMES_PER_FLUSH: usize = 256;
 /// on a full socket, even after the hub has asked to close it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn run(
+pub async fn run<C: Clock>(
     ws: HyperWebsocketStream,
     conn: ConnId,
     principal: Principal,
     hub: mpsc::UnboundedSender<HubInput>,
     metrics: Arc<Metrics>,
+    clock: C,
 ) {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     if hub
@@ -45,7 +46,7 @@ pub async fn run(
     }
     let (sink, stream) = ws.split();
     tokio::select! {
-        _ = write(sink, out_rx, conn, &hub, &metrics) => {}
+        _ = write(sink, out_rx, conn, &hub, &metrics, &clock) => {}
         _ = read(stream, conn, &hub) => {}
     }
     let _ = hub.send(HubInput::Closed { conn });
@@ -83,12 +84,13 @@ async fn read(
     }
 }
 
-async fn write(
+async fn write<C: Clock>(
     mut sink: futures_util::stream::SplitSink<HyperWebsocketStream, Message>,
     mut queue: mpsc::UnboundedReceiver<Outbound>,
     conn: ConnId,
     hub: &mpsc::UnboundedSender<HubInput>,
     metrics: &Metrics,
+    clock: &C,
 ) {
     let mut batch = Vec::with_capacity(MAX_FRAMES_PER_FLUSH);
     while queue.recv_many(&mut batch, MAX_FRAMES_PER_FLUSH).await > 0 {
@@ -100,7 +102,7 @@ async fn write(
                     if let Some(fix) = fix_ts {
                         metrics
                             .live_broadcast_lag_ms
-                            .observe(clock::now().since(fix).max(0) as f64);
+                            .observe(clock.now().since(fix).max(0) as f64);
                     }
                     written += bytes.len() as u64;
                     match Utf8Bytes::try_from(bytes) {

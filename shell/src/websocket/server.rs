@@ -15,17 +15,18 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use processor_core::live::ConnId;
 
-use crate::clock;
+use crate::clock::Clock;
+use crate::hub::ports::LiveStore;
 use crate::hub::HubInput;
 use crate::live::auth::Authenticator;
 use crate::map_page;
 use crate::metrics::Metrics;
-use crate::postgres::events::public_events;
+
+use super::Listener;
 
 /// A message over this size, all its frames together, closes the connection with 1009
 /// (contract section 5); smaller ones over `LIVE_WS_MAX_MESSAGE_BYTES` get `bad_request`.
@@ -34,35 +35,42 @@ pub const HARD_MESSAGE_LIMIT: usize = 64 * 1024;
 /// messages are a few hundred bytes.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
-pub struct WsContext {
+pub struct WsContext<S: LiveStore, C: Clock> {
     pub auth: Authenticator,
     pub hub: mpsc::UnboundedSender<HubInput>,
     pub metrics: Arc<Metrics>,
-    pub pool: deadpool_postgres::Pool,
+    pub store: S,
+    pub clock: C,
     next_conn: AtomicU64,
 }
 
-impl WsContext {
+impl<S: LiveStore, C: Clock> WsContext<S, C> {
     pub fn new(
         auth: Authenticator,
         hub: mpsc::UnboundedSender<HubInput>,
         metrics: Arc<Metrics>,
-        pool: deadpool_postgres::Pool,
-    ) -> WsContext {
+        store: S,
+        clock: C,
+    ) -> WsContext<S, C> {
         WsContext {
             auth,
             hub,
             metrics,
-            pool,
+            store,
+            clock,
             next_conn: AtomicU64::new(1),
         }
     }
 }
 
 /// Accepts clients until `stop` turns true.
-pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>, mut stop: watch::Receiver<bool>) {
+pub async fn serve<L: Listener, S: LiveStore, C: Clock>(
+    mut listener: L,
+    ctx: Arc<WsContext<S, C>>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        let (stream, _) = tokio::select! {
+        let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(error) => {
@@ -72,7 +80,6 @@ pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>, mut stop: watch::
             },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
@@ -90,7 +97,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>, mut stop: watch::
     }
 }
 
-async fn respond(req: Request<Incoming>, ctx: &Arc<WsContext>) -> Response<Full<Bytes>> {
+async fn respond<S: LiveStore, C: Clock>(
+    req: Request<Incoming>,
+    ctx: &Arc<WsContext<S, C>>,
+) -> Response<Full<Bytes>> {
     if req.uri().path() == "/live" {
         return upgrade(req, ctx);
     }
@@ -109,14 +119,17 @@ async fn respond(req: Request<Incoming>, ctx: &Arc<WsContext>) -> Response<Full<
     }
 }
 
-fn upgrade(mut req: Request<Incoming>, ctx: &Arc<WsContext>) -> Response<Full<Bytes>> {
+fn upgrade<S: LiveStore, C: Clock>(
+    mut req: Request<Incoming>,
+    ctx: &Arc<WsContext<S, C>>,
+) -> Response<Full<Bytes>> {
     if !hyper_tungstenite::is_upgrade_request(&req) {
         return text(
             StatusCode::BAD_REQUEST,
             "a WebSocket upgrade is expected here\n",
         );
     }
-    let now_s = u64::try_from(clock::now().as_i64() / 1_000).unwrap_or(0);
+    let now_s = u64::try_from(ctx.clock.now().as_i64() / 1_000).unwrap_or(0);
     let principal = match ctx.auth.authenticate(req.headers(), req.uri(), now_s) {
         Ok(p) => p,
         Err(error) => {
@@ -133,10 +146,10 @@ fn upgrade(mut req: Request<Incoming>, ctx: &Arc<WsContext>) -> Response<Full<By
         Err(_) => return text(StatusCode::BAD_REQUEST, "invalid WebSocket upgrade\n"),
     };
     let conn = ConnId(ctx.next_conn.fetch_add(1, Ordering::Relaxed));
-    let (hub, metrics) = (ctx.hub.clone(), ctx.metrics.clone());
+    let (hub, metrics, clock) = (ctx.hub.clone(), ctx.metrics.clone(), ctx.clock.clone());
     tokio::spawn(async move {
         match websocket.await {
-            Ok(ws) => super::connection::run(ws, conn, principal, hub, metrics).await,
+            Ok(ws) => super::connection::run(ws, conn, principal, hub, metrics, clock).await,
             Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
         }
     });
@@ -144,8 +157,8 @@ fn upgrade(mut req: Request<Incoming>, ctx: &Arc<WsContext>) -> Response<Full<By
 }
 
 /// `[{"id": uuid, "name": text}]`, the public events by name.
-async fn events(ctx: &Arc<WsContext>) -> Response<Full<Bytes>> {
-    let events = match public_events(&ctx.pool).await {
+async fn events<S: LiveStore, C: Clock>(ctx: &Arc<WsContext<S, C>>) -> Response<Full<Bytes>> {
+    let events = match ctx.store.public_events().await {
         Ok(events) => events,
         Err(error) => {
             tracing::warn!(%error, "cannot list the public events");

@@ -6,6 +6,8 @@
 //! Not yet here: the live path (the hub runner, the broadcast consumer and WebSocket clients
 //! over simulated TCP).
 
+pub mod live_ports;
+pub mod live_server;
 pub mod ports;
 pub mod scenario;
 pub mod servers;

@@ -17,7 +17,7 @@ use super::servers::{Request, Response, Servers, POSTGRES_PORT, REDIS_PORT};
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One request over a fresh connection: connect, send the id, wait for it to come back.
-async fn call(
+pub(super) async fn call(
     servers: &Servers,
     host: &str,
     port: u16,

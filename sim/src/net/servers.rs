@@ -19,6 +19,7 @@ use turmoil::net::{TcpListener, TcpStream};
 use processor_core::durable::{ClaimResult, DeadLetter, ReadFrom, WriteRow};
 use processor_core::stream::{EntryId, StreamEntry};
 
+use super::live_server::{self, LiveRequest, LiveResponse, LiveTables};
 use crate::store::{MemStore, PositionKey};
 use crate::stream::{Delivery, MemStream};
 use crate::trace::{fingerprint, Trace};
@@ -44,6 +45,7 @@ pub enum Request {
     Ack(Vec<EntryId>),
     DeadLetter(Vec<DeadLetter>),
     Write(Vec<WriteRow>),
+    Live(LiveRequest),
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +54,7 @@ pub enum Response {
     Claim(ClaimResult),
     Done,
     Written(u64),
+    Live(LiveResponse),
 }
 
 /// What the observer found wrong while serving.
@@ -70,6 +73,8 @@ pub struct State {
     /// Entry id to the key its payload decodes to (`None`: undecodable).
     pub keys: BTreeMap<EntryId, Option<PositionKey>>,
     pub violations: Vec<NetViolation>,
+    /// The broadcast groups, heartbeats and events tables of the live path.
+    pub live: LiveTables,
     requests: BTreeMap<u64, Request>,
     responses: BTreeMap<u64, Response>,
     next_request: u64,
@@ -148,13 +153,20 @@ impl Servers {
     }
 }
 
-fn record(state: &mut State, args: std::fmt::Arguments<'_>) {
+impl Servers {
+    /// Resolves at the next append (or never, if none comes: wrap it in a timeout).
+    pub(super) async fn next_append(&self) {
+        self.0.appended.notified().await
+    }
+}
+
+pub(super) fn record(state: &mut State, args: std::fmt::Arguments<'_>) {
     if let Some(trace) = state.trace.as_mut() {
         trace.record(args);
     }
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     turmoil::since_epoch().map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -258,6 +270,7 @@ async fn execute(servers: &Servers, request: Request) -> Response {
             state.dead_letters.extend(entries);
             Response::Done
         }
+        Request::Live(request) => Response::Live(live_server::execute(servers, request).await),
         Request::Write(rows) => {
             let mut state = servers.lock();
             let now = now_ms();
