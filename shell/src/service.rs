@@ -136,6 +136,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         )),
         stop_rx.clone(),
     ));
+    let (map_loaded_tx, map_loaded) = watch::channel(false);
     let broadcast = tokio::spawn(hub::broadcast::run(
         RedisBroadcast {
             client: redis.clone(),
@@ -150,12 +151,14 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         },
         hub_tx.clone(),
         readiness.clone(),
+        map_loaded,
         stop_rx.clone(),
     ));
     let device_map = tokio::spawn(hub::device_map::run(
         pool.clone(),
         Duration::from_millis(config.live.device_event_refresh_ms),
         hub_tx.clone(),
+        map_loaded_tx,
         stop_rx.clone(),
     ));
     drop(hub_tx);

@@ -14,15 +14,25 @@ use super::HubInput;
 const BATCH: usize = 1_000;
 const RETRY: Duration = Duration::from_millis(500);
 
-/// Reads until `stop`, checked between reads (a read in flight is never cancelled). Keeps
-/// the heartbeat fresh, removes dead instances' groups, and destroys its own group on the
-/// way out.
+/// Starts once the hub has its first device-to-event map (`map_loaded`), so that no
+/// position reaches it before it can be routed. Reads until `stop`, checked between reads
+/// (a read in flight is never cancelled). Keeps the heartbeat fresh, removes dead
+/// instances' groups, and destroys its own group on the way out.
 pub async fn run<B: BroadcastPort>(
     port: B,
     hub: mpsc::UnboundedSender<HubInput>,
     readiness: Arc<Readiness>,
-    stop: watch::Receiver<bool>,
+    mut map_loaded: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
+    tokio::select! {
+        loaded = map_loaded.wait_for(|l| *l) => {
+            if loaded.is_err() {
+                return;
+            }
+        }
+        _ = stop.wait_for(|s| *s) => return,
+    }
     let heartbeat = tokio::spawn(keep_alive(port.clone(), stop.clone()));
     let mut reader = None;
     while !*stop.borrow() {

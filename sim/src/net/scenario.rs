@@ -195,7 +195,7 @@ pub fn run_net_with(seed: u64, ack_on_read: bool) -> NetReport {
             break;
         }
     }
-    judge(&servers, &expected, &mut violations);
+    judge_durable(&servers, &expected, &mut violations);
     let trace_hash = servers.trace_hash();
     if let Some(path) = std::env::var_os("SIM_NET_TRACE") {
         // A replay's trace as text, to compare two runs line by line.
@@ -251,7 +251,12 @@ fn quiet(servers: &Servers, total: usize, expected: &BTreeSet<PositionKey>) -> b
         && expected.iter().all(|k| state.store.rows().contains_key(k))
 }
 
-fn judge(servers: &Servers, expected: &BTreeSet<PositionKey>, violations: &mut Vec<String>) {
+/// The durable invariants, once the run is quiet.
+pub(super) fn judge_durable(
+    servers: &Servers,
+    expected: &BTreeSet<PositionKey>,
+    violations: &mut Vec<String>,
+) {
     let state = servers.lock();
     violations.extend(
         state

@@ -154,6 +154,11 @@ impl Servers {
 }
 
 impl Servers {
+    /// Records a line of the run (a fault, a change to the tables) in the trace.
+    pub fn note(&self, args: std::fmt::Arguments<'_>) {
+        record(&mut self.lock(), args);
+    }
+
     /// Resolves at the next append (or never, if none comes: wrap it in a timeout).
     pub(super) async fn next_append(&self) {
         self.0.appended.notified().await

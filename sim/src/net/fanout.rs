@@ -1,0 +1,655 @@
+//! One seeded run of the whole processor over the network: two instances (durable loop and
+//! live path) on turmoil hosts, the Redis and Postgres stand-ins on theirs, a gateway
+//! appending positions, and WebSocket clients on client hosts, fast and slow, connected to
+//! either instance, one of them with a token for a private event. Faults: a partition from
+//! Redis and one from Postgres (healed), an instance crashed and bounced, sometimes another
+//! crashed for good, and a skewed clock. A device joins an event mid-run; another is in no
+//! event.
+//!
+//! Judged on every run:
+//! - every frame, as it arrives (the live model's checker): snapshot before any position of
+//!   its topic, one snapshot per subscription, `ts` never backwards per (topic, device), no
+//!   faulty fix, nothing of a topic not subscribed (the private event included);
+//! - no error but the expected `forbidden` and the retryable look-up failures;
+//! - while no fault is in effect, a fast client gets each position within
+//!   [`CALM_LATENCY_BOUND_MS`] of its append, whatever the slow clients do;
+//! - when the run goes quiet, every client holds the newest fix of every device of its
+//!   topics (the device that joined included), on whichever instance it ended up;
+//! - the orphan counter of an instance that never crashed equals the records of the device
+//!   in no event;
+//! - the group of an instance crashed for good is removed; no other is;
+//! - the durable invariants of [`super::scenario`]: nothing acked before it is safe, every
+//!   distinct position stored, nothing left pending, undecodable entries dead-lettered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use processor_core::durable::DurableConfig;
+use processor_core::faulty::FaultyThresholds;
+use processor_core::live::{LiveConfig, Visibility};
+use processor_shell::metrics::Metrics;
+
+use super::instance::{self, InstancePlan, TOKEN_SECRET};
+use super::scenario::judge_durable;
+use super::servers::{now_ms, serve, Servers, POSTGRES_PORT, REDIS_PORT};
+use super::ws_client::{self, ClientPlan, Observed};
+use crate::rng::SimRng;
+use crate::store::PositionKey;
+use crate::traffic::T0;
+
+/// Simulated time a run may take before it counts as stuck.
+const BUDGET: Duration = Duration::from_secs(120);
+const TICK: Duration = Duration::from_millis(10);
+/// The bound this layer states for "a slow client never delays a fast one": while no fault
+/// is in effect, a fast client reads each position at most this long after its append.
+pub const CALM_LATENCY_BOUND_MS: u64 = 500;
+/// How long after a fault is repaired the system is given to settle before "calm" again.
+const SETTLE_MS: u64 = 3_000;
+const GROUP_TTL: Duration = Duration::from_secs(4);
+const MAP_REFRESH: Duration = Duration::from_millis(500);
+/// A device's first fix comes this long after it joined an event, so that every instance
+/// that can reach Postgres has the new map by then (the orphan count stays exact).
+const JOIN_MARGIN_MS: u64 = 2_000;
+
+const PUBLIC_1: Uuid = Uuid::from_u128(0xe1);
+const PUBLIC_2: Uuid = Uuid::from_u128(0xe2);
+const PRIVATE: Uuid = Uuid::from_u128(0xe3);
+const DEVICES: usize = 10;
+/// In no event.
+const ORPHAN: usize = 8;
+/// Joins the first public event mid-run.
+const JOINER: usize = 9;
+
+fn device(i: usize) -> String {
+    format!("3563070424410{i:02}")
+}
+
+fn topic(event: Uuid) -> String {
+    format!("event:{event}")
+}
+
+/// The events each device starts in.
+fn initial_members() -> BTreeMap<String, BTreeSet<Uuid>> {
+    let mut map: BTreeMap<String, BTreeSet<Uuid>> = BTreeMap::new();
+    for (devices, event) in [(0..4, PUBLIC_1), (3..6, PUBLIC_2), (6..8, PRIVATE)] {
+        for d in devices {
+            map.entry(device(d)).or_default().insert(event);
+        }
+    }
+    map
+}
+
+#[derive(Debug, Clone)]
+pub struct FanoutReport {
+    pub seed: u64,
+    pub violations: Vec<String>,
+    pub faults: Vec<String>,
+    pub trace_hash: u64,
+    pub entries: usize,
+    pub frames: u64,
+    /// Most simulated ms a fast client waited for a position while no fault was in effect.
+    pub calm_latency_max_ms: u64,
+    pub conflated: u64,
+    pub sessions: usize,
+    pub sim_ms: u64,
+}
+
+impl FanoutReport {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Fault {
+    Partition(&'static str, &'static str),
+    Repair(&'static str, &'static str),
+    Crash(&'static str),
+    Bounce(&'static str),
+}
+
+struct FaultPlan {
+    faults: Vec<(u64, Fault)>,
+    /// Windows of simulated time not calm: from a fault until it settled.
+    unsettled: Vec<(u64, u64)>,
+    crashed: BTreeSet<&'static str>,
+    dead_for_good: Option<&'static str>,
+    join_at: u64,
+}
+
+fn plan_faults(rng: &mut SimRng) -> FaultPlan {
+    let mut faults = Vec::new();
+    let mut unsettled = Vec::new();
+    let mut crashed = BTreeSet::new();
+    let (redis_cut, redis_len) = (rng.range(3_000, 15_000), rng.range(300, 3_000));
+    faults.push((redis_cut, Fault::Partition("p1", "redis")));
+    faults.push((redis_cut + redis_len, Fault::Repair("p1", "redis")));
+    unsettled.push((redis_cut, redis_cut + redis_len + SETTLE_MS));
+    let (pg_cut, pg_len) = (rng.range(2_000, 6_000), rng.range(300, 3_000));
+    faults.push((pg_cut, Fault::Partition("p2", "postgres")));
+    faults.push((pg_cut + pg_len, Fault::Repair("p2", "postgres")));
+    unsettled.push((pg_cut, pg_cut + pg_len + SETTLE_MS));
+    // After the Postgres partition, so both instances load the new map in time.
+    let join_at = rng.range(pg_cut + pg_len + 500, 14_000);
+    if rng.chance(0.7) {
+        let (crash, down) = (rng.range(4_000, 16_000), rng.range(100, 3_000));
+        faults.push((crash, Fault::Crash("p1")));
+        faults.push((crash + down, Fault::Bounce("p1")));
+        unsettled.push((crash, crash + down + SETTLE_MS));
+        crashed.insert("p1");
+    }
+    let mut dead_for_good = None;
+    if rng.chance(0.3) {
+        let crash = rng.range(12_000, 20_000);
+        faults.push((crash, Fault::Crash("p2")));
+        unsettled.push((crash, crash + SETTLE_MS * 2));
+        crashed.insert("p2");
+        dead_for_good = Some("p2");
+    }
+    faults.sort_by_key(|(t, _)| *t);
+    FaultPlan {
+        faults,
+        unsettled,
+        crashed,
+        dead_for_good,
+        join_at,
+    }
+}
+
+fn live_config() -> LiveConfig {
+    LiveConfig {
+        // Small, so that a slow client's queue passes it within a few frames.
+        conflate_threshold_bytes: 2 * 1024,
+        backpressure_threshold_bytes: 256 * 1024,
+        ping_interval_ms: 1_000,
+        ..LiveConfig::default()
+    }
+}
+
+fn durable_config() -> DurableConfig {
+    DurableConfig {
+        batch_size: 16,
+        max_in_flight: 2,
+        max_deliveries: 5,
+        claim_idle_ms: 2_000,
+        claim_interval_ms: 1_000,
+        retry_min_ms: 50,
+        retry_max_ms: 1_000,
+        faulty: FaultyThresholds::default(),
+    }
+}
+
+/// One drawn gateway step.
+#[derive(Debug, Clone)]
+enum Item {
+    Fix {
+        device: usize,
+        back_ms: u64,
+        /// 0: sound; 1: at (0, 0); 2: no satellites.
+        fault: u8,
+        duplicate: bool,
+        late_ms: Option<u64>,
+    },
+    Garbage,
+}
+
+fn draw_traffic(rng: &mut SimRng) -> Vec<(u64, Item)> {
+    (0..rng.range(200, 350))
+        .map(|_| {
+            let item = if rng.chance(0.03) {
+                Item::Garbage
+            } else {
+                Item::Fix {
+                    device: rng.index(DEVICES),
+                    back_ms: rng.range(0, 800),
+                    fault: match rng.below(40) {
+                        0 => 1,
+                        1 => 2,
+                        _ => 0,
+                    },
+                    duplicate: rng.chance(0.1),
+                    late_ms: rng.chance(0.05).then(|| rng.range(100, 2_000)),
+                }
+            };
+            (rng.range(20, 120), item)
+        })
+        .collect()
+}
+
+struct Gateway {
+    servers: Servers,
+    observed: Observed,
+    last_ts: BTreeMap<usize, i64>,
+    late: Vec<(u64, usize, i64, u8)>,
+}
+
+impl Gateway {
+    fn fix_payload(d: usize, ts: i64, fault: u8) -> Bytes {
+        let seconds = (ts - T0 as i64) as f64 / 1_000.0;
+        let (mut lat, mut lon) = (
+            54.0 + d as f64 * 0.01 + seconds * 1e-5,
+            25.0 + seconds * 1e-5,
+        );
+        if fault == 1 {
+            (lat, lon) = (0.0, 0.0);
+        }
+        let satellites = if fault == 2 { 0 } else { 9 };
+        Bytes::from(
+            serde_json::json!({
+                "device_id": device(d), "timestamp": ts, "latitude": lat, "longitude": lon,
+                "satellites": satellites, "speed": 4.0, "angle": 90.0
+            })
+            .to_string(),
+        )
+    }
+
+    /// A fresh fix time for `d`: never before its last one.
+    fn next_ts(&mut self, d: usize, now: u64, back_ms: u64) -> i64 {
+        let last = self.last_ts.get(&d).copied().unwrap_or(i64::MIN);
+        let ts = (now as i64 - back_ms as i64).max(last.saturating_add(1));
+        self.last_ts.insert(d, ts);
+        ts
+    }
+
+    fn append_fix(&mut self, d: usize, ts: i64, fault: u8) {
+        let now = now_ms();
+        {
+            let mut seen = self.observed.lock();
+            let p = &mut seen.published;
+            p.appended_at.entry((device(d), ts)).or_insert(now);
+            if fault != 0 {
+                p.faulty.insert((device(d), ts));
+            } else {
+                let newest = p.newest.entry(device(d)).or_insert(i64::MIN);
+                *newest = (*newest).max(ts);
+            }
+            if d == ORPHAN {
+                p.orphans += 1;
+            }
+        }
+        let key: PositionKey = (device(d), ts);
+        self.servers
+            .append(now, Some(Gateway::fix_payload(d, ts, fault)), Some(key));
+    }
+
+    fn flush_late(&mut self, all: bool) {
+        let now = now_ms();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.late)
+            .into_iter()
+            .partition(|(at, ..)| all || *at <= now);
+        self.late = later;
+        for (_, d, ts, fault) in due {
+            self.append_fix(d, ts, fault);
+        }
+    }
+}
+
+/// The gateway: waits for both broadcast groups, appends the drawn traffic, lets the
+/// joiner in, then waits for the scenario's word and appends one last fix per device.
+async fn gateway(
+    servers: Servers,
+    observed: Observed,
+    traffic: Vec<(u64, Item)>,
+    join_at: u64,
+) -> turmoil::Result {
+    while servers.lock().live.groups.len() < 2 {
+        tokio::time::sleep(TICK).await;
+    }
+    let mut g = Gateway {
+        servers: servers.clone(),
+        observed: observed.clone(),
+        last_ts: BTreeMap::new(),
+        late: Vec::new(),
+    };
+    let mut joined = None;
+    for (gap, item) in traffic {
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+        let now = now_ms();
+        let elapsed = now - T0;
+        if joined.is_none() && elapsed >= join_at {
+            servers
+                .lock()
+                .live
+                .members
+                .entry(device(JOINER))
+                .or_default()
+                .insert(PUBLIC_1);
+            servers.note(format_args!("{now} {} joins {PUBLIC_1}", device(JOINER)));
+            joined = Some(elapsed);
+        }
+        g.flush_late(false);
+        match item {
+            Item::Garbage => {
+                servers.append(now, Some(Bytes::from_static(b"{\"device_id\":")), None)
+            }
+            Item::Fix {
+                device: d,
+                back_ms,
+                fault,
+                duplicate,
+                late_ms,
+            } => {
+                if d == JOINER && joined.is_none_or(|at| elapsed < at + JOIN_MARGIN_MS) {
+                    continue;
+                }
+                let ts = g.next_ts(d, now, back_ms);
+                if let Some(late) = late_ms {
+                    g.late.push((now + late, d, ts, fault));
+                    continue;
+                }
+                g.append_fix(d, ts, fault);
+                if duplicate {
+                    g.append_fix(d, ts, fault);
+                }
+            }
+        }
+    }
+    g.flush_late(true);
+    observed.lock().traffic_done = true;
+    while !observed.lock().final_round {
+        tokio::time::sleep(TICK).await;
+    }
+    let now = now_ms();
+    for d in 0..DEVICES {
+        if d == JOINER && joined.is_none() {
+            continue;
+        }
+        let ts = g.next_ts(d, now, 0);
+        g.append_fix(d, ts, 0);
+    }
+    Ok(())
+}
+
+fn token_for(event: Uuid) -> String {
+    let claims = serde_json::json!({
+        "sub": "sim-client",
+        "events": [event.to_string()],
+        "exp": T0 / 1_000 + 86_400,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(TOKEN_SECRET.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
+fn client_plans(seed: u64) -> Vec<ClientPlan> {
+    let (e1, e2, e3) = (topic(PUBLIC_1), topic(PUBLIC_2), topic(PRIVATE));
+    let plan = |i: u64, slow: bool, topics: Vec<&String>, forbidden: Vec<&String>| ClientPlan {
+        name: format!("c{i}"),
+        home: if i % 2 == 0 { "p1" } else { "p2" },
+        other: if i % 2 == 0 { "p2" } else { "p1" },
+        slow,
+        topics: topics.into_iter().cloned().collect(),
+        forbidden: forbidden.into_iter().cloned().collect(),
+        token: None,
+        seed: seed ^ (0xc11e_0000 + i),
+    };
+    let mut granted = plan(5, true, vec![&e1, &e3], vec![]);
+    granted.token = Some(token_for(PRIVATE));
+    vec![
+        plan(0, false, vec![&e1, &e2], vec![]),
+        plan(1, false, vec![&e1], vec![]),
+        plan(2, false, vec![&e2], vec![&e3]),
+        plan(3, false, vec![&e1, &e2], vec![&e3]),
+        plan(4, true, vec![&e1, &e2], vec![]),
+        granted,
+    ]
+}
+
+/// Runs one seed. Prints `SIM_SEED=<seed>` first.
+pub fn run_fanout(seed: u64) -> FanoutReport {
+    eprintln!("SIM_SEED={seed}");
+    let mut rng = SimRng::new(seed);
+    let servers = Servers::new();
+    {
+        let mut state = servers.lock();
+        state.live.members = initial_members();
+        state.live.events = BTreeMap::from([
+            (PUBLIC_1, ("Rally".to_owned(), Visibility::Public)),
+            (PUBLIC_2, ("Marathon".to_owned(), Visibility::Public)),
+            (PRIVATE, ("Team training".to_owned(), Visibility::Private)),
+        ]);
+    }
+    let observed = Observed::default();
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_millis(T0))
+        .simulation_duration(BUDGET + Duration::from_secs(60))
+        .tick_duration(TICK)
+        .build();
+    for (host, port) in [("redis", REDIS_PORT), ("postgres", POSTGRES_PORT)] {
+        let s = servers.clone();
+        sim.host(host, move || serve(s.clone(), port));
+    }
+    let skew_ms = rng.range_i64(-30_000, 30_000);
+    let mut metrics = BTreeMap::new();
+    for (name, skew_ms) in [("p1", 0), ("p2", skew_ms)] {
+        let plan = InstancePlan {
+            name,
+            skew_ms,
+            durable: durable_config(),
+            live: live_config(),
+            map_refresh: MAP_REFRESH,
+            group_ttl: GROUP_TTL,
+            metrics: Arc::new(Metrics::new(name)),
+        };
+        metrics.insert(name, plan.metrics.clone());
+        let s = servers.clone();
+        sim.host(name, move || instance::run(s.clone(), plan.clone()));
+    }
+    for plan in client_plans(seed) {
+        let o = observed.clone();
+        let name = plan.name.clone();
+        sim.host(name.as_str(), move || {
+            ws_client::run(plan.clone(), o.clone())
+        });
+    }
+    let mut fault_plan = plan_faults(&mut rng);
+    let traffic = draw_traffic(&mut rng);
+    let (s, o, join_at) = (servers.clone(), observed.clone(), fault_plan.join_at);
+    sim.client("gateway", gateway(s, o, traffic, join_at));
+
+    let mut faults = std::mem::take(&mut fault_plan.faults);
+    faults.reverse();
+    let mut applied = Vec::new();
+    let mut violations = Vec::new();
+    let mut final_due_at = None;
+    let mut gateway_done = false;
+    loop {
+        let elapsed = sim.elapsed().as_millis() as u64;
+        while faults.last().is_some_and(|(t, _)| *t <= elapsed) {
+            let Some((t, fault)) = faults.pop() else {
+                break;
+            };
+            match &fault {
+                Fault::Partition(a, b) => sim.partition(*a, *b),
+                Fault::Repair(a, b) => sim.repair(*a, *b),
+                Fault::Crash(h) => sim.crash(*h),
+                Fault::Bounce(h) => sim.bounce(*h),
+            }
+            servers.note(format_args!("{t} ms: {fault:?}"));
+            applied.push(format!("{t} ms: {fault:?}"));
+        }
+        match sim.step() {
+            Ok(done) => gateway_done |= done,
+            Err(e) => {
+                violations.push(format!("a host failed: {e}"));
+                break;
+            }
+        }
+        if elapsed % 100 == 0 {
+            if final_due_at.is_none()
+                && faults.is_empty()
+                && observed.lock().traffic_done
+                && durable_quiet(&servers)
+                && groups_settled(&servers, fault_plan.dead_for_good)
+            {
+                // Time for reconnects and resubscriptions before the last round.
+                final_due_at = Some(elapsed + SETTLE_MS);
+            }
+            if final_due_at.is_some_and(|t| elapsed >= t) {
+                observed.lock().final_round = true;
+            }
+            if gateway_done && durable_quiet(&servers) && behind(&observed, &servers).is_empty() {
+                break;
+            }
+        }
+        if sim.elapsed() > BUDGET {
+            violations.push(format!(
+                "not quiet after {} s of simulated time",
+                BUDGET.as_secs()
+            ));
+            violations.extend(behind(&observed, &servers));
+            break;
+        }
+    }
+
+    let expected: BTreeSet<PositionKey> = servers.lock().keys.values().flatten().cloned().collect();
+    judge_durable(&servers, &expected, &mut violations);
+    let seen = observed.lock();
+    for log in seen.clients.values() {
+        violations.extend(log.violations.iter().cloned());
+    }
+    let fast: BTreeSet<String> = client_plans(seed)
+        .into_iter()
+        .filter(|p| !p.slow)
+        .map(|p| p.name)
+        .collect();
+    let calm = |at: u64| {
+        let since_start = at.saturating_sub(T0);
+        !fault_plan
+            .unsettled
+            .iter()
+            // A fix appended just before a fault may still be on its way when it strikes.
+            .any(|(from, to)| since_start + 1_000 >= *from && since_start <= *to)
+    };
+    let mut calm_latency_max_ms = 0;
+    for (name, log) in &seen.clients {
+        if !fast.contains(name) {
+            continue;
+        }
+        for a in log.arrivals.iter().filter(|a| calm(a.appended_at)) {
+            calm_latency_max_ms = calm_latency_max_ms.max(a.latency_ms);
+            if a.latency_ms > CALM_LATENCY_BOUND_MS {
+                violations.push(format!(
+                    "{name} on {} got a position {} ms after its append, with no fault in effect",
+                    a.instance, a.latency_ms
+                ));
+            }
+        }
+    }
+    for (name, m) in &metrics {
+        if fault_plan.crashed.contains(name) {
+            continue;
+        }
+        let counted = m.live_broadcast_orphan_records.get();
+        if counted != seen.published.orphans {
+            violations.push(format!(
+                "{name} counted {counted} orphan records, the stream had {}",
+                seen.published.orphans
+            ));
+        }
+    }
+    let groups: BTreeSet<String> = servers.lock().live.groups.keys().cloned().collect();
+    let alive: BTreeSet<String> = ["p1", "p2"]
+        .into_iter()
+        .filter(|n| Some(*n) != fault_plan.dead_for_good)
+        .map(str::to_owned)
+        .collect();
+    if groups != alive {
+        violations.push(format!(
+            "broadcast groups {groups:?} at the end, instances alive {alive:?}"
+        ));
+    }
+    let conflated = metrics
+        .values()
+        .map(|m| m.live_conflated_messages.get())
+        .sum();
+    let trace_hash = servers.trace_hash() ^ seen.trace.hash().rotate_left(1);
+    if let Some(path) = std::env::var_os("SIM_NET_TRACE") {
+        let _ = std::fs::write(path, servers.trace_text().join("\n"));
+    }
+    let entries = servers.lock().keys.len();
+    FanoutReport {
+        seed,
+        violations,
+        faults: applied,
+        trace_hash,
+        entries,
+        frames: seen
+            .clients
+            .values()
+            .flat_map(|l| &l.sessions)
+            .map(|s| s.view.frames)
+            .sum(),
+        calm_latency_max_ms,
+        conflated,
+        sessions: seen.clients.values().map(|l| l.sessions.len()).sum(),
+        sim_ms: sim.elapsed().as_millis() as u64,
+    }
+}
+
+fn durable_quiet(servers: &Servers) -> bool {
+    let state = servers.lock();
+    state.stream.undelivered() == 0
+        && state.stream.pending().is_empty()
+        && state
+            .keys
+            .values()
+            .flatten()
+            .all(|k| state.store.rows().contains_key(k))
+}
+
+/// The group of an instance dead for good is gone.
+fn groups_settled(servers: &Servers, dead: Option<&str>) -> bool {
+    dead.is_none_or(|d| !servers.lock().live.groups.contains_key(d))
+}
+
+/// Per client, what it lacks: an open session, live on each of its topics, holding the
+/// newest fix of each device of them.
+fn behind(observed: &Observed, servers: &Servers) -> Vec<String> {
+    let members = servers.lock().live.members.clone();
+    let seen = observed.lock();
+    let mut lacking = Vec::new();
+    for plan in client_plans(0) {
+        let Some(session) = seen
+            .clients
+            .get(&plan.name)
+            .and_then(|l| l.sessions.last())
+            .filter(|s| s.open)
+        else {
+            lacking.push(format!("{} has no open session", plan.name));
+            continue;
+        };
+        let live = session.view.live_topics();
+        for t in &plan.topics {
+            if !live.contains(t) {
+                lacking.push(format!(
+                    "{} on {} is not live on {t}",
+                    plan.name, session.instance
+                ));
+                continue;
+            }
+            for (d, events) in &members {
+                if !events.iter().any(|e| topic(*e) == *t) {
+                    continue;
+                }
+                let newest = seen.published.newest.get(d).copied();
+                let got = session.view.last.get(&(t.clone(), d.clone())).copied();
+                if newest != got {
+                    lacking.push(format!(
+                        "{} on {}: {t} {d}: has {got:?}, newest {newest:?}",
+                        plan.name, session.instance
+                    ));
+                }
+            }
+        }
+    }
+    lacking
+}

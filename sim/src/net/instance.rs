@@ -1,0 +1,120 @@
+//! A whole processor instance as a turmoil host: the shell's durable loop and its live path
+//! (hub, WebSocket server, broadcast consumer, device map refresh), wired as the service
+//! wires them, over the network ports of this layer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::sync::{mpsc, watch};
+
+use processor_core::durable::DurableConfig;
+use processor_core::live::LiveConfig;
+use processor_shell::config::Cli;
+use processor_shell::durable::{self, DurableContext};
+use processor_shell::hub::{self, HubContext};
+use processor_shell::live::auth::Authenticator;
+use processor_shell::metrics::Metrics;
+use processor_shell::readiness::Readiness;
+use processor_shell::websocket::{self, WsContext};
+
+use super::live_ports::{NetBroadcast, NetLiveStore, SimListener};
+use super::ports::{NetStore, NetStream, SimClock};
+use super::servers::Servers;
+use super::ws_client::WS_PORT;
+
+/// The HS256 secret client tokens of this layer are signed with.
+pub const TOKEN_SECRET: &str = "sim-secret";
+
+#[derive(Clone)]
+pub struct InstancePlan {
+    pub name: &'static str,
+    pub skew_ms: i64,
+    pub durable: DurableConfig,
+    pub live: LiveConfig,
+    pub map_refresh: Duration,
+    pub group_ttl: Duration,
+    /// Survives bounces, so the scenario can read what the instance counted.
+    pub metrics: Arc<Metrics>,
+}
+
+fn authenticator() -> Result<Authenticator, String> {
+    let cli = Cli::try_parse_from(["processor", "--jwt-secret", TOKEN_SECRET])
+        .map_err(|e| e.to_string())?;
+    Authenticator::from_settings(&cli.config.live).map_err(|e| e.to_string())
+}
+
+/// Runs until the host is crashed (instances of this layer are never asked to stop).
+pub async fn run(servers: Servers, plan: InstancePlan) -> turmoil::Result {
+    let clock = SimClock {
+        skew_ms: plan.skew_ms,
+    };
+    let readiness = Arc::new(Readiness::default());
+    let store = NetLiveStore {
+        servers: servers.clone(),
+    };
+    let (_stop_tx, stop) = watch::channel(false);
+    let (hub_tx, hub_rx) = mpsc::unbounded_channel();
+    tokio::spawn(hub::run(
+        HubContext {
+            config: plan.live.clone(),
+            store: store.clone(),
+            clock,
+            metrics: plan.metrics.clone(),
+        },
+        hub_rx,
+        hub_tx.clone(),
+        stop.clone(),
+    ));
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", WS_PORT)).await?;
+    tokio::spawn(websocket::serve(
+        SimListener(listener),
+        Arc::new(WsContext::new(
+            authenticator()?,
+            hub_tx.clone(),
+            plan.metrics.clone(),
+            store.clone(),
+            clock,
+        )),
+        stop.clone(),
+    ));
+    let (map_loaded_tx, map_loaded) = watch::channel(false);
+    tokio::spawn(hub::broadcast::run(
+        NetBroadcast {
+            servers: servers.clone(),
+            instance: plan.name.to_owned(),
+            ttl: plan.group_ttl,
+            block_ms: 500,
+        },
+        hub_tx.clone(),
+        readiness.clone(),
+        map_loaded,
+        stop.clone(),
+    ));
+    tokio::spawn(hub::device_map::run(
+        store,
+        plan.map_refresh,
+        hub_tx,
+        map_loaded_tx,
+        stop.clone(),
+    ));
+    durable::run(
+        DurableContext {
+            stream: NetStream {
+                servers: servers.clone(),
+                consumer: plan.name.to_owned(),
+                block_ms: 500,
+                ack_on_read: false,
+            },
+            store: NetStore { servers },
+            clock,
+            metrics: plan.metrics.clone(),
+            readiness,
+            core: plan.durable.clone(),
+            grace: Duration::from_secs(5),
+        },
+        stop,
+    )
+    .await;
+    Ok(())
+}
