@@ -131,3 +131,33 @@ async fn looking_for_dead_groups_on_a_missing_stream_finds_none() {
     assert!(removed.is_empty());
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_vanished_is_created_again_at_the_end_by_the_read_that_missed_it() {
+    let env = TestEnv::new("broadcast_nogroup").await;
+    let g = group(&env, "a");
+    let mut redis = env.redis().await;
+    env.publish(&["first".to_owned()]).await;
+    g.create(&mut redis).await.expect("create");
+    // As after a Redis restart without persistence, or a sweep by mistake.
+    let _: redis::Value = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(&env.stream)
+        .arg(g.group())
+        .query_async(&mut redis)
+        .await
+        .expect("XGROUP DESTROY");
+    env.publish(&["while-gone".to_owned()]).await;
+
+    let error = g
+        .read(&mut redis, 100, BLOCK)
+        .await
+        .expect_err("the read reports the missing group");
+    assert!(error.to_string().contains("NOGROUP"), "{error}");
+    assert_eq!(groups(&env).await, vec![g.group()]);
+    env.publish(&["after".to_owned()]).await;
+    let got = g.read(&mut redis, 100, BLOCK).await.expect("read");
+    let payloads: Vec<&[u8]> = got.iter().filter_map(|e| e.payload.as_deref()).collect();
+    assert_eq!(payloads, vec![&b"after"[..]], "the new group starts at `$`");
+    env.cleanup().await;
+}

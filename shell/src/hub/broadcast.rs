@@ -26,6 +26,7 @@ pub async fn run<B: BroadcastPort>(
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::select! {
+        biased;
         loaded = map_loaded.wait_for(|l| *l) => {
             if loaded.is_err() {
                 return;
@@ -86,8 +87,9 @@ async fn keep_alive<B: BroadcastPort>(port: B, mut stop: watch::Receiver<bool>) 
             Err(error) => tracing::warn!(%error, "looking for dead broadcast groups failed"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            biased;
             _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

@@ -33,8 +33,9 @@ pub async fn run<S: LiveStore>(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            biased;
             _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

@@ -55,14 +55,11 @@ pub async fn run<S: LiveStore, C: Clock>(
             gauges_at = tokio::time::Instant::now();
         }
         let timer = hub.poll_timeout().map(|t| ctx.clock.until(t));
+        // A fixed polling order (not tokio's random one) keeps a simulated run replayable;
+        // the stop comes first so a busy input queue cannot hold it off, the timer before
+        // the inputs so deadlines are met under load.
         tokio::select! {
-            input = inputs.recv() => match input {
-                Some(input) => feed(&mut hub, &mut conns, input, ctx.clock.now()),
-                None => break,
-            },
-            _ = tokio::time::sleep(timer.unwrap_or(Duration::MAX)), if timer.is_some() => {
-                hub.handle_timeout(ctx.clock.now());
-            }
+            biased;
             _ = stop.wait_for(|s| *s) => {
                 hub.handle_shutdown(ctx.clock.now());
                 while let Some(command) = hub.poll_command() {
@@ -72,6 +69,13 @@ pub async fn run<S: LiveStore, C: Clock>(
                 record_gauges(&ctx.metrics, &hub.stats());
                 break;
             }
+            _ = tokio::time::sleep(timer.unwrap_or(Duration::MAX)), if timer.is_some() => {
+                hub.handle_timeout(ctx.clock.now());
+            }
+            input = inputs.recv() => match input {
+                Some(input) => feed(&mut hub, &mut conns, input, ctx.clock.now()),
+                None => break,
+            },
         }
     }
     // Dropping the senders ends every writer task once it has sent what it was given.

@@ -46,6 +46,7 @@ pub async fn run<C: Clock>(
     }
     let (sink, stream) = ws.split();
     tokio::select! {
+        biased;
         _ = write(sink, out_rx, conn, &hub, &metrics, &clock) => {}
         _ = read(stream, conn, &hub) => {}
     }

@@ -71,6 +71,8 @@ pub async fn serve<L: Listener, S: LiveStore, C: Clock>(
 ) {
     loop {
         let stream = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(error) => {
@@ -78,7 +80,6 @@ pub async fn serve<L: Listener, S: LiveStore, C: Clock>(
                     continue;
                 }
             },
-            _ = stop.wait_for(|s| *s) => return,
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {

@@ -170,7 +170,15 @@ impl BroadcastReader for NetBroadcastReader {
         };
         let wait = Duration::from_millis(port.block_ms);
         match port.ask(request, wait).await? {
-            LiveResponse::Entries(entries) => Ok(entries),
+            LiveResponse::Entries(entries) => {
+                port.servers
+                    .lock()
+                    .broadcast_received
+                    .entry(port.instance.clone())
+                    .or_default()
+                    .extend(entries.iter().map(|(id, _)| *id));
+                Ok(entries)
+            }
             LiveResponse::NoGroup => Err("NOGROUP: the broadcast group is gone".to_owned()),
             other => unexpected("a broadcast read", other),
         }

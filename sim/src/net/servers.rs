@@ -75,6 +75,9 @@ pub struct State {
     pub violations: Vec<NetViolation>,
     /// The broadcast groups, heartbeats and events tables of the live path.
     pub live: LiveTables,
+    /// Per instance, the entries whose broadcast read answer reached it (a read whose answer
+    /// a partition lost is gone for that instance: the group reads with NOACK).
+    pub broadcast_received: BTreeMap<String, Vec<EntryId>>,
     requests: BTreeMap<u64, Request>,
     responses: BTreeMap<u64, Response>,
     next_request: u64,

@@ -35,8 +35,6 @@ pub struct Published {
     pub appended_at: BTreeMap<(String, i64), u64>,
     /// Per device, the newest non-faulty fix time.
     pub newest: BTreeMap<String, i64>,
-    /// Records of devices in no event.
-    pub orphans: u64,
 }
 
 /// One connection of a client, from open to close.
