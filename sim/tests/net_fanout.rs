@@ -5,7 +5,8 @@
 //! One test, for the reason `net.rs` gives: a run is exactly reproducible when it runs
 //! alone in its process, so the replay check comes before the parallel seeds.
 
-use sim::net::fanout::{run_fanout, CALM_LATENCY_BOUND_MS};
+use sim::net::fanout::{run_fanout, run_fanout_with, CALM_LATENCY_BOUND_MS};
+use sim::net::instance::NetLiveDefect;
 use sim::net::FANOUT_CI_SEEDS;
 use sim::seeds::{replay_command, run_parallel, seeds};
 
@@ -54,5 +55,23 @@ fn live_path_over_the_network_replays_and_keeps_every_invariant() {
             reports.iter().any(|r| r.conflated > 0),
             "no slow client was ever conflated"
         );
+    }
+
+    // Teeth, planted in the sim's wiring of an instance (never in the shell), over the
+    // first seeds of a series: an instance whose heartbeat goes stale loses its group to
+    // the other's sweep, and with it positions its fast clients were owed.
+    if all.len() >= 10 {
+        let tried = &all[..10];
+        let caught = run_parallel(tried, |seed| {
+            run_fanout_with(seed, NetLiveDefect::StaleHeartbeat)
+        })
+        .into_iter()
+        .filter(|r| r.violations.iter().any(|v| v.contains("never got")))
+        .count();
+        eprintln!(
+            "stale heartbeat: caught in {caught} of {} seeds",
+            tried.len()
+        );
+        assert!(caught > 0, "a stale heartbeat went unnoticed");
     }
 }

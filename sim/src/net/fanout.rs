@@ -11,8 +11,9 @@
 //!   its topic, one snapshot per subscription, `ts` never backwards per (topic, device), no
 //!   faulty fix, nothing of a topic not subscribed (the private event included);
 //! - no error but the expected `forbidden` and the retryable look-up failures;
-//! - while no fault is in effect, a fast client gets each position within
-//!   [`CALM_LATENCY_BOUND_MS`] of its append, whatever the slow clients do;
+//! - while no fault is in effect, a fast client gets every fix newer than its device's
+//!   last, of every topic it is live on, within [`CALM_LATENCY_BOUND_MS`] of its append,
+//!   whatever the slow clients do;
 //! - when the run goes quiet, every client holds the newest fix of every device of its
 //!   topics (the device that joined included), on whichever instance it ended up;
 //! - the orphan counter of an instance that never crashed equals the records of the device
@@ -33,7 +34,7 @@ use processor_core::faulty::FaultyThresholds;
 use processor_core::live::{LiveConfig, Visibility};
 use processor_shell::metrics::Metrics;
 
-use super::instance::{self, InstancePlan, TOKEN_SECRET};
+use super::instance::{self, InstancePlan, NetLiveDefect, TOKEN_SECRET};
 use super::scenario::judge_durable;
 use super::servers::{now_ms, serve, Servers, POSTGRES_PORT, REDIS_PORT};
 use super::ws_client::{self, ClientPlan, Observed};
@@ -265,7 +266,10 @@ impl Gateway {
                 p.faulty.insert((device(d), ts));
             } else {
                 let newest = p.newest.entry(device(d)).or_insert(i64::MIN);
-                *newest = (*newest).max(ts);
+                if ts > *newest {
+                    *newest = ts;
+                    p.fresh.push((device(d), ts, now));
+                }
             }
         }
         let key: PositionKey = (device(d), ts);
@@ -401,6 +405,11 @@ fn client_plans(seed: u64) -> Vec<ClientPlan> {
 
 /// Runs one seed. Prints `SIM_SEED=<seed>` first.
 pub fn run_fanout(seed: u64) -> FanoutReport {
+    run_fanout_with(seed, NetLiveDefect::None)
+}
+
+/// [`run_fanout`] with a planted defect in the instances' wiring (never in the shell).
+pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
     eprintln!("SIM_SEED={seed}");
     let mut rng = SimRng::new(seed);
     let servers = Servers::new();
@@ -435,6 +444,7 @@ pub fn run_fanout(seed: u64) -> FanoutReport {
             map_refresh: MAP_REFRESH,
             group_ttl: GROUP_TTL,
             metrics: Arc::new(Metrics::new(name)),
+            defect,
         };
         metrics.insert(name, plan.metrics.clone());
         let s = servers.clone();
@@ -538,6 +548,35 @@ pub fn run_fanout(seed: u64) -> FanoutReport {
                     "{name} on {} got a position {} ms after its append, with no fault in effect",
                     a.instance, a.latency_ms
                 ));
+            }
+        }
+    }
+    let members = servers.lock().live.members.clone();
+    for plan in client_plans(seed).iter().filter(|p| !p.slow) {
+        let Some(log) = seen.clients.get(&plan.name) else {
+            continue;
+        };
+        for (d, ts, at) in seen.published.fresh.iter().filter(|(_, _, at)| calm(*at)) {
+            let events = members.get(d).cloned().unwrap_or_default();
+            for t in plan
+                .topics
+                .iter()
+                .filter(|t| events.iter().any(|e| topic(*e) == **t))
+            {
+                let owed = log.sessions.iter().filter(|s| {
+                    s.live_since.get(t).is_some_and(|since| since <= at)
+                        && s.closed_at.is_none_or(|c| c > at + CALM_LATENCY_BOUND_MS)
+                });
+                for s in owed {
+                    if !s.got.contains(&(t.clone(), d.clone(), *ts)) {
+                        violations.push(format!(
+                            "{} on {} never got {t} {d} ts {ts}, appended at {} ms with no fault in effect",
+                            plan.name,
+                            s.instance,
+                            at - T0
+                        ));
+                    }
+                }
             }
         }
     }

@@ -26,6 +26,16 @@ use super::ws_client::WS_PORT;
 /// The HS256 secret client tokens of this layer are signed with.
 pub const TOKEN_SECRET: &str = "sim-secret";
 
+/// A defect planted in how the sim wires an instance, to show the judging has teeth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetLiveDefect {
+    #[default]
+    None,
+    /// The heartbeat is set when the group is opened and never again, so the other
+    /// instance's sweep takes the group for a dead one's.
+    StaleHeartbeat,
+}
+
 #[derive(Clone)]
 pub struct InstancePlan {
     pub name: &'static str,
@@ -36,6 +46,7 @@ pub struct InstancePlan {
     pub group_ttl: Duration,
     /// Survives bounces, so the scenario can read what the instance counted.
     pub metrics: Arc<Metrics>,
+    pub defect: NetLiveDefect,
 }
 
 fn authenticator() -> Result<Authenticator, String> {
@@ -85,6 +96,7 @@ pub async fn run(servers: Servers, plan: InstancePlan) -> turmoil::Result {
             instance: plan.name.to_owned(),
             ttl: plan.group_ttl,
             block_ms: 500,
+            stale_heartbeat: plan.defect == NetLiveDefect::StaleHeartbeat,
         },
         hub_tx.clone(),
         readiness.clone(),

@@ -97,6 +97,8 @@ pub struct NetBroadcast {
     pub instance: String,
     pub ttl: Duration,
     pub block_ms: u64,
+    /// A planted defect: heartbeats after the first are not sent.
+    pub stale_heartbeat: bool,
 }
 
 impl NetBroadcast {
@@ -129,6 +131,9 @@ impl BroadcastPort for NetBroadcast {
     }
 
     async fn heartbeat(&self) -> Result<(), String> {
+        if self.stale_heartbeat {
+            return Ok(());
+        }
         let request = LiveRequest::Heartbeat {
             instance: self.instance.clone(),
             ttl_ms: self.ttl_ms(),

@@ -35,6 +35,9 @@ pub struct Published {
     pub appended_at: BTreeMap<(String, i64), u64>,
     /// Per device, the newest non-faulty fix time.
     pub newest: BTreeMap<String, i64>,
+    /// Fixes newer than every sound fix of their device before them, with when they were
+    /// appended: the live path must accept and deliver each of them.
+    pub fresh: Vec<(String, i64, u64)>,
 }
 
 /// One connection of a client, from open to close.
@@ -43,6 +46,12 @@ pub struct Session {
     pub instance: &'static str,
     pub view: ClientView,
     pub open: bool,
+    /// When it ended (simulated ms), if it did.
+    pub closed_at: Option<u64>,
+    /// Per topic, since when the client has had its snapshot (and so gets it live).
+    pub live_since: BTreeMap<String, u64>,
+    /// Every (topic, device, ts) it got, in a snapshot or live.
+    pub got: BTreeSet<(String, String, i64)>,
 }
 
 /// A position frame read: when its fix was appended, and how long it took to arrive.
@@ -130,6 +139,7 @@ pub async fn run(plan: ClientPlan, observed: Observed) -> turmoil::Result {
             .last_mut()
         {
             s.open = false;
+            s.closed_at = Some(now_ms());
         }
         attempt += 1;
         tokio::time::sleep(RECONNECT).await;
@@ -176,6 +186,7 @@ async fn session(
             instance: host,
             view,
             open: true,
+            ..Session::default()
         });
     for topic in plan.topics.iter().chain(&plan.forbidden) {
         ws.send(subscribe(topic)).await.map_err(|e| e.to_string())?;
@@ -246,10 +257,31 @@ fn judge(
     }
     let value: serde_json::Value = serde_json::from_slice(frame).ok()?;
     let topic = value["topic"].as_str().unwrap_or_default().to_owned();
+    let now = now_ms();
     match value["type"].as_str()? {
+        "snapshot" => {
+            let session = log.sessions.last_mut()?;
+            for p in value["positions"].as_array().into_iter().flatten() {
+                if let (Some(device), Some(ts)) = (p["deviceId"].as_str(), p["ts"].as_i64()) {
+                    session.got.insert((topic.clone(), device.to_owned(), ts));
+                }
+            }
+            if session.view.live_topics().contains(&topic) {
+                session.live_since.entry(topic).or_insert(now);
+            }
+            None
+        }
+        "unsubscribed" => {
+            log.sessions.last_mut()?.live_since.remove(&topic);
+            None
+        }
         "position" => {
             let device = value["deviceId"].as_str()?.to_owned();
             let ts = value["ts"].as_i64()?;
+            log.sessions
+                .last_mut()?
+                .got
+                .insert((topic, device.clone(), ts));
             if let Some(at) = state.published.appended_at.get(&(device, ts)) {
                 log.arrivals.push(Arrival {
                     appended_at: *at,
