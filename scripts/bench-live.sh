@@ -11,6 +11,8 @@
 #
 #   IDLE=10000 scripts/bench-live.sh    # RSS per idle connection instead: IDLE clients that
 #                                       # connect and stay, nothing published
+#   PROCESSOR=/tmp/old/processor scripts/bench-live.sh   # another build of the processor
+#                                       # (A/B against the same loadgen and fleet)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 bash scripts/services.sh
 cargo build --release -q -p processor-shell --bins
+PROCESSOR=${PROCESSOR:-target/release/processor}
 
 stream="bench:live:$$"
 schema="bench_live"
@@ -46,7 +49,7 @@ metrics_port=$((ws_port + 1))
 DATABASE_URL="$db" REDIS_TELEMETRY_STREAM="$stream" DEAD_LETTER_STREAM="$stream:dead-letter" \
   LIVE_WS_ADDR="127.0.0.1:$ws_port" METRICS_ADDR="127.0.0.1:$metrics_port" INSTANCE_ID=bench \
   MIGRATE_ON_START=false LOG_LEVEL=warn LIVE_DEVICE_EVENT_REFRESH_MS=1000 \
-  target/release/processor &
+  "$PROCESSOR" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$metrics_port/readyz" >/dev/null; do sleep 0.2; done

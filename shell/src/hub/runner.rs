@@ -54,19 +54,33 @@ pub async fn run<S: LiveStore, C: Clock>(
             record_gauges(&ctx.metrics, &hub.stats());
             gauges_at = tokio::time::Instant::now();
         }
-        let timer = hub.poll_timeout().map(|t| ctx.clock.until(t));
-        // A fixed polling order (not tokio's random one) keeps a simulated run replayable;
-        // the stop comes first so a busy input queue cannot hold it off, the timer before
-        // the inputs so deadlines are met under load.
+        if *stop.borrow() {
+            shut_down(&ctx, &mut hub, &mut conns, &cache, &answers, &stats);
+            break;
+        }
+        let now = ctx.clock.now();
+        let deadline = hub.poll_timeout();
+        if deadline.is_some_and(|d| d <= now) {
+            hub.handle_timeout(now);
+            continue;
+        }
+        // Inputs already queued are taken without a `select!`: under load that is nearly
+        // every turn, and a `select!` would arm (and drop) a timer and a stop waiter each
+        // time. The checks above keep the stop and the deadlines ahead of a busy queue.
+        match inputs.try_recv() {
+            Ok(input) => {
+                feed(&mut hub, &mut conns, input, now);
+                continue;
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        let timer = deadline.map(|t| ctx.clock.until(t));
+        // A fixed polling order (not tokio's random one) keeps a simulated run replayable.
         tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => {
-                hub.handle_shutdown(ctx.clock.now());
-                while let Some(command) = hub.poll_command() {
-                    execute(&ctx, command, &mut conns, &cache, &answers);
-                }
-                record(&ctx.metrics, &stats, &hub.counters());
-                record_gauges(&ctx.metrics, &hub.stats());
+                shut_down(&ctx, &mut hub, &mut conns, &cache, &answers, &stats);
                 break;
             }
             _ = tokio::time::sleep(timer.unwrap_or(Duration::MAX)), if timer.is_some() => {
@@ -80,6 +94,23 @@ pub async fn run<S: LiveStore, C: Clock>(
     }
     // Dropping the senders ends every writer task once it has sent what it was given.
     conns.clear();
+}
+
+/// Closes every client with 1001 and records the last counts.
+fn shut_down<S: LiveStore, C: Clock>(
+    ctx: &HubContext<S, C>,
+    hub: &mut LiveHub,
+    conns: &mut BTreeMap<ConnId, mpsc::UnboundedSender<Outbound>>,
+    cache: &Arc<Mutex<VisibilityCache>>,
+    answers: &mpsc::UnboundedSender<HubInput>,
+    stats: &LiveStats,
+) {
+    hub.handle_shutdown(ctx.clock.now());
+    while let Some(command) = hub.poll_command() {
+        execute(ctx, command, conns, cache, answers);
+    }
+    record(&ctx.metrics, stats, &hub.counters());
+    record_gauges(&ctx.metrics, &hub.stats());
 }
 
 fn feed(
