@@ -450,7 +450,8 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
         let s = servers.clone();
         sim.host(name, move || instance::run(s.clone(), plan.clone()));
     }
-    for plan in client_plans(seed) {
+    let plans = client_plans(seed);
+    for plan in plans.clone() {
         let o = observed.clone();
         let name = plan.name.clone();
         sim.host(name.as_str(), move || {
@@ -503,7 +504,10 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
             if final_due_at.is_some_and(|t| elapsed >= t) {
                 observed.lock().final_round = true;
             }
-            if gateway_done && durable_quiet(&servers) && behind(&observed, &servers).is_empty() {
+            if gateway_done
+                && durable_quiet(&servers)
+                && behind(&plans, &observed, &servers).is_empty()
+            {
                 break;
             }
         }
@@ -512,7 +516,7 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
                 "not quiet after {} s of simulated time",
                 BUDGET.as_secs()
             ));
-            violations.extend(behind(&observed, &servers));
+            violations.extend(behind(&plans, &observed, &servers));
             break;
         }
     }
@@ -523,10 +527,10 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
     for log in seen.clients.values() {
         violations.extend(log.violations.iter().cloned());
     }
-    let fast: BTreeSet<String> = client_plans(seed)
-        .into_iter()
+    let fast: BTreeSet<&str> = plans
+        .iter()
         .filter(|p| !p.slow)
-        .map(|p| p.name)
+        .map(|p| p.name.as_str())
         .collect();
     let calm = |at: u64| {
         let since_start = at.saturating_sub(T0);
@@ -538,7 +542,7 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
     };
     let mut calm_latency_max_ms = 0;
     for (name, log) in &seen.clients {
-        if !fast.contains(name) {
+        if !fast.contains(name.as_str()) {
             continue;
         }
         for a in log.arrivals.iter().filter(|a| calm(a.appended_at)) {
@@ -552,7 +556,7 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
         }
     }
     let members = servers.lock().live.members.clone();
-    for plan in client_plans(seed).iter().filter(|p| !p.slow) {
+    for plan in plans.iter().filter(|p| !p.slow) {
         let Some(log) = seen.clients.get(&plan.name) else {
             continue;
         };
@@ -662,11 +666,11 @@ fn groups_settled(servers: &Servers, dead: Option<&str>) -> bool {
 
 /// Per client, what it lacks: an open session, live on each of its topics, holding the
 /// newest fix of each device of them.
-fn behind(observed: &Observed, servers: &Servers) -> Vec<String> {
+fn behind(plans: &[ClientPlan], observed: &Observed, servers: &Servers) -> Vec<String> {
     let members = servers.lock().live.members.clone();
     let seen = observed.lock();
     let mut lacking = Vec::new();
-    for plan in client_plans(0) {
+    for plan in plans {
         let Some(session) = seen
             .clients
             .get(&plan.name)
