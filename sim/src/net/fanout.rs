@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -36,7 +36,8 @@ use processor_shell::metrics::Metrics;
 
 use super::instance::{self, InstancePlan, NetLiveDefect, TOKEN_SECRET};
 use super::scenario::judge_durable;
-use super::servers::{now_ms, serve, Servers, POSTGRES_PORT, REDIS_PORT};
+use super::schedule::{world, Fault, FaultSchedule, TICK};
+use super::servers::{now_ms, Servers};
 use super::ws_client::{self, ClientPlan, Observed};
 use crate::rng::SimRng;
 use crate::store::PositionKey;
@@ -44,7 +45,6 @@ use crate::traffic::T0;
 
 /// Simulated time a run may take before it counts as stuck.
 const BUDGET: Duration = Duration::from_secs(120);
-const TICK: Duration = Duration::from_millis(10);
 /// The bound this layer states for "a slow client never delays a fast one": while no fault
 /// is in effect, a fast client reads each position at most this long after its append.
 pub const CALM_LATENCY_BOUND_MS: u64 = 500;
@@ -105,14 +105,6 @@ impl FanoutReport {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Fault {
-    Partition(&'static str, &'static str),
-    Repair(&'static str, &'static str),
-    Crash(&'static str),
-    Bounce(&'static str),
-}
-
 struct FaultPlan {
     faults: Vec<(u64, Fault)>,
     /// Windows of simulated time not calm: from a fault until it settled.
@@ -151,7 +143,6 @@ fn plan_faults(rng: &mut SimRng) -> FaultPlan {
         crashed.insert("p2");
         dead_for_good = Some("p2");
     }
-    faults.sort_by_key(|(t, _)| *t);
     FaultPlan {
         faults,
         unsettled,
@@ -423,16 +414,7 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
         ]);
     }
     let observed = Observed::default();
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .epoch(UNIX_EPOCH + Duration::from_millis(T0))
-        .simulation_duration(BUDGET + Duration::from_secs(60))
-        .tick_duration(TICK)
-        .build();
-    for (host, port) in [("redis", REDIS_PORT), ("postgres", POSTGRES_PORT)] {
-        let s = servers.clone();
-        sim.host(host, move || serve(s.clone(), port));
-    }
+    let mut sim = world(seed, BUDGET, &servers);
     let skew_ms = rng.range_i64(-30_000, 30_000);
     let mut metrics = BTreeMap::new();
     for (name, skew_ms) in [("p1", 0), ("p2", skew_ms)] {
@@ -463,27 +445,13 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
     let (s, o, join_at) = (servers.clone(), observed.clone(), fault_plan.join_at);
     sim.client("gateway", gateway(s, o, traffic, join_at));
 
-    let mut faults = std::mem::take(&mut fault_plan.faults);
-    faults.reverse();
-    let mut applied = Vec::new();
+    let mut faults = FaultSchedule::new(std::mem::take(&mut fault_plan.faults));
     let mut violations = Vec::new();
     let mut final_due_at = None;
     let mut gateway_done = false;
     loop {
         let elapsed = sim.elapsed().as_millis() as u64;
-        while faults.last().is_some_and(|(t, _)| *t <= elapsed) {
-            let Some((t, fault)) = faults.pop() else {
-                break;
-            };
-            match &fault {
-                Fault::Partition(a, b) => sim.partition(*a, *b),
-                Fault::Repair(a, b) => sim.repair(*a, *b),
-                Fault::Crash(h) => sim.crash(*h),
-                Fault::Bounce(h) => sim.bounce(*h),
-            }
-            servers.note(format_args!("{t} ms: {fault:?}"));
-            applied.push(format!("{t} ms: {fault:?}"));
-        }
+        faults.apply_due(&mut sim, &servers);
         match sim.step() {
             Ok(done) => gateway_done |= done,
             Err(e) => {
@@ -493,7 +461,7 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
         }
         if elapsed % 100 == 0 {
             if final_due_at.is_none()
-                && faults.is_empty()
+                && faults.done()
                 && observed.lock().traffic_done
                 && durable_quiet(&servers)
                 && groups_settled(&servers, fault_plan.dead_for_good)
@@ -619,7 +587,7 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
     FanoutReport {
         seed,
         violations,
-        faults: applied,
+        faults: faults.applied,
         trace_hash,
         entries,
         frames: seen

@@ -2,10 +2,8 @@
 //! read with NOACK (a cursor each), heartbeat keys that expire, and the events tables and
 //! snapshot query of Postgres.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
-
 use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 use processor_core::live::Visibility;
@@ -77,35 +75,28 @@ pub async fn execute(servers: &Servers, request: LiveRequest) -> LiveResponse {
             count,
             block_ms,
         } => {
-            let deadline = now_ms() + block_ms;
-            loop {
-                let got = {
-                    let mut state = servers.lock();
+            let read = servers
+                .block(block_ms, |state, now| {
                     let end = state.stream.last_id();
                     let Some(cursor) = state.live.groups.get(&instance).copied() else {
                         state.live.groups.insert(instance.clone(), end);
-                        return LiveResponse::NoGroup;
+                        return (None, true);
                     };
                     let got = state.stream.after(cursor, count);
                     if let Some((last, _)) = got.last() {
                         state.live.groups.insert(instance.clone(), *last);
-                        let now = now_ms();
                         record(
-                            &mut state,
+                            state,
                             format_args!("{now} broadcast {instance} {} to {last}", got.len()),
                         );
                     }
-                    got
-                };
-                let now = now_ms();
-                if !got.is_empty() || now >= deadline {
-                    return LiveResponse::Entries(got);
-                }
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(deadline - now),
-                    servers.next_append(),
-                )
+                    let done = !got.is_empty();
+                    (Some(got), done)
+                })
                 .await;
+            match read {
+                Some(entries) => LiveResponse::Entries(entries),
+                None => LiveResponse::NoGroup,
             }
         }
         other => {

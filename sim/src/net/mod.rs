@@ -12,6 +12,7 @@ pub mod live_ports;
 pub mod live_server;
 pub mod ports;
 pub mod scenario;
+pub mod schedule;
 pub mod servers;
 pub mod ws_client;
 

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -17,14 +17,14 @@ use processor_shell::metrics::Metrics;
 use processor_shell::readiness::Readiness;
 
 use super::ports::{NetStore, NetStream, SimClock};
-use super::servers::{serve, Servers, POSTGRES_PORT, REDIS_PORT};
+use super::schedule::{world, Fault, FaultSchedule};
+use super::servers::Servers;
 use crate::rng::SimRng;
 use crate::store::PositionKey;
-use crate::traffic::{Expected, Traffic, TrafficMix, T0};
+use crate::traffic::{Expected, Traffic, TrafficMix};
 
 /// Simulated time a run may take before it counts as stuck.
 const BUDGET: Duration = Duration::from_secs(180);
-const TICK: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone)]
 pub struct NetReport {
@@ -42,15 +42,6 @@ impl NetReport {
     pub fn ok(&self) -> bool {
         self.violations.is_empty()
     }
-}
-
-/// A fault, applied at a simulated time.
-#[derive(Debug, Clone)]
-enum Fault {
-    Partition(&'static str, &'static str),
-    Repair(&'static str, &'static str),
-    Crash(&'static str),
-    Bounce(&'static str),
 }
 
 fn core_config() -> DurableConfig {
@@ -81,7 +72,6 @@ fn plan(rng: &mut SimRng) -> Vec<(u64, Fault)> {
     if rng.chance(0.5) {
         faults.push((rng.range(12_000, 20_000), Fault::Crash("p2")));
     }
-    faults.sort_by_key(|(t, _)| *t);
     faults
 }
 
@@ -95,17 +85,7 @@ pub fn run_net_with(seed: u64, ack_on_read: bool) -> NetReport {
     eprintln!("SIM_SEED={seed}");
     let mut rng = SimRng::new(seed);
     let servers = Servers::new();
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .epoch(UNIX_EPOCH + Duration::from_millis(T0))
-        .simulation_duration(BUDGET + Duration::from_secs(60))
-        .tick_duration(TICK)
-        .build();
-
-    for (host, port) in [("redis", REDIS_PORT), ("postgres", POSTGRES_PORT)] {
-        let s = servers.clone();
-        sim.host(host, move || serve(s.clone(), port));
-    }
+    let mut sim = world(seed, BUDGET, &servers);
     let skew_ms = rng.range_i64(-120_000, 120_000);
     for (name, skew_ms) in [("p1", 0), ("p2", skew_ms)] {
         let s = servers.clone();
@@ -143,26 +123,13 @@ pub fn run_net_with(seed: u64, ack_on_read: bool) -> NetReport {
         Ok(())
     });
 
-    let mut faults = plan(&mut rng);
-    faults.reverse();
-    let mut applied = Vec::new();
+    let mut faults = FaultSchedule::new(plan(&mut rng));
     let mut violations = Vec::new();
     let mut gateway_done = false;
     let progress = std::env::var_os("SIM_NET_PROGRESS").is_some();
     loop {
         let elapsed = sim.elapsed().as_millis() as u64;
-        while faults.last().is_some_and(|(t, _)| *t <= elapsed) {
-            let Some((t, fault)) = faults.pop() else {
-                break;
-            };
-            match &fault {
-                Fault::Partition(a, b) => sim.partition(*a, *b),
-                Fault::Repair(a, b) => sim.repair(*a, *b),
-                Fault::Crash(h) => sim.crash(*h),
-                Fault::Bounce(h) => sim.bounce(*h),
-            }
-            applied.push(format!("{t} ms: {fault:?}"));
-        }
+        faults.apply_due(&mut sim, &servers);
         if progress && elapsed % 5_000 < 10 {
             let st = servers.lock();
             eprintln!(
@@ -180,7 +147,7 @@ pub fn run_net_with(seed: u64, ack_on_read: bool) -> NetReport {
                 break;
             }
         }
-        if gateway_done && faults.is_empty() && quiet(&servers, total, &expected) {
+        if gateway_done && faults.done() && quiet(&servers, total, &expected) {
             break;
         }
         if sim.elapsed() > BUDGET {
@@ -205,7 +172,7 @@ pub fn run_net_with(seed: u64, ack_on_read: bool) -> NetReport {
     NetReport {
         seed,
         violations,
-        faults: applied,
+        faults: faults.applied,
         trace_hash,
         entries: total,
         stored: state.store.rows().len(),

@@ -162,9 +162,26 @@ impl Servers {
         record(&mut self.lock(), args);
     }
 
-    /// Resolves at the next append (or never, if none comes: wrap it in a timeout).
-    pub(super) async fn next_append(&self) {
-        self.0.appended.notified().await
+    /// A blocking read, as Redis' BLOCK: `attempt` runs now and after every append until
+    /// it says it is done or `block_ms` have passed; its last result is the answer.
+    pub(super) async fn block<T>(
+        &self,
+        block_ms: u64,
+        mut attempt: impl FnMut(&mut State, u64) -> (T, bool),
+    ) -> T {
+        let deadline = now_ms() + block_ms;
+        loop {
+            let (got, done) = attempt(&mut self.lock(), now_ms());
+            let now = now_ms();
+            if done || now >= deadline {
+                return got;
+            }
+            let _ = tokio::time::timeout(
+                Duration::from_millis(deadline - now),
+                self.0.appended.notified(),
+            )
+            .await;
+        }
     }
 }
 
@@ -211,11 +228,8 @@ async fn execute(servers: &Servers, request: Request) -> Response {
             count,
             block_ms,
         } => {
-            let deadline = now_ms() + block_ms;
-            loop {
-                let got = {
-                    let mut state = servers.lock();
-                    let now = now_ms();
+            let got = servers
+                .block(block_ms, |state, now| {
                     let got = match from {
                         ReadFrom::New => state.stream.read_new(&consumer, count, now),
                         ReadFrom::Pending { after } => {
@@ -223,21 +237,13 @@ async fn execute(servers: &Servers, request: Request) -> Response {
                         }
                     };
                     let ids: Vec<String> = got.iter().map(|d| d.id.to_string()).collect();
-                    record(&mut state, format_args!("{now} read {consumer} {ids:?}"));
-                    got
-                };
-                // A read of pending entries never blocks, nor one that found something.
-                let now = now_ms();
-                if !got.is_empty() || !matches!(from, ReadFrom::New) || now >= deadline {
-                    return Response::Read(got.into_iter().map(Delivery::into_entry).collect());
-                }
-                // Until the next append or the end of BLOCK, as Redis does.
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(deadline - now),
-                    servers.0.appended.notified(),
-                )
+                    record(state, format_args!("{now} read {consumer} {ids:?}"));
+                    // A read of pending entries never blocks, nor one that found something.
+                    let done = !got.is_empty() || !matches!(from, ReadFrom::New);
+                    (got, done)
+                })
                 .await;
-            }
+            Response::Read(got.into_iter().map(Delivery::into_entry).collect())
         }
         Request::Claim {
             consumer,
