@@ -19,6 +19,8 @@ use super::{HubInput, Outbound};
 const VISIBILITY_TTL_MS: u64 = 5_000;
 const VISIBILITY_CACHE_SIZE: usize = 10_000;
 const GAUGE_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest the hub works through queued inputs before it lets other tasks on its worker run.
+const MAX_STREAK: Duration = Duration::from_millis(5);
 
 pub struct HubContext<S: LiveStore, C: Clock> {
     pub config: LiveConfig,
@@ -42,6 +44,8 @@ pub async fn run<S: LiveStore, C: Clock>(
     )));
     let mut stats = hub.counters();
     let mut gauges_at = tokio::time::Instant::now();
+    // Since when the hub has been taking queued inputs without waiting.
+    let mut streak: Option<tokio::time::Instant> = None;
     loop {
         while let Some(command) = hub.poll_command() {
             execute(&ctx, command, &mut conns, &cache, &answers);
@@ -55,7 +59,15 @@ pub async fn run<S: LiveStore, C: Clock>(
             gauges_at = tokio::time::Instant::now();
         }
         if *stop.borrow() {
-            shut_down(&ctx, &mut hub, &mut conns, &cache, &answers, &stats);
+            shut_down(
+                &ctx,
+                &mut hub,
+                &mut conns,
+                &cache,
+                &answers,
+                &mut inputs,
+                &stats,
+            );
             break;
         }
         let now = ctx.clock.now();
@@ -70,17 +82,26 @@ pub async fn run<S: LiveStore, C: Clock>(
         match inputs.try_recv() {
             Ok(input) => {
                 feed(&mut hub, &mut conns, input, now);
+                // The hub is the one serial stage, so it keeps its worker while inputs wait
+                // (yielding on tokio's budget, every 128 inputs, made it fall behind at
+                // 350,000 messages/s: BENCHMARKS.md), but not for longer than MAX_STREAK,
+                // so a writer it woke on this worker is not held up for long.
+                let since = *streak.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= MAX_STREAK {
+                    streak = None;
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
             Err(mpsc::error::TryRecvError::Disconnected) => break,
-            Err(mpsc::error::TryRecvError::Empty) => {}
+            Err(mpsc::error::TryRecvError::Empty) => streak = None,
         }
         let timer = deadline.map(|t| ctx.clock.until(t));
         // A fixed polling order (not tokio's random one) keeps a simulated run replayable.
         tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => {
-                shut_down(&ctx, &mut hub, &mut conns, &cache, &answers, &stats);
+                shut_down(&ctx, &mut hub, &mut conns, &cache, &answers, &mut inputs, &stats);
                 break;
             }
             _ = tokio::time::sleep(timer.unwrap_or(Duration::MAX)), if timer.is_some() => {
@@ -96,16 +117,21 @@ pub async fn run<S: LiveStore, C: Clock>(
     conns.clear();
 }
 
-/// Closes every client with 1001 and records the last counts.
+/// Closes every client with 1001, those whose connection is still queued too, and records
+/// the last counts.
 fn shut_down<S: LiveStore, C: Clock>(
     ctx: &HubContext<S, C>,
     hub: &mut LiveHub,
     conns: &mut BTreeMap<ConnId, mpsc::UnboundedSender<Outbound>>,
     cache: &Arc<Mutex<VisibilityCache>>,
     answers: &mpsc::UnboundedSender<HubInput>,
+    inputs: &mut mpsc::UnboundedReceiver<HubInput>,
     stats: &LiveStats,
 ) {
     hub.handle_shutdown(ctx.clock.now());
+    while let Ok(input) = inputs.try_recv() {
+        feed(hub, conns, input, ctx.clock.now());
+    }
     while let Some(command) = hub.poll_command() {
         execute(ctx, command, conns, cache, answers);
     }
