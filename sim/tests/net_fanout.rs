@@ -66,7 +66,11 @@ fn live_path_over_the_network_replays_and_keeps_every_invariant() {
             run_fanout_with(seed, NetLiveDefect::StaleHeartbeat)
         })
         .into_iter()
-        .filter(|r| r.violations.iter().any(|v| v.contains("never got")))
+        .filter(|r| {
+            r.violations
+                .iter()
+                .any(|v| v.contains("never got") || v.contains("was swept"))
+        })
         .count();
         eprintln!(
             "stale heartbeat: caught in {caught} of {} seeds",

@@ -1,16 +1,16 @@
 //! What the durable loop runs against: the stream, the positions store and the clock
-//! ([`Clock`], shared with the live path).
+//! ([`Clock`](crate::clock::Clock), shared with the live path).
 //!
 //! The service plugs in Redis ([`RedisStream`]), Postgres ([`PositionStore`]) and the wall
-//! clock ([`SystemClock`]); the simulation plugs in in-memory servers reached over a
-//! simulated network, and simulated time. The loop itself is the same code either way.
+//! clock ([`SystemClock`](crate::clock::SystemClock)); the simulation plugs in in-memory
+//! servers reached over a simulated network, and simulated time. The loop itself is the
+//! same code either way.
 
 use std::future::Future;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 
-pub use crate::clock::{Clock, SystemClock};
 use crate::postgres::PositionStore;
 use crate::redis_stream::{blocking_connection, DurableStream, StreamError};
 use processor_core::durable::{ClaimResult, DeadLetter, ReadFrom, WriteFailure, WriteRow};

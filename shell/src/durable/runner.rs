@@ -10,8 +10,9 @@ use processor_core::durable::{
 };
 use processor_core::stream::StreamEntry;
 
-use super::ports::{Clock, StorePort, StreamPort};
+use super::ports::{StorePort, StreamPort};
 use super::reader::{self, ReadRequest};
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 

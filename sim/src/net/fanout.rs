@@ -112,6 +112,10 @@ struct FaultPlan {
     crashed: BTreeSet<&'static str>,
     dead_for_good: Option<&'static str>,
     join_at: u64,
+    /// When an instance could not reach Redis (cut off or down): (instance, from, to).
+    redis_outages: Vec<(&'static str, u64, u64)>,
+    /// When `p2` could not reach Postgres.
+    postgres_outage: (u64, u64),
 }
 
 fn plan_faults(rng: &mut SimRng) -> FaultPlan {
@@ -122,10 +126,12 @@ fn plan_faults(rng: &mut SimRng) -> FaultPlan {
     faults.push((redis_cut, Fault::Partition("p1", "redis")));
     faults.push((redis_cut + redis_len, Fault::Repair("p1", "redis")));
     unsettled.push((redis_cut, redis_cut + redis_len + SETTLE_MS));
+    let mut redis_outages = vec![("p1", redis_cut, redis_cut + redis_len)];
     let (pg_cut, pg_len) = (rng.range(2_000, 6_000), rng.range(300, 3_000));
     faults.push((pg_cut, Fault::Partition("p2", "postgres")));
     faults.push((pg_cut + pg_len, Fault::Repair("p2", "postgres")));
     unsettled.push((pg_cut, pg_cut + pg_len + SETTLE_MS));
+    let postgres_outage = (pg_cut, pg_cut + pg_len);
     // After the Postgres partition, so both instances load the new map in time.
     let join_at = rng.range(pg_cut + pg_len + 500, 14_000);
     if rng.chance(0.7) {
@@ -133,6 +139,7 @@ fn plan_faults(rng: &mut SimRng) -> FaultPlan {
         faults.push((crash, Fault::Crash("p1")));
         faults.push((crash + down, Fault::Bounce("p1")));
         unsettled.push((crash, crash + down + SETTLE_MS));
+        redis_outages.push(("p1", crash, crash + down));
         crashed.insert("p1");
     }
     let mut dead_for_good = None;
@@ -149,6 +156,8 @@ fn plan_faults(rng: &mut SimRng) -> FaultPlan {
         crashed,
         dead_for_good,
         join_at,
+        redis_outages,
+        postgres_outage,
     }
 }
 
@@ -562,6 +571,35 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
             violations.push(format!(
                 "{name} counted {counted} orphan records, its broadcast reads brought {received}"
             ));
+        }
+    }
+    // A group is swept only when its instance's heartbeat lapsed: it was down or cut off
+    // from Redis (for up to a TTL after), or dead for good.
+    for (at, name) in &servers.lock().live.removed {
+        let since_start = at.saturating_sub(T0);
+        let excused = fault_plan.dead_for_good == Some(name.as_str())
+            || fault_plan.redis_outages.iter().any(|(i, from, to)| {
+                *i == name.as_str()
+                    && *from <= since_start
+                    && since_start <= to + GROUP_TTL.as_millis() as u64 + SETTLE_MS
+            });
+        if !excused {
+            violations.push(format!(
+                "the broadcast group of {name} was swept at {since_start} ms while it was alive and reached Redis"
+            ));
+        }
+    }
+    // The only retryable errors are look-ups that failed while p2 was cut off from
+    // Postgres (or timed out just after).
+    let (pg_from, pg_to) = fault_plan.postgres_outage;
+    for (name, log) in &seen.clients {
+        for (at, host, topic) in &log.retried {
+            let since_start = at.saturating_sub(T0);
+            if *host != "p2" || since_start < pg_from || since_start > pg_to + SETTLE_MS {
+                violations.push(format!(
+                    "{name} on {host} was told to retry {topic} at {since_start} ms, with Postgres reachable"
+                ));
+            }
         }
     }
     let groups: BTreeSet<String> = servers.lock().live.groups.keys().cloned().collect();

@@ -1,10 +1,9 @@
-//! The network layer (turmoil): the shell's own durable event loop (`processor_shell::durable`),
-//! unchanged, on several processor hosts, against in-memory Redis and Postgres on hosts of
-//! their own, reached over simulated TCP through the shell's port traits, in simulated time.
-//! Partitions, crashes and bounces happen on the wire and the hosts, not in a model.
-//!
-//! Not yet here: the live path (the hub runner, the broadcast consumer and WebSocket clients
-//! over simulated TCP).
+//! The network layer (turmoil): the shell's own event loops, unchanged, on several processor
+//! hosts, against in-memory Redis and Postgres on hosts of their own, reached over simulated
+//! TCP through the shell's port traits, in simulated time. [`scenario`] runs the durable loop
+//! alone; [`fanout`] runs whole instances (durable loop and live path) with WebSocket
+//! clients on client hosts. Partitions, crashes and bounces happen on the wire and the
+//! hosts, not in a model.
 
 pub mod fanout;
 pub mod instance;

@@ -9,7 +9,8 @@ use turmoil::net::TcpStream;
 use processor_core::durable::{ClaimResult, DeadLetter, ReadFrom, WriteFailure, WriteRow};
 use processor_core::stream::{EntryId, StreamEntry};
 use processor_core::UnixMillis;
-use processor_shell::durable::ports::{BlockingReader, Clock, StorePort, StreamPort};
+use processor_shell::clock::Clock;
+use processor_shell::durable::ports::{BlockingReader, StorePort, StreamPort};
 
 use super::servers::{Request, Response, Servers, POSTGRES_PORT, REDIS_PORT};
 

@@ -67,6 +67,8 @@ pub struct ClientLog {
     pub sessions: Vec<Session>,
     pub violations: Vec<String>,
     pub arrivals: Vec<Arrival>,
+    /// Errors that said "try again later": (when, instance, topic).
+    pub retried: Vec<(u64, &'static str, String)>,
 }
 
 /// Everything the clients saw, shared with the scenario (turmoil runs every host on one
@@ -297,7 +299,10 @@ fn judge(
             match (code, refused) {
                 ("forbidden", true) => None,
                 // The server could not look the topic up or load its snapshot: ask again later.
-                ("limit_exceeded", _) => Some(topic),
+                ("limit_exceeded", _) => {
+                    log.retried.push((now, host, topic.clone()));
+                    Some(topic)
+                }
                 _ => {
                     log.violations.push(format!(
                         "{} on {host}: unexpected error for {topic}: {value}",
