@@ -53,6 +53,37 @@ pub fn replay_command(seed: u64, test: &str) -> String {
     format!("SIM_SEED={seed} cargo test -p sim {test}")
 }
 
+/// One seed that broke an invariant: what was done to it and what it broke.
+pub struct Broken<'a, V> {
+    pub seed: u64,
+    pub faults: &'a [String],
+    pub violations: &'a [V],
+}
+
+/// Panics if any seed broke an invariant, printing the first one's faults, its first
+/// `shown` violations and the command that replays it in `test`.
+pub fn assert_none_broken<V: std::fmt::Display>(
+    total: usize,
+    broken: &[Broken<'_, V>],
+    test: &str,
+    shown: usize,
+) {
+    let Some(first) = broken.first() else {
+        return;
+    };
+    for f in first.faults {
+        eprintln!("  fault {f}");
+    }
+    for v in first.violations.iter().take(shown) {
+        eprintln!("  {v}");
+    }
+    panic!(
+        "{} of {total} seeds broke an invariant; replay the first: {}",
+        broken.len(),
+        replay_command(first.seed, test)
+    );
+}
+
 /// Runs every seed, spread over the machine's cores; reports come back in seed order.
 pub fn run_all(seeds: &[u64], options: &RunOptions) -> Vec<RunReport> {
     run_parallel(seeds, |seed| run(seed, options))

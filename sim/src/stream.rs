@@ -52,6 +52,17 @@ pub struct AutoClaim {
     pub deleted: Vec<EntryId>,
 }
 
+impl AutoClaim {
+    /// The reply as the durable writer takes it.
+    pub fn into_result(self) -> processor_core::durable::ClaimResult {
+        processor_core::durable::ClaimResult {
+            next_cursor: self.next_cursor,
+            entries: self.claimed.into_iter().map(Delivery::into_entry).collect(),
+            deleted: self.deleted,
+        }
+    }
+}
+
 /// One entry of the group's pending list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use processor_core::durable::{
-    ClaimResult, Command, DeadLetter, DurableConfig, DurableWriter, ReadFrom, WriteFailure,
+    Command, DeadLetter, DurableConfig, DurableWriter, ReadFrom, WriteFailure,
 };
 use processor_core::stream::EntryId;
 use processor_core::UnixMillis;
@@ -439,15 +439,7 @@ impl World {
                 if fault != OpFault::None {
                     return Some(Answer::Claimed(Err("connection reset".into())));
                 }
-                Some(Answer::Claimed(Ok(ClaimResult {
-                    next_cursor: claim.next_cursor,
-                    entries: claim
-                        .claimed
-                        .into_iter()
-                        .map(Delivery::into_entry)
-                        .collect(),
-                    deleted: claim.deleted,
-                })))
+                Some(Answer::Claimed(Ok(claim.into_result())))
             }
             Command::Write { id, rows } => {
                 self.stats.writes += 1;

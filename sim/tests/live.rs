@@ -4,7 +4,7 @@
 use sim::live::{
     run_live, run_live_all, LiveDefect, LiveOptions, LiveViolationKind, LIVE_CI_SEEDS,
 };
-use sim::seeds::{replay_command, seeds};
+use sim::seeds::{assert_none_broken, replay_command, seeds, Broken};
 
 #[test]
 fn live_invariants_hold_for_every_seed() {
@@ -26,17 +26,20 @@ fn live_invariants_hold_for_every_seed() {
         "{} seeds: {frames} frames read, {conflated} positions conflated, {slow_closes} slow consumers closed",
         reports.len()
     );
-    if let Some(first) = failed.first() {
-        for v in first.violations.iter().take(10) {
-            eprintln!("  {v}");
-        }
-        panic!(
-            "{} of {} seeds broke an invariant; replay the first: {}",
-            failed.len(),
-            reports.len(),
-            replay_command(first.seed, "live_invariants_hold_for_every_seed")
-        );
-    }
+    let broken: Vec<_> = failed
+        .iter()
+        .map(|r| Broken {
+            seed: r.seed,
+            faults: &[],
+            violations: &r.violations,
+        })
+        .collect();
+    assert_none_broken(
+        reports.len(),
+        &broken,
+        "live_invariants_hold_for_every_seed",
+        10,
+    );
     // The runs exercise what they claim to: slow clients conflated and closed.
     assert!(frames > 0 && conflated > 0 && slow_closes > 0);
 }

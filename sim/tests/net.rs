@@ -6,7 +6,7 @@
 //! so a run is exactly reproducible when it runs alone (as `SIM_SEED=...` replays do).
 
 use sim::net::{run_net, run_net_with, NET_CI_SEEDS};
-use sim::seeds::{replay_command, run_parallel, seeds};
+use sim::seeds::{assert_none_broken, run_parallel, seeds, Broken};
 
 #[test]
 fn network_layer_replays_and_keeps_every_invariant() {
@@ -27,21 +27,16 @@ fn network_layer_replays_and_keeps_every_invariant() {
             r.seed, r.entries, r.stored, r.dead_lettered, r.sim_ms
         );
     }
-    let failed: Vec<_> = reports.iter().filter(|r| !r.ok()).collect();
-    if let Some(first) = failed.first() {
-        for f in &first.faults {
-            eprintln!("  fault {f}");
-        }
-        for v in first.violations.iter().take(10) {
-            eprintln!("  {v}");
-        }
-        panic!(
-            "{} of {} seeds broke an invariant; replay the first: {}",
-            failed.len(),
-            reports.len(),
-            replay_command(first.seed, "network_layer")
-        );
-    }
+    let broken: Vec<_> = reports
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| Broken {
+            seed: r.seed,
+            faults: &r.faults,
+            violations: &r.violations,
+        })
+        .collect();
+    assert_none_broken(reports.len(), &broken, "network_layer", 10);
     assert!(reports.iter().all(|r| r.stored > 0 && r.dead_lettered > 0));
 
     // Teeth: a processor that acks what it reads before storing it is caught.

@@ -8,7 +8,7 @@
 use sim::net::fanout::{run_fanout, run_fanout_with, CALM_LATENCY_BOUND_MS};
 use sim::net::instance::NetLiveDefect;
 use sim::net::FANOUT_CI_SEEDS;
-use sim::seeds::{replay_command, run_parallel, seeds};
+use sim::seeds::{assert_none_broken, run_parallel, seeds, Broken};
 
 #[test]
 fn live_path_over_the_network_replays_and_keeps_every_invariant() {
@@ -29,21 +29,16 @@ fn live_path_over_the_network_replays_and_keeps_every_invariant() {
             r.seed, r.entries, r.frames, r.sessions, r.conflated, r.calm_latency_max_ms, r.sim_ms
         );
     }
-    let failed: Vec<_> = reports.iter().filter(|r| !r.ok()).collect();
-    if let Some(first) = failed.first() {
-        for f in &first.faults {
-            eprintln!("  fault {f}");
-        }
-        for v in first.violations.iter().take(15) {
-            eprintln!("  {v}");
-        }
-        panic!(
-            "{} of {} seeds broke an invariant; replay the first: {}",
-            failed.len(),
-            reports.len(),
-            replay_command(first.seed, "live_path_over_the_network")
-        );
-    }
+    let broken: Vec<_> = reports
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| Broken {
+            seed: r.seed,
+            faults: &r.faults,
+            violations: &r.violations,
+        })
+        .collect();
+    assert_none_broken(reports.len(), &broken, "live_path_over_the_network", 15);
     // The runs did what they are for: frames flowed and the bound held; over a series (not a
     // single replayed seed), slow clients were conflated.
     assert!(reports.iter().all(|r| r.frames > 0));

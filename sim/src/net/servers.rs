@@ -258,15 +258,7 @@ async fn execute(servers: &Servers, request: Request) -> Response {
                 .autoclaim(&consumer, min_idle_ms, cursor, count, now);
             let ids: Vec<String> = claim.claimed.iter().map(|d| d.id.to_string()).collect();
             record(&mut state, format_args!("{now} claim {consumer} {ids:?}"));
-            Response::Claim(ClaimResult {
-                next_cursor: claim.next_cursor,
-                entries: claim
-                    .claimed
-                    .into_iter()
-                    .map(Delivery::into_entry)
-                    .collect(),
-                deleted: claim.deleted,
-            })
+            Response::Claim(claim.into_result())
         }
         Request::Ack(ids) => {
             let mut state = servers.lock();
