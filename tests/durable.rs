@@ -84,10 +84,23 @@ async fn decode_errors_and_rejected_rows_are_dead_lettered_and_neighbours_stored
         50,
         r#"{"device_id":"356307040000001","latitude":1,"longitude":2}"#.into(),
     );
-    // Valid JSON the decoder accepts, but Postgres refuses a NUL in text.
+    // A NUL, which Postgres refuses in text, is the decoder's to refuse (contract section 3):
+    // a decode error, dead-lettered at once rather than after every redelivery.
     payloads.insert(
         70,
         payload(7_000, T0).replace("356307040007000", "bad\\u0000device"),
+    );
+    // A row Postgres refuses for a reason of its own: a constraint of this test's schema.
+    env.pg()
+        .await
+        .batch_execute(
+            "ALTER TABLE positions ADD CONSTRAINT test_refused CHECK (device_id <> 'refused-device')",
+        )
+        .await
+        .expect("add the test's constraint");
+    payloads.insert(
+        80,
+        payload(8_000, T0).replace("356307040008000", "refused-device"),
     );
     env.publish(&payloads).await;
     {
@@ -110,8 +123,8 @@ async fn decode_errors_and_rejected_rows_are_dead_lettered_and_neighbours_stored
         ],
     );
 
-    wait_until("four entries are dead-lettered", || async {
-        env.dead_letters().await.len() == 4
+    wait_until("five entries are dead-lettered", || async {
+        env.dead_letters().await.len() == 5
     })
     .await;
     settle(&env, 100).await;
@@ -121,6 +134,7 @@ async fn decode_errors_and_rejected_rows_are_dead_lettered_and_neighbours_stored
         "payload is not valid JSON",
         "missing required field `timestamp`",
         "entry has no payload field",
+        "field `device_id` must not contain control characters",
         "rejected by Postgres",
     ];
     for e in expect {
@@ -144,13 +158,13 @@ async fn decode_errors_and_rejected_rows_are_dead_lettered_and_neighbours_stored
         processor
             .metric("processor_durable_dead_lettered_total")
             .await,
-        Some(4.0)
+        Some(5.0)
     );
     assert_eq!(
         processor
             .metric("processor_durable_decode_errors_total")
             .await,
-        Some(3.0)
+        Some(4.0)
     );
     assert!(
         !processor.log_text().contains("bad\\u0000device"),

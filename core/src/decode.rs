@@ -330,6 +330,12 @@ fn device_id(v: &Value) -> Result<String, CodecError> {
             "must be at most 64 characters",
         ));
     }
+    if s.chars().any(is_control) {
+        return Err(CodecError::field(
+            "device_id",
+            "must not contain control characters",
+        ));
+    }
     Ok(s.clone())
 }
 
@@ -425,19 +431,45 @@ fn attributes(
 ) -> Result<BTreeMap<String, AttributeValue>, CodecError> {
     entries
         .into_iter()
-        .map(|(key, value)| match value {
-            Ok(value) => Ok((key, value)),
-            Err(problem) => Err(CodecError::InvalidField {
-                field: attribute_field(&key),
-                problem,
-            }),
+        .map(|(key, value)| {
+            let value = value.and_then(|v| match &v {
+                AttributeValue::Text(text) if text.contains('\0') => Err(NUL_PROBLEM),
+                _ => Ok(v),
+            });
+            match value {
+                Ok(_) if key.contains('\0') => Err(CodecError::InvalidField {
+                    field: attribute_field(&key),
+                    problem: "key must not contain U+0000",
+                }),
+                Ok(value) => Ok((key, value)),
+                Err(problem) => Err(CodecError::InvalidField {
+                    field: attribute_field(&key),
+                    problem,
+                }),
+            }
         })
         .collect()
 }
 
+/// Postgres refuses U+0000 in `text` and in `jsonb` strings (SQLSTATE 22021 / 22P05): what
+/// the decoder accepts must be storable, or a deterministic error becomes redeliveries.
+const NUL_PROBLEM: &str = "must not contain U+0000";
+
+/// U+0000 to U+001F and U+007F (contract section 3).
+fn is_control(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}')
+}
+
 fn attribute_field(key: &str) -> String {
     let mut name = String::from("attributes.");
-    name.extend(key.chars().take(MAX_ECHOED_KEY_CHARS));
+    // The key is echoed in logs and dead letters: control characters are shown escaped.
+    for c in key.chars().take(MAX_ECHOED_KEY_CHARS) {
+        if is_control(c) {
+            name.extend(c.escape_default());
+        } else {
+            name.push(c);
+        }
+    }
     if key.chars().count() > MAX_ECHOED_KEY_CHARS {
         name.push('…');
     }

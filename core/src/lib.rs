@@ -9,6 +9,7 @@
 //! - [`decode_position`] turns a stream payload into a [`Position`] or a [`CodecError`].
 //! - [`faulty::fault_reason`] applies the stateless faulty rules.
 //! - [`wire`] parses client messages and encodes server messages.
+//! - [`websocket`] frames server messages once and reads client frames.
 //! - [`stream`] names stream entries and their ids.
 //! - [`durable`] is the durable-write state machine.
 
@@ -20,6 +21,7 @@ pub mod millis;
 pub mod position;
 pub mod stream;
 pub mod trim;
+pub mod websocket;
 pub mod wire;
 
 pub use decode::{decode_position, CodecError, MAX_PAYLOAD_BYTES};

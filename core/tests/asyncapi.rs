@@ -7,6 +7,7 @@
 //! other: the document cannot grow a constraint this test silently ignores.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -14,9 +15,11 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use processor_core::live::{
-    Command, ConnId, LiveConfig, LiveHub, Principal, Visibility, FORBIDDEN_MESSAGE,
+    self, Command, ConnId, DeviceMap, Ingest, IngestInput, Input, LiveConfig, LiveHub,
+    LookupFailed, Principal, Visibility, FORBIDDEN_MESSAGE,
 };
 use processor_core::stream::EntryId;
+use processor_core::websocket::{ClientFrame, Opcode};
 use processor_core::wire::{
     encode, parse_client_message, position_message, ClientMessage, ErrorCode, ServerMessage, Topic,
     WirePosition,
@@ -637,40 +640,60 @@ fn what_the_live_hub_sends_matches_the_document() {
     let unknown = Uuid::from_u128(0x9999_9999_9999_4999_8999_9999_9999_9999);
     let (moving, still) = ("356307042441013", "356307042441021");
     let conn = ConnId(1);
-    let mut hub = LiveHub::new(
-        LiveConfig {
-            max_subscriptions: 2,
-            ..LiveConfig::default()
-        },
-        now,
-    );
+    let config = LiveConfig {
+        max_subscriptions: 2,
+        ..LiveConfig::default()
+    };
+    let mut ingest = Ingest::new(&config);
+    let mut hub = LiveHub::new(config, now);
     let devices = [(moving, public), (still, public)];
-    hub.handle_device_map(
-        now,
+    let map = Arc::new(DeviceMap::new(
         1,
         devices
             .iter()
             .map(|(d, e)| (d.to_string(), BTreeSet::from([*e])))
             .collect(),
+    ));
+    ingest.handle(now, IngestInput::DeviceMap(Arc::clone(&map)));
+    hub.handle(now, Input::DeviceMap(map));
+    hub.handle(
+        now,
+        Input::Connected {
+            conn,
+            principal: Principal::Anonymous,
+        },
     );
-    hub.handle_connected(now, conn, Principal::Anonymous);
 
+    // The JSON of every text frame sent.
     let mut sent: Vec<Bytes> = Vec::new();
     let mut drain = |hub: &mut LiveHub| {
         let mut requests = Vec::new();
         while let Some(command) = hub.poll_command() {
             match command {
-                Command::Send { bytes, .. } => sent.push(bytes),
+                Command::Send { frame, .. } => match frame.opcode() {
+                    Some(Opcode::Text) => sent.push(Bytes::copy_from_slice(frame.payload())),
+                    Some(Opcode::Ping) => {}
+                    other => panic!("unexpected {other:?} frame: {frame:?}"),
+                },
                 Command::Authorize { request, .. } | Command::LoadSnapshot { request, .. } => {
                     requests.push(request)
                 }
                 Command::Close { code, .. } => panic!("closed with {code}"),
-                Command::Ping { .. } => {}
             }
         }
         requests
     };
-    let text = |hub: &mut LiveHub, t: &str| hub.handle_client_text(now, conn, t.as_bytes());
+    let text = |hub: &mut LiveHub, t: &str| {
+        hub.handle(now, live::text(conn, Bytes::copy_from_slice(t.as_bytes())))
+    };
+    // A stream read, judged by the ingest, its batch handed to the hub.
+    let mut positions = |hub: &mut LiveHub, entries: Vec<(EntryId, Option<Bytes>)>| {
+        ingest.handle(now, IngestInput::Entries(entries));
+        while let Some(batch) = ingest.poll_batch() {
+            hub.handle(now, Input::Batch(batch));
+        }
+    };
+    let failed = || LookupFailed("postgres away".into());
     let subscribe = |e: Uuid| format!(r#"{{"type":"subscribe","topic":"event:{e}"}}"#);
     let fix = |device: &str, dt: i64, speed: f64| {
         let angle = if speed > 0.0 { 270.0 } else { 0.0 };
@@ -698,19 +721,40 @@ fn what_the_live_hub_sends_matches_the_document() {
     let [authorize] = drain(&mut hub)[..] else {
         panic!("no Authorize")
     };
-    hub.handle_authorization(now, authorize, Visibility::Public);
+    hub.handle(
+        now,
+        Input::Visibility {
+            request: authorize,
+            visibility: Ok(Visibility::Public),
+        },
+    );
     let [load] = drain(&mut hub)[..] else {
         panic!("no LoadSnapshot")
     };
-    hub.handle_positions(now, vec![fix(moving, 1_000, 0.0)]);
-    hub.handle_snapshot(now, load, vec![row(moving, 0, 12.5), row(still, 0, 0.0)]);
-    hub.handle_positions(now, vec![fix(still, 2_000, 42.0), fix(moving, 3_000, 0.0)]);
+    positions(&mut hub, vec![fix(moving, 1_000, 0.0)]);
+    hub.handle(
+        now,
+        Input::Snapshot {
+            request: load,
+            rows: Ok(vec![row(moving, 0, 12.5), row(still, 0, 0.0)]),
+        },
+    );
+    positions(
+        &mut hub,
+        vec![fix(still, 2_000, 42.0), fix(moving, 3_000, 0.0)],
+    );
     // forbidden: an unknown event.
     text(&mut hub, &subscribe(unknown));
     let [authorize] = drain(&mut hub)[..] else {
         panic!("no Authorize")
     };
-    hub.handle_authorization(now, authorize, Visibility::Unknown);
+    hub.handle(
+        now,
+        Input::Visibility {
+            request: authorize,
+            visibility: Ok(Visibility::Unknown),
+        },
+    );
     // limit_exceeded: a third topic while a second is being authorized; then the second's
     // access check fails, and its retry's snapshot fails.
     text(&mut hub, &subscribe(other));
@@ -718,16 +762,34 @@ fn what_the_live_hub_sends_matches_the_document() {
         panic!("no Authorize")
     };
     text(&mut hub, &subscribe(unknown));
-    hub.handle_authorization_failed(now, authorize);
+    hub.handle(
+        now,
+        Input::Visibility {
+            request: authorize,
+            visibility: Err(failed()),
+        },
+    );
     text(&mut hub, &subscribe(other));
     let [authorize] = drain(&mut hub)[..] else {
         panic!("no Authorize")
     };
-    hub.handle_authorization(now, authorize, Visibility::Public);
+    hub.handle(
+        now,
+        Input::Visibility {
+            request: authorize,
+            visibility: Ok(Visibility::Public),
+        },
+    );
     let [load] = drain(&mut hub)[..] else {
         panic!("no LoadSnapshot")
     };
-    hub.handle_snapshot_failed(now, load);
+    hub.handle(
+        now,
+        Input::Snapshot {
+            request: load,
+            rows: Err(failed()),
+        },
+    );
     // unsubscribed: a topic held and one not held.
     text(
         &mut hub,
@@ -743,7 +805,13 @@ fn what_the_live_hub_sends_matches_the_document() {
     text(&mut hub, r#"{"type":"publish","topic":"anything"}"#);
     let too_long = "x".repeat(hub.config().max_message_bytes + 1);
     text(&mut hub, &too_long);
-    hub.handle_client_binary(now, conn);
+    hub.handle(
+        now,
+        Input::Frame {
+            conn,
+            frame: Ok(ClientFrame::Binary),
+        },
+    );
     assert!(drain(&mut hub).is_empty());
 
     let mut kinds = BTreeSet::new();

@@ -205,6 +205,39 @@ fn device_id_length_is_1_to_64_characters() {
 }
 
 #[test]
+fn device_id_refuses_control_characters() {
+    for c in ['\u{0}', '\u{1}', '\t', '\n', '\u{1f}', '\u{7f}'] {
+        assert_invalid(
+            with("device_id", json!(format!("3563{c}07"))),
+            "device_id",
+            "must not contain control characters",
+        );
+    }
+    // The first printable characters on either side of the ranges are fine.
+    assert_eq!(
+        ok(with("device_id", json!(" ~\u{80}"))).device_id,
+        " ~\u{80}"
+    );
+}
+
+#[test]
+fn attributes_refuse_u0000_in_keys_and_string_values() {
+    assert_invalid(
+        with("attributes", json!({"io": "a\u{0}b"})),
+        "attributes.io",
+        "must not contain U+0000",
+    );
+    assert_invalid(
+        with("attributes", json!({"i\u{0}o": 1})),
+        "attributes.i\\u{0}o",
+        "key must not contain U+0000",
+    );
+    // Other control characters are storable in text and jsonb: kept.
+    let p = ok(with("attributes", json!({"io": "a\tb"})));
+    assert_eq!(p.attributes["io"], AttributeValue::Text("a\tb".into()));
+}
+
+#[test]
 fn device_id_length_counts_characters_not_bytes() {
     // 64 characters, 128 bytes.
     let id = "é".repeat(64);
@@ -876,13 +909,15 @@ fn attribute_value() -> impl Strategy<Value = AttributeValue> {
         any::<u64>().prop_map(AttributeValue::Unsigned),
         (i64::MIN..0).prop_map(AttributeValue::Signed),
         decimal(-1_000_000, 1_000_000, 3).prop_map(AttributeValue::Float),
-        ".{0,20}".prop_map(AttributeValue::Text),
+        // Any character but U+0000, which Postgres cannot store.
+        "[^\\x00]{0,20}".prop_map(AttributeValue::Text),
     ]
 }
 
 fn position() -> impl Strategy<Value = Position> {
     (
-        ".{1,64}",
+        // No control characters in a device id (contract section 3).
+        "[^\\x00-\\x1f\\x7f]{1,64}",
         0..=UnixMillis::MAX_FIX.as_i64(),
         (decimal(-90, 90, 7), decimal(-180, 180, 7)),
         (
@@ -891,7 +926,7 @@ fn position() -> impl Strategy<Value = Position> {
             decimal(0, 400, 1),
         ),
         (any::<u8>(), 0..=2u8, prop::option::of(0..=i32::MAX)),
-        prop::collection::btree_map(".{0,12}", attribute_value(), 0..6),
+        prop::collection::btree_map("[^\\x00]{0,12}", attribute_value(), 0..6),
     )
         .prop_map(
             |(device_id, ts, (latitude, longitude), (altitude, angle, speed), rest, attributes)| {

@@ -51,9 +51,10 @@ fn corpus(target: &str) -> Vec<PathBuf> {
 /// A check: panics when its input breaks a rule.
 type Check = fn(&[u8]);
 
-const CHECKS: [(&str, Check); 2] = [
+const CHECKS: [(&str, Check); 3] = [
     ("decode_position", checks::check_decode_position),
     ("client_message", checks::check_client_message),
+    ("client_frames", checks::check_client_frames),
 ];
 
 /// Runs both checks on every file; returns one line per file that panicked.
@@ -78,6 +79,7 @@ fn assert_no_failures(failures: Vec<String>) {
 fn seed_corpora_never_panic() {
     let mut files = corpus("decode_position");
     files.extend(corpus("client_message"));
+    files.extend(corpus("client_frames"));
     assert_no_failures(replay(&files));
 }
 
@@ -125,5 +127,14 @@ fn decode_position_seeds_match_their_names() {
 fn client_message_seeds_match_their_names() {
     check_seed_names("client_message", |d| {
         processor_core::wire::parse_client_message(d).is_ok()
+    });
+}
+
+#[test]
+fn client_frames_seeds_match_their_names() {
+    // Valid: every byte makes frames and no error; invalid: the bytes end on a close code.
+    check_seed_names("client_frames", |d| {
+        let frames = checks::read_client_frames(d);
+        !frames.is_empty() && frames.iter().all(Result::is_ok)
     });
 }

@@ -2,6 +2,7 @@
 //! and 5).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -9,10 +10,12 @@ use uuid::Uuid;
 
 use processor_core::faulty::FaultyThresholds;
 use processor_core::live::{
-    close_code, Command, ConnId, LiveConfig, LiveHub, LiveStats, Principal, RequestId, Visibility,
+    self, close_code, close_reason, Command, ConnId, DeviceMap, Ingest, IngestInput, IngestStats,
+    Input, LiveConfig, LiveHub, LiveStats, LookupFailed, Principal, RequestId, Visibility,
     FORBIDDEN_MESSAGE,
 };
 use processor_core::stream::EntryId;
+use processor_core::websocket::{ClientFrame, Frame, FrameError, FrameReader, Opcode};
 use processor_core::wire::WirePosition;
 use processor_core::UnixMillis;
 
@@ -41,6 +44,7 @@ fn config() -> LiveConfig {
         conflate_threshold_bytes: 1 << 20,
         backpressure_threshold_bytes: 4 << 20,
         ping_interval_ms: 1_000,
+        write_timeout_ms: 5_000,
         faulty: FaultyThresholds {
             min_satellites: 3,
             max_future_ms: 60_000,
@@ -56,6 +60,15 @@ fn slow_config() -> LiveConfig {
     LiveConfig {
         conflate_threshold_bytes: 300,
         backpressure_threshold_bytes: 1_000,
+        ..config()
+    }
+}
+
+/// Pings out of the way (every minute), and a 5 s write timeout.
+fn write_timeout_config() -> LiveConfig {
+    LiveConfig {
+        ping_interval_ms: 60_000,
+        write_timeout_ms: 5_000,
         ..config()
     }
 }
@@ -139,27 +152,77 @@ fn send(conn: u64, text: &str) -> String {
     format!("c{conn} <- {text}")
 }
 
-/// One line per command. A `Send` must carry `fix_ts` exactly when it is a position
-/// message, and then the message's own `ts`.
+/// The wire length of a text frame carrying `payload` bytes: the payload and a 2-, 4- or
+/// 10-byte header (RFC 6455, section 5.2).
+fn frame_len(payload: u64) -> u64 {
+    payload
+        + match payload {
+            0..=125 => 2,
+            126..=65_535 => 4,
+            _ => 10,
+        }
+}
+
+/// A server frame must be one whole, unmasked, minimally encoded frame: FIN set, no reserved
+/// bits, its length field the payload's length, nothing after the payload.
+fn assert_well_formed(frame: &Frame) {
+    let bytes = frame.bytes();
+    let payload = frame.payload();
+    assert!(bytes.len() >= 2, "{frame:?}: no header");
+    assert_eq!(bytes[0] & 0xf0, 0x80, "{frame:?}: FIN and no reserved bits");
+    assert_eq!(
+        bytes[1] & 0x80,
+        0,
+        "{frame:?}: a server frame is not masked"
+    );
+    let header = bytes.len() - payload.len();
+    assert_eq!(
+        header as u64,
+        frame_len(payload.len() as u64) - payload.len() as u64,
+        "{frame:?}: header length"
+    );
+    let declared = match bytes[1] & 0x7f {
+        126 => u64::from(u16::from_be_bytes([bytes[2], bytes[3]])),
+        127 => u64::from_be_bytes(bytes[2..10].try_into().unwrap()),
+        n => u64::from(n),
+    };
+    assert_eq!(declared, payload.len() as u64, "{frame:?}: length field");
+    assert_eq!(&bytes[header..], payload);
+    assert_eq!(frame.len(), bytes.len());
+    if frame.opcode().is_some_and(Opcode::is_control) {
+        assert!(
+            payload.len() <= 125,
+            "{frame:?}: control frame over 125 bytes"
+        );
+    }
+}
+
+/// One line per command. Every `Send` must be a well-formed frame; a text frame must be
+/// JSON, shown as its text; a ping is `ping`, a pong shows the payload it echoes.
 fn render(command: &Command) -> String {
     match command {
-        Command::Send {
-            conn,
-            bytes,
-            fix_ts,
-        } => {
-            let text = std::str::from_utf8(bytes).expect("UTF-8 frame");
-            let value: Value = serde_json::from_str(text).expect("JSON frame");
-            if value["type"] == "position" {
-                assert_eq!(
-                    fix_ts.map(|t| t.as_i64()),
-                    value["ts"].as_i64(),
-                    "fix_ts of {text}"
-                );
-            } else {
-                assert_eq!(*fix_ts, None, "fix_ts of {text}");
+        Command::Send { conn, frame } => {
+            assert_well_formed(frame);
+            match frame.opcode() {
+                Some(Opcode::Text) => {
+                    let text = std::str::from_utf8(frame.payload()).expect("UTF-8 frame");
+                    let _: Value = serde_json::from_str(text).expect("JSON frame");
+                    send(conn.0, text)
+                }
+                Some(Opcode::Ping) => {
+                    assert!(
+                        frame.payload().is_empty(),
+                        "{frame:?}: a server ping is empty"
+                    );
+                    format!("c{} ping", conn.0)
+                }
+                Some(Opcode::Pong) => format!(
+                    "c{} pong {}",
+                    conn.0,
+                    String::from_utf8_lossy(frame.payload())
+                ),
+                other => panic!("unexpected {other:?} frame: {frame:?}"),
             }
-            send(conn.0, text)
         }
         Command::Close { conn, code, reason } => format!("c{} close {code} {reason}", conn.0),
         Command::Authorize {
@@ -178,7 +241,6 @@ fn render(command: &Command) -> String {
             conn.0,
             devices.join(",")
         ),
-        Command::Ping { conn } => format!("c{} ping", conn.0),
     }
 }
 
@@ -186,7 +248,33 @@ fn anon() -> Principal {
     Principal::Anonymous
 }
 
+fn failed() -> LookupFailed {
+    LookupFailed("postgres away".into())
+}
+
+/// A masked client frame (RFC 6455, section 5.3), as a client's socket would carry it.
+fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 65_535 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    out
+}
+
+/// The ingest and one hub shard, fed as the shell feeds them.
 struct Fx {
+    ingest: Ingest,
     hub: LiveHub,
     /// Milliseconds after T0.
     now: i64,
@@ -196,14 +284,15 @@ struct Fx {
 
 impl Fx {
     fn with(config: LiveConfig) -> Fx {
-        let mut hub = LiveHub::new(config, UnixMillis(T0));
-        hub.handle_device_map(UnixMillis(T0), 1, default_map());
-        Fx {
-            hub,
+        let mut fx = Fx {
+            ingest: Ingest::new(&config),
+            hub: LiveHub::new(config, UnixMillis(T0)),
             now: 0,
             next_entry: 0,
             log: Vec::new(),
-        }
+        };
+        fx.device_map(1, default_map());
+        fx
     }
 
     fn new() -> Fx {
@@ -229,24 +318,64 @@ impl Fx {
         self.raw().iter().map(render).collect()
     }
 
-    fn connect(&mut self, conn: u64, principal: Principal) -> Vec<String> {
-        self.hub
-            .handle_connected(self.now(), ConnId(conn), principal);
+    /// Hands `input` to the hub at the current time, and returns what it commanded.
+    fn input(&mut self, input: Input) -> Vec<String> {
+        self.hub.handle(self.now(), input);
         self.drain()
+    }
+
+    /// A new version of the device map, for the ingest and the hub alike.
+    fn device_map(&mut self, version: u64, by_device: BTreeMap<String, BTreeSet<Uuid>>) {
+        let map = Arc::new(DeviceMap::new(version, by_device));
+        self.ingest
+            .handle(self.now(), IngestInput::DeviceMap(Arc::clone(&map)));
+        self.hub.handle(self.now(), Input::DeviceMap(map));
+    }
+
+    fn connect(&mut self, conn: u64, principal: Principal) -> Vec<String> {
+        self.input(Input::Connected {
+            conn: ConnId(conn),
+            principal,
+        })
+    }
+
+    fn frame(&mut self, conn: u64, frame: Result<ClientFrame, FrameError>) -> Vec<String> {
+        self.input(Input::Frame {
+            conn: ConnId(conn),
+            frame,
+        })
+    }
+
+    /// What a client's socket delivered, read by a [`FrameReader`] as the shell reads it.
+    fn socket(&mut self, conn: u64, bytes: &[u8]) -> Vec<String> {
+        let mut reader = FrameReader::new(64 * 1024);
+        reader.push(bytes);
+        let mut lines = Vec::new();
+        while let Some(frame) = reader.next() {
+            lines.extend(self.frame(conn, frame));
+        }
+        lines
     }
 
     fn text(&mut self, conn: u64, text: &str) -> Vec<String> {
-        self.hub
-            .handle_client_text(self.now(), ConnId(conn), text.as_bytes());
-        self.drain()
+        self.input(live::text(
+            ConnId(conn),
+            Bytes::copy_from_slice(text.as_bytes()),
+        ))
+    }
+
+    fn pong(&mut self, conn: u64) -> Vec<String> {
+        self.frame(conn, Ok(ClientFrame::Pong))
+    }
+
+    fn closed(&mut self, conn: u64) -> Vec<String> {
+        self.input(Input::Closed { conn: ConnId(conn) })
     }
 
     fn sub_text(&mut self, conn: u64, event: &str) -> Vec<Command> {
-        self.hub.handle_client_text(
-            self.now(),
-            ConnId(conn),
-            format!(r#"{{"type":"subscribe","topic":"event:{event}"}}"#).as_bytes(),
-        );
+        let text = format!(r#"{{"type":"subscribe","topic":"event:{event}"}}"#);
+        self.hub
+            .handle(self.now(), live::text(ConnId(conn), Bytes::from(text)));
         self.raw()
     }
 
@@ -255,6 +384,25 @@ impl Fx {
             conn,
             &format!(r#"{{"type":"unsubscribe","topic":"event:{event}"}}"#),
         )
+    }
+
+    fn visibility(
+        &mut self,
+        request: RequestId,
+        visibility: Result<Visibility, LookupFailed>,
+    ) -> Vec<String> {
+        self.input(Input::Visibility {
+            request,
+            visibility,
+        })
+    }
+
+    fn snapshot(
+        &mut self,
+        request: RequestId,
+        rows: Result<Vec<WirePosition>, LookupFailed>,
+    ) -> Vec<String> {
+        self.input(Input::Snapshot { request, rows })
     }
 
     /// Subscribe and answer the authorization; returns the load request, if one went out.
@@ -269,8 +417,13 @@ impl Fx {
             [Command::Authorize { request, .. }] => *request,
             other => panic!("expected one Authorize, got {other:?}"),
         };
-        self.hub
-            .handle_authorization(self.now(), request, visibility);
+        self.hub.handle(
+            self.now(),
+            Input::Visibility {
+                request,
+                visibility: Ok(visibility),
+            },
+        );
         let commands = self.raw();
         let load = commands.iter().find_map(|c| match c {
             Command::LoadSnapshot { request, .. } => Some(*request),
@@ -283,11 +436,11 @@ impl Fx {
     fn subscribe(&mut self, conn: u64, event: &str, rows: Vec<WirePosition>) -> Vec<String> {
         let (mut lines, load) = self.authorize(conn, event, Visibility::Public);
         let load = load.expect("a snapshot load");
-        self.hub.handle_snapshot(self.now(), load, rows);
-        lines.extend(self.drain());
+        lines.extend(self.snapshot(load, Ok(rows)));
         lines
     }
 
+    /// One stream read: judged by the ingest, its batch (if any) handed to the hub.
     fn entries(&mut self, payloads: Vec<Option<Bytes>>) -> Vec<String> {
         let entries = payloads
             .into_iter()
@@ -296,7 +449,11 @@ impl Fx {
                 (EntryId::new(self.next_entry, 0), p)
             })
             .collect();
-        self.hub.handle_positions(self.now(), entries);
+        self.ingest
+            .handle(self.now(), IngestInput::Entries(entries));
+        while let Some(batch) = self.ingest.poll_batch() {
+            self.hub.handle(self.now(), Input::Batch(batch));
+        }
         self.drain()
     }
 
@@ -311,9 +468,12 @@ impl Fx {
         self.entries(vec![Some(payload(device, ts, lat, lon, 9))])
     }
 
+    /// A write attempt on `conn`'s socket took `bytes`.
     fn drained(&mut self, conn: u64, bytes: u64) -> Vec<String> {
-        self.hub.handle_drained(self.now(), ConnId(conn), bytes);
-        self.drain()
+        self.input(Input::Written {
+            conn: ConnId(conn),
+            bytes,
+        })
     }
 
     /// Reports everything queued for `conn` as written.
@@ -324,12 +484,19 @@ impl Fx {
 
     fn timeout(&mut self, at: i64) -> Vec<String> {
         self.now = at;
-        self.hub.handle_timeout(self.now());
-        self.drain()
+        self.input(Input::Timeout)
+    }
+
+    fn poll_timeout(&self) -> Option<i64> {
+        self.hub.poll_timeout().map(|t| t.as_i64() - T0)
     }
 
     fn stats(&self) -> LiveStats {
         self.hub.stats()
+    }
+
+    fn ingest_stats(&self) -> IngestStats {
+        self.ingest.stats()
     }
 
     /// Every delivery is sent, conflated, dropped or waiting.
@@ -368,13 +535,11 @@ fn subscribe_to_a_public_event_gets_subscribed_then_one_snapshot_then_live() {
             format!("load r1 c1 event:{E1} [A,B,D]"),
         ]
     );
-    fx.hub.handle_snapshot(
-        fx.now(),
-        load,
-        vec![row("B", 500, 54.1, 25.1), row("B", 400, 54.2, 25.2)],
-    );
     assert_eq!(
-        fx.drain(),
+        fx.snapshot(
+            load,
+            Ok(vec![row("B", 500, 54.1, 25.1), row("B", 400, 54.2, 25.2)]),
+        ),
         vec![send(
             1,
             &snapshot(
@@ -412,14 +577,16 @@ fn a_position_racing_the_snapshot_is_neither_lost_nor_sent_before_it() {
     assert_eq!(fx.pos_at("A", 3_000, 54.6803, 25.2803), no_commands());
     assert_eq!(fx.pos("B", 2_500), no_commands());
     // Postgres answers with what it had stored when the query ran: A at 1 s, B older.
-    fx.hub.handle_snapshot(
-        fx.now(),
+    let lines = fx.snapshot(
         load.unwrap(),
-        vec![row("A", 1_000, LAT, LON), row("B", 100, 54.0001, 25.0001)],
+        Ok(vec![
+            row("A", 1_000, LAT, LON),
+            row("B", 100, 54.0001, 25.0001),
+        ]),
     );
     // The snapshot carries the newest of all: nothing held is newer, so nothing follows.
     assert_eq!(
-        fx.drain(),
+        lines,
         vec![send(
             1,
             &snapshot(
@@ -493,9 +660,8 @@ fn a_failed_snapshot_is_an_error_then_unsubscribed_and_nothing_follows() {
     fx.connect(1, anon());
     let (_, load) = fx.authorize(1, E1, Visibility::Public);
     fx.pos("A", 1_000);
-    fx.hub.handle_snapshot_failed(fx.now(), load.unwrap());
     assert_eq!(
-        fx.drain(),
+        fx.snapshot(load.unwrap(), Err(failed())),
         vec![
             send(
                 1,
@@ -510,8 +676,7 @@ fn a_failed_snapshot_is_an_error_then_unsubscribed_and_nothing_follows() {
     );
     assert_eq!(fx.pos("A", 2_000), no_commands());
     // A late answer to the failed request is ignored.
-    fx.hub.handle_snapshot(fx.now(), load.unwrap(), vec![]);
-    assert_eq!(fx.drain(), no_commands());
+    assert_eq!(fx.snapshot(load.unwrap(), Ok(vec![])), no_commands());
     let s = fx.stats();
     assert_eq!(
         (s.subscriptions, s.lookup_failures, s.dropped_messages),
@@ -534,9 +699,8 @@ fn a_failed_authorization_lookup_is_an_error_without_subscription() {
     let Command::Authorize { request, .. } = commands[0] else {
         panic!("{commands:?}")
     };
-    fx.hub.handle_authorization_failed(fx.now(), request);
     assert_eq!(
-        fx.drain(),
+        fx.visibility(request, Err(failed())),
         vec![send(
             1,
             &error(
@@ -577,9 +741,7 @@ fn a_position_while_authorizing_is_not_sent() {
         panic!("{commands:?}")
     };
     assert_eq!(fx.pos("A", 1_000), no_commands());
-    fx.hub
-        .handle_authorization(fx.now(), request, Visibility::Public);
-    let lines = fx.drain();
+    let lines = fx.visibility(request, Ok(Visibility::Public));
     assert_eq!(lines[0], send(1, &subscribed(E1)));
     assert_eq!(fx.stats().position_deliveries, 0);
 }
@@ -614,7 +776,7 @@ fn ts_never_goes_backwards_per_device_even_unsubscribed() {
             send(1, &pmsg(E1, "B", 1_000, LAT, LON)),
         ]
     );
-    assert_eq!(fx.stats().stale_dropped, 4);
+    assert_eq!(fx.ingest_stats().stale_dropped, 4);
 }
 
 #[test]
@@ -634,7 +796,7 @@ fn faulty_positions_are_never_sent_nor_in_a_snapshot() {
         fx.entries(vec![Some(payload("A", 70_000, LAT, LON, 9))]),
         vec![send(1, &pmsg(E1, "A", 70_000, LAT, LON))]
     );
-    assert_eq!(fx.stats().faulty_dropped, 3);
+    assert_eq!(fx.ingest_stats().faulty_dropped, 3);
     // Faulty fixes did not become anchors: B's snapshot entry is its good one.
     fx.entries(vec![Some(payload("B", 20_000, 0.0, 0.0, 9))]);
     fx.pos("B", 15_000);
@@ -670,7 +832,7 @@ fn a_jump_faster_than_the_limit_is_dropped() {
         fx.pos_at("A", 961_000, 55.6802, LON),
         vec![send(1, &pmsg(E1, "A", 961_000, 55.6802, LON))]
     );
-    let s = fx.stats();
+    let s = fx.ingest_stats();
     assert_eq!((s.jump_dropped, s.reanchored), (1, 0));
 }
 
@@ -693,7 +855,7 @@ fn agreeing_too_fast_fixes_re_anchor_the_device() {
         fx.pos_at("A", 4_000, 54.6804, LON),
         vec![send(1, &pmsg(E1, "A", 4_000, 54.6804, LON))]
     );
-    let s = fx.stats();
+    let s = fx.ingest_stats();
     assert_eq!((s.jump_dropped, s.reanchored, s.accepted), (2, 1, 3));
 }
 
@@ -715,7 +877,7 @@ fn isolated_glitches_do_not_re_anchor() {
         fx.pos_at("A", 5_000, 54.6802, LON),
         vec![send(1, &pmsg(E1, "A", 5_000, 54.6802, LON))]
     );
-    let s = fx.stats();
+    let s = fx.ingest_stats();
     assert_eq!((s.jump_dropped, s.reanchored), (4, 0));
 }
 
@@ -732,7 +894,7 @@ fn a_too_fast_fix_after_a_long_gap_re_anchors() {
         fx.pos_at("A", 600_001, 54.6802, LON),
         vec![send(1, &pmsg(E1, "A", 600_001, 54.6802, LON))]
     );
-    let s = fx.stats();
+    let s = fx.ingest_stats();
     assert_eq!((s.jump_dropped, s.reanchored), (1, 1));
 }
 
@@ -752,7 +914,7 @@ fn re_anchoring_can_be_disabled() {
             no_commands()
         );
     }
-    assert_eq!(fx.stats().jump_dropped, 9);
+    assert_eq!(fx.ingest_stats().jump_dropped, 9);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -952,9 +1114,8 @@ fn bad_requests_are_answered_and_the_connection_stays_usable() {
         fx.text(1, &long),
         vec![plain_error("message is larger than the server accepts")]
     );
-    fx.hub.handle_client_binary(fx.now(), ConnId(1));
     assert_eq!(
-        fx.drain(),
+        fx.frame(1, Ok(ClientFrame::Binary)),
         vec![plain_error("binary frames are not accepted")]
     );
     // Still usable.
@@ -1006,12 +1167,21 @@ fn too_many_bad_requests_close_with_1008_and_nothing_follows() {
 fn a_message_over_64_kib_closes_with_1009() {
     let mut fx = Fx::new();
     fx.connect(1, anon());
-    fx.hub.handle_client_too_large(fx.now(), ConnId(1));
     assert_eq!(
-        fx.drain(),
+        fx.frame(1, Err(FrameError::TooLarge)),
         vec!["c1 close 1009 message too big".to_string()]
     );
     assert_eq!(fx.text(1, r#"{"type":"ping"}"#), no_commands());
+    // As the shell's reader reports it: the header alone of a frame over 64 KiB.
+    fx.connect(2, anon());
+    let header = &client_frame(true, 0x1, &vec![b'x'; 64 * 1024 + 1])[..14];
+    assert_eq!(
+        fx.socket(2, header),
+        vec!["c2 close 1009 message too big".to_string()]
+    );
+    // Too big is not a protocol error.
+    assert_eq!(fx.stats().protocol_errors, 0);
+    assert_eq!(fx.stats().connections, 0);
 }
 
 #[test]
@@ -1061,15 +1231,15 @@ fn unsubscribing_while_authorizing_or_loading_ignores_the_late_answer() {
         panic!("{commands:?}")
     };
     fx.unsub(1, E1);
-    fx.hub
-        .handle_authorization(fx.now(), request, Visibility::Public);
-    assert_eq!(fx.drain(), no_commands());
+    assert_eq!(
+        fx.visibility(request, Ok(Visibility::Public)),
+        no_commands()
+    );
 
     let (_, load) = fx.authorize(1, E1, Visibility::Public);
     fx.pos("A", 1_000);
     assert_eq!(fx.unsub(1, E1), vec![send(1, &unsubscribed(E1))]);
-    fx.hub.handle_snapshot(fx.now(), load.unwrap(), vec![]);
-    assert_eq!(fx.drain(), no_commands());
+    assert_eq!(fx.snapshot(load.unwrap(), Ok(vec![])), no_commands());
     assert_eq!(fx.stats().dropped_messages, 1);
     fx.assert_accounted();
 }
@@ -1087,26 +1257,42 @@ fn decode_errors_and_orphans_are_counted() {
         Some(Bytes::from_static(b"{not json")),
         Some(Bytes::from_static(br#"{"device_id":"A"}"#)),
         Some(payload("ORPHAN", 1_000, LAT, LON, 9)),
+        // Faulty too, but an orphan is counted as one and judged no further.
         Some(payload("ORPHAN", 2_000, 0.0, 0.0, 9)),
+        Some(payload("A", 500, 0.0, 0.0, 9)),
         Some(payload("A", 1_000, LAT, LON, 9)),
     ]);
     assert_eq!(lines, vec![send(1, &pmsg(E1, "A", 1_000, LAT, LON))]);
-    let s = fx.stats();
-    assert_eq!(s.broadcast_records, 6);
+    let s = fx.ingest_stats();
+    assert_eq!(s.broadcast_records, 7);
     assert_eq!(s.decode_errors, 3);
     assert_eq!(s.orphan_records, 2);
     assert_eq!(s.faulty_dropped, 1);
-    assert_eq!(s.accepted, 2);
+    assert_eq!(s.accepted, 1);
+    assert_eq!((s.stale_dropped, s.jump_dropped, s.reanchored), (0, 0, 0));
+    // Every record read is counted once.
+    assert_eq!(
+        s.broadcast_records,
+        s.decode_errors + s.orphan_records + s.faulty_dropped + s.accepted
+    );
 }
 
 #[test]
 fn before_any_map_every_device_is_an_orphan() {
-    let mut hub = LiveHub::new(config(), UnixMillis(T0));
-    hub.handle_positions(
+    let mut ingest = Ingest::new(&config());
+    let hub = LiveHub::new(config(), UnixMillis(T0));
+    ingest.handle(
         UnixMillis(T0),
-        vec![(EntryId::new(1, 0), Some(payload("A", 0, LAT, LON, 9)))],
+        IngestInput::Entries(vec![(
+            EntryId::new(1, 0),
+            Some(payload("A", 0, LAT, LON, 9)),
+        )]),
     );
-    assert_eq!(hub.stats().orphan_records, 1);
+    assert_eq!(ingest.stats().orphan_records, 1);
+    assert_eq!(ingest.stats().accepted, 0);
+    // A read with nothing for any event makes no batch.
+    assert!(ingest.poll_batch().is_none());
+    assert_eq!(ingest.device_map_version(), None);
     assert_eq!(hub.device_map_version(), None);
 }
 
@@ -1116,24 +1302,89 @@ fn a_device_added_to_an_event_by_a_new_map_version_is_fanned_out() {
     fx.connect(1, anon());
     fx.subscribe(1, E1, vec![]);
     assert_eq!(fx.pos("NEW", 1_000), no_commands());
-    assert_eq!(fx.stats().orphan_records, 1);
+    assert_eq!(fx.ingest_stats().orphan_records, 1);
     let mut next = default_map();
     next.insert("NEW".into(), [ev(E1)].into());
-    fx.hub.handle_device_map(fx.now(), 2, next);
-    // The orphan's fix was accepted all the same: an older one stays dropped.
-    assert_eq!(fx.pos("NEW", 500), no_commands());
+    fx.device_map(2, next);
+    // The orphan's fix left no anchor: an older one is the device's first fix, and is
+    // fanned out.
+    assert_eq!(
+        fx.pos("NEW", 500),
+        vec![send(1, &pmsg(E1, "NEW", 500, LAT, LON))]
+    );
     assert_eq!(
         fx.pos("NEW", 2_000),
         vec![send(1, &pmsg(E1, "NEW", 2_000, LAT, LON))]
     );
     // An older version arriving late is ignored; the whole map is replaced by a newer one.
-    fx.hub.handle_device_map(fx.now(), 1, default_map());
+    fx.device_map(1, default_map());
     assert_eq!(fx.pos("NEW", 3_000).len(), 1);
-    fx.hub
-        .handle_device_map(fx.now(), 3, map(&[("NEW", &[E1])]));
+    fx.device_map(3, map(&[("NEW", &[E1])]));
     assert_eq!(fx.hub.device_map_version(), Some(3));
+    assert_eq!(fx.ingest.device_map_version(), Some(3));
     assert_eq!(fx.pos("A", 3_000), no_commands());
-    assert_eq!(fx.stats().orphan_records, 2);
+    let s = fx.ingest_stats();
+    assert_eq!((s.orphan_records, s.stale_dropped), (2, 0));
+}
+
+#[test]
+fn an_orphan_keeps_no_state_and_is_judged_fresh_once_mapped() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    // While an orphan, X sends a good fix far away, then a faulty one, then a jump back:
+    // all three are orphans and nothing else.
+    fx.at(10_000);
+    let lines = fx.entries(vec![
+        Some(payload("X", 9_000, 10.5, 10.5, 9)),
+        Some(payload("X", 9_100, LAT, LON, 1)),
+        Some(payload("X", 9_200, LAT, LON, 9)),
+    ]);
+    assert_eq!(lines, no_commands());
+    let s = fx.ingest_stats();
+    assert_eq!(s.orphan_records, 3);
+    assert_eq!(
+        (
+            s.faulty_dropped,
+            s.stale_dropped,
+            s.jump_dropped,
+            s.accepted
+        ),
+        (0, 0, 0, 0)
+    );
+    // Mapped, X goes through the rules as a device never seen: a fix older than its orphan
+    // fixes, and thousands of km from the first, is its first anchor.
+    let mut next = default_map();
+    next.insert("X".into(), [ev(E1)].into());
+    fx.device_map(2, next);
+    assert_eq!(
+        fx.entries(vec![Some(payload("X", 1_000, LAT, LON, 9))]),
+        vec![send(1, &pmsg(E1, "X", 1_000, LAT, LON))]
+    );
+    // From there on the rules hold as for any device: stale, then a jump, are dropped.
+    assert_eq!(
+        fx.entries(vec![
+            Some(payload("X", 1_000, LAT, LON, 9)),
+            Some(payload("X", 2_000, 10.5, 10.5, 9)),
+        ]),
+        no_commands()
+    );
+    let s = fx.ingest_stats();
+    assert_eq!(
+        (
+            s.orphan_records,
+            s.stale_dropped,
+            s.jump_dropped,
+            s.accepted
+        ),
+        (3, 1, 1, 1)
+    );
+    // Nor is an orphan's fix kept for the snapshot: a new subscriber sees X's mapped fix.
+    fx.connect(2, anon());
+    assert_eq!(
+        fx.subscribe(2, E1, vec![]).last().unwrap(),
+        &send(2, &snapshot(E1, &[spos("X", 1_000, LAT, LON)]))
+    );
 }
 
 #[test]
@@ -1144,11 +1395,9 @@ fn a_device_in_two_events_goes_to_both_topics_encoded_once_per_topic() {
     fx.subscribe(1, E1, vec![]);
     fx.subscribe(2, E1, vec![]);
     fx.subscribe(2, E3, vec![]);
-    fx.hub.handle_positions(
-        fx.now(),
-        vec![(EntryId::new(1, 0), Some(payload("D", 1_000, LAT, LON, 9)))],
-    );
-    let commands = fx.raw();
+    let before = fx.log.len();
+    fx.entries(vec![Some(payload("D", 1_000, LAT, LON, 9))]);
+    let commands = fx.log[before..].to_vec();
     assert_eq!(
         commands.iter().map(render).collect::<Vec<_>>(),
         vec![
@@ -1158,7 +1407,7 @@ fn a_device_in_two_events_goes_to_both_topics_encoded_once_per_topic() {
         ]
     );
     let ptr = |c: &Command| match c {
-        Command::Send { bytes, .. } => bytes.as_ptr(),
+        Command::Send { frame, .. } => frame.bytes().as_ptr(),
         _ => unreachable!(),
     };
     assert_eq!(
@@ -1173,9 +1422,10 @@ fn a_device_in_two_events_goes_to_both_topics_encoded_once_per_topic() {
 // ---------------------------------------------------------------------------------------
 // Slow clients
 
-/// Length of a position message of `device` in E1 at (LAT, LON) and a 13-digit ts.
+/// Wire length of the frame of a position message of `device` in E1 at (LAT, LON) and a
+/// 13-digit ts: what the byte thresholds count.
 fn pmsg_len(device: &str) -> u64 {
-    pmsg(E1, device, 0, LAT, LON).len() as u64
+    frame_len(pmsg(E1, device, 0, LAT, LON).len() as u64)
 }
 
 #[test]
@@ -1185,8 +1435,9 @@ fn a_slow_client_is_conflated_then_caught_up_in_order() {
     fx.subscribe(1, E1, vec![]);
     fx.drain_all(1);
     let len = pmsg_len("A");
-    assert_eq!(len, 134);
-    // 300 bytes allowed: three messages go out (363 queued), the rest is parked.
+    // A 134-byte payload and a 4-byte header (payloads from 126 bytes have a 16-bit length).
+    assert_eq!(len, 138);
+    // 300 bytes allowed: three messages go out (414 queued), the rest is parked.
     for ts in 1..=3 {
         assert_eq!(fx.pos("A", ts * 1_000).len(), 1);
     }
@@ -1196,8 +1447,8 @@ fn a_slow_client_is_conflated_then_caught_up_in_order() {
     assert_eq!(fx.pos("A", 5_000), no_commands());
     assert_eq!(fx.pos("A", 6_000), no_commands());
     assert_eq!(fx.hub.buffered_bytes(ConnId(1)), Some(5 * len));
-    // Draining one message is not enough (242 left is under 300: one parked goes out, the
-    // oldest first: A, which kept its place with its newest fix).
+    // Draining one message is enough for one more (276 left is under 300: one parked goes
+    // out, the oldest first: A, which kept its place with its newest fix).
     assert_eq!(
         fx.drained(1, len),
         vec![send(1, &pmsg(E1, "A", 6_000, LAT, LON))]
@@ -1234,7 +1485,7 @@ fn a_slow_client_is_conflated_then_closed_while_a_fast_client_gets_everything() 
     for d in 0..10 {
         next.insert(format!("D{d}"), [ev(E1)].into());
     }
-    fx.hub.handle_device_map(fx.now(), 2, next);
+    fx.device_map(2, next);
     fx.drain_all(1);
     // The slow client read its `subscribed` and snapshot, then stopped reading.
     fx.drain_all(2);
@@ -1261,8 +1512,9 @@ fn a_slow_client_is_conflated_then_closed_while_a_fast_client_gets_everything() 
     assert_eq!(slow.len(), 4, "{slow:#?}");
     assert!(slow[..3].iter().all(|l| l.contains(r#""type":"position""#)));
     assert_eq!(slow[3], "c2 close 1013 slow consumer");
-    // 3 x 135 queued + 5 x 135 parked = 1,080 > 1,000: the 8th position closes it.
-    assert_eq!(pmsg_len("D0"), 135);
+    // 3 x 139 queued + 5 x 139 parked = 1,112 > 1,000 (7 x 139 = 973 is not): the 8th
+    // position closes it.
+    assert_eq!(pmsg_len("D0"), 139);
     assert_eq!(closed_at, Some(8_000));
     let s = fx.stats();
     assert_eq!(s.slow_consumer_closes, 1);
@@ -1294,7 +1546,8 @@ fn draining_more_than_was_sent_never_goes_negative() {
     let mut fx = Fx::new();
     fx.connect(1, anon());
     fx.text(1, r#"{"type":"ping"}"#);
-    assert_eq!(fx.hub.queued_bytes(ConnId(1)), Some(15));
+    // `{"type":"pong"}` and its 2-byte header.
+    assert_eq!(fx.hub.queued_bytes(ConnId(1)), Some(17));
     fx.drained(1, 1_000_000);
     assert_eq!(fx.hub.queued_bytes(ConnId(1)), Some(0));
 }
@@ -1314,10 +1567,10 @@ fn pings_every_interval_and_a_pong_keeps_the_connection() {
     assert_eq!(fx.timeout(1_000), vec!["c1 ping"]);
     assert_eq!(fx.hub.poll_timeout(), Some(UnixMillis(T0 + 1_300)));
     assert_eq!(fx.timeout(1_300), vec!["c2 ping"]);
-    fx.hub.handle_pong(fx.now(), ConnId(1));
+    fx.pong(1);
     assert_eq!(fx.timeout(2_000), vec!["c1 ping"]);
     assert_eq!(fx.timeout(2_300), vec!["c2 ping"]);
-    fx.hub.handle_pong(fx.now(), ConnId(1));
+    fx.pong(1);
     assert_eq!(fx.timeout(3_000), vec!["c1 ping"]);
     // c2's first ping (1.3 s) went unanswered for two intervals.
     assert_eq!(
@@ -1328,7 +1581,7 @@ fn pings_every_interval_and_a_pong_keeps_the_connection() {
     assert_eq!(fx.hub.poll_timeout(), Some(UnixMillis(T0 + 4_000)));
     // c1 answered late, but within two intervals of its oldest unanswered ping.
     fx.at(4_900);
-    fx.hub.handle_pong(fx.now(), ConnId(1));
+    fx.pong(1);
     assert_eq!(fx.timeout(5_000), vec!["c1 ping"]);
     assert!(fx.hub.is_open(ConnId(1)));
 }
@@ -1355,9 +1608,8 @@ fn shutdown_closes_everyone_with_1001() {
     fx.connect(2, anon());
     fx.connect(1, anon());
     fx.subscribe(1, E1, vec![]);
-    fx.hub.handle_shutdown(fx.now());
     assert_eq!(
-        fx.drain(),
+        fx.input(Input::Shutdown),
         vec![
             "c1 close 1001 server shutting down",
             "c2 close 1001 server shutting down"
@@ -1385,17 +1637,22 @@ fn a_client_that_went_away_gets_nothing_and_late_answers_are_ignored() {
         fx.authorize(2, E1, Visibility::Public)
     };
     fx.pos("A", 1_000);
-    fx.hub.handle_closed(fx.now(), ConnId(1));
-    fx.hub.handle_closed(fx.now(), ConnId(2));
-    assert_eq!(fx.drain(), no_commands());
-    fx.hub.handle_snapshot(fx.now(), load.unwrap(), vec![]);
-    fx.hub.handle_drained(fx.now(), ConnId(1), 10);
-    fx.hub.handle_pong(fx.now(), ConnId(1));
-    assert_eq!(fx.drain(), no_commands());
+    assert_eq!(fx.closed(1), no_commands());
+    assert_eq!(fx.closed(2), no_commands());
+    assert_eq!(fx.snapshot(load.unwrap(), Ok(vec![])), no_commands());
+    assert_eq!(fx.drained(1, 10), no_commands());
+    assert_eq!(fx.pong(1), no_commands());
+    assert_eq!(fx.text(1, r#"{"type":"ping"}"#), no_commands());
+    assert_eq!(
+        fx.frame(1, Ok(ClientFrame::Ping(Bytes::from_static(b"x")))),
+        no_commands()
+    );
+    assert_eq!(fx.frame(1, Err(FrameError::InvalidUtf8)), no_commands());
     assert_eq!(fx.pos("A", 2_000), no_commands());
     assert_eq!(fx.hub.poll_timeout(), None);
     let s = fx.stats();
     assert_eq!((s.connections, s.subscriptions, s.waiting), (0, 0, 0));
+    assert_eq!(s.protocol_errors, 0);
     fx.assert_accounted();
 }
 
@@ -1410,13 +1667,13 @@ fn nothing_is_ever_sent_to_a_connection_after_its_close() {
         fx.pos(if ts % 2 == 0 { "A" } else { "B" }, ts * 1_000);
         fx.drain_all(1);
         fx.text(2, "x");
-        fx.hub.handle_pong(fx.now(), ConnId(1));
+        fx.pong(1);
         fx.timeout(ts * 1_000);
     }
     let mut closed = BTreeSet::new();
     for command in &fx.log {
         let conn = match command {
-            Command::Send { conn, .. } | Command::Ping { conn } => *conn,
+            Command::Send { conn, .. } => *conn,
             Command::Close { conn, .. } => {
                 assert!(closed.insert(*conn), "closed twice: {conn}");
                 continue;
@@ -1436,4 +1693,273 @@ fn a_duplicate_connected_is_ignored() {
     fx.connect(1, anon());
     assert_eq!(fx.stats().subscriptions, 1);
     assert_eq!(fx.pos("A", 1_000).len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Write timeouts
+
+const PING: &str = r#"{"type":"ping"}"#;
+
+/// The `Close` a write timeout ends with.
+fn write_timeout_close(conn: u64) -> String {
+    format!(
+        "c{conn} close {} {}",
+        close_code::TRY_AGAIN_LATER,
+        close_reason::WRITE_TIMEOUT
+    )
+}
+
+#[test]
+fn a_socket_that_takes_nothing_is_closed_exactly_at_the_write_timeout() {
+    let mut fx = Fx::with(write_timeout_config());
+    fx.connect(1, anon());
+    fx.connect(2, anon());
+    // A pong (17 bytes) queued for each; no write attempt reported yet: only the pings'
+    // deadline.
+    fx.text(1, PING);
+    fx.text(2, PING);
+    assert_eq!(fx.poll_timeout(), Some(60_000));
+    // c1's socket takes nothing: it must take some bytes within 5 s.
+    fx.at(100);
+    assert_eq!(fx.drained(1, 0), no_commands());
+    assert_eq!(fx.poll_timeout(), Some(5_100));
+    // Attempts that take nothing do not postpone the deadline.
+    fx.at(3_000);
+    assert_eq!(fx.drained(1, 0), no_commands());
+    assert_eq!(fx.poll_timeout(), Some(5_100));
+    assert_eq!(fx.timeout(5_099), no_commands());
+    assert!(fx.hub.is_open(ConnId(1)));
+    assert_eq!(fx.stats().write_timeouts, 0);
+    assert_eq!(fx.timeout(5_100), vec![write_timeout_close(1)]);
+    assert_eq!(
+        write_timeout_close(1),
+        "c1 close 1013 took no bytes within the write timeout"
+    );
+    assert!(!fx.hub.is_open(ConnId(1)));
+    // c2, which never reported a write attempt, is left alone.
+    assert!(fx.hub.is_open(ConnId(2)));
+    let s = fx.stats();
+    assert_eq!(
+        (s.write_timeouts, s.slow_consumer_closes, s.connections),
+        (1, 0, 1)
+    );
+    assert_eq!(fx.poll_timeout(), Some(60_000));
+    // Later reports about c1 are ignored.
+    assert_eq!(fx.drained(1, 17), no_commands());
+    assert_eq!(fx.timeout(10_000), no_commands());
+}
+
+#[test]
+fn a_write_that_takes_some_bytes_starts_the_write_timeout_over() {
+    let mut fx = Fx::with(write_timeout_config());
+    fx.connect(1, anon());
+    fx.text(1, PING);
+    fx.text(1, PING);
+    assert_eq!(fx.hub.queued_bytes(ConnId(1)), Some(34));
+    fx.at(100);
+    fx.drained(1, 0);
+    assert_eq!(fx.poll_timeout(), Some(5_100));
+    // Progress, but bytes are left: a fresh deadline from now.
+    fx.at(3_000);
+    assert_eq!(fx.drained(1, 10), no_commands());
+    assert_eq!(fx.hub.queued_bytes(ConnId(1)), Some(24));
+    assert_eq!(fx.poll_timeout(), Some(8_000));
+    // The old deadline passes without effect.
+    assert_eq!(fx.timeout(5_100), no_commands());
+    fx.at(7_000);
+    assert_eq!(fx.drained(1, 0), no_commands());
+    assert_eq!(fx.poll_timeout(), Some(8_000));
+    assert_eq!(fx.timeout(7_999), no_commands());
+    assert!(fx.hub.is_open(ConnId(1)));
+    assert_eq!(fx.timeout(8_000), vec![write_timeout_close(1)]);
+    assert_eq!(fx.stats().write_timeouts, 1);
+}
+
+#[test]
+fn a_write_that_empties_the_queue_cancels_the_write_timeout() {
+    let mut fx = Fx::with(write_timeout_config());
+    fx.connect(1, anon());
+    fx.text(1, PING);
+    fx.at(100);
+    fx.drained(1, 0);
+    assert_eq!(fx.poll_timeout(), Some(5_100));
+    fx.at(3_000);
+    assert_eq!(fx.drained(1, 17), no_commands());
+    assert_eq!(fx.hub.queued_bytes(ConnId(1)), Some(0));
+    assert_eq!(fx.poll_timeout(), Some(60_000));
+    assert_eq!(fx.timeout(5_100), no_commands());
+    assert!(fx.hub.is_open(ConnId(1)));
+    // With nothing queued, an attempt that takes nothing starts no deadline.
+    fx.drained(1, 0);
+    assert_eq!(fx.poll_timeout(), Some(60_000));
+    // Bytes queued again: a deadline only from the next attempt that leaves some.
+    fx.text(1, PING);
+    assert_eq!(fx.poll_timeout(), Some(60_000));
+    fx.at(20_000);
+    assert_eq!(fx.drained(1, 5), no_commands());
+    assert_eq!(fx.poll_timeout(), Some(25_000));
+    assert_eq!(fx.timeout(24_999), no_commands());
+    assert_eq!(fx.timeout(25_000), vec![write_timeout_close(1)]);
+    assert_eq!(fx.stats().write_timeouts, 1);
+}
+
+#[test]
+fn the_timer_is_the_first_of_the_ping_and_write_deadlines() {
+    // The write deadline first: a 500 ms write timeout, pings every second.
+    let mut fx = Fx::with(LiveConfig {
+        write_timeout_ms: 500,
+        ..config()
+    });
+    fx.connect(1, anon());
+    fx.text(1, PING);
+    fx.at(100);
+    fx.drained(1, 0);
+    assert_eq!(fx.poll_timeout(), Some(600));
+    assert_eq!(fx.timeout(600), vec![write_timeout_close(1)]);
+    assert_eq!(fx.poll_timeout(), None);
+
+    // The ping first: a 5 s write timeout. A ping queued on a stalled socket neither starts
+    // nor moves its write deadline: only write attempts do.
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.text(1, PING);
+    fx.at(100);
+    fx.drained(1, 0);
+    assert_eq!(fx.poll_timeout(), Some(1_000));
+    assert_eq!(fx.timeout(1_000), vec!["c1 ping"]);
+    assert_eq!(fx.hub.queued_bytes(ConnId(1)), Some(19));
+    assert_eq!(fx.poll_timeout(), Some(2_000));
+    fx.pong(1);
+    assert_eq!(fx.timeout(2_000), vec!["c1 ping"]);
+    fx.pong(1);
+    assert_eq!(fx.timeout(3_000), vec!["c1 ping"]);
+    fx.pong(1);
+    assert_eq!(fx.timeout(4_000), vec!["c1 ping"]);
+    assert_eq!(fx.poll_timeout(), Some(5_000));
+    fx.pong(1);
+    assert_eq!(fx.timeout(5_000), vec!["c1 ping"]);
+    assert_eq!(fx.poll_timeout(), Some(5_100));
+    assert_eq!(fx.timeout(5_100), vec![write_timeout_close(1)]);
+}
+
+// ---------------------------------------------------------------------------------------
+// WebSocket control frames and protocol violations
+
+#[test]
+fn a_client_ping_frame_is_answered_with_a_pong_echoing_its_payload() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    assert_eq!(
+        fx.frame(1, Ok(ClientFrame::Ping(Bytes::from_static(b"hi")))),
+        vec!["c1 pong hi"]
+    );
+    let Some(Command::Send { frame, .. }) = fx.log.last() else {
+        panic!("{:?}", fx.log)
+    };
+    assert_eq!(frame.bytes().as_ref(), &[0x8a, 2, b'h', b'i']);
+    // A pong is queued like any frame.
+    assert_eq!(fx.hub.queued_bytes(ConnId(1)), Some(4));
+    // As the shell's reader delivers them: an empty ping, and one in the middle of a
+    // fragmented message, answered at once; the message follows when complete.
+    assert_eq!(
+        fx.socket(1, &client_frame(true, 0x9, b"")),
+        vec!["c1 pong "]
+    );
+    let mut bytes = client_frame(false, 0x1, br#"{"type":"#);
+    bytes.extend(client_frame(true, 0x9, b"mid"));
+    bytes.extend(client_frame(true, 0x0, br#""ping"}"#));
+    assert_eq!(
+        fx.socket(1, &bytes),
+        vec!["c1 pong mid".to_string(), send(1, r#"{"type":"pong"}"#)]
+    );
+    assert!(fx.hub.is_open(ConnId(1)));
+    // A client's ping is not a pong: the server's own pings still need answering.
+    assert_eq!(fx.timeout(1_000), vec!["c1 ping"]);
+    fx.frame(1, Ok(ClientFrame::Ping(Bytes::new())));
+    fx.timeout(2_000);
+    assert_eq!(
+        fx.timeout(3_000),
+        vec!["c1 close 1008 no pong within two ping intervals"]
+    );
+    assert_eq!(fx.stats().protocol_errors, 0);
+}
+
+#[test]
+fn a_client_close_frame_is_answered_with_1000_and_nothing_follows() {
+    let normal = |conn: u64| {
+        format!(
+            "c{conn} close {} {}",
+            close_code::NORMAL,
+            close_reason::NORMAL
+        )
+    };
+    assert_eq!(close_code::NORMAL, 1000);
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    assert_eq!(
+        fx.frame(1, Ok(ClientFrame::Close(Some(1001)))),
+        vec![normal(1)]
+    );
+    assert!(!fx.hub.is_open(ConnId(1)));
+    assert_eq!(fx.pos("A", 1_000), no_commands());
+    assert_eq!(fx.text(1, PING), no_commands());
+    assert_eq!(fx.timeout(5_000), no_commands());
+    // From the socket, with a code and reason, and without either.
+    fx.connect(2, anon());
+    assert_eq!(
+        fx.socket(2, &client_frame(true, 0x8, &[0x03, 0xe8, b'b', b'y', b'e'])),
+        vec![normal(2)]
+    );
+    fx.connect(3, anon());
+    assert_eq!(fx.socket(3, &client_frame(true, 0x8, &[])), vec![normal(3)]);
+    let s = fx.stats();
+    assert_eq!(
+        (s.connections, s.subscriptions, s.protocol_errors),
+        (0, 0, 0)
+    );
+    assert_eq!(fx.poll_timeout(), None);
+}
+
+#[test]
+fn protocol_violations_close_with_1002_and_invalid_utf8_with_1007() {
+    assert_eq!(
+        (close_code::PROTOCOL_ERROR, close_code::INVALID_PAYLOAD),
+        (1002, 1007)
+    );
+    let mut fx = Fx::new();
+    for conn in 1..=4 {
+        fx.connect(conn, anon());
+    }
+    fx.subscribe(1, E1, vec![]);
+    assert_eq!(
+        fx.frame(1, Err(FrameError::Protocol("reserved opcode"))),
+        vec!["c1 close 1002 reserved opcode"]
+    );
+    assert_eq!(
+        fx.frame(2, Err(FrameError::InvalidUtf8)),
+        vec!["c2 close 1007 invalid UTF-8 in a text message"]
+    );
+    // As the shell's reader finds them on the socket: an unmasked frame, and a text
+    // message that is not UTF-8.
+    assert_eq!(
+        fx.socket(3, &[0x81, 1, b'x']),
+        vec!["c3 close 1002 unmasked client frame"]
+    );
+    assert_eq!(
+        fx.socket(4, &client_frame(true, 0x1, &[0xff, 0xfe])),
+        vec!["c4 close 1007 invalid UTF-8 in a text message"]
+    );
+    let s = fx.stats();
+    assert_eq!(
+        (s.protocol_errors, s.connections, s.subscriptions),
+        (4, 0, 0)
+    );
+    // Nothing more for them, and a violation reported late is not counted again.
+    assert_eq!(fx.pos("A", 1_000), no_commands());
+    assert_eq!(fx.text(1, PING), no_commands());
+    assert_eq!(fx.frame(2, Err(FrameError::InvalidUtf8)), no_commands());
+    assert_eq!(fx.stats().protocol_errors, 4);
+    assert_eq!(fx.poll_timeout(), None);
+    fx.assert_accounted();
 }

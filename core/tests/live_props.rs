@@ -3,6 +3,7 @@
 //! command.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -11,9 +12,11 @@ use uuid::Uuid;
 
 use processor_core::faulty::FaultyThresholds;
 use processor_core::live::{
-    Command, ConnId, LiveConfig, LiveHub, Principal, RequestId, Visibility,
+    self, close_code, close_reason, Command, ConnId, DeviceMap, Ingest, IngestInput, Input,
+    LiveConfig, LiveHub, LookupFailed, Principal, RequestId, Visibility,
 };
 use processor_core::stream::EntryId;
+use processor_core::websocket::{ClientFrame, FrameError, Opcode};
 use processor_core::wire::{Topic, WirePosition};
 use processor_core::UnixMillis;
 
@@ -21,6 +24,7 @@ const T0: i64 = 1_764_324_000_000;
 const DEVICES: usize = 4;
 const EVENTS: usize = 3;
 const MAX_FUTURE_MS: i64 = 60_000;
+const WRITE_TIMEOUT_MS: i64 = 3_000;
 
 fn event(i: usize) -> Uuid {
     Uuid::from_u128(0x1111_1111_1111_4111_8111_0000_0000_0000 + i as u128)
@@ -38,6 +42,7 @@ fn config() -> LiveConfig {
         conflate_threshold_bytes: 500,
         backpressure_threshold_bytes: 1_500,
         ping_interval_ms: 1_000,
+        write_timeout_ms: WRITE_TIMEOUT_MS as u64,
         faulty: FaultyThresholds {
             min_satellites: 3,
             max_future_ms: MAX_FUTURE_MS as u64,
@@ -114,6 +119,20 @@ enum Op {
     TooLarge {
         conn: usize,
     },
+    /// A WebSocket ping frame from the client, with this many payload bytes.
+    WsPing {
+        conn: usize,
+        len: u8,
+    },
+    /// The client's close frame.
+    WsClose {
+        conn: usize,
+    },
+    /// A framing error (1002) or a text message that is not UTF-8 (1007).
+    Violation {
+        conn: usize,
+        utf8: bool,
+    },
     Tick {
         ms: i64,
     },
@@ -166,6 +185,9 @@ fn op() -> impl Strategy<Value = Op> {
         5 => conn.clone().prop_map(|conn| Op::Pong { conn }),
         1 => conn.clone().prop_map(|conn| Op::Closed { conn }),
         1 => conn.clone().prop_map(|conn| Op::TooLarge { conn }),
+        1 => (conn.clone(), 0u8..126).prop_map(|(conn, len)| Op::WsPing { conn, len }),
+        1 => conn.clone().prop_map(|conn| Op::WsClose { conn }),
+        1 => (conn.clone(), any::<bool>()).prop_map(|(conn, utf8)| Op::Violation { conn, utf8 }),
         3 => (0i64..1_200).prop_map(|ms| Op::Tick { ms }),
     ]
 }
@@ -186,6 +208,14 @@ struct Client {
     open: bool,
     queued: u64,
     views: BTreeMap<String, View>,
+    /// Since when the socket has held bytes without taking any, as the shell reported its
+    /// write attempts: started by an attempt that leaves bytes queued, restarted by one
+    /// that takes some, ended by one that empties the queue.
+    stalled_since: Option<i64>,
+    /// Payloads of the client's WebSocket pings not yet echoed, in order.
+    pings: Vec<Vec<u8>>,
+    /// The code of the `Close` that ended the connection.
+    closed_with: Option<u16>,
 }
 
 fn open_client(clients: &mut [Client], conn: ConnId) -> Result<&mut Client, TestCaseError> {
@@ -198,6 +228,7 @@ fn open_client(clients: &mut [Client], conn: ConnId) -> Result<&mut Client, Test
 
 /// A random shell driving the hub, checking every command against the contract.
 struct Shell {
+    ingest: Ingest,
     hub: LiveHub,
     now: i64,
     next_entry: u64,
@@ -209,19 +240,22 @@ struct Shell {
     stored: BTreeSet<(String, i64)>,
     log: Vec<Command>,
     position_sends: u64,
+    /// Connections closed for a protocol violation (1002, 1007), and for their write
+    /// timeout.
+    violation_closes: u64,
+    write_timeout_closes: u64,
     /// Fix time of each device's last generated fix.
     last_fix: BTreeMap<usize, i64>,
 }
 
 impl Shell {
     fn new() -> Shell {
-        let mut hub = LiveHub::new(config(), UnixMillis(T0));
         let initial = (0..DEVICES)
             .map(|d| (device(d), [event(d % EVENTS)].into()))
             .collect();
-        hub.handle_device_map(UnixMillis(T0), 1, initial);
-        Shell {
-            hub,
+        let mut shell = Shell {
+            ingest: Ingest::new(&config()),
+            hub: LiveHub::new(config(), UnixMillis(T0)),
             now: 0,
             next_entry: 0,
             clients: Vec::new(),
@@ -231,8 +265,47 @@ impl Shell {
             stored: BTreeSet::new(),
             log: Vec::new(),
             position_sends: 0,
+            violation_closes: 0,
+            write_timeout_closes: 0,
             last_fix: BTreeMap::new(),
+        };
+        shell.device_map(1, initial);
+        shell
+    }
+
+    fn handle(&mut self, input: Input) {
+        self.hub.handle(self.now(), input);
+    }
+
+    /// A map version, for the ingest and the hub alike.
+    fn device_map(&mut self, version: u64, by_device: BTreeMap<String, BTreeSet<Uuid>>) {
+        let map = Arc::new(DeviceMap::new(version, by_device));
+        self.ingest
+            .handle(self.now(), IngestInput::DeviceMap(Arc::clone(&map)));
+        self.handle(Input::DeviceMap(map));
+    }
+
+    fn frame(&mut self, conn: ConnId, frame: Result<ClientFrame, FrameError>) {
+        self.handle(Input::Frame { conn, frame });
+    }
+
+    /// Time passed: the hub's timers run, and every connection whose write deadline has
+    /// come must have been closed.
+    fn tick(&mut self) -> Result<(), TestCaseError> {
+        self.handle(Input::Timeout);
+        self.collect()?;
+        for (i, client) in self.clients.iter().enumerate() {
+            if let (true, Some(since)) = (client.open, client.stalled_since) {
+                prop_assert!(
+                    self.now < since + WRITE_TIMEOUT_MS,
+                    "c{} stalled since {} is open at {}",
+                    i,
+                    since,
+                    self.now
+                );
+            }
         }
+        Ok(())
     }
 
     fn now(&self) -> UnixMillis {
@@ -248,7 +321,6 @@ impl Shell {
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
-        let now = self.now();
         match op {
             Op::Connect { admin, events } => {
                 let id = ConnId(self.clients.len() as u64);
@@ -268,7 +340,10 @@ impl Shell {
                         admin.then_some("admin"),
                     )
                 };
-                self.hub.handle_connected(now, id, principal);
+                self.handle(Input::Connected {
+                    conn: id,
+                    principal,
+                });
             }
             Op::Subscribe { conn, event: e } | Op::Unsubscribe { conn, event: e } => {
                 let Some(id) = self.conn(*conn) else {
@@ -289,16 +364,16 @@ impl Shell {
                         client.views.remove(&topic);
                     }
                 }
-                self.hub.handle_client_text(now, id, text.as_bytes());
+                self.handle(live::text(id, text));
             }
             Op::Ping { conn } => {
                 if let Some(id) = self.conn(*conn) {
-                    self.hub.handle_client_text(now, id, br#"{"type":"ping"}"#);
+                    self.handle(live::text(id, &br#"{"type":"ping"}"#[..]));
                 }
             }
             Op::Garbage { conn } => {
                 if let Some(id) = self.conn(*conn) {
-                    self.hub.handle_client_text(now, id, b"{nope");
+                    self.handle(live::text(id, &b"{nope"[..]));
                 }
             }
             Op::AnswerAuth {
@@ -310,16 +385,19 @@ impl Shell {
                     return Ok(());
                 }
                 let request = self.auths.remove(pick % self.auths.len());
-                if *fail {
-                    self.hub.handle_authorization_failed(now, request);
+                let visibility = if *fail {
+                    Err(LookupFailed("postgres away".into()))
                 } else {
-                    let visibility = match visibility {
+                    Ok(match visibility {
                         0 => Visibility::Public,
                         1 => Visibility::Private,
                         _ => Visibility::Unknown,
-                    };
-                    self.hub.handle_authorization(now, request, visibility);
-                }
+                    })
+                };
+                self.handle(Input::Visibility {
+                    request,
+                    visibility,
+                });
             }
             Op::AnswerSnapshot { pick, rows, fail } => {
                 if self.loads.is_empty() {
@@ -327,7 +405,10 @@ impl Shell {
                 }
                 let (request, devices) = self.loads.remove(pick % self.loads.len());
                 if *fail {
-                    self.hub.handle_snapshot_failed(now, request);
+                    self.handle(Input::Snapshot {
+                        request,
+                        rows: Err(LookupFailed("postgres away".into())),
+                    });
                 } else {
                     let rows: Vec<WirePosition> = rows
                         .iter()
@@ -346,15 +427,17 @@ impl Shell {
                     for r in &rows {
                         self.stored.insert((r.device_id.clone(), r.ts));
                     }
-                    self.hub.handle_snapshot(now, request, rows);
+                    self.handle(Input::Snapshot {
+                        request,
+                        rows: Ok(rows),
+                    });
                 }
             }
             Op::Positions(fixes) => {
                 // Time passes between batches; the shell runs due timers first.
                 self.now += 250;
                 let now = self.now();
-                self.hub.handle_timeout(now);
-                self.collect()?;
+                self.tick()?;
                 let mut entries = Vec::new();
                 for f in fixes {
                     let mut ts = self.now + f.dts;
@@ -404,7 +487,10 @@ impl Shell {
                         Some(Bytes::from(payload.to_string())),
                     ));
                 }
-                self.hub.handle_positions(now, entries);
+                self.ingest.handle(now, IngestInput::Entries(entries));
+                while let Some(batch) = self.ingest.poll_batch() {
+                    self.hub.handle(now, Input::Batch(batch));
+                }
             }
             Op::Map(pairs) => {
                 let mut map: BTreeMap<String, BTreeSet<Uuid>> = BTreeMap::new();
@@ -412,7 +498,7 @@ impl Shell {
                     map.entry(device(*d)).or_default().insert(event(*e));
                 }
                 let version = self.hub.device_map_version().unwrap_or(0) + 1;
-                self.hub.handle_device_map(now, version, map);
+                self.device_map(version, map);
             }
             Op::Drain { conn, quarter } => {
                 if let Some(id) = self.conn(*conn) {
@@ -421,18 +507,25 @@ impl Shell {
                     // drive the count negative.
                     let bytes = client.queued * u64::from(*quarter) / 4;
                     client.queued = client.queued.saturating_sub(bytes);
-                    self.hub.handle_drained(now, id, bytes);
+                    if client.open {
+                        if client.queued == 0 {
+                            client.stalled_since = None;
+                        } else if bytes > 0 || client.stalled_since.is_none() {
+                            client.stalled_since = Some(self.now);
+                        }
+                    }
+                    self.handle(Input::Written { conn: id, bytes });
                 }
             }
             Op::Pong { conn } => {
                 // Usually every client answers its pings; sometimes only one does.
                 if conn % 3 == 0 {
                     if let Some(id) = self.conn(*conn) {
-                        self.hub.handle_pong(now, id);
+                        self.frame(id, Ok(ClientFrame::Pong));
                     }
                 } else {
                     for i in 0..self.clients.len() {
-                        self.hub.handle_pong(now, ConnId(i as u64));
+                        self.frame(ConnId(i as u64), Ok(ClientFrame::Pong));
                     }
                 }
             }
@@ -441,21 +534,67 @@ impl Shell {
                     let client = &mut self.clients[id.0 as usize];
                     client.open = false;
                     client.views.clear();
-                    self.hub.handle_closed(now, id);
+                    self.handle(Input::Closed { conn: id });
                 }
             }
             Op::TooLarge { conn } => {
                 if let Some(id) = self.conn(*conn) {
-                    self.hub.handle_client_too_large(now, id);
+                    self.frame(id, Err(FrameError::TooLarge));
+                }
+            }
+            Op::WsPing { conn, len } => {
+                if let Some(id) = self.conn(*conn) {
+                    let payload: Vec<u8> = (0..*len).collect();
+                    let client = &mut self.clients[id.0 as usize];
+                    if client.open {
+                        client.pings.push(payload.clone());
+                    }
+                    self.frame(id, Ok(ClientFrame::Ping(Bytes::from(payload))));
+                }
+            }
+            Op::WsClose { conn } => {
+                if let Some(id) = self.conn(*conn) {
+                    self.frame(id, Ok(ClientFrame::Close(Some(1000))));
+                    self.expect_closed(id, close_code::NORMAL)?;
+                }
+            }
+            Op::Violation { conn, utf8 } => {
+                if let Some(id) = self.conn(*conn) {
+                    let (error, code) = if *utf8 {
+                        (FrameError::InvalidUtf8, close_code::INVALID_PAYLOAD)
+                    } else {
+                        (
+                            FrameError::Protocol("reserved bits set"),
+                            close_code::PROTOCOL_ERROR,
+                        )
+                    };
+                    self.frame(id, Err(error));
+                    self.expect_closed(id, code)?;
                 }
             }
             Op::Tick { ms } => {
                 self.now += ms;
-                self.hub.handle_timeout(self.now());
+                self.tick()?;
             }
         }
         self.collect()?;
         self.check_state()
+    }
+
+    /// After a client frame that ends its connection: closed with `code`, unless it was
+    /// closed already.
+    fn expect_closed(&mut self, conn: ConnId, code: u16) -> Result<(), TestCaseError> {
+        let was_open = self.clients[conn.0 as usize].open;
+        self.collect()?;
+        let client = &self.clients[conn.0 as usize];
+        if was_open {
+            prop_assert!(!client.open, "{} still open", conn);
+            prop_assert_eq!(client.closed_with, Some(code), "{}", conn);
+            if code != close_code::NORMAL {
+                self.violation_closes += 1;
+            }
+        }
+        Ok(())
     }
 
     fn collect(&mut self) -> Result<(), TestCaseError> {
@@ -485,30 +624,60 @@ impl Shell {
                 self.client(conn)?;
                 self.loads.push((request, devices));
             }
-            Command::Ping { conn } => {
-                self.client(conn)?;
-            }
-            Command::Close { conn, .. } => {
+            Command::Close { conn, code, reason } => {
+                let now = self.now;
+                if reason == close_reason::WRITE_TIMEOUT {
+                    self.write_timeout_closes += 1;
+                }
                 let client = self.client(conn)?;
+                if reason == close_reason::WRITE_TIMEOUT {
+                    prop_assert_eq!(code, close_code::TRY_AGAIN_LATER);
+                    let since = client.stalled_since;
+                    prop_assert!(
+                        since.is_some_and(|s| now >= s + WRITE_TIMEOUT_MS),
+                        "{} closed for its write timeout at {}, stalled since {:?}",
+                        conn,
+                        now,
+                        since
+                    );
+                }
                 client.open = false;
                 client.views.clear();
+                client.pings.clear();
+                client.stalled_since = None;
+                client.closed_with = Some(code);
             }
-            Command::Send {
-                conn,
-                bytes,
-                fix_ts,
-            } => {
+            Command::Send { conn, frame } => {
                 let (good, stored) = (&self.good, &self.stored);
                 let client = open_client(&mut self.clients, conn)?;
-                client.queued += bytes.len() as u64;
-                let message: Value = serde_json::from_slice(&bytes).unwrap();
-                let kind = message["type"].as_str().unwrap().to_owned();
-                prop_assert_eq!(
-                    kind == "position",
-                    fix_ts.is_some(),
-                    "fix_ts on {}",
-                    message
+                // What the hub counts queued is what the socket is given: the whole frame.
+                client.queued += frame.len() as u64;
+                let header = frame.len() - frame.payload().len();
+                prop_assert!(
+                    (2..=10).contains(&header) && frame.bytes().ends_with(frame.payload()),
+                    "malformed {:?}",
+                    frame
                 );
+                match frame.opcode() {
+                    Some(Opcode::Text) => {}
+                    Some(Opcode::Ping) => {
+                        prop_assert!(frame.payload().is_empty(), "{:?}", frame);
+                        return Ok(());
+                    }
+                    Some(Opcode::Pong) => {
+                        prop_assert!(!client.pings.is_empty(), "unasked {:?}", frame);
+                        let ping = client.pings.remove(0);
+                        prop_assert_eq!(frame.payload(), &ping[..], "pong to {}", conn);
+                        return Ok(());
+                    }
+                    other => {
+                        return Err(TestCaseError::fail(format!(
+                            "{other:?} frame sent: {frame:?}"
+                        )))
+                    }
+                }
+                let message: Value = serde_json::from_slice(frame.payload()).unwrap();
+                let kind = message["type"].as_str().unwrap().to_owned();
                 let topic = message["topic"].as_str().map(str::to_owned);
                 match kind.as_str() {
                     "subscribed" => {
@@ -595,6 +764,8 @@ impl Shell {
         let open = self.clients.iter().filter(|c| c.open).count() as u64;
         prop_assert_eq!(stats.connections, open);
         prop_assert_eq!(stats.fanout_messages, self.position_sends);
+        prop_assert_eq!(stats.protocol_errors, self.violation_closes);
+        prop_assert_eq!(stats.write_timeouts, self.write_timeout_closes);
         prop_assert_eq!(
             stats.position_deliveries,
             stats.fanout_messages
@@ -608,6 +779,7 @@ impl Shell {
             let conn = ConnId(i as u64);
             prop_assert_eq!(self.hub.is_open(conn), client.open, "{}", conn);
             if client.open {
+                prop_assert!(client.pings.is_empty(), "{} pings not echoed", conn);
                 prop_assert_eq!(self.hub.queued_bytes(conn), Some(client.queued), "{}", conn);
                 let buffered = self.hub.buffered_bytes(conn).unwrap();
                 prop_assert!(
@@ -630,7 +802,7 @@ fn run(ops: &[Op]) -> Result<Shell, TestCaseError> {
     for op in ops {
         shell.apply(op)?;
     }
-    shell.hub.handle_shutdown(shell.now());
+    shell.handle(Input::Shutdown);
     shell.collect()?;
     shell.check_state()?;
     prop_assert_eq!(shell.hub.stats().connections, 0);
@@ -718,6 +890,49 @@ fn a_busy_run_exercises_every_path() {
         ops.push(Op::Pong { conn: 1 });
         ops.push(Op::Tick { ms: 50 });
     }
+    // A third client gets a reply, then its socket takes nothing: it is closed once the
+    // write timeout has passed (every client answering its pings meanwhile).
+    ops.push(Op::Connect {
+        admin: false,
+        events: vec![],
+    });
+    ops.push(Op::Ping { conn: 2 });
+    ops.push(Op::Drain {
+        conn: 2,
+        quarter: 0,
+    });
+    for _ in 0..3 {
+        ops.push(Op::Pong { conn: 1 });
+        ops.push(Op::Tick { ms: 1_200 });
+    }
+    // A fourth pings and then breaks the protocol; a fifth sends invalid UTF-8; a sixth
+    // says goodbye.
+    for op in [
+        Op::Connect {
+            admin: false,
+            events: vec![],
+        },
+        Op::WsPing { conn: 3, len: 5 },
+        Op::Violation {
+            conn: 3,
+            utf8: false,
+        },
+        Op::Connect {
+            admin: false,
+            events: vec![],
+        },
+        Op::Violation {
+            conn: 4,
+            utf8: true,
+        },
+        Op::Connect {
+            admin: false,
+            events: vec![],
+        },
+        Op::WsClose { conn: 5 },
+    ] {
+        ops.push(op);
+    }
     let shell = run(&ops).unwrap();
     let stats = shell.hub.stats();
     assert!(stats.fanout_messages > 0, "{stats:?}");
@@ -725,4 +940,7 @@ fn a_busy_run_exercises_every_path() {
     assert!(stats.snapshots > 0, "{stats:?}");
     assert!(stats.slow_consumer_closes > 0, "{stats:?}");
     assert!(stats.dropped_messages > 0, "{stats:?}");
+    assert_eq!(stats.write_timeouts, 1, "{stats:?}");
+    assert_eq!(stats.protocol_errors, 2, "{stats:?}");
+    assert_eq!(shell.clients[5].closed_with, Some(close_code::NORMAL));
 }

@@ -8,6 +8,7 @@
 //! decoded position lies within the ranges of contract section 3, and errors stay short
 //! (they are logged and dead-lettered, so they must never carry the payload).
 
+use processor_core::websocket::{ClientFrame, FrameReader};
 use processor_core::wire::{parse_client_message, ClientMessage, Topic};
 use processor_core::{decode_position, UnixMillis};
 
@@ -80,5 +81,53 @@ pub fn check_client_message(data: &[u8]) {
                 );
             }
         }
+    }
+}
+
+/// Largest message the frame checks allow (the service allows 64 KiB; smaller here so the
+/// fuzzer reaches the limit).
+const FRAME_LIMIT: usize = 1024;
+
+/// Everything the reader makes of `data` fed whole.
+pub fn read_client_frames(data: &[u8]) -> Vec<Result<ClientFrame, u16>> {
+    let mut reader = FrameReader::new(FRAME_LIMIT);
+    reader.push(data);
+    std::iter::from_fn(|| reader.next())
+        .map(|r| r.map_err(|e| e.close_code()))
+        .collect()
+}
+
+/// Feeds `data` to the WebSocket frame reader whole and split at every tenth point: the
+/// same frames either way, text always UTF-8, every error a close code RFC 6455 allows,
+/// nothing after an error, and never more buffered than a frame at the limit.
+pub fn check_client_frames(data: &[u8]) {
+    let whole = read_client_frames(data);
+    for (i, frame) in whole.iter().enumerate() {
+        match frame {
+            Ok(ClientFrame::Text(text)) => {
+                assert!(std::str::from_utf8(text).is_ok(), "text frame not UTF-8");
+                assert!(text.len() <= FRAME_LIMIT, "message over the limit");
+            }
+            Err(code) => {
+                assert!(matches!(code, 1002 | 1007 | 1009), "close code {code}");
+                assert_eq!(i + 1, whole.len(), "frames after an error");
+            }
+            Ok(_) => {}
+        }
+    }
+    let step = (data.len() / 10).max(1);
+    for split in (0..data.len()).step_by(step) {
+        let mut reader = FrameReader::new(FRAME_LIMIT);
+        let mut got = Vec::new();
+        for part in [&data[..split], &data[split..]] {
+            reader.push(part);
+            got.extend(std::iter::from_fn(|| reader.next()).map(|r| r.map_err(|e| e.close_code())));
+            assert!(
+                reader.buffered() <= 2 * (FRAME_LIMIT + 14) + data.len().min(16),
+                "buffered {} bytes",
+                reader.buffered()
+            );
+        }
+        assert_eq!(got, whole, "split at {split}");
     }
 }

@@ -264,6 +264,26 @@ pub struct LiveSettings {
     /// Interval between reloads of the device-to-event map.
     #[arg(long, env = "LIVE_DEVICE_EVENT_REFRESH_MS", value_name = "LIVE_DEVICE_EVENT_REFRESH_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub device_event_refresh_ms: u64,
+
+    /// Hub shards the WebSocket connections are spread over, each on its own task; default:
+    /// the number of cores.
+    #[arg(long, env = "LIVE_HUB_SHARDS", value_name = "LIVE_HUB_SHARDS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub hub_shards: Option<u16>,
+
+    /// A client whose socket holds unwritten bytes and takes none for this long is closed
+    /// with 1013.
+    #[arg(long, env = "LIVE_WS_WRITE_TIMEOUT_MS", value_name = "LIVE_WS_WRITE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout_ms: u64,
+}
+
+impl LiveSettings {
+    /// `LIVE_HUB_SHARDS`, or the number of cores.
+    pub fn shards(&self) -> usize {
+        match self.hub_shards {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
 }
 
 /// A configuration error found after parsing: values that are fine alone but not together.

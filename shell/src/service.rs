@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use processor_core::durable::DurableConfig;
 use processor_core::faulty::FaultyThresholds;
@@ -19,7 +19,7 @@ use crate::postgres::{connect_one, create_pool, PositionStore};
 use crate::readiness::Readiness;
 use crate::redis_stream::broadcast::BroadcastGroup;
 use crate::redis_stream::{control_connection, DurableStream};
-use crate::{durable, health, hub, migrate, ops_server, trimmer, websocket};
+use crate::{durable, health, hub, migrate, ops_server, trimmer};
 
 /// First and longest delay between attempts to reach Redis or Postgres at start-up.
 const START_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -112,56 +112,33 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     };
     let pool = create_pool(&config).map_err(|e| ServiceError::Startup(e.to_string()))?;
     let store = PositionStore::new(pool.clone());
-    // The live path: hub task, WebSocket server, broadcast consumer, device map refresh.
-    let (hub_tx, hub_rx) = mpsc::unbounded_channel();
-    let hub = tokio::spawn(hub::run(
-        hub::HubContext {
+    // The live path: WebSocket server, hub shards, broadcast consumer, device map refresh.
+    let live = hub::start(
+        hub::LivePlan {
             config: live_config(&config),
+            shards: config.live.shards(),
             store: pool.clone(),
             clock: SystemClock,
             metrics: metrics.clone(),
-        },
-        hub_rx,
-        hub_tx.clone(),
-        stop_rx.clone(),
-    ));
-    let ws = tokio::spawn(websocket::serve(
-        ws_listener,
-        Arc::new(websocket::WsContext::new(
+            readiness: readiness.clone(),
             auth,
-            hub_tx.clone(),
-            metrics.clone(),
-            pool.clone(),
-            SystemClock,
-        )),
-        stop_rx.clone(),
-    ));
-    let (map_loaded_tx, map_loaded) = watch::channel(false);
-    let broadcast = tokio::spawn(hub::broadcast::run(
-        RedisBroadcast {
-            client: redis.clone(),
-            control: control.clone(),
-            group: BroadcastGroup {
-                stream: config.telemetry_stream.clone(),
-                prefix: config.live.broadcast_group_prefix.clone(),
-                instance: instance_id.clone(),
+            listener: ws_listener,
+            broadcast: RedisBroadcast {
+                client: redis.clone(),
+                control: control.clone(),
+                group: BroadcastGroup {
+                    stream: config.telemetry_stream.clone(),
+                    prefix: config.live.broadcast_group_prefix.clone(),
+                    instance: instance_id.clone(),
+                },
+                ttl: Duration::from_millis(config.live.broadcast_group_ttl_ms),
+                block: BROADCAST_BLOCK,
             },
-            ttl: Duration::from_millis(config.live.broadcast_group_ttl_ms),
-            block: BROADCAST_BLOCK,
+            map_refresh: Duration::from_millis(config.live.device_event_refresh_ms),
+            ingest: hub::IngestPlacement::OwnThread,
         },
-        hub_tx.clone(),
-        readiness.clone(),
-        map_loaded,
         stop_rx.clone(),
-    ));
-    let device_map = tokio::spawn(hub::device_map::run(
-        pool.clone(),
-        Duration::from_millis(config.live.device_event_refresh_ms),
-        hub_tx.clone(),
-        map_loaded_tx,
-        stop_rx.clone(),
-    ));
-    drop(hub_tx);
+    );
 
     let health = tokio::spawn(health::run(
         control.clone(),
@@ -203,10 +180,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     // Everything below returns only after a stop was asked for: clients are closed with 1001
     // first, the map refresh and the broadcast consumer stop, the durable consumer settles
     // what it holds, then the metrics endpoint goes.
-    let _ = ws.await;
-    let _ = hub.await;
-    let _ = device_map.await;
-    let _ = broadcast.await;
+    live.join().await;
     let _ = durable.await;
     if let Some(trimmer) = trimmer {
         let _ = trimmer.await;
@@ -229,6 +203,7 @@ pub fn live_config(config: &Config) -> LiveConfig {
         conflate_threshold_bytes: live.conflate_threshold_bytes,
         backpressure_threshold_bytes: live.backpressure_threshold_bytes,
         ping_interval_ms: live.ping_interval_ms,
+        write_timeout_ms: live.write_timeout_ms,
         faulty: FaultyThresholds {
             min_satellites: config.faulty.min_satellites,
             max_future_ms: config.faulty.max_future_ms,

@@ -13,11 +13,14 @@ use std::collections::BTreeMap;
 use processor_core::durable::WriteRow;
 use processor_core::{Position, UnixMillis};
 
-/// A device id holding this character is rejected, as Postgres rejects NUL in text.
-pub const REJECT_MARKER: char = '\u{0}';
+/// A device id holding this character is rejected by the stand-in, as Postgres rejects a
+/// row that breaks a constraint. (NUL, which Postgres refuses in text, no longer gets past
+/// the decoder: contract section 3.)
+pub const REJECT_MARKER: char = '\u{a4}';
 
-/// Postgres' message for it.
-pub const REJECT_REASON: &str = "invalid byte sequence for encoding \"UTF8\": 0x00 (22021)";
+/// The stand-in's message for it.
+pub const REJECT_REASON: &str =
+    "new row for relation \"positions\" violates check constraint \"sim_reject\" (23514)";
 
 /// The key of the positions table.
 pub type PositionKey = (String, i64);

@@ -2,15 +2,13 @@
 
 use std::fmt;
 
-use bytes::Bytes;
-
+use crate::websocket::Frame;
 use crate::wire::Topic;
-use crate::UnixMillis;
 
 /// One WebSocket connection, named by the shell when it accepts it.
 ///
 /// The shell must not reuse an id while the hub may still know it (until it has reported
-/// [`handle_closed`](super::LiveHub::handle_closed) or received a [`Command::Close`]).
+/// [`Input::Closed`](super::Input::Closed) or received a [`Command::Close`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 
@@ -33,10 +31,16 @@ impl fmt::Display for RequestId {
 
 /// WebSocket close codes the hub uses (RFC 6455, section 7.4.1).
 pub mod close_code {
+    /// The client closed the connection and is answered in kind.
+    pub const NORMAL: u16 = 1000;
     /// Server shutting down.
     pub const GOING_AWAY: u16 = 1001;
     /// Too many `bad_request`s, or no pong within two ping intervals.
     pub const POLICY_VIOLATION: u16 = 1008;
+    /// A framing error: unmasked client frame, reserved bits or opcodes, bad control frame.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A client message over the 64 KiB hard limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Slow consumer: the outbound buffer passed the back-pressure threshold.
@@ -50,33 +54,27 @@ pub mod close_reason {
     pub const PING_TIMEOUT: &str = "no pong within two ping intervals";
     pub const MESSAGE_TOO_BIG: &str = "message too big";
     pub const SLOW_CONSUMER: &str = "slow consumer";
+    pub const WRITE_TIMEOUT: &str = "took no bytes within the write timeout";
+    pub const NORMAL: &str = "";
 }
 
 /// A command for the shell.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Write this text frame to the connection. `bytes` of a position message are shared by
-    /// every recipient (cloning `Bytes` only bumps a reference count). Report what the
-    /// socket actually wrote with [`handle_drained`](super::LiveHub::handle_drained).
-    Send {
-        conn: ConnId,
-        bytes: Bytes,
-        /// The fix time, for position messages only: the shell observes the fix-to-send lag
-        /// (`processor_live_broadcast_lag_ms`) when it writes the frame.
-        fix_ts: Option<UnixMillis>,
-    },
-    /// Send a close frame with this code and reason, then drop the connection. The hub has
-    /// already forgotten the connection: it sends nothing more to it and ignores any later
-    /// input about it.
+    /// Write this finished frame to the connection. A position's frame is shared by every
+    /// recipient (cloning only bumps a reference count). Report what the socket took with
+    /// [`Input::Written`](super::Input::Written) after each write attempt.
+    Send { conn: ConnId, frame: Frame },
+    /// Send a close frame with this code and reason after what is already queued, then drop
+    /// the connection. The hub has already forgotten the connection: it sends nothing more
+    /// to it and ignores any later input about it.
     Close {
         conn: ConnId,
         code: u16,
         reason: &'static str,
     },
     /// Look up the visibility of `topic.event_id()` (a short cache is fine) and answer with
-    /// [`handle_authorization`](super::LiveHub::handle_authorization) or
-    /// [`handle_authorization_failed`](super::LiveHub::handle_authorization_failed). The
-    /// decision itself is the hub's.
+    /// [`Input::Visibility`](super::Input::Visibility). The decision itself is the hub's.
     Authorize {
         request: RequestId,
         conn: ConnId,
@@ -84,15 +82,11 @@ pub enum Command {
     },
     /// Load the newest non-faulty stored position of each of `devices` (sorted, the devices
     /// of the event when the subscription was granted) and answer with
-    /// [`handle_snapshot`](super::LiveHub::handle_snapshot) or
-    /// [`handle_snapshot_failed`](super::LiveHub::handle_snapshot_failed).
+    /// [`Input::Snapshot`](super::Input::Snapshot).
     LoadSnapshot {
         request: RequestId,
         conn: ConnId,
         topic: Topic,
         devices: Vec<String>,
     },
-    /// Send a WebSocket ping frame; the client's pong comes back as
-    /// [`handle_pong`](super::LiveHub::handle_pong).
-    Ping { conn: ConnId },
 }

@@ -24,6 +24,9 @@ pub struct LiveConfig {
     /// `LIVE_WS_PING_INTERVAL_MS`: time between server pings; a ping not answered within
     /// two intervals closes the connection.
     pub ping_interval_ms: u64,
+    /// A socket holding unwritten bytes that takes none for this long is closed with 1013:
+    /// a client that stopped reading must not hold its buffers for ever.
+    pub write_timeout_ms: u64,
     /// `FAULTY_MIN_SATELLITES`, `FAULTY_MAX_FUTURE_MS`: the stateless faulty rules.
     pub faulty: FaultyThresholds,
     /// `FAULTY_MAX_SPEED_KMH`: a fix implying a faster jump from the device's last accepted
@@ -48,6 +51,7 @@ impl Default for LiveConfig {
             conflate_threshold_bytes: 256 * 1024,
             backpressure_threshold_bytes: 1024 * 1024,
             ping_interval_ms: 30_000,
+            write_timeout_ms: 10_000,
             faulty: FaultyThresholds::default(),
             max_speed_kmh: 500.0,
             reanchor_gap_ms: 10 * 60 * 1_000,

@@ -4,9 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-/// One version of the device-to-event map, indexed both ways.
+/// One version of the device-to-event map, indexed both ways. Built once per refresh by
+/// the shell and shared (in an `Arc`) by the ingest and every hub shard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct DeviceMap {
+pub struct DeviceMap {
     version: Option<u64>,
     by_device: BTreeMap<String, BTreeSet<Uuid>>,
     by_event: BTreeMap<Uuid, BTreeSet<String>>,
@@ -14,7 +15,7 @@ pub(crate) struct DeviceMap {
 
 impl DeviceMap {
     /// The map of `version`. Devices with no event are left out: they are orphans.
-    pub(crate) fn new(version: u64, by_device: BTreeMap<String, BTreeSet<Uuid>>) -> DeviceMap {
+    pub fn new(version: u64, by_device: BTreeMap<String, BTreeSet<Uuid>>) -> DeviceMap {
         let mut by_event: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
         let by_device: BTreeMap<String, BTreeSet<Uuid>> = by_device
             .into_iter()
@@ -33,20 +34,39 @@ impl DeviceMap {
     }
 
     /// The version of this map; `None` before the first one arrived.
-    pub(crate) fn version(&self) -> Option<u64> {
+    pub fn version(&self) -> Option<u64> {
         self.version
     }
 
+    /// True when `self` should replace `current`: a version not above the one in use is a
+    /// refresh that finished late.
+    pub(crate) fn supersedes(&self, current: &DeviceMap) -> bool {
+        match (self.version, current.version) {
+            (Some(new), Some(old)) => new > old,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
     /// The events `device` belongs to, in UUID order; `None` for an orphan.
-    pub(crate) fn events_of(&self, device: &str) -> Option<&BTreeSet<Uuid>> {
+    pub fn events_of(&self, device: &str) -> Option<&BTreeSet<Uuid>> {
         self.by_device.get(device)
     }
 
     /// The devices of `event`, in order.
-    pub(crate) fn devices_of(&self, event: Uuid) -> impl Iterator<Item = &str> {
+    pub fn devices_of(&self, event: Uuid) -> impl Iterator<Item = &str> {
         self.by_event
             .get(&event)
             .into_iter()
             .flat_map(|devices| devices.iter().map(String::as_str))
+    }
+
+    /// Devices in at least one event.
+    pub fn len(&self) -> usize {
+        self.by_device.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_device.is_empty()
     }
 }

@@ -3,24 +3,23 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use uuid::Uuid;
 
 use super::auth::{Principal, Visibility};
 use super::command::{close_code, close_reason, Command, ConnId, RequestId};
 use super::config::LiveConfig;
 use super::device_map::DeviceMap;
-use super::ordering::{JumpRule, Tracker, Verdict};
+use super::ingest::FanoutBatch;
+use super::input::{Input, LookupFailed};
+use super::ordering::Fix;
 use super::outbound::Offer;
 use super::registry::{Held, Registry, SubState};
 use super::stats::LiveStats;
 use super::timers::PingSchedule;
-use crate::decode::decode_position;
-use crate::faulty::fault_reason;
-use crate::stream::EntryId;
+use crate::websocket::{ClientFrame, Frame, FrameError};
 use crate::wire::{
-    encode, parse_client_message, position_message, BadRequest, BadRequestReason, ClientMessage,
-    ErrorCode, ServerMessage, Topic, WirePosition,
+    frame, parse_client_message, BadRequest, BadRequestReason, ClientMessage, ErrorCode,
+    ServerMessage, Topic, WirePosition,
 };
 use crate::UnixMillis;
 
@@ -42,40 +41,72 @@ pub const AUTHORIZATION_FAILED_MESSAGE: &str =
 pub const SNAPSHOT_FAILED_MESSAGE: &str =
     "could not load the snapshot now; the subscription was dropped, subscribe again later";
 
-/// The live fan-out state machine. After every `handle_*` call, drain
-/// [`poll_command`](LiveHub::poll_command) until it returns `None`, then wait at most until
-/// [`poll_timeout`](LiveHub::poll_timeout) before calling
-/// [`handle_timeout`](LiveHub::handle_timeout).
+/// The live fan-out state machine of one shard: the connections given to it, every
+/// position of the stream (as [`FanoutBatch`]es from the [`Ingest`](super::Ingest)). After
+/// every [`handle`](LiveHub::handle), drain [`poll_command`](LiveHub::poll_command) until
+/// it returns `None`, then wait at most until [`poll_timeout`](LiveHub::poll_timeout)
+/// before handing it [`Input::Timeout`].
 #[derive(Debug)]
 pub struct LiveHub {
     config: LiveConfig,
     now: UnixMillis,
     out: VecDeque<Command>,
     registry: Registry,
-    map: DeviceMap,
-    tracker: Tracker,
+    map: Arc<DeviceMap>,
+    /// The newest accepted fix of each device the batches brought, for snapshots: a
+    /// position accepted live and not yet stored must be in them.
+    latest: BTreeMap<Arc<str>, Fix>,
     pings: PingSchedule,
+    /// Connections whose socket holds unwritten bytes, by when they are given up on.
+    stalls: PingSchedule,
     shutting_down: bool,
     stats: LiveStats,
+    /// The fan-out's scratch list of subscribers, reused across positions.
+    scratch: Vec<ConnId>,
 }
 
 impl LiveHub {
     pub fn new(config: LiveConfig, now: UnixMillis) -> LiveHub {
-        let tracker = Tracker::new(JumpRule {
-            max_speed_kmh: config.max_speed_kmh,
-            reanchor_gap_ms: config.reanchor_gap_ms,
-            reanchor_after_fixes: config.reanchor_after_fixes,
-        });
         LiveHub {
             config,
             now,
             out: VecDeque::new(),
             registry: Registry::default(),
-            map: DeviceMap::default(),
-            tracker,
+            map: Arc::new(DeviceMap::default()),
+            latest: BTreeMap::new(),
             pings: PingSchedule::default(),
+            stalls: PingSchedule::default(),
             shutting_down: false,
             stats: LiveStats::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Takes one input at time `now`.
+    pub fn handle(&mut self, now: UnixMillis, input: Input) {
+        self.advance(now);
+        match input {
+            Input::Connected { conn, principal } => self.connected(conn, principal),
+            Input::Frame { conn, frame } => self.client_frame(conn, frame),
+            Input::Written { conn, bytes } => self.written(conn, bytes),
+            Input::Closed { conn } => {
+                self.forget(conn);
+            }
+            Input::Visibility {
+                request,
+                visibility,
+            } => match visibility {
+                Ok(v) => self.authorization(request, v),
+                Err(failed) => self.authorization_failed(request, failed),
+            },
+            Input::Snapshot { request, rows } => match rows {
+                Ok(rows) => self.snapshot(request, rows),
+                Err(failed) => self.snapshot_failed(request, failed),
+            },
+            Input::Batch(batch) => self.batch(&batch),
+            Input::DeviceMap(map) => self.device_map(map),
+            Input::Timeout => self.timeout(),
+            Input::Shutdown => self.shutdown(),
         }
     }
 
@@ -88,13 +119,15 @@ impl LiveHub {
         self.out.pop_front()
     }
 
-    /// When [`handle_timeout`](LiveHub::handle_timeout) should be called next: the first
-    /// connection's ping time. `None` with no connections.
+    /// When [`Input::Timeout`] is due next: the first ping or write deadline. `None` with
+    /// no connections.
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
-        self.pings.first()
+        match (self.pings.first(), self.stalls.first()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Counters, with the gauges as they are now.
     /// The cumulative counters, with the gauges (`connections`, `subscriptions`, `waiting`)
     /// left at zero: cheap enough to read after every input, where [`stats`](Self::stats)
     /// walks every connection.
@@ -140,11 +173,9 @@ impl LiveHub {
     // -----------------------------------------------------------------------------------
     // Connections and client messages
 
-    /// A client completed the WebSocket upgrade with this principal (the shell has already
-    /// checked its token). During shutdown it is closed at once with 1001. A second
-    /// `handle_connected` for an id the hub knows is ignored.
-    pub fn handle_connected(&mut self, now: UnixMillis, conn: ConnId, principal: Principal) {
-        self.advance(now);
+    /// During shutdown a new connection is closed at once with 1001. A second `Connected`
+    /// for an id the hub knows is ignored.
+    fn connected(&mut self, conn: ConnId, principal: Principal) {
         if self.shutting_down {
             self.out.push_back(Command::Close {
                 conn,
@@ -159,12 +190,41 @@ impl LiveHub {
         }
     }
 
-    /// One complete text message from the client.
-    pub fn handle_client_text(&mut self, now: UnixMillis, conn: ConnId, text: &[u8]) {
-        self.advance(now);
+    fn client_frame(&mut self, conn: ConnId, frame: Result<ClientFrame, FrameError>) {
         if !self.is_open(conn) {
             return;
         }
+        match frame {
+            Ok(ClientFrame::Text(text)) => self.client_text(conn, &text),
+            // Binary is a message the protocol does not have.
+            Ok(ClientFrame::Binary) => {
+                self.bad_request(conn, BadRequest::new(BadRequestReason::Binary))
+            }
+            Ok(ClientFrame::Ping(payload)) => {
+                self.send_control(conn, Frame::pong(&payload));
+            }
+            Ok(ClientFrame::Pong) => {
+                if let Some(c) = self.registry.get_mut(conn) {
+                    c.unanswered_ping = None;
+                }
+            }
+            Ok(ClientFrame::Close(_)) => {
+                self.close(conn, close_code::NORMAL, close_reason::NORMAL);
+            }
+            // A message over the hard limit (64 KiB, all its frames together) is not read
+            // further, and the connection is closed with 1009; other violations with the
+            // code RFC 6455 gives them.
+            Err(error) => {
+                if !matches!(error, FrameError::TooLarge) {
+                    self.stats.protocol_errors += 1;
+                }
+                self.close(conn, error.close_code(), error.close_reason());
+            }
+        }
+    }
+
+    /// One complete text message from the client.
+    fn client_text(&mut self, conn: ConnId, text: &[u8]) {
         if text.len() > self.config.max_message_bytes {
             self.bad_request(conn, BadRequest::new(BadRequestReason::TooLarge));
             return;
@@ -172,70 +232,36 @@ impl LiveHub {
         match parse_client_message(text) {
             Err(bad) => self.bad_request(conn, bad),
             Ok(ClientMessage::Ping) => {
-                self.send_control(conn, encode(&ServerMessage::Pong));
+                self.send_control(conn, frame(&ServerMessage::Pong));
             }
             Ok(ClientMessage::Subscribe(topic)) => self.subscribe(conn, topic),
             Ok(ClientMessage::Unsubscribe(topic)) => self.unsubscribe(conn, topic),
         }
     }
 
-    /// One complete binary message from the client: `bad_request`, like any message the
-    /// protocol does not have.
-    pub fn handle_client_binary(&mut self, now: UnixMillis, conn: ConnId) {
-        self.advance(now);
-        if self.is_open(conn) {
-            self.bad_request(conn, BadRequest::new(BadRequestReason::Binary));
+    /// The socket took `bytes` more of what was sent to `conn`. Parked positions go out
+    /// while the queue stays at or under the conflate threshold. A socket left holding
+    /// bytes must take some within the write timeout, or the connection is closed.
+    fn written(&mut self, conn: ConnId, bytes: u64) {
+        let timeout = self.config.write_timeout_ms.max(1);
+        let Some(c) = self.registry.get_mut(conn) else {
+            return;
+        };
+        c.out.record_drained(bytes);
+        if c.out.queued() == 0 {
+            self.stalls.cancel(conn);
+        } else if bytes > 0 || !self.stalls.contains(conn) {
+            self.stalls.schedule(conn, self.now.plus(timeout));
         }
-    }
-
-    /// The client sent a message over the hard limit (64 KiB, all its frames together): the
-    /// shell stops reading it, and the connection is closed with 1009.
-    pub fn handle_client_too_large(&mut self, now: UnixMillis, conn: ConnId) {
-        self.advance(now);
-        self.close(
-            conn,
-            close_code::MESSAGE_TOO_BIG,
-            close_reason::MESSAGE_TOO_BIG,
-        );
-    }
-
-    /// A WebSocket pong frame from the client: its pings are answered.
-    pub fn handle_pong(&mut self, now: UnixMillis, conn: ConnId) {
-        self.advance(now);
-        if let Some(c) = self.registry.get_mut(conn) {
-            c.unanswered_ping = None;
-        }
-    }
-
-    /// The socket wrote `bytes` more bytes of what was sent to `conn`. Parked positions go
-    /// out while the queue stays at or under the conflate threshold.
-    pub fn handle_drained(&mut self, now: UnixMillis, conn: ConnId, bytes: u64) {
-        self.advance(now);
-        if let Some(c) = self.registry.get_mut(conn) {
-            c.out.record_drained(bytes);
-            self.flush(conn);
-        }
-    }
-
-    /// The connection is gone (client closed it, read or write failed). Nothing is sent.
-    pub fn handle_closed(&mut self, now: UnixMillis, conn: ConnId) {
-        self.advance(now);
-        self.forget(conn);
+        self.flush(conn);
     }
 
     // -----------------------------------------------------------------------------------
     // Answers to Authorize and LoadSnapshot
 
-    /// The visibility of the event a [`Command::Authorize`] asked about. Allowed: `subscribed`
-    /// and a [`Command::LoadSnapshot`]; not allowed or unknown: `forbidden`, with the same
-    /// message either way.
-    pub fn handle_authorization(
-        &mut self,
-        now: UnixMillis,
-        request: RequestId,
-        visibility: Visibility,
-    ) {
-        self.advance(now);
+    /// Allowed: `subscribed` and a [`Command::LoadSnapshot`]; not allowed or unknown:
+    /// `forbidden`, with the same message either way.
+    fn authorization(&mut self, request: RequestId, visibility: Visibility) {
         let Some((conn, topic)) = self.registry.request(request) else {
             return;
         };
@@ -262,7 +288,7 @@ impl LiveHub {
                 held: BTreeMap::new(),
             },
         );
-        let subscribed = encode(&ServerMessage::Subscribed {
+        let subscribed = frame(&ServerMessage::Subscribed {
             topic: topic.to_string(),
         });
         if self.send_control(conn, subscribed) {
@@ -280,10 +306,9 @@ impl LiveHub {
         }
     }
 
-    /// The visibility lookup of a [`Command::Authorize`] failed (Postgres away): the client
-    /// gets an error with [`UNAVAILABLE_CODE`] and is not subscribed.
-    pub fn handle_authorization_failed(&mut self, now: UnixMillis, request: RequestId) {
-        self.advance(now);
+    /// The visibility lookup failed (Postgres away): the client gets an error with
+    /// [`UNAVAILABLE_CODE`] and is not subscribed.
+    fn authorization_failed(&mut self, request: RequestId, _failed: LookupFailed) {
         let Some((conn, topic)) = self.registry.request(request) else {
             return;
         };
@@ -297,17 +322,10 @@ impl LiveHub {
         );
     }
 
-    /// The stored positions a [`Command::LoadSnapshot`] found (any order, any number per
-    /// device). The snapshot is, per device now in the event, the newest of the stored rows
-    /// and the last position the live path accepted; it is sent, then the positions held
-    /// while it loaded that are newer than it, then live positions.
-    pub fn handle_snapshot(
-        &mut self,
-        now: UnixMillis,
-        request: RequestId,
-        rows: Vec<WirePosition>,
-    ) {
-        self.advance(now);
+    /// The snapshot is, per device now in the event, the newest of the stored rows and the
+    /// last position the live path accepted; it is sent, then the positions held while it
+    /// loaded that are newer than it, then live positions.
+    fn snapshot(&mut self, request: RequestId, rows: Vec<WirePosition>) {
         let Some((conn, topic)) = self.registry.request(request) else {
             return;
         };
@@ -324,26 +342,24 @@ impl LiveHub {
             _ => BTreeMap::new(),
         };
         self.stats.snapshots += 1;
-        let snapshot = encode(&ServerMessage::Snapshot {
+        let snapshot = frame(&ServerMessage::Snapshot {
             topic: topic.to_string(),
             positions: merged.into_values().collect(),
         });
         let mut open = self.send_control(conn, snapshot);
-        for (device, Held { ts, bytes }) in held {
+        for (device, Held { ts, frame }) in held {
             if open {
-                open = self.offer_live(conn, topic, &device, ts, &bytes);
+                open = self.offer_live(conn, topic, &device, ts, &frame);
             } else {
                 self.stats.dropped_messages += 1;
             }
         }
     }
 
-    /// A [`Command::LoadSnapshot`] failed. The client was already told `subscribed`, and
-    /// may not get positions without a snapshot first: it gets an error with
-    /// [`UNAVAILABLE_CODE`] and then `unsubscribed`, so that its view of its subscriptions
-    /// stays right, and may subscribe again.
-    pub fn handle_snapshot_failed(&mut self, now: UnixMillis, request: RequestId) {
-        self.advance(now);
+    /// The client was already told `subscribed`, and may not get positions without a
+    /// snapshot first: it gets an error with [`UNAVAILABLE_CODE`] and then `unsubscribed`,
+    /// so that its view of its subscriptions stays right, and may subscribe again.
+    fn snapshot_failed(&mut self, request: RequestId, _failed: LookupFailed) {
         let Some((conn, topic)) = self.registry.request(request) else {
             return;
         };
@@ -356,7 +372,7 @@ impl LiveHub {
             SNAPSHOT_FAILED_MESSAGE.to_owned(),
         );
         if open {
-            let unsubscribed = encode(&ServerMessage::Unsubscribed {
+            let unsubscribed = frame(&ServerMessage::Unsubscribed {
                 topic: topic.to_string(),
             });
             self.send_control(conn, unsubscribed);
@@ -366,80 +382,53 @@ impl LiveHub {
     // -----------------------------------------------------------------------------------
     // Stream input and the device map
 
-    /// Entries read by this instance's broadcast group, in stream order.
-    pub fn handle_positions(&mut self, now: UnixMillis, entries: Vec<(EntryId, Option<Bytes>)>) {
-        self.advance(now);
-        for (_id, payload) in entries {
-            self.stats.broadcast_records += 1;
-            let Some(Ok(position)) = payload.as_deref().map(decode_position) else {
-                self.stats.decode_errors += 1;
-                continue;
-            };
-            let events: Vec<Uuid> = match self.map.events_of(&position.device_id) {
-                Some(events) => events.iter().copied().collect(),
+    /// Every position of the batch goes to the subscribers of each of its topics, as the
+    /// frame the ingest built once.
+    fn batch(&mut self, batch: &FanoutBatch) {
+        let mut subscribers = std::mem::take(&mut self.scratch);
+        for accepted in &batch.positions {
+            match self.latest.get_mut(&accepted.device) {
+                Some(fix) => *fix = accepted.fix,
                 None => {
-                    self.stats.orphan_records += 1;
-                    Vec::new()
+                    self.latest
+                        .insert(Arc::clone(&accepted.device), accepted.fix);
                 }
-            };
-            if fault_reason(&position, self.now, &self.config.faulty).is_some() {
-                self.stats.faulty_dropped += 1;
-                continue;
             }
-            let verdict = self.tracker.judge(&position);
-            match verdict {
-                Verdict::Stale => self.stats.stale_dropped += 1,
-                Verdict::Jump => self.stats.jump_dropped += 1,
-                Verdict::Reanchored => self.stats.reanchored += 1,
-                Verdict::Accepted => {}
-            }
-            if !verdict.is_accepted() {
-                continue;
-            }
-            self.stats.accepted += 1;
-            if events.is_empty() {
-                continue;
-            }
-            let device: Arc<str> = Arc::from(position.device_id.as_str());
-            for event in events {
-                let topic = Topic(event);
-                let subscribers = self.registry.subscribers(topic);
-                if subscribers.is_empty() {
-                    continue;
-                }
-                // Encoded once per topic; every subscriber shares these bytes.
-                let bytes = position_message(&topic, &position);
-                for conn in subscribers {
-                    self.deliver(conn, topic, &device, position.ts, &bytes);
+            for (topic, frame) in &accepted.frames {
+                self.registry.subscribers_into(*topic, &mut subscribers);
+                for &conn in &subscribers {
+                    self.deliver(conn, *topic, &accepted.device, accepted.fix.ts, frame);
                 }
             }
         }
+        self.scratch = subscribers;
     }
 
-    /// A new device-to-event map replaces the old one whole. A version not above the one in
-    /// use is ignored (a refresh that finished late). Subscriptions stay; the next position
-    /// of a device goes to the events it belongs to now.
-    pub fn handle_device_map(
-        &mut self,
-        now: UnixMillis,
-        version: u64,
-        map: BTreeMap<String, BTreeSet<Uuid>>,
-    ) {
-        self.advance(now);
-        if self.map.version().is_some_and(|v| version <= v) {
-            return;
+    /// A new device-to-event map replaces the old one whole; an older version is ignored
+    /// (a refresh that finished late). Subscriptions stay; the next position of a device
+    /// goes to the events it belongs to now.
+    fn device_map(&mut self, map: Arc<DeviceMap>) {
+        if map.supersedes(&self.map) {
+            self.map = map;
         }
-        self.map = DeviceMap::new(version, map);
     }
 
     // -----------------------------------------------------------------------------------
     // Time and shutdown
 
-    /// Time passed: connections due are pinged, or closed with 1008 when a ping has been
-    /// waiting for its pong for two intervals. A spurious call does nothing.
-    pub fn handle_timeout(&mut self, now: UnixMillis) {
-        self.advance(now);
+    /// Connections due are pinged, or closed with 1008 when a ping has been waiting for its
+    /// pong for two intervals; a socket that took nothing within the write timeout is
+    /// closed with 1013.
+    fn timeout(&mut self) {
         let now = self.now;
+        for conn in self.stalls.take_due(now) {
+            self.stats.write_timeouts += 1;
+            self.close(
+                conn,
+                close_code::TRY_AGAIN_LATER,
+                close_reason::WRITE_TIMEOUT,
+            );
+        }
         let interval = self.ping_interval();
         for conn in self.pings.take_due(now) {
             let Some(c) = self.registry.get_mut(conn) else {
@@ -457,19 +446,18 @@ impl LiveHub {
                 continue;
             }
             c.unanswered_ping.get_or_insert(now);
-            self.out.push_back(Command::Ping { conn });
             self.pings.schedule(conn, now.plus(interval));
+            self.send_control(conn, Frame::ping());
         }
     }
 
-    /// Closes every connection with 1001; connections arriving later are closed at once.
-    pub fn handle_shutdown(&mut self, now: UnixMillis) {
-        self.advance(now);
+    fn shutdown(&mut self) {
         self.shutting_down = true;
         for conn in self.registry.ids() {
             self.close(conn, close_code::GOING_AWAY, close_reason::SHUTDOWN);
         }
         self.pings.clear();
+        self.stalls.clear();
     }
 
     // -----------------------------------------------------------------------------------
@@ -517,7 +505,7 @@ impl LiveHub {
 
     fn unsubscribe(&mut self, conn: ConnId, topic: Topic) {
         self.drop_sub(conn, topic);
-        let unsubscribed = encode(&ServerMessage::Unsubscribed {
+        let unsubscribed = frame(&ServerMessage::Unsubscribed {
             topic: topic.to_string(),
         });
         self.send_control(conn, unsubscribed);
@@ -555,7 +543,7 @@ impl LiveHub {
             }
         }
         for device in devices {
-            let Some(fix) = self.tracker.anchor(device) else {
+            let Some(fix) = self.latest.get(device) else {
                 continue;
             };
             match merged.get(device) {
@@ -575,7 +563,7 @@ impl LiveHub {
         topic: Topic,
         device: &Arc<str>,
         ts: UnixMillis,
-        bytes: &Bytes,
+        frame: &Frame,
     ) {
         let Some(state) = self
             .registry
@@ -592,7 +580,7 @@ impl LiveHub {
                     Arc::clone(device),
                     Held {
                         ts,
-                        bytes: bytes.clone(),
+                        frame: frame.clone(),
                     },
                 );
                 if replaced.is_some() {
@@ -601,7 +589,7 @@ impl LiveHub {
             }
             SubState::Live { .. } => {
                 self.stats.position_deliveries += 1;
-                self.offer_live(conn, topic, device, ts, bytes);
+                self.offer_live(conn, topic, device, ts, frame);
             }
         }
     }
@@ -615,7 +603,7 @@ impl LiveHub {
         topic: Topic,
         device: &Arc<str>,
         ts: UnixMillis,
-        bytes: &Bytes,
+        frame: &Frame,
     ) -> bool {
         let threshold = self.config.conflate_threshold_bytes;
         let Some(c) = self.registry.get_mut(conn) else {
@@ -633,14 +621,13 @@ impl LiveHub {
             }
             floors.remove(device);
         }
-        match c.out.offer(topic, device, bytes, ts, threshold) {
+        match c.out.offer(topic, device, frame, ts, threshold) {
             Offer::Send => {
-                c.out.record_sent(bytes.len());
+                c.out.record_sent(frame.len());
                 self.stats.fanout_messages += 1;
                 self.out.push_back(Command::Send {
                     conn,
-                    bytes: bytes.clone(),
-                    fix_ts: Some(ts),
+                    frame: frame.clone(),
                 });
                 self.check_backpressure(conn)
             }
@@ -659,14 +646,10 @@ impl LiveHub {
         let Some(c) = self.registry.get_mut(conn) else {
             return false;
         };
-        while let Some((bytes, fix_ts)) = c.out.pop_ready(threshold) {
-            c.out.record_sent(bytes.len());
+        while let Some((frame, _fix_ts)) = c.out.pop_ready(threshold) {
+            c.out.record_sent(frame.len());
             self.stats.fanout_messages += 1;
-            self.out.push_back(Command::Send {
-                conn,
-                bytes,
-                fix_ts: Some(fix_ts),
-            });
+            self.out.push_back(Command::Send { conn, frame });
         }
         self.check_backpressure(conn)
     }
@@ -690,16 +673,12 @@ impl LiveHub {
     }
 
     /// Sends a message that is never conflated; false once `conn` is closed.
-    fn send_control(&mut self, conn: ConnId, bytes: Bytes) -> bool {
+    fn send_control(&mut self, conn: ConnId, frame: Frame) -> bool {
         let Some(c) = self.registry.get_mut(conn) else {
             return false;
         };
-        c.out.record_sent(bytes.len());
-        self.out.push_back(Command::Send {
-            conn,
-            bytes,
-            fix_ts: None,
-        });
+        c.out.record_sent(frame.len());
+        self.out.push_back(Command::Send { conn, frame });
         self.check_backpressure(conn)
     }
 
@@ -710,7 +689,7 @@ impl LiveHub {
         topic: Option<String>,
         message: String,
     ) -> bool {
-        let error = encode(&ServerMessage::Error {
+        let error = frame(&ServerMessage::Error {
             code,
             topic,
             message,
@@ -753,6 +732,7 @@ impl LiveHub {
         };
         self.stats.dropped_messages += c.waiting();
         self.pings.cancel(conn);
+        self.stalls.cancel(conn);
         true
     }
 }

@@ -5,29 +5,23 @@
 //! send to whom. It is pure: time is an input, every collection whose order reaches a
 //! command is ordered, and the same inputs give the same commands.
 //!
-//! The shell feeds it:
-//! - connections: [`handle_connected`](LiveHub::handle_connected) (with the token's
-//!   [`Principal`]), [`handle_client_text`](LiveHub::handle_client_text),
-//!   [`handle_client_binary`](LiveHub::handle_client_binary),
-//!   [`handle_client_too_large`](LiveHub::handle_client_too_large),
-//!   [`handle_pong`](LiveHub::handle_pong), [`handle_drained`](LiveHub::handle_drained),
-//!   [`handle_closed`](LiveHub::handle_closed);
-//! - answers: [`handle_authorization`](LiveHub::handle_authorization) (the event's
-//!   [`Visibility`]), [`handle_snapshot`](LiveHub::handle_snapshot) and their `_failed`
-//!   twins;
-//! - the stream and the map: [`handle_positions`](LiveHub::handle_positions),
-//!   [`handle_device_map`](LiveHub::handle_device_map);
-//! - time: [`handle_timeout`](LiveHub::handle_timeout), [`handle_shutdown`](LiveHub::handle_shutdown);
-//!
-//! and executes the [`Command`]s it emits: `Send`, `Close`, `Authorize`, `LoadSnapshot`,
-//! `Ping`.
+//! Two machines, both fed through one input type:
+//! - [`Ingest`] takes what this instance's broadcast group read ([`IngestInput`]) and
+//!   judges it once: decode, faulty rules, per-device order and jump rules, one finished
+//!   frame per (position, topic). Its [`FanoutBatch`]es go to every shard.
+//! - [`LiveHub`] is one shard: the connections given to it and every batch, fed with
+//!   [`LiveHub::handle`]`(now, `[`Input`]`)`; it emits [`Command`]s (`Send`, `Close`,
+//!   `Authorize`, `LoadSnapshot`) and a deadline ([`LiveHub::poll_timeout`]). A client's
+//!   view is the same whatever its shard: every shard sees the same batches in the same
+//!   order, and a connection's inputs all go to its own shard.
 //!
 //! Rules, with the choices made where the contract is silent:
 //! - **Filtering.** A record is counted, decoded (decode errors are counted; logging them
 //!   and dead-lettering is the durable path's job, which sees the same entries), counted as
-//!   orphan when its device is in no event, then dropped when faulty, when not newer than
-//!   the device's last accepted fix, or when implying a jump over `FAULTY_MAX_SPEED_KMH`.
-//!   The last two apply whether or not anyone is subscribed. A device is never locked out
+//!   orphan when its device is in no event (and then forgotten: orphans are never
+//!   broadcast, so live memory is bounded by the device map), then dropped when faulty,
+//!   when not newer than the device's last accepted fix, or when implying a jump over
+//!   `FAULTY_MAX_SPEED_KMH`. The last two apply whether or not anyone is subscribed. A device is never locked out
 //!   by the jump rule: see `ordering.rs` for the two re-anchor rules (a gap of more than
 //!   `reanchor_gap_ms` in fix time, or `reanchor_after_fixes` agreeing too-fast fixes).
 //! - **Fan-out.** An accepted position goes to the subscribers of every event its device
@@ -49,7 +43,12 @@
 //! - **Keep-alive.** A ping every `ping_interval_ms` per connection (one sorted timer for
 //!   all); a ping unanswered for two intervals closes the connection with 1008 (policy
 //!   violation: the client broke the keep-alive rule; 1001 is kept for shutdown so that
-//!   clients can tell the two apart).
+//!   clients can tell the two apart). A socket that holds unwritten bytes and takes none
+//!   for `write_timeout_ms` is closed with 1013: deadlines are connection state, checked by
+//!   the one timer, never a timer per write.
+//! - **Protocol.** Client frames are read by [`crate::websocket::FrameReader`]; a violation
+//!   closes the connection with its RFC 6455 code (1002, 1007, 1009), a client's close
+//!   frame is answered with 1000.
 //! - **Limits.** Over `max_message_bytes`, invalid JSON, unknown type, malformed topic,
 //!   binary: `bad_request`, connection usable; the `max_bad_messages`-th is answered, then
 //!   the connection is closed with 1008. A message over 64 KiB: 1009. A topic beyond
@@ -61,6 +60,8 @@ mod auth;
 mod command;
 mod config;
 mod device_map;
+mod ingest;
+mod input;
 mod machine;
 mod ordering;
 mod outbound;
@@ -71,6 +72,9 @@ mod timers;
 pub use auth::{Principal, Visibility, ADMIN_ROLE};
 pub use command::{close_code, close_reason, Command, ConnId, RequestId};
 pub use config::LiveConfig;
+pub use device_map::DeviceMap;
+pub use ingest::{FanoutBatch, Ingest, IngestInput, IngestStats};
+pub use input::{text, Input, LookupFailed};
 pub use machine::{
     LiveHub, AUTHORIZATION_FAILED_MESSAGE, FORBIDDEN_MESSAGE, SNAPSHOT_FAILED_MESSAGE,
     UNAVAILABLE_CODE,

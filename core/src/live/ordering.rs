@@ -71,12 +71,6 @@ pub(crate) enum Verdict {
     Jump,
 }
 
-impl Verdict {
-    pub(crate) fn is_accepted(self) -> bool {
-        matches!(self, Verdict::Accepted | Verdict::Reanchored)
-    }
-}
-
 /// The jump rule's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct JumpRule {
@@ -115,11 +109,6 @@ impl Tracker {
             rule,
             devices: BTreeMap::new(),
         }
-    }
-
-    /// The newest fix accepted for `device`.
-    pub(crate) fn anchor(&self, device: &str) -> Option<&Fix> {
-        self.devices.get(device).map(|t| &t.anchor)
     }
 
     /// Judges `p` (already known not to be faulty) and moves the anchor when it is accepted.

@@ -14,8 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
+use crate::websocket::Frame;
 use crate::wire::Topic;
 use crate::UnixMillis;
 
@@ -25,7 +24,7 @@ struct Parked {
     /// Queue position: a replacement keeps the place of what it replaced, so a device that
     /// moves often cannot keep the others waiting.
     seq: u64,
-    bytes: Bytes,
+    frame: Frame,
     fix_ts: UnixMillis,
 }
 
@@ -81,7 +80,7 @@ impl Outbound {
         &mut self,
         topic: Topic,
         device: &Arc<str>,
-        bytes: &Bytes,
+        frame: &Frame,
         fix_ts: UnixMillis,
         threshold: u64,
     ) -> Offer {
@@ -90,20 +89,20 @@ impl Outbound {
         }
         let key = (topic, Arc::clone(device));
         if let Some(old) = self.parked.get_mut(&key) {
-            self.parked_bytes = self.parked_bytes - old.bytes.len() as u64 + bytes.len() as u64;
-            old.bytes = bytes.clone();
+            self.parked_bytes = self.parked_bytes - old.frame.len() as u64 + frame.len() as u64;
+            old.frame = frame.clone();
             old.fix_ts = fix_ts;
             return Offer::Parked { replaced: true };
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.parked_bytes += bytes.len() as u64;
+        self.parked_bytes += frame.len() as u64;
         self.order.insert(seq, key.clone());
         self.parked.insert(
             key,
             Parked {
                 seq,
-                bytes: bytes.clone(),
+                frame: frame.clone(),
                 fix_ts,
             },
         );
@@ -112,14 +111,14 @@ impl Outbound {
 
     /// The oldest parked message, when at most `threshold` bytes are queued. The caller
     /// sends it (and records it sent) before asking again.
-    pub(crate) fn pop_ready(&mut self, threshold: u64) -> Option<(Bytes, UnixMillis)> {
+    pub(crate) fn pop_ready(&mut self, threshold: u64) -> Option<(Frame, UnixMillis)> {
         if self.queued > threshold {
             return None;
         }
         let (_, key) = self.order.pop_first()?;
         let parked = self.parked.remove(&key)?;
-        self.parked_bytes -= parked.bytes.len() as u64;
-        Some((parked.bytes, parked.fix_ts))
+        self.parked_bytes -= parked.frame.len() as u64;
+        Some((parked.frame, parked.fix_ts))
     }
 
     /// Forgets what is parked for `topic`; returns how many messages that was.
@@ -133,7 +132,7 @@ impl Outbound {
         for key in &keys {
             if let Some(parked) = self.parked.remove(key) {
                 self.order.remove(&parked.seq);
-                self.parked_bytes -= parked.bytes.len() as u64;
+                self.parked_bytes -= parked.frame.len() as u64;
             }
         }
         keys.len() as u64
@@ -153,12 +152,12 @@ mod tests {
     fn parks_above_threshold_keeps_newest_in_first_place() {
         let mut out = Outbound::default();
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
-        let msg = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let msg = |s: &'static str| Frame::text(s.as_bytes());
         assert_eq!(
             out.offer(topic(1), &a, &msg("x"), UnixMillis(1), 10),
             Offer::Send
         );
-        out.record_sent(11);
+        out.record_sent(13);
         assert_eq!(
             out.offer(topic(1), &a, &msg("a1"), UnixMillis(1), 10),
             Offer::Parked { replaced: false }
@@ -171,7 +170,7 @@ mod tests {
             out.offer(topic(1), &a, &msg("a22"), UnixMillis(2), 10),
             Offer::Parked { replaced: true }
         );
-        assert_eq!(out.buffered(), 11 + 3 + 2);
+        assert_eq!(out.buffered(), 13 + 5 + 4);
         assert_eq!(out.pop_ready(10), None);
         out.record_drained(100);
         assert_eq!(out.queued(), 0);

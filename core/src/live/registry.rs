@@ -8,11 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::auth::Principal;
 use super::command::{ConnId, RequestId};
 use super::outbound::Outbound;
+use crate::websocket::Frame;
 use crate::wire::Topic;
 use crate::UnixMillis;
 
@@ -20,7 +19,7 @@ use crate::UnixMillis;
 #[derive(Debug, Clone)]
 pub(crate) struct Held {
     pub ts: UnixMillis,
-    pub bytes: Bytes,
+    pub frame: Frame,
 }
 
 #[derive(Debug)]
@@ -143,12 +142,13 @@ impl Registry {
         Some(c)
     }
 
-    /// The connections subscribed (loading or live) to `topic`, in id order.
-    pub(crate) fn subscribers(&self, topic: Topic) -> Vec<ConnId> {
-        self.by_topic
-            .get(&topic)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
+    /// The connections subscribed (loading or live) to `topic`, in id order, into `into`
+    /// (cleared first: the fan-out reuses one buffer).
+    pub(crate) fn subscribers_into(&self, topic: Topic, into: &mut Vec<ConnId>) {
+        into.clear();
+        if let Some(s) = self.by_topic.get(&topic) {
+            into.extend(s.iter().copied());
+        }
     }
 
     /// The connection and topic waiting for `request`, if any still is.

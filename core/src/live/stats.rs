@@ -1,6 +1,7 @@
 //! Counters and gauges of the live path, for metrics.
 
-/// Cumulative counts (and three gauges) of the live hub.
+/// Cumulative counts (and three gauges) of one live hub shard; the ingest counts the
+/// records ([`IngestStats`](super::IngestStats)).
 ///
 /// Every position message meant for a subscriber is a *delivery*; each delivery ends up in
 /// exactly one of `fanout_messages` (sent), `conflated_messages` (replaced by a newer one of
@@ -9,23 +10,6 @@
 /// (held while a snapshot loads, or parked while the client catches up).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LiveStats {
-    /// Stream entries handed to the hub (`processor_live_broadcast_records_total`).
-    pub broadcast_records: u64,
-    /// Entries without a decodable payload (`processor_live_broadcast_decode_errors_total`).
-    pub decode_errors: u64,
-    /// Decoded records of devices in no event
-    /// (`processor_live_broadcast_orphan_records_total`).
-    pub orphan_records: u64,
-    /// Records dropped by the stateless faulty rules.
-    pub faulty_dropped: u64,
-    /// Records not newer than their device's last accepted fix.
-    pub stale_dropped: u64,
-    /// Records implying a jump faster than the speed limit.
-    pub jump_dropped: u64,
-    /// Too-fast records accepted as a device's new anchor (counted in `accepted` too).
-    pub reanchored: u64,
-    /// Records that passed every rule (and moved their device's anchor).
-    pub accepted: u64,
     /// Position messages meant for a subscriber (see above).
     pub position_deliveries: u64,
     /// Position messages sent (`processor_live_broadcast_fanout_messages_total`).
@@ -39,6 +23,10 @@ pub struct LiveStats {
     pub slow_consumer_closes: u64,
     /// Connections closed for not answering pings.
     pub ping_timeouts: u64,
+    /// Connections closed because their socket took nothing within the write timeout.
+    pub write_timeouts: u64,
+    /// Connections closed for a WebSocket protocol violation (1002, 1007).
+    pub protocol_errors: u64,
     /// Snapshots sent.
     pub snapshots: u64,
     /// Snapshot loads and authorization lookups the shell reported failed.

@@ -1,4 +1,5 @@
-//! One timer for every connection: the next ping of each, in a sorted set.
+//! One timer for every connection: the next deadline of each (a ping, a stalled write),
+//! in a sorted set.
 //!
 //! Idle connections cost one entry each, and the shell sleeps on a single deadline (the
 //! first one) instead of one timer per connection.
@@ -26,6 +27,10 @@ impl PingSchedule {
         if let Some(t) = self.at.remove(&conn) {
             self.due.remove(&(t, conn));
         }
+    }
+
+    pub(crate) fn contains(&self, conn: ConnId) -> bool {
+        self.at.contains_key(&conn)
     }
 
     pub(crate) fn first(&self) -> Option<UnixMillis> {

@@ -8,5 +8,7 @@ pub mod server;
 pub mod topic;
 
 pub use client::{parse_client_message, BadRequest, BadRequestReason, ClientMessage};
-pub use server::{encode, position_message, ErrorCode, ServerMessage, WirePosition};
+pub use server::{
+    encode, frame, position_frame, position_message, ErrorCode, ServerMessage, WirePosition,
+};
 pub use topic::Topic;

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::Topic;
+use crate::websocket::Frame;
 use crate::Position;
 
 /// A position as it travels to clients: in a `position` message (with `type` and `topic`)
@@ -88,6 +89,23 @@ pub fn encode(message: &ServerMessage) -> Bytes {
 /// The `position` message for `topic`, encoded once for all of the topic's subscribers.
 pub fn position_message(topic: &Topic, position: &Position) -> Bytes {
     encode(&ServerMessage::Position {
+        topic: topic.to_string(),
+        position: WirePosition::from(position),
+    })
+}
+
+/// `message` as a finished text frame, ready to be written to any client's socket.
+pub fn frame(message: &ServerMessage) -> Frame {
+    // As in `encode`: serialising these types cannot fail.
+    Frame::text_with(|buf| {
+        let _ = serde_json::to_writer(buf, message);
+    })
+}
+
+/// The `position` message for `topic` as a finished frame, built once for all of the
+/// topic's subscribers.
+pub fn position_frame(topic: &Topic, position: &Position) -> Frame {
+    frame(&ServerMessage::Position {
         topic: topic.to_string(),
         position: WirePosition::from(position),
     })

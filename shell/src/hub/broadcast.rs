@@ -1,42 +1,73 @@
-//! The broadcast consumer: reads every record for this instance's clients.
+//! The broadcast consumer: reads every record for this instance's clients, has the core's
+//! ingest judge it once, and hands the resulting batch to every shard.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use processor_core::live::{DeviceMap, Ingest, IngestInput, IngestStats, Input, LiveConfig};
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
+use super::input::Shards;
 use super::ports::{BroadcastPort, BroadcastReader};
-use super::HubInput;
 
 /// Entries per read. The stream's BLOCK time is the port's (`RedisBroadcast::block`).
 const BATCH: usize = 1_000;
 const RETRY: Duration = Duration::from_millis(500);
 
-/// Starts once the hub has its first device-to-event map (`map_loaded`), so that no
-/// position reaches it before it can be routed. Reads until `stop`, checked between reads
-/// (a read in flight is never cancelled). Keeps the heartbeat fresh, removes dead
-/// instances' groups, and destroys its own group on the way out.
-pub async fn run<B: BroadcastPort>(
-    port: B,
-    hub: mpsc::UnboundedSender<HubInput>,
-    readiness: Arc<Readiness>,
-    mut map_loaded: watch::Receiver<bool>,
+pub struct BroadcastContext<B: BroadcastPort, C: Clock> {
+    pub port: B,
+    pub config: LiveConfig,
+    pub clock: C,
+    pub shards: Shards,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+}
+
+/// Starts once the first device-to-event map is in (`map`), so that no position is read
+/// before it can be routed. Reads until `stop`, checked between reads (a read in flight is
+/// never cancelled). Keeps the heartbeat fresh, removes dead instances' groups, and
+/// destroys its own group on the way out.
+pub async fn run<B: BroadcastPort, C: Clock>(
+    ctx: BroadcastContext<B, C>,
+    mut map: watch::Receiver<Option<Arc<DeviceMap>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::select! {
         biased;
-        loaded = map_loaded.wait_for(|l| *l) => {
+        loaded = map.wait_for(Option::is_some) => {
             if loaded.is_err() {
                 return;
             }
         }
         _ = stop.wait_for(|s| *s) => return,
     }
+    let BroadcastContext {
+        port,
+        config,
+        clock,
+        shards,
+        metrics,
+        readiness,
+    } = ctx;
+    let mut ingest = Ingest::new(&config);
+    // `wait_for` marked the first map seen: take it here, later ones as they change.
+    if let Some(first) = map.borrow_and_update().clone() {
+        ingest.handle(clock.now(), IngestInput::DeviceMap(first));
+    }
+    let mut counted = IngestStats::default();
     let heartbeat = tokio::spawn(keep_alive(port.clone(), stop.clone()));
     let mut reader = None;
     while !*stop.borrow() {
+        if map.has_changed().unwrap_or(false) {
+            if let Some(m) = map.borrow_and_update().clone() {
+                ingest.handle(clock.now(), IngestInput::DeviceMap(m));
+            }
+        }
         let r = match reader.as_mut() {
             Some(r) => r,
             None => match port.open().await {
@@ -51,11 +82,17 @@ pub async fn run<B: BroadcastPort>(
         };
         readiness.set_broadcast_consumer(true);
         match r.read(BATCH).await {
-            Ok(batch) if batch.is_empty() => {}
-            Ok(batch) => {
-                if hub.send(HubInput::Positions(batch)).is_err() {
-                    break;
+            Ok(entries) if entries.is_empty() => {}
+            Ok(entries) => {
+                ingest.handle(clock.now(), IngestInput::Entries(entries));
+                while let Some(batch) = ingest.poll_batch() {
+                    if !shards.broadcast(|| Input::Batch(batch.clone())) {
+                        break;
+                    }
                 }
+                let stats = ingest.stats();
+                record(&metrics, &counted, &stats);
+                counted = stats;
             }
             Err(error) => {
                 tracing::warn!(%error, "broadcast read failed; reconnecting");
@@ -70,6 +107,18 @@ pub async fn run<B: BroadcastPort>(
     if let Err(error) = port.destroy().await {
         tracing::warn!(%error, "could not remove this instance's broadcast group");
     }
+}
+
+fn record(metrics: &Metrics, before: &IngestStats, now: &IngestStats) {
+    metrics
+        .live_broadcast_records
+        .inc_by(now.broadcast_records - before.broadcast_records);
+    metrics
+        .live_broadcast_decode_errors
+        .inc_by(now.decode_errors - before.decode_errors);
+    metrics
+        .live_broadcast_orphan_records
+        .inc_by(now.orphan_records - before.orphan_records);
 }
 
 async fn keep_alive<B: BroadcastPort>(port: B, mut stop: watch::Receiver<bool>) {

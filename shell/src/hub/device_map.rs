@@ -1,21 +1,25 @@
 //! Reloads the device-to-event map every `LIVE_DEVICE_EVENT_REFRESH_MS`.
 //!
-//! `loaded` turns true once the first map is on its way to the hub: the broadcast consumer
-//! waits for it, since a position read before the hub has any map could be routed nowhere
-//! (and would be counted as an orphan).
+//! Each map is indexed once and shared: the shards get it in their queues (so it takes
+//! effect between two of their inputs), the broadcast consumer through `latest`, which it
+//! waits on before its first read, since a position read before there is any map could be
+//! routed nowhere (and would be counted as an orphan).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use processor_core::live::{DeviceMap, Input};
+
+use super::input::Shards;
 use super::ports::LiveStore;
-use super::HubInput;
 
 pub async fn run<S: LiveStore>(
     store: S,
     every: Duration,
-    hub: mpsc::UnboundedSender<HubInput>,
-    loaded: watch::Sender<bool>,
+    shards: Shards,
+    latest: watch::Sender<Option<Arc<DeviceMap>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut version = 0u64;
@@ -23,10 +27,11 @@ pub async fn run<S: LiveStore>(
         match store.device_map().await {
             Ok(map) => {
                 version += 1;
-                if hub.send(HubInput::DeviceMap { version, map }).is_err() {
+                let map = Arc::new(DeviceMap::new(version, map));
+                if !shards.broadcast(|| Input::DeviceMap(map.clone())) {
                     return;
                 }
-                loaded.send_replace(true);
+                latest.send_replace(Some(map));
             }
             Err(error) => {
                 tracing::warn!(%error, "reloading the device-to-event map failed; keeping the last one")

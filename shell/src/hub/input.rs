@@ -1,69 +1,62 @@
-//! What reaches the hub task, and what it sends to connection tasks.
+//! What reaches a hub shard: the core's inputs as they are, and the two facts about a
+//! connection's I/O that only the shell has.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
-use uuid::Uuid;
+use tokio::task::AbortHandle;
 
-use processor_core::live::{ConnId, Principal, RequestId, Visibility};
-use processor_core::stream::EntryId;
-use processor_core::wire::WirePosition;
-use processor_core::UnixMillis;
+use processor_core::live::{ConnId, Input};
 
-/// An input for the hub task.
-pub enum HubInput {
-    Connected {
+use super::socket::Socket;
+
+pub enum ShardInput {
+    /// An input for the shard's `LiveHub`, unchanged.
+    Core(Input),
+    /// A new connection's socket and its reader task, given before its
+    /// [`Input::Connected`].
+    Attach {
         conn: ConnId,
-        principal: Principal,
-        outbound: mpsc::UnboundedSender<Outbound>,
+        socket: Arc<Socket>,
+        reader: AbortHandle,
     },
-    Text {
-        conn: ConnId,
-        text: Bytes,
-    },
-    Binary {
-        conn: ConnId,
-    },
-    TooLarge {
-        conn: ConnId,
-    },
-    Pong {
-        conn: ConnId,
-    },
-    Drained {
-        conn: ConnId,
-        bytes: u64,
-    },
-    Closed {
-        conn: ConnId,
-    },
-    Positions(Vec<(EntryId, Option<Bytes>)>),
-    DeviceMap {
-        version: u64,
-        map: BTreeMap<String, BTreeSet<Uuid>>,
-    },
-    Authorized {
-        request: RequestId,
-        visibility: Result<Visibility, String>,
-    },
-    Snapshot {
-        request: RequestId,
-        positions: Result<Vec<WirePosition>, String>,
-    },
+    /// The writer a full socket was handed to wrote all it was given (or failed).
+    WriterDone { conn: ConnId, failed: bool },
 }
 
-/// What a connection's writer task is asked to do.
-pub enum Outbound {
-    /// A text frame; `fix_ts` for position messages, to observe the fix-to-send lag.
-    Text {
-        bytes: Bytes,
-        fix_ts: Option<UnixMillis>,
-    },
-    Ping,
-    /// Send a close frame and end the connection.
-    Close {
-        code: u16,
-        reason: &'static str,
-    },
+/// The input queues of every shard. A connection belongs to one shard, chosen by its id.
+#[derive(Clone)]
+pub struct Shards {
+    senders: Arc<[mpsc::UnboundedSender<ShardInput>]>,
+}
+
+impl Shards {
+    pub fn new(senders: Vec<mpsc::UnboundedSender<ShardInput>>) -> Shards {
+        Shards {
+            senders: senders.into(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
+    }
+
+    /// The queue of `conn`'s shard.
+    pub fn of(&self, conn: ConnId) -> &mpsc::UnboundedSender<ShardInput> {
+        // Ids are handed out in sequence, so this spreads connections evenly.
+        &self.senders[(conn.0 % self.senders.len() as u64) as usize]
+    }
+
+    /// Sends `input` (built once per shard) to every shard; false once none takes it.
+    pub fn broadcast(&self, input: impl Fn() -> Input) -> bool {
+        let mut delivered = false;
+        for sender in self.senders.iter() {
+            delivered |= sender.send(ShardInput::Core(input())).is_ok();
+        }
+        delivered
+    }
 }

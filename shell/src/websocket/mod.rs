@@ -1,6 +1,5 @@
 //! The WebSocket server on `LIVE_WS_ADDR`: `GET /live`, authenticated before the upgrade.
 
-pub mod connection;
 pub mod listener;
 pub mod server;
 

@@ -9,35 +9,29 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{oneshot, watch};
 
-use processor_core::live::ConnId;
+use processor_core::live::{ConnId, Input};
 
 use crate::clock::Clock;
 use crate::hub::ports::LiveStore;
-use crate::hub::HubInput;
+use crate::hub::socket::Socket;
+use crate::hub::{reader, ShardInput, Shards};
 use crate::live::auth::Authenticator;
 use crate::map_page;
 use crate::metrics::Metrics;
 
 use super::Listener;
 
-/// A message over this size, all its frames together, closes the connection with 1009
-/// (contract section 5); smaller ones over `LIVE_WS_MAX_MESSAGE_BYTES` get `bad_request`.
-pub const HARD_MESSAGE_LIMIT: usize = 64 * 1024;
-/// tungstenite's default read buffer is 128 KiB per connection, allocated up front; client
-/// messages are a few hundred bytes.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
-
 pub struct WsContext<S: LiveStore, C: Clock> {
     pub auth: Authenticator,
-    pub hub: mpsc::UnboundedSender<HubInput>,
+    pub shards: Shards,
     pub metrics: Arc<Metrics>,
     pub store: S,
     pub clock: C,
@@ -47,14 +41,14 @@ pub struct WsContext<S: LiveStore, C: Clock> {
 impl<S: LiveStore, C: Clock> WsContext<S, C> {
     pub fn new(
         auth: Authenticator,
-        hub: mpsc::UnboundedSender<HubInput>,
+        shards: Shards,
         metrics: Arc<Metrics>,
         store: S,
         clock: C,
     ) -> WsContext<S, C> {
         WsContext {
             auth,
-            hub,
+            shards,
             metrics,
             store,
             clock,
@@ -124,12 +118,39 @@ fn upgrade<S: LiveStore, C: Clock>(
     mut req: Request<Incoming>,
     ctx: &Arc<WsContext<S, C>>,
 ) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade is a GET\n",
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
+        return response;
+    }
     if !hyper_tungstenite::is_upgrade_request(&req) {
         return text(
             StatusCode::BAD_REQUEST,
             "a WebSocket upgrade is expected here\n",
         );
     }
+    let headers = req.headers();
+    if headers.get("sec-websocket-version").map(|v| v.as_bytes()) != Some(b"13") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Version must be 13\n",
+        );
+    }
+    let Some(key) = headers
+        .get("sec-websocket-key")
+        .filter(|key| is_websocket_key(key.as_bytes()))
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be the base64 of 16 bytes\n",
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
     let now_s = u64::try_from(ctx.clock.now().as_i64() / 1_000).unwrap_or(0);
     let principal = match ctx.auth.authenticate(req.headers(), req.uri(), now_s) {
         Ok(p) => p,
@@ -138,23 +159,64 @@ fn upgrade<S: LiveStore, C: Clock>(
             return text(StatusCode::UNAUTHORIZED, "unauthorized\n");
         }
     };
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .max_message_size(Some(HARD_MESSAGE_LIMIT))
-        .max_frame_size(Some(HARD_MESSAGE_LIMIT));
-    let (response, websocket) = match hyper_tungstenite::upgrade(&mut req, Some(config)) {
-        Ok(upgrade) => upgrade,
-        Err(_) => return text(StatusCode::BAD_REQUEST, "invalid WebSocket upgrade\n"),
-    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
     let conn = ConnId(ctx.next_conn.fetch_add(1, Ordering::Relaxed));
-    let (hub, metrics, clock) = (ctx.hub.clone(), ctx.metrics.clone(), ctx.clock.clone());
+    let shard = ctx.shards.of(conn).clone();
     tokio::spawn(async move {
-        match websocket.await {
-            Ok(ws) => super::connection::run(ws, conn, principal, hub, metrics, clock).await,
-            Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "websocket upgrade did not complete");
+                return;
+            }
+        };
+        let socket = Arc::new(Socket::new(upgraded));
+        // The reader starts once its shard knows the connection, so that no frame of it
+        // arrives before `Connected`.
+        let (go, gate) = oneshot::channel::<()>();
+        let reader = tokio::spawn({
+            let (socket, shard) = (socket.clone(), shard.clone());
+            async move {
+                if gate.await.is_ok() {
+                    reader::run(socket, conn, Bytes::new(), shard).await;
+                }
+            }
+        });
+        let attach = ShardInput::Attach {
+            conn,
+            socket,
+            reader: reader.abort_handle(),
+        };
+        let connected = ShardInput::Core(Input::Connected { conn, principal });
+        if shard.send(attach).is_ok() && shard.send(connected).is_ok() {
+            let _ = go.send(());
         }
     });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
+    headers.insert(
+        hyper::header::UPGRADE,
+        HeaderValue::from_static("websocket"),
+    );
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert("sec-websocket-accept", accept);
+    }
     response
+}
+
+/// RFC 6455, section 4.1: the base64 of 16 bytes is 22 characters and `==`, the last
+/// character carrying 2 bits of data and 4 zero bits.
+fn is_websocket_key(key: &[u8]) -> bool {
+    let base64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    key.len() == 24
+        && key[..22].iter().all(base64)
+        && b"AQgw".contains(&key[21])
+        && &key[22..] == b"=="
 }
 
 /// `[{"id": uuid, "name": text}]`, the public events by name.

@@ -20,7 +20,7 @@ pub enum LiveViolationKind {
     Backwards,
     /// A faulty fix reached a client.
     FaultySent,
-    /// A frame, close or ping for a connection already closed.
+    /// A frame or close for a connection already closed.
     AfterClose,
     /// A client's outbound queue grew past the stated bound.
     QueueUnbounded,
@@ -32,6 +32,16 @@ pub enum LiveViolationKind {
     OrphanCount,
     /// A frame the client cannot read.
     Malformed,
+    /// A connection closed for the write timeout before its socket had held unwritten bytes
+    /// and taken none of them for the whole timeout.
+    WriteTimeoutEarly,
+    /// A connection whose socket held unwritten bytes and took none of them for the write
+    /// timeout was still open after the hub was told the time.
+    WriteTimeoutMissed,
+    /// Sharding changed what a client got: a connection's frames, closes or requests from
+    /// its shard differ from what the single-shard reference, fed the same inputs, gave it
+    /// (or the shards' counters do not add up to the reference's).
+    ShardDiverged,
 }
 
 #[derive(Debug, Clone)]

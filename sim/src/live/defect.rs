@@ -1,22 +1,23 @@
 //! The live hub as the simulation drives it, with an optional planted defect.
 //!
-//! [`SimHub`] forwards everything to the real [`LiveHub`]. With a [`LiveDefect`] other than
-//! `None` it misbehaves on purpose, around the hub, never inside it, so that tests can show
-//! the live checker notices.
+//! [`SimHub`] forwards every [`Input`] to the real [`LiveHub`] and passes its commands on.
+//! With a [`LiveDefect`] other than `None` it misbehaves on purpose, around the hub, never
+//! inside it, so that tests can show the live checker notices. The driver wraps every shard
+//! and the single-shard reference in one, each with the same defect: the position defects
+//! are then in both systems alike (and caught by the checker), while
+//! [`LiveDefect::MapToFirstShardOnly`] is a fault of the sharding itself (and caught by the
+//! comparison with the reference).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-use bytes::Bytes;
-use uuid::Uuid;
+use std::sync::Arc;
 
 use processor_core::faulty::fault_reason;
 use processor_core::live::{
-    Command, ConnId, LiveConfig, LiveHub, LiveStats, Principal, RequestId, Visibility,
+    Command, ConnId, DeviceMap, Input, LiveConfig, LiveHub, LiveStats, RequestId,
 };
-use processor_core::stream::EntryId;
-use processor_core::wire::server::WirePosition;
-use processor_core::wire::{position_message, Topic};
-use processor_core::{decode_position, UnixMillis};
+use processor_core::websocket::ClientFrame;
+use processor_core::wire::{position_frame, Topic};
+use processor_core::{Position, UnixMillis};
 
 /// A defect planted around the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,6 +32,9 @@ pub enum LiveDefect {
     /// The hub is told every frame was written the moment it is sent: a client that does not
     /// read is never conflated nor closed, and its queue grows without bound.
     UnboundedQueue,
+    /// Device map refreshes reach the first shard only; the others keep the map they
+    /// started with (a shell that hands the new map to one shard instead of all).
+    MapToFirstShardOnly,
 }
 
 impl std::str::FromStr for LiveDefect {
@@ -42,19 +46,22 @@ impl std::str::FromStr for LiveDefect {
             "snapshot-not-held-back" => Ok(LiveDefect::SnapshotNotHeldBack),
             "order-not-enforced" => Ok(LiveDefect::OrderNotEnforced),
             "unbounded-queue" => Ok(LiveDefect::UnboundedQueue),
+            "map-to-first-shard-only" => Ok(LiveDefect::MapToFirstShardOnly),
             other => Err(format!(
-                "unknown live defect {other:?} (none, snapshot-not-held-back, order-not-enforced, unbounded-queue)"
+                "unknown live defect {other:?} (none, snapshot-not-held-back, order-not-enforced, unbounded-queue, map-to-first-shard-only)"
             )),
         }
     }
 }
 
-/// The live hub, possibly with a planted defect.
+/// One live hub shard, possibly with a planted defect.
 pub struct SimHub {
     inner: LiveHub,
     defect: LiveDefect,
+    /// Which shard this is (the single-shard reference is shard 0).
+    shard: usize,
     extra: VecDeque<Command>,
-    map: BTreeMap<String, BTreeSet<Uuid>>,
+    map: Arc<DeviceMap>,
     loading: BTreeMap<RequestId, (ConnId, Topic)>,
     /// Subscriptions whose snapshot has gone out.
     live: BTreeSet<(ConnId, Topic)>,
@@ -63,12 +70,13 @@ pub struct SimHub {
 }
 
 impl SimHub {
-    pub fn new(config: LiveConfig, now: UnixMillis, defect: LiveDefect) -> SimHub {
+    pub fn new(config: LiveConfig, now: UnixMillis, defect: LiveDefect, shard: usize) -> SimHub {
         SimHub {
             inner: LiveHub::new(config, now),
             defect,
+            shard,
             extra: VecDeque::new(),
-            map: BTreeMap::new(),
+            map: Arc::new(DeviceMap::default()),
             loading: BTreeMap::new(),
             live: BTreeSet::new(),
             newest: BTreeMap::new(),
@@ -102,17 +110,20 @@ impl SimHub {
             } => {
                 self.loading.insert(*request, (*conn, *topic));
             }
-            Command::Send { conn, bytes, .. } => {
-                if let Some(topic) = snapshot_topic(bytes) {
+            Command::Send { conn, frame } => {
+                if let Some(topic) = snapshot_topic(frame.payload()) {
                     self.live.insert((*conn, topic));
                 }
                 if self.defect == LiveDefect::UnboundedQueue {
-                    self.inner
-                        .handle_drained(self.last_now, *conn, bytes.len() as u64);
+                    let written = Input::Written {
+                        conn: *conn,
+                        bytes: frame.len() as u64,
+                    };
+                    self.inner.handle(self.last_now, written);
                 }
             }
             Command::Close { conn, .. } => self.forget(*conn),
-            _ => {}
+            Command::Authorize { .. } => {}
         }
         Some(command)
     }
@@ -122,119 +133,71 @@ impl SimHub {
         self.live.retain(|(c, _)| *c != conn);
     }
 
-    pub fn handle_connected(&mut self, now: UnixMillis, conn: ConnId, principal: Principal) {
+    /// Takes one input, as [`LiveHub::handle`] does.
+    pub fn handle(&mut self, now: UnixMillis, input: Input) {
         self.last_now = now;
-        self.inner.handle_connected(now, conn, principal);
-    }
-
-    pub fn handle_client_text(&mut self, now: UnixMillis, conn: ConnId, text: &[u8]) {
-        self.last_now = now;
-        if text.starts_with(br#"{"type":"unsubscribe""#)
-            || text.starts_with(br#"{"type":"subscribe""#)
-        {
+        match &input {
             // A new subscription starts over; the old one is no longer live.
-            if let Some(topic) = text_topic(text) {
-                self.live.remove(&(conn, topic));
-                self.loading.retain(|_, s| *s != (conn, topic));
+            Input::Frame {
+                conn,
+                frame: Ok(ClientFrame::Text(text)),
+            } if text.starts_with(br#"{"type":"unsubscribe""#)
+                || text.starts_with(br#"{"type":"subscribe""#) =>
+            {
+                if let Some(topic) = text_topic(text) {
+                    self.live.remove(&(*conn, topic));
+                    self.loading.retain(|_, s| *s != (*conn, topic));
+                }
+            }
+            Input::Written { .. } if self.defect == LiveDefect::UnboundedQueue => return,
+            Input::Closed { conn } => self.forget(*conn),
+            Input::Snapshot { request, .. } => {
+                self.loading.remove(request);
+            }
+            Input::DeviceMap(map) => {
+                if self.defect == LiveDefect::MapToFirstShardOnly
+                    && self.shard > 0
+                    && self.inner.device_map_version().is_some()
+                {
+                    return;
+                }
+                if map.version() > self.map.version() {
+                    self.map = Arc::clone(map);
+                }
+            }
+            _ => {}
+        }
+        self.inner.handle(now, input);
+    }
+
+    /// True when the planted defect needs the decoded positions of every stream read
+    /// ([`read_positions`](Self::read_positions)).
+    pub fn reads_positions(&self) -> bool {
+        matches!(
+            self.defect,
+            LiveDefect::SnapshotNotHeldBack | LiveDefect::OrderNotEnforced
+        )
+    }
+
+    /// The decoded positions a batch was made of, seen before the batch itself: only the
+    /// position defects look at them, to send what the hub would not.
+    pub fn read_positions(&mut self, now: UnixMillis, positions: &[Position]) {
+        self.last_now = now;
+        if self.reads_positions() {
+            for position in positions {
+                self.misdeliver(now, position);
             }
         }
-        self.inner.handle_client_text(now, conn, text);
-    }
-
-    pub fn handle_pong(&mut self, now: UnixMillis, conn: ConnId) {
-        self.last_now = now;
-        self.inner.handle_pong(now, conn);
-    }
-
-    pub fn handle_drained(&mut self, now: UnixMillis, conn: ConnId, bytes: u64) {
-        self.last_now = now;
-        if self.defect != LiveDefect::UnboundedQueue {
-            self.inner.handle_drained(now, conn, bytes);
-        }
-    }
-
-    pub fn handle_closed(&mut self, now: UnixMillis, conn: ConnId) {
-        self.last_now = now;
-        self.forget(conn);
-        self.inner.handle_closed(now, conn);
-    }
-
-    pub fn handle_authorization(
-        &mut self,
-        now: UnixMillis,
-        request: RequestId,
-        visibility: Visibility,
-    ) {
-        self.last_now = now;
-        self.inner.handle_authorization(now, request, visibility);
-    }
-
-    pub fn handle_authorization_failed(&mut self, now: UnixMillis, request: RequestId) {
-        self.last_now = now;
-        self.inner.handle_authorization_failed(now, request);
-    }
-
-    pub fn handle_snapshot(
-        &mut self,
-        now: UnixMillis,
-        request: RequestId,
-        rows: Vec<WirePosition>,
-    ) {
-        self.last_now = now;
-        self.loading.remove(&request);
-        self.inner.handle_snapshot(now, request, rows);
-    }
-
-    pub fn handle_snapshot_failed(&mut self, now: UnixMillis, request: RequestId) {
-        self.last_now = now;
-        self.loading.remove(&request);
-        self.inner.handle_snapshot_failed(now, request);
-    }
-
-    pub fn handle_device_map(
-        &mut self,
-        now: UnixMillis,
-        version: u64,
-        map: BTreeMap<String, BTreeSet<Uuid>>,
-    ) {
-        self.last_now = now;
-        self.map = map.clone();
-        self.inner.handle_device_map(now, version, map);
-    }
-
-    pub fn handle_timeout(&mut self, now: UnixMillis) {
-        self.last_now = now;
-        self.inner.handle_timeout(now);
-    }
-
-    pub fn handle_shutdown(&mut self, now: UnixMillis) {
-        self.last_now = now;
-        self.inner.handle_shutdown(now);
-    }
-
-    pub fn handle_positions(&mut self, now: UnixMillis, entries: Vec<(EntryId, Option<Bytes>)>) {
-        self.last_now = now;
-        if self.defect == LiveDefect::SnapshotNotHeldBack
-            || self.defect == LiveDefect::OrderNotEnforced
-        {
-            for (_, payload) in &entries {
-                self.misdeliver(now, payload.as_deref());
-            }
-        }
-        self.inner.handle_positions(now, entries);
     }
 
     /// What the defective fan-out sends on top of the hub's own.
-    fn misdeliver(&mut self, now: UnixMillis, payload: Option<&[u8]>) {
-        let Some(Ok(position)) = payload.map(decode_position) else {
-            return;
-        };
-        if fault_reason(&position, now, &self.config().faulty).is_some() {
+    fn misdeliver(&mut self, now: UnixMillis, position: &Position) {
+        if fault_reason(position, now, &self.config().faulty).is_some() {
             return;
         }
         let events = self
             .map
-            .get(&position.device_id)
+            .events_of(&position.device_id)
             .cloned()
             .unwrap_or_default();
         let targets: Vec<(ConnId, Topic)> = match self.defect {
@@ -257,19 +220,18 @@ impl SimHub {
             if events.contains(&topic.event_id()) {
                 self.extra.push_back(Command::Send {
                     conn,
-                    bytes: position_message(&topic, &position),
-                    fix_ts: Some(position.ts),
+                    frame: position_frame(&topic, position),
                 });
             }
         }
     }
 }
 
-fn snapshot_topic(bytes: &[u8]) -> Option<Topic> {
-    if !bytes.starts_with(br#"{"type":"snapshot""#) {
+fn snapshot_topic(payload: &[u8]) -> Option<Topic> {
+    if !payload.starts_with(br#"{"type":"snapshot""#) {
         return None;
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
     value["topic"].as_str()?.parse().ok()
 }
 

@@ -1,32 +1,56 @@
-//! The live hub driven through a seeded run: a stream of positions (duplicates, late
-//! uploads, faulty fixes, garbage, orphans), clients that connect, subscribe and leave, read
-//! fast, slowly or not at all, authorization and snapshot answers that come late or fail, a
-//! positions store that lags behind the stream, and device-to-event map versions.
+//! The live path driven through a seeded run: a stream of positions (duplicates, late
+//! uploads, faulty fixes, garbage, orphans) judged once by the real [`Ingest`], whose
+//! batches go to every shard; clients that connect, subscribe and leave, read fast, slowly
+//! or not at all; authorization and snapshot answers that come late or fail; a positions
+//! store that lags behind the stream; and device-to-event map versions.
+//!
+//! The system under test is the real [`processor_core::live::LiveHub`] split into 2 or 3
+//! shards (drawn from the seed), as the shell runs it: connection `c` belongs to shard
+//! `c % shards` and only its shard hears of it, while every batch and every device map go to
+//! every shard (the same `Arc`). Side by side runs a single-shard reference hub, fed the
+//! same inputs in the same order. The clients read what the shards send; every command
+//! the reference gives for a connection is compared, in order, with what the connection's
+//! shard gave it (frame bytes, close code and reason, authorization and snapshot requests):
+//! any difference is a [`LiveViolationKind::ShardDiverged`]. The two systems name their
+//! requests independently, so an answer is paired by connection and by the request's place
+//! among that connection's requests (which the comparison has checked to be for the same
+//! topic), never by [`RequestId`].
 //!
 //! The reference model is plain maps: per device, the newest non-faulty fix published (the
 //! fixes are generated so that none implies an impossible jump, which makes "newest
-//! accepted" and "newest non-faulty published" the same thing), the faulty fixes, and the
-//! orphan records. The checker ([`super::checker`]) judges every frame a client reads; the
-//! driver judges what needs the model:
+//! accepted" and "newest non-faulty published" the same thing), the faulty fixes, the
+//! orphan records, and per client when its socket last took bytes. The checker
+//! ([`super::checker`]) judges every frame a client reads; the driver judges what needs the
+//! model:
 //! - a client that reads everything (fast) is up to date at the end of every step, whatever
 //!   the others do: the bound on how long a slow client may delay a fast one is zero steps;
 //! - when the run goes quiet, every client still connected that reads has, per topic and
 //!   device, the newest fix (nothing that raced a snapshot, nothing conflated, was lost);
 //! - no client's queue exceeds the back-pressure threshold plus [`QUEUE_SLACK`];
 //! - nothing reaches a connection after its close;
-//! - the orphan counter equals the records of devices in no event.
+//! - a connection is closed for the write timeout if and only if its socket held unwritten
+//!   bytes and took none of them for the whole timeout (judged when the hub is told the
+//!   time, at the start of a step);
+//! - the orphan counter equals the records of devices in no event;
+//! - sharding changes no client's view (above), and the shards' counters add up to the
+//!   reference's.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use uuid::Uuid;
 
 use processor_core::live::{
-    Command, ConnId, LiveConfig, LiveStats, Principal, RequestId, Visibility,
+    close_code, close_reason, text, Command, ConnId, DeviceMap, Ingest, IngestInput, IngestStats,
+    Input, LiveConfig, LiveStats, LookupFailed, Principal, RequestId, Visibility,
 };
 use processor_core::stream::EntryId;
+use processor_core::websocket::{ClientFrame, Frame, Opcode};
 use processor_core::wire::server::WirePosition;
-use processor_core::UnixMillis;
+use processor_core::wire::Topic;
+use processor_core::{decode_position, Position, UnixMillis};
 
 use super::checker::{ClientView, LiveViolation, LiveViolationKind};
 use super::defect::{LiveDefect, SimHub};
@@ -39,6 +63,11 @@ pub const QUEUE_SLACK: u64 = 4 * 1024;
 const STEPS: u64 = 250;
 const MAX_CLIENTS: usize = 6;
 const START_MS: i64 = 1_764_000_000_000;
+/// Write timeouts a seed draws from: shorter than the ping timeout (a stalled client that
+/// holds bytes is closed for it, and a slow one now and then), between the first ping and
+/// the ping timeout (either may close a stalled client first), and longer than the run
+/// (only pings and back-pressure close clients, as before the write timeout existed).
+const WRITE_TIMEOUTS_MS: [u64; 3] = [20_000, 45_000, 3_600_000];
 
 #[derive(Debug, Clone, Default)]
 pub struct LiveOptions {
@@ -53,10 +82,17 @@ pub struct LiveReport {
     pub violations: Vec<LiveViolation>,
     pub trace_hash: u64,
     pub trace_tail: Vec<String>,
+    /// The shards' counters, added up.
     pub stats: LiveStats,
+    /// The ingest's counters.
+    pub ingest: IngestStats,
+    /// Hub shards the run used.
+    pub shards: usize,
+    /// The write timeout the run used.
+    pub write_timeout_ms: u64,
     /// Frames clients read.
     pub frames: u64,
-    /// Connections closed by the hub with 1013.
+    /// Connections closed by the hub with 1013 (slow consumer or write timeout).
     pub slow_closes: u64,
 }
 
@@ -79,11 +115,15 @@ enum Reader {
 struct Client {
     reader: Reader,
     view: ClientView,
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Frame>,
     queued: u64,
     closed: bool,
     pongs_owed: u32,
     over_bound: bool,
+    /// Since when the socket has held unwritten bytes without taking any (the last time it
+    /// took some, or when it got bytes with none waiting); `None` while nothing waits.
+    stalled_since: Option<i64>,
+    timeout_missed: bool,
 }
 
 /// One generated fix.
@@ -96,9 +136,49 @@ struct Fix {
     payload: Bytes,
 }
 
+/// One thing a hub did for a connection: what the sharding check compares.
+#[derive(Debug, Clone, PartialEq)]
+enum Got {
+    Frame(Frame),
+    Close(u16, &'static str),
+    Authorize(Topic),
+    LoadSnapshot(Topic, Vec<String>),
+}
+
+impl fmt::Display for Got {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Got::Frame(frame) => {
+                let payload = String::from_utf8_lossy(frame.payload());
+                let cut: String = payload.chars().take(160).collect();
+                write!(f, "{:?} frame {cut:?}", frame.opcode())
+            }
+            Got::Close(code, reason) => write!(f, "close {code} {reason:?}"),
+            Got::Authorize(topic) => write!(f, "authorize {topic}"),
+            Got::LoadSnapshot(topic, devices) => write!(f, "load snapshot {topic} {devices:?}"),
+        }
+    }
+}
+
+/// What the reference gave a connection that its shard has not given yet.
+#[derive(Default)]
+struct Expected {
+    queue: VecDeque<(Got, Option<RequestId>)>,
+    diverged: bool,
+}
+
 struct Live {
     rng: SimRng,
-    hub: SimHub,
+    config: LiveConfig,
+    ingest: Ingest,
+    /// The system under test: connection `c` belongs to shard `c % shards.len()`.
+    shards: Vec<SimHub>,
+    /// The single-shard reference, fed the same inputs.
+    reference: SimHub,
+    /// Per connection, what the reference gave it and its shard has not (yet).
+    expected: BTreeMap<ConnId, Expected>,
+    /// A shard's request (by its connection) to the reference's request it was paired with.
+    requests: BTreeMap<(ConnId, RequestId), RequestId>,
     trace: Trace,
     now: i64,
     step: u64,
@@ -119,8 +199,8 @@ struct Live {
     late: Vec<(u64, Fix)>,
     store: BTreeMap<String, WirePosition>,
     store_queue: Vec<(u64, Fix)>,
-    pending_auth: Vec<(u64, RequestId, Uuid)>,
-    pending_snapshots: Vec<(u64, RequestId, Vec<String>)>,
+    pending_auth: Vec<(u64, ConnId, RequestId, Uuid)>,
+    pending_snapshots: Vec<(u64, ConnId, RequestId, Vec<String>)>,
     entry_seq: u64,
     slow_closes: u64,
 }
@@ -133,10 +213,12 @@ pub fn run_live(seed: u64, options: &LiveOptions) -> LiveReport {
         conflate_threshold_bytes: 1_024,
         backpressure_threshold_bytes: 3 * 1_024,
         ping_interval_ms: 20_000,
+        write_timeout_ms: WRITE_TIMEOUTS_MS[rng.index(WRITE_TIMEOUTS_MS.len())],
         max_subscriptions: 3,
         ..LiveConfig::default()
     };
-    let mut live = Live::new(&mut rng, config, options);
+    let shards = rng.range(2, 3) as usize;
+    let mut live = Live::new(&mut rng, config, shards, options);
     for _ in 0..STEPS {
         live.step();
     }
@@ -144,8 +226,42 @@ pub fn run_live(seed: u64, options: &LiveOptions) -> LiveReport {
     live.finish(seed)
 }
 
+/// The counters of several shards, added up.
+fn add(a: LiveStats, b: LiveStats) -> LiveStats {
+    let LiveStats {
+        position_deliveries,
+        fanout_messages,
+        conflated_messages,
+        dropped_messages,
+        slow_consumer_closes,
+        ping_timeouts,
+        write_timeouts,
+        protocol_errors,
+        snapshots,
+        lookup_failures,
+        connections,
+        subscriptions,
+        waiting,
+    } = b;
+    LiveStats {
+        position_deliveries: a.position_deliveries + position_deliveries,
+        fanout_messages: a.fanout_messages + fanout_messages,
+        conflated_messages: a.conflated_messages + conflated_messages,
+        dropped_messages: a.dropped_messages + dropped_messages,
+        slow_consumer_closes: a.slow_consumer_closes + slow_consumer_closes,
+        ping_timeouts: a.ping_timeouts + ping_timeouts,
+        write_timeouts: a.write_timeouts + write_timeouts,
+        protocol_errors: a.protocol_errors + protocol_errors,
+        snapshots: a.snapshots + snapshots,
+        lookup_failures: a.lookup_failures + lookup_failures,
+        connections: a.connections + connections,
+        subscriptions: a.subscriptions + subscriptions,
+        waiting: a.waiting + waiting,
+    }
+}
+
 impl Live {
-    fn new(rng: &mut SimRng, config: LiveConfig, options: &LiveOptions) -> Live {
+    fn new(rng: &mut SimRng, config: LiveConfig, shards: usize, options: &LiveOptions) -> Live {
         let events = vec![
             (Uuid::from_u128(0xe0), Visibility::Public),
             (Uuid::from_u128(0xe1), Visibility::Private),
@@ -166,9 +282,17 @@ impl Live {
                 map.insert(device.clone(), set);
             }
         }
+        let start = UnixMillis(START_MS);
         let mut live = Live {
             rng: rng.fork(),
-            hub: SimHub::new(config, UnixMillis(START_MS), options.defect),
+            ingest: Ingest::new(&config),
+            shards: (0..shards)
+                .map(|i| SimHub::new(config.clone(), start, options.defect, i))
+                .collect(),
+            reference: SimHub::new(config.clone(), start, options.defect, 0),
+            config,
+            expected: BTreeMap::new(),
+            requests: BTreeMap::new(),
             trace: Trace::new(options.trace_keep),
             now: START_MS,
             step: 0,
@@ -193,10 +317,11 @@ impl Live {
             entry_seq: 0,
             slow_closes: 0,
         };
-        let map = live.map.clone();
-        live.trace.record(format_args!("map v1 {map:?}"));
-        live.hub.handle_device_map(UnixMillis(START_MS), 1, map);
-        live.pump();
+        live.trace.record(format_args!(
+            "{shards} shards, write timeout {} ms",
+            live.config.write_timeout_ms
+        ));
+        live.send_map();
         live
     }
 
@@ -214,17 +339,14 @@ impl Live {
         UnixMillis(self.now)
     }
 
+    fn shard_of(&self, conn: ConnId) -> usize {
+        (conn.0 % self.shards.len() as u64) as usize
+    }
+
     fn step(&mut self) {
         self.step += 1;
         self.now += self.rng.range(200, 2_500) as i64;
-        if self
-            .hub
-            .poll_timeout()
-            .is_some_and(|t| t.as_i64() <= self.now)
-        {
-            self.hub.handle_timeout(self.at());
-            self.pump();
-        }
+        self.timeouts();
         self.answer_pongs();
         self.store_due(false);
         for _ in 0..self.rng.range(1, 3) {
@@ -242,88 +364,271 @@ impl Live {
             }
         }
         self.check_fast_clients();
+        self.check_shards_caught_up();
     }
 
-    /// Executes every command the hub has, feeding fast clients as it goes.
-    fn pump(&mut self) {
-        while let Some(command) = self.hub.poll_command() {
-            match command {
-                Command::Send { conn, bytes, .. } => {
-                    self.trace.record(format_args!(
-                        "send {conn} {} {:x}",
-                        bytes.len(),
-                        fingerprint(&bytes)
-                    ));
-                    let backpressure = self.hub.config().backpressure_threshold_bytes;
-                    let Some(client) = self.clients.get_mut(&conn).filter(|c| !c.closed) else {
-                        self.violation(LiveViolationKind::AfterClose, format!("send to {conn}"));
-                        continue;
-                    };
-                    client.queued += bytes.len() as u64;
-                    client.queue.push_back(bytes);
-                    if client.queued > backpressure + QUEUE_SLACK && !client.over_bound {
-                        client.over_bound = true;
-                        let queued = client.queued;
-                        self.violation(
-                            LiveViolationKind::QueueUnbounded,
-                            format!("{conn} holds {queued} bytes"),
-                        );
-                    }
-                    if self
-                        .clients
-                        .get(&conn)
-                        .is_some_and(|c| c.reader == Reader::Fast)
-                    {
-                        self.drain(conn, u64::MAX);
-                    }
-                }
-                Command::Close { conn, code, .. } => {
-                    self.trace.record(format_args!("close {conn} {code}"));
-                    if code == processor_core::live::close_code::TRY_AGAIN_LATER {
-                        self.slow_closes += 1;
-                    }
-                    match self.clients.get_mut(&conn).filter(|c| !c.closed) {
-                        Some(client) => {
-                            client.closed = true;
-                            client.queue.clear();
-                        }
-                        None => {
-                            self.violation(LiveViolationKind::AfterClose, format!("close {conn}"))
-                        }
-                    }
-                }
-                Command::Ping { conn } => {
-                    self.trace.record(format_args!("ping {conn}"));
-                    match self.clients.get_mut(&conn).filter(|c| !c.closed) {
-                        Some(client) if client.reader != Reader::Stalled => client.pongs_owed += 1,
-                        Some(_) => {}
-                        None => {
-                            self.violation(LiveViolationKind::AfterClose, format!("ping {conn}"))
-                        }
-                    }
-                }
-                Command::Authorize { request, topic, .. } => {
-                    self.trace
-                        .record(format_args!("authorize {request} {topic}"));
-                    let due = self.step + self.rng.range(0, 3);
-                    self.pending_auth.push((due, request, topic.event_id()));
-                }
+    // -----------------------------------------------------------------------------------
+    // Feeding both systems
+
+    /// An input about `conn`: to the reference, then to `conn`'s shard, whose commands are
+    /// then carried out.
+    fn input_for(&mut self, conn: ConnId, input: Input) {
+        let at = self.at();
+        self.reference.handle(at, input.clone());
+        self.collect_reference();
+        let shard = self.shard_of(conn);
+        self.shards[shard].handle(at, input);
+        self.pump();
+    }
+
+    /// The answer to request `request` of `conn`'s shard; the reference gets the same answer
+    /// to the request paired with it, if there is one (none once `conn` diverged).
+    fn answer(&mut self, conn: ConnId, request: RequestId, input: impl Fn(RequestId) -> Input) {
+        let at = self.at();
+        if let Some(paired) = self.requests.remove(&(conn, request)) {
+            self.reference.handle(at, input(paired));
+            self.collect_reference();
+        }
+        let shard = self.shard_of(conn);
+        self.shards[shard].handle(at, input(request));
+        self.pump();
+    }
+
+    /// An input for every shard (a batch, a device map, shutdown).
+    fn broadcast(&mut self, input: Input) {
+        let at = self.at();
+        self.reference.handle(at, input.clone());
+        self.collect_reference();
+        for shard in &mut self.shards {
+            shard.handle(at, input.clone());
+        }
+        self.pump();
+    }
+
+    /// `Timeout` to every hub whose deadline has come (as the shell's timer does), then the
+    /// write-timeout judgement.
+    fn timeouts(&mut self) {
+        let at = self.at();
+        if self.reference.poll_timeout().is_some_and(|t| t <= at) {
+            self.reference.handle(at, Input::Timeout);
+            self.collect_reference();
+        }
+        let mut any = false;
+        for shard in &mut self.shards {
+            if shard.poll_timeout().is_some_and(|t| t <= at) {
+                shard.handle(at, Input::Timeout);
+                any = true;
+            }
+        }
+        if any {
+            self.trace.record(format_args!("timeout {}", self.now));
+            self.pump();
+        }
+        self.check_write_timeouts();
+    }
+
+    /// Takes every command of the reference into the per-connection lists the shards'
+    /// commands are compared with.
+    fn collect_reference(&mut self) {
+        while let Some(command) = self.reference.poll_command() {
+            let (conn, got, request) = match command {
+                Command::Send { conn, frame } => (conn, Got::Frame(frame), None),
+                Command::Close { conn, code, reason } => (conn, Got::Close(code, reason), None),
+                Command::Authorize {
+                    request,
+                    conn,
+                    topic,
+                } => (conn, Got::Authorize(topic), Some(request)),
                 Command::LoadSnapshot {
-                    request, devices, ..
-                } => {
-                    self.trace
-                        .record(format_args!("load snapshot {request} {devices:?}"));
-                    let due = self.step + self.rng.range(0, 4);
-                    self.pending_snapshots.push((due, request, devices));
-                }
+                    request,
+                    conn,
+                    topic,
+                    devices,
+                } => (conn, Got::LoadSnapshot(topic, devices), Some(request)),
+            };
+            let expected = self.expected.entry(conn).or_default();
+            if !expected.diverged {
+                expected.queue.push_back((got, request));
             }
         }
     }
 
-    /// The client reads up to `budget` bytes of whole frames, and the hub is told.
+    /// A shard gave `conn` this: it must be what the reference gave it next. A shard's
+    /// request is paired with the reference's here.
+    fn compare(&mut self, conn: ConnId, got: Got, request: Option<RequestId>) {
+        let expected = self.expected.entry(conn).or_default();
+        if expected.diverged {
+            return;
+        }
+        match expected.queue.pop_front() {
+            Some((want, paired)) if want == got => {
+                if let (Some(request), Some(paired)) = (request, paired) {
+                    self.requests.insert((conn, request), paired);
+                }
+            }
+            want => {
+                expected.diverged = true;
+                expected.queue.clear();
+                let want = want.map_or("nothing".to_owned(), |(w, _)| w.to_string());
+                let shard = self.shard_of(conn);
+                let shards = self.shards.len();
+                self.violation(
+                    LiveViolationKind::ShardDiverged,
+                    format!(
+                        "{conn} (shard {shard} of {shards}) got {got}; the single-shard reference gave {want}"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Once every command is carried out, the shards have given each connection all that
+    /// the reference gave it.
+    fn check_shards_caught_up(&mut self) {
+        let behind: Vec<(ConnId, String)> = self
+            .expected
+            .iter()
+            .filter(|(_, e)| !e.diverged)
+            .filter_map(|(conn, e)| e.queue.front().map(|(w, _)| (*conn, w.to_string())))
+            .collect();
+        for (conn, want) in behind {
+            if let Some(expected) = self.expected.get_mut(&conn) {
+                expected.diverged = true;
+                expected.queue.clear();
+            }
+            let shard = self.shard_of(conn);
+            let shards = self.shards.len();
+            self.violation(
+                LiveViolationKind::ShardDiverged,
+                format!(
+                    "{conn} (shard {shard} of {shards}) got nothing more; the single-shard reference gave {want}"
+                ),
+            );
+        }
+    }
+
+    /// Carries out every command the shards have, feeding fast clients as it goes.
+    fn pump(&mut self) {
+        loop {
+            let mut any = false;
+            for i in 0..self.shards.len() {
+                while let Some(command) = self.shards[i].poll_command() {
+                    any = true;
+                    self.execute(command);
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn execute(&mut self, command: Command) {
+        match command {
+            Command::Send { conn, frame } => {
+                self.trace.record(format_args!(
+                    "send {conn} {} {:x}",
+                    frame.len(),
+                    fingerprint(frame.bytes())
+                ));
+                self.compare(conn, Got::Frame(frame.clone()), None);
+                let backpressure = self.config.backpressure_threshold_bytes;
+                let now = self.now;
+                let Some(client) = self.clients.get_mut(&conn).filter(|c| !c.closed) else {
+                    self.violation(LiveViolationKind::AfterClose, format!("send to {conn}"));
+                    return;
+                };
+                let was_empty = client.queue.is_empty();
+                if was_empty {
+                    client.stalled_since = Some(now);
+                }
+                client.queued += frame.len() as u64;
+                client.queue.push_back(frame);
+                let fast = client.reader == Reader::Fast;
+                if client.queued > backpressure + QUEUE_SLACK && !client.over_bound {
+                    client.over_bound = true;
+                    let queued = client.queued;
+                    self.violation(
+                        LiveViolationKind::QueueUnbounded,
+                        format!("{conn} holds {queued} bytes"),
+                    );
+                }
+                if fast {
+                    self.drain(conn, u64::MAX);
+                } else if was_empty {
+                    // The write attempt: a socket whose client does not read takes nothing.
+                    // (With bytes already waiting the shell waits for the socket to take
+                    // some before it tries again.)
+                    self.input_for(conn, Input::Written { conn, bytes: 0 });
+                }
+            }
+            Command::Close { conn, code, reason } => {
+                self.trace
+                    .record(format_args!("close {conn} {code} {reason}"));
+                self.compare(conn, Got::Close(code, reason), None);
+                if code == close_code::TRY_AGAIN_LATER {
+                    self.slow_closes += 1;
+                }
+                let (now, timeout) = (self.now, self.config.write_timeout_ms);
+                let Some(client) = self.clients.get_mut(&conn).filter(|c| !c.closed) else {
+                    self.violation(LiveViolationKind::AfterClose, format!("close {conn}"));
+                    return;
+                };
+                client.closed = true;
+                client.queue.clear();
+                let stalled_since = client.stalled_since.take();
+                if reason == close_reason::WRITE_TIMEOUT
+                    && stalled_since.is_none_or(|s| now - s < timeout as i64)
+                {
+                    self.violation(
+                        LiveViolationKind::WriteTimeoutEarly,
+                        format!(
+                            "{conn} closed at {now} for the write timeout ({timeout} ms); its socket stalled since {stalled_since:?}"
+                        ),
+                    );
+                }
+            }
+            Command::Authorize {
+                request,
+                conn,
+                topic,
+            } => {
+                self.trace
+                    .record(format_args!("authorize {conn} {request} {topic}"));
+                self.compare(conn, Got::Authorize(topic), Some(request));
+                let due = self.step + self.rng.range(0, 3);
+                self.pending_auth
+                    .push((due, conn, request, topic.event_id()));
+            }
+            Command::LoadSnapshot {
+                request,
+                conn,
+                topic,
+                devices,
+            } => {
+                self.trace.record(format_args!(
+                    "load snapshot {conn} {request} {topic} {devices:?}"
+                ));
+                self.compare(
+                    conn,
+                    Got::LoadSnapshot(topic, devices.clone()),
+                    Some(request),
+                );
+                let due = self.step + self.rng.range(0, 4);
+                self.pending_snapshots.push((due, conn, request, devices));
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Clients
+
+    /// The client reads up to `budget` bytes of whole frames, and the hub is told after
+    /// each one.
     fn drain(&mut self, conn: ConnId, budget: u64) {
         let mut left = budget;
         loop {
+            let now = self.now;
             let Some(client) = self.clients.get_mut(&conn).filter(|c| !c.closed) else {
                 return;
             };
@@ -335,14 +640,25 @@ impl Live {
                 return;
             }
             left -= len;
-            let frame = client.queue.pop_front().unwrap_or_default();
+            let Some(frame) = client.queue.pop_front() else {
+                return;
+            };
             client.queued -= len;
-            let broken = client.view.receive(&frame, &self.faulty);
+            client.stalled_since = (!client.queue.is_empty()).then_some(now);
+            let mut broken = Vec::new();
+            match frame.opcode() {
+                Some(Opcode::Text) => broken = client.view.receive(frame.payload(), &self.faulty),
+                Some(Opcode::Ping) => client.pongs_owed += 1,
+                Some(Opcode::Pong) => {}
+                other => broken.push((
+                    LiveViolationKind::Malformed,
+                    format!("a {other:?} frame of {len} bytes"),
+                )),
+            }
             for (kind, detail) in broken {
                 self.violation(kind, format!("{conn}: {detail}"));
             }
-            self.hub.handle_drained(self.at(), conn, len);
-            self.pump();
+            self.input_for(conn, Input::Written { conn, bytes: len });
         }
     }
 
@@ -393,10 +709,11 @@ impl Live {
                 closed: false,
                 pongs_owed: 0,
                 over_bound: false,
+                stalled_since: None,
+                timeout_missed: false,
             },
         );
-        self.hub.handle_connected(self.at(), conn, principal);
-        self.pump();
+        self.input_for(conn, Input::Connected { conn, principal });
     }
 
     fn disconnect(&mut self) {
@@ -405,16 +722,14 @@ impl Live {
         if let Some(client) = self.clients.get_mut(&conn) {
             client.closed = true;
             client.queue.clear();
+            client.stalled_since = None;
         }
-        self.hub.handle_closed(self.at(), conn);
-        self.pump();
+        self.input_for(conn, Input::Closed { conn });
     }
 
-    fn client_says(&mut self, conn: ConnId, text: String) {
-        self.trace.record(format_args!("{conn} says {text}"));
-        self.hub
-            .handle_client_text(self.at(), conn, text.as_bytes());
-        self.pump();
+    fn client_says(&mut self, conn: ConnId, message: String) {
+        self.trace.record(format_args!("{conn} says {message}"));
+        self.input_for(conn, text(conn, message));
     }
 
     fn random_topic(&mut self) -> String {
@@ -443,14 +758,28 @@ impl Live {
         );
     }
 
+    /// A message the hub answers without a subscription: a JSON ping, garbage, a binary
+    /// message, a WebSocket ping.
     fn send_garbage(&mut self) {
         let Some(conn) = self.pick_open() else { return };
-        let text = match self.rng.below(3) {
+        let frame = match self.rng.below(5) {
             0 => r#"{"type":"ping"}"#,
             1 => r#"{"type":"dance"}"#,
-            _ => "not json",
+            2 => "not json",
+            3 => {
+                self.trace.record(format_args!("{conn} sends binary"));
+                let frame = Ok(ClientFrame::Binary);
+                self.input_for(conn, Input::Frame { conn, frame });
+                return;
+            }
+            _ => {
+                self.trace.record(format_args!("{conn} pings"));
+                let frame = Ok(ClientFrame::Ping(Bytes::from_static(b"are you there")));
+                self.input_for(conn, Input::Frame { conn, frame });
+                return;
+            }
         };
-        self.client_says(conn, text.to_owned());
+        self.client_says(conn, frame.to_owned());
     }
 
     fn answer_pongs(&mut self) {
@@ -466,10 +795,10 @@ impl Live {
             }
             for _ in 0..n {
                 self.trace.record(format_args!("pong {conn}"));
-                self.hub.handle_pong(self.at(), conn);
+                let frame = Ok(ClientFrame::Pong);
+                self.input_for(conn, Input::Frame { conn, frame });
             }
         }
-        self.pump();
     }
 
     fn drain_slow(&mut self) {
@@ -485,30 +814,38 @@ impl Live {
         }
     }
 
+    // -----------------------------------------------------------------------------------
+    // The shell's look-ups
+
     /// `all`: answer every pending request now, successfully (the quiet phase).
     fn answer_authorizations(&mut self, all: bool) {
         let step = self.step;
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_auth)
             .into_iter()
-            .partition(|(d, _, _)| all || *d <= step);
+            .partition(|(d, ..)| all || *d <= step);
         self.pending_auth = later;
-        for (_, request, event) in due {
+        for (_, conn, request, event) in due {
             if !all && self.rng.chance(0.05) {
                 self.trace
-                    .record(format_args!("authorization failed {request}"));
-                self.hub.handle_authorization_failed(self.at(), request);
+                    .record(format_args!("authorization failed {conn} {request}"));
+                self.answer(conn, request, |request| Input::Visibility {
+                    request,
+                    visibility: Err(LookupFailed("the events table is away".to_owned())),
+                });
             } else {
                 let visibility = self
                     .events
                     .iter()
                     .find(|(e, _)| *e == event)
                     .map_or(Visibility::Unknown, |(_, v)| *v);
-                self.trace
-                    .record(format_args!("authorization {request} {visibility:?}"));
-                self.hub
-                    .handle_authorization(self.at(), request, visibility);
+                self.trace.record(format_args!(
+                    "authorization {conn} {request} {visibility:?}"
+                ));
+                self.answer(conn, request, |request| Input::Visibility {
+                    request,
+                    visibility: Ok(visibility),
+                });
             }
-            self.pump();
         }
     }
 
@@ -516,26 +853,32 @@ impl Live {
         let step = self.step;
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_snapshots)
             .into_iter()
-            .partition(|(d, _, _)| all || *d <= step);
+            .partition(|(d, ..)| all || *d <= step);
         self.pending_snapshots = later;
-        for (_, request, devices) in due {
+        for (_, conn, request, devices) in due {
             if !all && self.rng.chance(0.05) {
-                self.trace.record(format_args!("snapshot failed {request}"));
-                self.hub.handle_snapshot_failed(self.at(), request);
+                self.trace
+                    .record(format_args!("snapshot failed {conn} {request}"));
+                self.answer(conn, request, |request| Input::Snapshot {
+                    request,
+                    rows: Err(LookupFailed("the positions table is away".to_owned())),
+                });
             } else {
                 let rows: Vec<WirePosition> = devices
                     .iter()
                     .filter_map(|d| self.store.get(d).cloned())
                     .collect();
                 self.trace.record(format_args!(
-                    "snapshot {request} {:?}",
+                    "snapshot {conn} {request} {:?}",
                     rows.iter()
                         .map(|r| (&r.device_id, r.ts))
                         .collect::<Vec<_>>()
                 ));
-                self.hub.handle_snapshot(self.at(), request, rows);
+                self.answer(conn, request, |request| Input::Snapshot {
+                    request,
+                    rows: Ok(rows.clone()),
+                });
             }
-            self.pump();
         }
     }
 
@@ -560,6 +903,20 @@ impl Live {
         }
     }
 
+    // -----------------------------------------------------------------------------------
+    // The device map and the stream
+
+    /// The current map, to the ingest and (one `Arc`) to every shard.
+    fn send_map(&mut self) {
+        let map = self.map.clone();
+        self.trace
+            .record(format_args!("map v{} {map:?}", self.map_version));
+        let map = Arc::new(DeviceMap::new(self.map_version, map));
+        self.ingest
+            .handle(self.at(), IngestInput::DeviceMap(Arc::clone(&map)));
+        self.broadcast(Input::DeviceMap(map));
+    }
+
     fn change_map(&mut self) {
         let device = self.devices[self.rng.index(self.devices.len())].clone();
         let event = self.events[self.rng.index(self.events.len())].0;
@@ -572,11 +929,33 @@ impl Live {
         }
         self.churned.insert((device, event));
         self.map_version += 1;
-        let map = self.map.clone();
-        self.trace
-            .record(format_args!("map v{} {map:?}", self.map_version));
-        self.hub.handle_device_map(self.at(), self.map_version, map);
-        self.pump();
+        self.send_map();
+    }
+
+    /// One stream read: judged once by the ingest, its batch to every shard.
+    fn read(&mut self, entries: Vec<(EntryId, Option<Bytes>)>) {
+        self.trace.record(format_args!(
+            "positions {:?}",
+            entries
+                .iter()
+                .map(|(id, p)| (id.to_string(), p.as_deref().map(fingerprint)))
+                .collect::<Vec<_>>()
+        ));
+        let at = self.at();
+        if self.reference.reads_positions() {
+            let positions: Vec<Position> = entries
+                .iter()
+                .filter_map(|(_, payload)| decode_position(payload.as_deref()?).ok())
+                .collect();
+            self.reference.read_positions(at, &positions);
+            for shard in &mut self.shards {
+                shard.read_positions(at, &positions);
+            }
+        }
+        self.ingest.handle(at, IngestInput::Entries(entries));
+        while let Some(batch) = self.ingest.poll_batch() {
+            self.broadcast(Input::Batch(batch));
+        }
     }
 
     /// A fresh fix of `device`: never before its last one, on a slow straight line (so no
@@ -605,11 +984,10 @@ impl Live {
             _ => false,
         };
         let speed = if self.rng.chance(0.3) { 0.0 } else { 4.0 };
-        let payload = serde_json::json!({
-            "device_id": device, "timestamp": ts, "latitude": lat, "longitude": lon,
-            "satellites": satellites, "speed": speed, "angle": 90.0
-        })
-        .to_string();
+        // `{:?}` prints the shortest text that reads back as the same `f64`, as JSON does.
+        let payload = format!(
+            r#"{{"device_id":"{device}","timestamp":{ts},"latitude":{lat:?},"longitude":{lon:?},"satellites":{satellites},"speed":{speed:?},"angle":90.0}}"#
+        );
         Fix {
             device: device.to_owned(),
             ts,
@@ -662,15 +1040,7 @@ impl Live {
         if self.rng.chance(0.02) {
             batch.push((self.next_entry(), None));
         }
-        self.trace.record(format_args!(
-            "positions {:?}",
-            batch
-                .iter()
-                .map(|(id, p)| (id.to_string(), p.as_deref().map(fingerprint)))
-                .collect::<Vec<_>>()
-        ));
-        self.hub.handle_positions(self.at(), batch);
-        self.pump();
+        self.read(batch);
     }
 
     fn next_entry(&mut self) -> EntryId {
@@ -678,6 +1048,7 @@ impl Live {
         EntryId::new(self.now as u64, self.entry_seq)
     }
 
+    /// Orphans are counted whatever else is wrong with the record (faulty, duplicate).
     fn record_published(&mut self, fix: &Fix) {
         if !self.map.contains_key(&fix.device) {
             self.orphans += 1;
@@ -689,6 +1060,9 @@ impl Live {
             *newest = (*newest).max(fix.ts);
         }
     }
+
+    // -----------------------------------------------------------------------------------
+    // Judging
 
     /// Per (topic, device) whose membership never changed, what the client's last `ts`
     /// should be: the device's newest fix.
@@ -735,6 +1109,31 @@ impl Live {
         }
     }
 
+    /// Right after the hubs were told the time: no connection whose socket has held bytes
+    /// and taken none for the write timeout is still open (reported once per connection).
+    fn check_write_timeouts(&mut self) {
+        let (now, timeout) = (self.now, self.config.write_timeout_ms as i64);
+        let missed: Vec<(ConnId, i64)> = self
+            .clients
+            .iter_mut()
+            .filter(|(_, c)| !c.closed && !c.timeout_missed)
+            .filter_map(|(id, c)| {
+                let since = c.stalled_since.filter(|s| now - s >= timeout)?;
+                c.timeout_missed = true;
+                Some((*id, since))
+            })
+            .collect();
+        for (conn, since) in missed {
+            self.violation(
+                LiveViolationKind::WriteTimeoutMissed,
+                format!(
+                    "{conn} still open at {now}: its socket has taken nothing since {since} ({} ms, the write timeout is {timeout} ms)",
+                    now - since
+                ),
+            );
+        }
+    }
+
     /// No more input but answers, stored rows and reading: everything settles.
     fn quiet(&mut self) {
         self.step += 1;
@@ -749,8 +1148,7 @@ impl Live {
                 batch.push((self.next_entry(), Some(fix.payload.clone())));
                 self.store_queue.push((self.step, fix));
             }
-            self.hub.handle_positions(self.at(), batch);
-            self.pump();
+            self.read(batch);
         }
         self.store_due(true);
         for _ in 0..20 {
@@ -779,15 +1177,33 @@ impl Live {
                 self.violation(LiveViolationKind::Lost, format!("{conn}: {b}"));
             }
         }
-        let counted = self.hub.counters().orphan_records;
+        let counted = self.ingest.stats().orphan_records;
         if counted != self.orphans {
             self.violation(
                 LiveViolationKind::OrphanCount,
-                format!("hub counted {counted}, the stream had {}", self.orphans),
+                format!("ingest counted {counted}, the stream had {}", self.orphans),
             );
         }
-        self.hub.handle_shutdown(self.at());
-        self.pump();
+        self.trace.record(format_args!("shutdown"));
+        self.broadcast(Input::Shutdown);
+        self.check_shards_caught_up();
+        let sharded = self.shard_counters();
+        let reference = self.reference.counters();
+        if sharded != reference {
+            self.violation(
+                LiveViolationKind::ShardDiverged,
+                format!(
+                    "the shards' counters add up to {sharded:?}; the reference's are {reference:?}"
+                ),
+            );
+        }
+    }
+
+    fn shard_counters(&self) -> LiveStats {
+        self.shards
+            .iter()
+            .map(SimHub::counters)
+            .fold(LiveStats::default(), add)
     }
 
     fn finish(self, seed: u64) -> LiveReport {
@@ -795,7 +1211,10 @@ impl Live {
             seed,
             trace_hash: self.trace.hash(),
             trace_tail: self.trace.tail(),
-            stats: self.hub.counters(),
+            stats: self.shard_counters(),
+            ingest: self.ingest.stats(),
+            shards: self.shards.len(),
+            write_timeout_ms: self.config.write_timeout_ms,
             frames: self.clients.values().map(|c| c.view.frames).sum(),
             slow_closes: self.slow_closes,
             violations: self.violations,

@@ -1,22 +1,21 @@
 //! A whole processor instance as a turmoil host: the shell's durable loop and its live path
-//! (hub, WebSocket server, broadcast consumer, device map refresh), wired as the service
-//! wires them, over the network ports of this layer.
+//! (hub shards, WebSocket server, broadcast consumer, device map refresh, started by the
+//! shell's `hub::start` as the service starts them), over the network ports of this layer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use processor_core::durable::DurableConfig;
 use processor_core::live::LiveConfig;
 use processor_shell::config::Cli;
 use processor_shell::durable::{self, DurableContext};
-use processor_shell::hub::{self, HubContext};
+use processor_shell::hub::{self, IngestPlacement, LivePlan};
 use processor_shell::live::auth::Authenticator;
 use processor_shell::metrics::Metrics;
 use processor_shell::readiness::Readiness;
-use processor_shell::websocket::{self, WsContext};
 
 use super::live_ports::{NetBroadcast, NetLiveStore, SimListener};
 use super::ports::{NetStore, NetStream, SimClock};
@@ -65,51 +64,31 @@ pub async fn run(servers: Servers, plan: InstancePlan) -> turmoil::Result {
         servers: servers.clone(),
     };
     let (_stop_tx, stop) = watch::channel(false);
-    let (hub_tx, hub_rx) = mpsc::unbounded_channel();
-    tokio::spawn(hub::run(
-        HubContext {
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", WS_PORT)).await?;
+    // The live path as the service starts it; two shards, so that a client's view is
+    // judged across a shard boundary as well.
+    let _live = hub::start(
+        LivePlan {
             config: plan.live.clone(),
-            store: store.clone(),
+            shards: 2,
+            store,
             clock,
             metrics: plan.metrics.clone(),
+            readiness: readiness.clone(),
+            auth: authenticator()?,
+            listener: SimListener(listener),
+            broadcast: NetBroadcast {
+                servers: servers.clone(),
+                instance: plan.name.to_owned(),
+                ttl: plan.group_ttl,
+                block_ms: 500,
+                stale_heartbeat: plan.defect == NetLiveDefect::StaleHeartbeat,
+            },
+            map_refresh: plan.map_refresh,
+            ingest: IngestPlacement::Task,
         },
-        hub_rx,
-        hub_tx.clone(),
         stop.clone(),
-    ));
-    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", WS_PORT)).await?;
-    tokio::spawn(websocket::serve(
-        SimListener(listener),
-        Arc::new(WsContext::new(
-            authenticator()?,
-            hub_tx.clone(),
-            plan.metrics.clone(),
-            store.clone(),
-            clock,
-        )),
-        stop.clone(),
-    ));
-    let (map_loaded_tx, map_loaded) = watch::channel(false);
-    tokio::spawn(hub::broadcast::run(
-        NetBroadcast {
-            servers: servers.clone(),
-            instance: plan.name.to_owned(),
-            ttl: plan.group_ttl,
-            block_ms: 500,
-            stale_heartbeat: plan.defect == NetLiveDefect::StaleHeartbeat,
-        },
-        hub_tx.clone(),
-        readiness.clone(),
-        map_loaded,
-        stop.clone(),
-    ));
-    tokio::spawn(hub::device_map::run(
-        store,
-        plan.map_refresh,
-        hub_tx,
-        map_loaded_tx,
-        stop.clone(),
-    ));
+    );
     durable::run(
         DurableContext {
             stream: NetStream {

@@ -1,0 +1,330 @@
+//! A hub shard: one task running one core `LiveHub` for the connections given to it, and
+//! writing to their sockets itself.
+//!
+//! Each turn takes every input already queued (a stream batch, client frames, answers),
+//! hands each to the core and executes its commands into the connections' output buffers,
+//! then writes each connection that got bytes once, without waiting, and reports what its
+//! socket took. Nothing per message crosses a task or arms a timer: the core's deadlines
+//! (pings, stalled writes) are the shard's one timer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use processor_core::live::{
+    Command, ConnId, FanoutBatch, Input, LiveConfig, LiveHub, LiveStats, LookupFailed,
+};
+use processor_core::UnixMillis;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::postgres::events::VisibilityCache;
+
+use super::conn_io::{ConnIo, Flushed};
+use super::input::ShardInput;
+use super::ports::LiveStore;
+
+/// Inputs taken in one turn at most, so that writes are not held back for long.
+const MAX_TURN: usize = 256;
+/// The gauges are recorded at most this often (a scrape is seconds apart).
+const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+pub struct ShardContext<S: LiveStore, C: Clock> {
+    pub config: LiveConfig,
+    pub store: S,
+    pub clock: C,
+    pub metrics: Arc<Metrics>,
+    /// Shared by the shards: one look-up serves every shard's subscribers of an event.
+    pub visibility: Arc<Mutex<VisibilityCache>>,
+}
+
+struct Shard<S: LiveStore, C: Clock> {
+    ctx: ShardContext<S, C>,
+    hub: LiveHub,
+    me: mpsc::UnboundedSender<ShardInput>,
+    conns: HashMap<ConnId, ConnIo>,
+    dirty: Vec<ConnId>,
+    closers: Vec<JoinHandle<()>>,
+    /// Batches handled this turn: their lag is observed once their frames are written.
+    batches: Vec<Arc<FanoutBatch>>,
+    counted: LiveStats,
+    gauged: LiveStats,
+    gauges_at: tokio::time::Instant,
+}
+
+/// Runs until `stop`; then closes every client with 1001 and returns once their close
+/// frames are out (or their linger ran out).
+pub async fn run<S: LiveStore, C: Clock>(
+    ctx: ShardContext<S, C>,
+    mut inputs: mpsc::UnboundedReceiver<ShardInput>,
+    me: mpsc::UnboundedSender<ShardInput>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let hub = LiveHub::new(ctx.config.clone(), ctx.clock.now());
+    let mut shard = Shard {
+        ctx,
+        hub,
+        me,
+        conns: HashMap::new(),
+        dirty: Vec::new(),
+        closers: Vec::new(),
+        batches: Vec::new(),
+        counted: LiveStats::default(),
+        gauged: LiveStats::default(),
+        gauges_at: tokio::time::Instant::now(),
+    };
+    let mut turn = Vec::with_capacity(MAX_TURN);
+    loop {
+        // Inputs already queued are taken without a `select!` (which would arm and drop a
+        // timer and a stop waiter every turn under load).
+        while turn.len() < MAX_TURN {
+            match inputs.try_recv() {
+                Ok(input) => turn.push(input),
+                Err(_) => break,
+            }
+        }
+        if turn.is_empty() {
+            let timer = shard.hub.poll_timeout().map(|t| shard.ctx.clock.until(t));
+            // A fixed polling order (not tokio's random one) keeps a simulated run
+            // replayable.
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep(timer.unwrap_or_default()), if timer.is_some() => {}
+                n = inputs.recv_many(&mut turn, MAX_TURN) => if n == 0 { break },
+            }
+        }
+        let now = shard.ctx.clock.now();
+        for input in turn.drain(..) {
+            shard.feed(now, input);
+        }
+        if shard.hub.poll_timeout().is_some_and(|t| t <= now) {
+            shard.hub.handle(now, Input::Timeout);
+            shard.execute();
+        }
+        shard.write(now);
+        shard.record(now);
+        if *stop.borrow() {
+            break;
+        }
+        // Readers and writers this turn woke may share the shard's worker.
+        tokio::task::yield_now().await;
+    }
+    shard.shut_down(&mut inputs).await;
+}
+
+impl<S: LiveStore, C: Clock> Shard<S, C> {
+    fn feed(&mut self, now: UnixMillis, input: ShardInput) {
+        match input {
+            ShardInput::Core(input) => {
+                if let Input::Batch(batch) = &input {
+                    self.batches.push(batch.clone());
+                }
+                self.hub.handle(now, input);
+            }
+            ShardInput::Attach {
+                conn,
+                socket,
+                reader,
+            } => {
+                self.conns.insert(conn, ConnIo::new(socket, reader));
+            }
+            ShardInput::WriterDone { conn, failed } => {
+                if failed {
+                    if let Some(io) = self.conns.remove(&conn) {
+                        io.drop_now();
+                    }
+                    self.hub.handle(now, Input::Closed { conn });
+                } else if let Some(io) = self.conns.get_mut(&conn) {
+                    io.writer_done();
+                    mark_dirty(&mut self.dirty, conn, io);
+                }
+            }
+        }
+        self.execute();
+    }
+
+    fn execute(&mut self) {
+        while let Some(command) = self.hub.poll_command() {
+            match command {
+                Command::Send { conn, frame } => {
+                    if let Some(io) = self.conns.get_mut(&conn) {
+                        io.queue(&frame);
+                        mark_dirty(&mut self.dirty, conn, io);
+                    }
+                }
+                Command::Close { conn, code, reason } => {
+                    if let Some(io) = self.conns.remove(&conn) {
+                        self.closers.push(io.close(code, reason));
+                    }
+                }
+                Command::Authorize { request, topic, .. } => {
+                    let event = topic.event_id();
+                    let now = self.ctx.clock.now().as_i64().max(0) as u64;
+                    let cached = self
+                        .ctx
+                        .visibility
+                        .lock()
+                        .ok()
+                        .and_then(|c| c.get(event, now));
+                    if let Some(visibility) = cached {
+                        self.hub.handle(
+                            self.ctx.clock.now(),
+                            Input::Visibility {
+                                request,
+                                visibility: Ok(visibility),
+                            },
+                        );
+                        continue;
+                    }
+                    let (store, clock) = (self.ctx.store.clone(), self.ctx.clock.clone());
+                    let (cache, me) = (self.ctx.visibility.clone(), self.me.clone());
+                    tokio::spawn(async move {
+                        let visibility = store.visibility(event).await;
+                        if let (Ok(v), Ok(mut c)) = (&visibility, cache.lock()) {
+                            c.insert(event, *v, clock.now().as_i64().max(0) as u64);
+                        }
+                        let visibility = visibility.map_err(|error| {
+                            tracing::warn!(%error, "event visibility look-up failed");
+                            LookupFailed(error.to_string())
+                        });
+                        let input = Input::Visibility {
+                            request,
+                            visibility,
+                        };
+                        let _ = me.send(ShardInput::Core(input));
+                    });
+                }
+                Command::LoadSnapshot {
+                    request, devices, ..
+                } => {
+                    let (store, me) = (self.ctx.store.clone(), self.me.clone());
+                    tokio::spawn(async move {
+                        let rows = store.snapshot(devices).await.map_err(|error| {
+                            tracing::warn!(%error, "snapshot load failed");
+                            LookupFailed(error.to_string())
+                        });
+                        let _ = me.send(ShardInput::Core(Input::Snapshot { request, rows }));
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes every connection that got bytes, once each; what the sockets took can let
+    /// parked positions out, which are written in the same pass.
+    fn write(&mut self, now: UnixMillis) {
+        while !self.dirty.is_empty() {
+            let dirty = std::mem::take(&mut self.dirty);
+            for &conn in &dirty {
+                let Some(io) = self.conns.get_mut(&conn) else {
+                    continue;
+                };
+                io.dirty = false;
+                match io.flush(conn, &self.me) {
+                    Flushed::Idle => continue,
+                    Flushed::Took(bytes) => {
+                        self.hub.handle(now, Input::Written { conn, bytes });
+                    }
+                    Flushed::Failed(bytes) => {
+                        if let Some(io) = self.conns.remove(&conn) {
+                            io.drop_now();
+                        }
+                        self.hub.handle(now, Input::Written { conn, bytes });
+                        self.hub.handle(now, Input::Closed { conn });
+                    }
+                }
+                self.execute();
+            }
+            if self.dirty.is_empty() {
+                // Keep the allocation for the next turn.
+                self.dirty = dirty;
+                self.dirty.clear();
+            }
+        }
+        self.closers.retain(|closer| !closer.is_finished());
+    }
+
+    /// Counters after every turn, the lag of this turn's batches (fix time to written, once
+    /// per position and shard that has clients), gauges a few times a second.
+    fn record(&mut self, now: UnixMillis) {
+        let metrics = &self.ctx.metrics;
+        if !self.conns.is_empty() {
+            for batch in &self.batches {
+                for ts in batch.fix_times() {
+                    metrics
+                        .live_broadcast_lag_ms
+                        .observe(now.since(ts).max(0) as f64);
+                }
+            }
+        }
+        self.batches.clear();
+        let counters = self.hub.counters();
+        record_counters(metrics, &self.counted, &counters);
+        self.counted = counters;
+        if self.gauges_at.elapsed() >= GAUGE_INTERVAL {
+            let gauges = self.hub.stats();
+            record_gauges(metrics, &self.gauged, &gauges);
+            self.gauged = gauges;
+            self.gauges_at = tokio::time::Instant::now();
+        }
+    }
+
+    /// Closes every client with 1001, those whose connection is still queued too, and
+    /// waits for the close frames to go out.
+    async fn shut_down(mut self, inputs: &mut mpsc::UnboundedReceiver<ShardInput>) {
+        let now = self.ctx.clock.now();
+        self.hub.handle(now, Input::Shutdown);
+        self.execute();
+        inputs.close();
+        while let Ok(input) = inputs.try_recv() {
+            self.feed(now, input);
+        }
+        self.write(now);
+        for (_, io) in self.conns.drain() {
+            io.drop_now();
+        }
+        let counters = self.hub.counters();
+        record_counters(&self.ctx.metrics, &self.counted, &counters);
+        record_gauges(&self.ctx.metrics, &self.gauged, &self.hub.stats());
+        for closer in self.closers.drain(..) {
+            let _ = closer.await;
+        }
+    }
+}
+
+fn mark_dirty(dirty: &mut Vec<ConnId>, conn: ConnId, io: &mut ConnIo) {
+    if !io.dirty {
+        io.dirty = true;
+        dirty.push(conn);
+    }
+}
+
+fn record_counters(metrics: &Metrics, before: &LiveStats, now: &LiveStats) {
+    metrics
+        .live_broadcast_fanout_messages
+        .inc_by(now.fanout_messages - before.fanout_messages);
+    metrics
+        .live_conflated_messages
+        .inc_by(now.conflated_messages - before.conflated_messages);
+    // A socket that took nothing within the write timeout is a slow consumer too.
+    metrics.live_slow_consumer_closes.inc_by(
+        (now.slow_consumer_closes + now.write_timeouts)
+            - (before.slow_consumer_closes + before.write_timeouts),
+    );
+}
+
+/// Every shard adds its own change, so the gauges hold the sum over shards.
+fn record_gauges(metrics: &Metrics, before: &LiveStats, now: &LiveStats) {
+    let delta = |a: u64, b: u64| {
+        i64::try_from(b).unwrap_or(i64::MAX) - i64::try_from(a).unwrap_or(i64::MAX)
+    };
+    metrics
+        .live_connections
+        .inc_by(delta(before.connections, now.connections));
+    metrics
+        .live_subscriptions
+        .inc_by(delta(before.subscriptions, now.subscriptions));
+}
