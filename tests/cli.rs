@@ -186,3 +186,89 @@ async fn concurrent_migrations_take_turns() {
     );
     env.cleanup().await;
 }
+
+#[test]
+fn limits_that_must_be_positive_refuse_zero() {
+    for var in [
+        "LIVE_WS_MAX_SUBSCRIPTIONS",
+        "LIVE_WS_MAX_BAD_MESSAGES",
+        "LIVE_WS_MAX_CONNECTIONS",
+        "LIVE_WS_MAX_MESSAGES_PER_S",
+        "LIVE_WS_CONFLATE_THRESHOLD_BYTES",
+        "LIVE_HTTP_HEADER_TIMEOUT_MS",
+        "LIVE_HTTP_IDLE_TIMEOUT_MS",
+        "LIVE_WS_WRITE_TIMEOUT_MS",
+        "LIVE_HUB_SHARDS",
+    ] {
+        let out = processor().env(var, "0").output().expect("run processor");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{var}=0 must stop start-up: {stderr}"
+        );
+        assert!(stderr.contains(var), "the message names {var}: {stderr}");
+    }
+}
+
+#[test]
+fn a_short_hs256_secret_stops_start_up_without_echoing_it() {
+    let secret = "too-short-a-secret-31-bytes-xyz";
+    assert_eq!(secret.len(), 31);
+    let out = processor()
+        .env("LIVE_AUTH_JWT_SECRET", secret)
+        // Unreachable on purpose: the secret is checked before anything is connected.
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("LIVE_WS_ADDR", "127.0.0.1:0")
+        .output()
+        .expect("run processor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a 31-byte secret must stop start-up");
+    assert!(stderr.contains("LIVE_AUTH_JWT_SECRET"), "{stderr}");
+    assert!(stderr.contains("32 bytes"), "{stderr}");
+    assert!(
+        !stderr.contains(secret),
+        "the secret is never echoed: {stderr}"
+    );
+}
+
+#[test]
+fn url_errors_never_echo_a_password() {
+    for (var, value, password) in [
+        (
+            "DATABASE_URL",
+            "postgres://app:hunter2-pw@db:notaport/x",
+            "hunter2-pw",
+        ),
+        (
+            "DATABASE_URL",
+            "host=db port=notaport password=hunter2-kv",
+            "hunter2-kv",
+        ),
+        (
+            "REDIS_URL",
+            "http://user:redis-pw-9@example:6379",
+            "redis-pw-9",
+        ),
+    ] {
+        let out = processor().env(var, value).output().expect("run processor");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(var), "the message names {var}: {stderr}");
+        assert!(
+            !stderr.contains(password),
+            "the password of {var} is never echoed: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_minimum_fix_time_that_is_not_rfc_3339_stops_start_up() {
+    let out = processor()
+        .env("FAULTY_MIN_TIMESTAMP", "2010-01-01")
+        .output()
+        .expect("run processor");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FAULTY_MIN_TIMESTAMP"));
+}

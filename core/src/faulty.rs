@@ -13,6 +13,14 @@ pub struct FaultyThresholds {
     pub min_satellites: u8,
     /// `FAULTY_MAX_FUTURE_MS`: how far ahead of the processing time a fix time may be.
     pub max_future_ms: u64,
+    /// `FAULTY_MIN_TIMESTAMP`: an earlier fix time is a clock that was never set (1970,
+    /// the GPS epoch of 1980, a week-number rollover).
+    pub min_timestamp: UnixMillis,
+}
+
+impl FaultyThresholds {
+    /// 2010-01-01T00:00:00Z, the contract's default `FAULTY_MIN_TIMESTAMP`.
+    pub const DEFAULT_MIN_TIMESTAMP: UnixMillis = UnixMillis(1_262_304_000_000);
 }
 
 impl Default for FaultyThresholds {
@@ -20,6 +28,7 @@ impl Default for FaultyThresholds {
         FaultyThresholds {
             min_satellites: 3,
             max_future_ms: 60_000,
+            min_timestamp: FaultyThresholds::DEFAULT_MIN_TIMESTAMP,
         }
     }
 }
@@ -33,6 +42,8 @@ pub enum FaultReason {
     TooFewSatellites,
     /// Fix time more than `max_future_ms` ahead of the processing time.
     InTheFuture,
+    /// Fix time before `min_timestamp`.
+    BeforeMinTimestamp,
 }
 
 impl FaultReason {
@@ -41,6 +52,7 @@ impl FaultReason {
             FaultReason::NullIsland => "at (0, 0)",
             FaultReason::TooFewSatellites => "too few satellites",
             FaultReason::InTheFuture => "fix time in the future",
+            FaultReason::BeforeMinTimestamp => "fix time before FAULTY_MIN_TIMESTAMP",
         }
     }
 }
@@ -57,6 +69,8 @@ pub fn fault_reason(
         Some(FaultReason::TooFewSatellites)
     } else if position.ts > now.plus(thresholds.max_future_ms) {
         Some(FaultReason::InTheFuture)
+    } else if position.ts < thresholds.min_timestamp {
+        Some(FaultReason::BeforeMinTimestamp)
     } else {
         None
     }

@@ -3,6 +3,10 @@
 //! hub actually sends), its examples are messages core parses or would encode, and its
 //! `ErrorCode` enum and `Topic` pattern are core's.
 //!
+//! A message's `name` is its `type` on the wire. `auth` is sent both ways, so the document
+//! has two messages named `auth` (channel keys `auth` and `authAccepted`), one per direction,
+//! with different payloads; any other name is the client's or the server's, not both.
+//!
 //! The schema checker below supports only the keywords the document uses, and refuses any
 //! other: the document cannot grow a constraint this test silently ignores.
 
@@ -15,14 +19,14 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use processor_core::live::{
-    self, Command, ConnId, DeviceMap, Ingest, IngestInput, Input, LiveConfig, LiveHub,
-    LookupFailed, Principal, Visibility, FORBIDDEN_MESSAGE,
+    self, Command, ConnId, DeviceMap, Grant, Ingest, IngestInput, Input, LiveConfig, LiveHub,
+    LookupFailed, Principal, TokenRefused, Visibility, FORBIDDEN_MESSAGE,
 };
 use processor_core::stream::EntryId;
 use processor_core::websocket::{ClientFrame, Opcode};
 use processor_core::wire::{
-    encode, parse_client_message, position_message, ClientMessage, ErrorCode, ServerMessage, Topic,
-    WirePosition,
+    encode, parse_client_message, position_message, BadRequestReason, ClientMessage, ErrorCode,
+    ServerMessage, Topic, WirePosition,
 };
 use processor_core::{Position, UnixMillis};
 
@@ -44,23 +48,25 @@ fn topic() -> Topic {
 // compile until it is listed here (and then the document must describe it).
 
 /// The client message kinds core parses.
-const CLIENT_KINDS: [&str; 3] = ["subscribe", "unsubscribe", "ping"];
+const CLIENT_KINDS: [&str; 4] = ["subscribe", "unsubscribe", "ping", "auth"];
 
 fn client_kind(m: &ClientMessage) -> &'static str {
     match m {
         ClientMessage::Subscribe(_) => "subscribe",
         ClientMessage::Unsubscribe(_) => "unsubscribe",
         ClientMessage::Ping => "ping",
+        ClientMessage::Auth(_) => "auth",
     }
 }
 
 /// The server message kinds core encodes.
-const SERVER_KINDS: [&str; 6] = [
+const SERVER_KINDS: [&str; 7] = [
     "subscribed",
     "snapshot",
     "position",
     "unsubscribed",
     "pong",
+    "auth",
     "error",
 ];
 
@@ -71,15 +77,17 @@ fn server_kind(m: &ServerMessage) -> &'static str {
         ServerMessage::Position { .. } => "position",
         ServerMessage::Unsubscribed { .. } => "unsubscribed",
         ServerMessage::Pong => "pong",
+        ServerMessage::Auth { .. } => "auth",
         ServerMessage::Error { .. } => "error",
     }
 }
 
 /// Every error code core has; `error_code_index` keeps the list complete.
-const ERROR_CODES: [ErrorCode; 3] = [
+const ERROR_CODES: [ErrorCode; 4] = [
     ErrorCode::Forbidden,
     ErrorCode::BadRequest,
     ErrorCode::LimitExceeded,
+    ErrorCode::Unauthorized,
 ];
 
 fn error_code_index(code: ErrorCode) -> usize {
@@ -87,6 +95,7 @@ fn error_code_index(code: ErrorCode) -> usize {
         ErrorCode::Forbidden => 0,
         ErrorCode::BadRequest => 1,
         ErrorCode::LimitExceeded => 2,
+        ErrorCode::Unauthorized => 3,
     }
 }
 
@@ -153,6 +162,8 @@ fn server_samples() -> Vec<(&'static str, Bytes)> {
         },
         ServerMessage::Unsubscribed { topic: t.clone() },
         ServerMessage::Pong,
+        ServerMessage::Auth { exp: 1_764_327_600 },
+        ServerMessage::Auth { exp: 0 },
     ];
     for code in ERROR_CODES {
         messages.push(ServerMessage::Error {
@@ -449,18 +460,43 @@ fn the_document_describes_one_websocket_at_live() {
         assert!(std::ptr::eq(resolve(&doc, &operation["channel"]), channel));
     }
 
-    // Every message of the channel is the client's or the server's, not both.
+    // Every message of the channel is the client's or the server's, not both. A name is in
+    // both directions only where core has that `type` in both, and then as two messages with
+    // different payloads.
     let client = messages_of(&doc, "receive");
     let server = messages_of(&doc, "send");
-    assert!(names(&client).is_disjoint(&names(&server)));
-    let all: BTreeSet<String> = names(&client).union(&names(&server)).cloned().collect();
-    let in_channel: BTreeSet<String> = channel["messages"]
+    let shared: BTreeSet<String> = names(&client)
+        .intersection(&names(&server))
+        .cloned()
+        .collect();
+    let shared_in_core: BTreeSet<String> = set(&CLIENT_KINDS)
+        .intersection(&set(&SERVER_KINDS))
+        .cloned()
+        .collect();
+    assert_eq!(shared, shared_in_core);
+    for name in &shared {
+        assert!(!std::ptr::eq(client[name], server[name]), "{name}");
+        assert_ne!(
+            payload(&doc, client[name]),
+            payload(&doc, server[name]),
+            "{name}"
+        );
+    }
+    // The channel lists exactly the operations' messages, each once.
+    let all: BTreeSet<*const Value> = client
+        .values()
+        .chain(server.values())
+        .map(|m| *m as *const Value)
+        .collect();
+    assert_eq!(all.len(), client.len() + server.len());
+    let in_channel: Vec<*const Value> = channel["messages"]
         .as_object()
         .unwrap()
         .values()
-        .map(|m| resolve(&doc, m)["name"].as_str().unwrap().to_owned())
+        .map(|m| resolve(&doc, m) as *const Value)
         .collect();
-    assert_eq!(all, in_channel);
+    assert_eq!(in_channel.len(), all.len(), "a message listed twice");
+    assert_eq!(in_channel.into_iter().collect::<BTreeSet<_>>(), all);
     // Replies are server messages.
     for operation in doc["operations"].as_object().unwrap().values() {
         for m in operation["reply"]["messages"]
@@ -518,7 +554,7 @@ fn every_ref_in_the_document_resolves() {
 fn the_client_messages_are_those_core_parses() {
     let t = topic().to_string();
     for kind in CLIENT_KINDS {
-        let text = json!({ "type": kind, "topic": t }).to_string();
+        let text = json!({ "type": kind, "topic": t, "token": "a.b.c" }).to_string();
         let parsed = parse_client_message(text.as_bytes())
             .unwrap_or_else(|e| panic!("core refuses {text}: {e}"));
         assert_eq!(client_kind(&parsed), kind);
@@ -544,6 +580,10 @@ fn client_examples_parse_to_the_message_they_are_named_after() {
                     assert_eq!(t.to_string(), sent.to_lowercase(), "{body}");
                 }
                 ClientMessage::Ping => assert!(body.get("topic").is_none(), "{body}"),
+                ClientMessage::Auth(token) => {
+                    assert_eq!(body["token"], json!(token), "{body}");
+                    assert!(body.get("topic").is_none(), "{body}");
+                }
             }
         }
     }
@@ -661,10 +701,12 @@ fn what_the_live_hub_sends_matches_the_document() {
         Input::Connected {
             conn,
             principal: Principal::Anonymous,
+            expires_at: None,
         },
     );
 
-    // The JSON of every text frame sent.
+    // The JSON of every text frame sent; `drain` returns the other commands (requests to
+    // the shell).
     let mut sent: Vec<Bytes> = Vec::new();
     let mut drain = |hub: &mut LiveHub| {
         let mut requests = Vec::new();
@@ -675,9 +717,9 @@ fn what_the_live_hub_sends_matches_the_document() {
                     Some(Opcode::Ping) => {}
                     other => panic!("unexpected {other:?} frame: {frame:?}"),
                 },
-                Command::Authorize { request, .. } | Command::LoadSnapshot { request, .. } => {
-                    requests.push(request)
-                }
+                Command::Authorize { .. }
+                | Command::LoadSnapshot { .. }
+                | Command::VerifyToken { .. } => requests.push(command),
                 Command::Close { code, .. } => panic!("closed with {code}"),
             }
         }
@@ -718,7 +760,10 @@ fn what_the_live_hub_sends_matches_the_document() {
     text(&mut hub, r#"{"type":"ping"}"#);
     // subscribed; a position while the snapshot loads; snapshot; then live positions.
     text(&mut hub, &subscribe(public));
-    let [authorize] = drain(&mut hub)[..] else {
+    let [Command::Authorize {
+        request: authorize, ..
+    }] = drain(&mut hub)[..]
+    else {
         panic!("no Authorize")
     };
     hub.handle(
@@ -728,7 +773,7 @@ fn what_the_live_hub_sends_matches_the_document() {
             visibility: Ok(Visibility::Public),
         },
     );
-    let [load] = drain(&mut hub)[..] else {
+    let [Command::LoadSnapshot { request: load, .. }] = drain(&mut hub)[..] else {
         panic!("no LoadSnapshot")
     };
     positions(&mut hub, vec![fix(moving, 1_000, 0.0)]);
@@ -745,7 +790,10 @@ fn what_the_live_hub_sends_matches_the_document() {
     );
     // forbidden: an unknown event.
     text(&mut hub, &subscribe(unknown));
-    let [authorize] = drain(&mut hub)[..] else {
+    let [Command::Authorize {
+        request: authorize, ..
+    }] = drain(&mut hub)[..]
+    else {
         panic!("no Authorize")
     };
     hub.handle(
@@ -758,7 +806,10 @@ fn what_the_live_hub_sends_matches_the_document() {
     // limit_exceeded: a third topic while a second is being authorized; then the second's
     // access check fails, and its retry's snapshot fails.
     text(&mut hub, &subscribe(other));
-    let [authorize] = drain(&mut hub)[..] else {
+    let [Command::Authorize {
+        request: authorize, ..
+    }] = drain(&mut hub)[..]
+    else {
         panic!("no Authorize")
     };
     text(&mut hub, &subscribe(unknown));
@@ -770,7 +821,10 @@ fn what_the_live_hub_sends_matches_the_document() {
         },
     );
     text(&mut hub, &subscribe(other));
-    let [authorize] = drain(&mut hub)[..] else {
+    let [Command::Authorize {
+        request: authorize, ..
+    }] = drain(&mut hub)[..]
+    else {
         panic!("no Authorize")
     };
     hub.handle(
@@ -780,7 +834,7 @@ fn what_the_live_hub_sends_matches_the_document() {
             visibility: Ok(Visibility::Public),
         },
     );
-    let [load] = drain(&mut hub)[..] else {
+    let [Command::LoadSnapshot { request: load, .. }] = drain(&mut hub)[..] else {
         panic!("no LoadSnapshot")
     };
     hub.handle(
@@ -790,7 +844,59 @@ fn what_the_live_hub_sends_matches_the_document() {
             rows: Err(failed()),
         },
     );
-    // unsubscribed: a topic held and one not held.
+    // auth: a token accepted; the subscription held is checked against its claims at once,
+    // and ends with `forbidden` (its event was made private, and the token grants another).
+    let token = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE3NjQzMjc2MDB9.c2ln";
+    text(&mut hub, &format!(r#"{{"type":"auth","token":"{token}"}}"#));
+    let commands = drain(&mut hub);
+    let [Command::VerifyToken {
+        conn: verify,
+        token: asked,
+    }] = &commands[..]
+    else {
+        panic!("no VerifyToken")
+    };
+    assert_eq!((*verify, asked.as_str()), (conn, token));
+    let granted = Grant {
+        principal: Principal::from_claims([other.to_string().as_str()], None),
+        expires_at: UnixMillis(T0 + 3_600_000),
+    };
+    hub.handle(
+        now,
+        Input::TokenVerified {
+            conn,
+            result: Ok(granted),
+        },
+    );
+    let [Command::Authorize {
+        request: recheck,
+        topic: rechecked,
+        ..
+    }] = drain(&mut hub)[..]
+    else {
+        panic!("no re-check")
+    };
+    assert_eq!(rechecked, Topic(public));
+    hub.handle(
+        now,
+        Input::Visibility {
+            request: recheck,
+            visibility: Ok(Visibility::Private),
+        },
+    );
+    // unauthorized: a token refused, which changes nothing.
+    text(&mut hub, r#"{"type":"auth","token":"not a token"}"#);
+    let [Command::VerifyToken { .. }] = drain(&mut hub)[..] else {
+        panic!("no VerifyToken")
+    };
+    hub.handle(
+        now,
+        Input::TokenVerified {
+            conn,
+            result: Err(TokenRefused("the token is not a well-formed JWT".into())),
+        },
+    );
+    // unsubscribed: a topic no longer held and one never held.
     text(
         &mut hub,
         &format!(r#"{{"type":"unsubscribe","topic":"event:{public}"}}"#),
@@ -803,6 +909,7 @@ fn what_the_live_hub_sends_matches_the_document() {
     text(&mut hub, "{not json");
     text(&mut hub, r#"{"type":"subscribe","topic":"event:42"}"#);
     text(&mut hub, r#"{"type":"publish","topic":"anything"}"#);
+    text(&mut hub, r#"{"type":"auth","token":42}"#);
     let too_long = "x".repeat(hub.config().max_message_bytes + 1);
     text(&mut hub, &too_long);
     hub.handle(
@@ -812,7 +919,17 @@ fn what_the_live_hub_sends_matches_the_document() {
             frame: Ok(ClientFrame::Binary),
         },
     );
+    // limit_exceeded without a topic: a second later the rate allows a full burst again, and
+    // one message more is over it.
+    let later = UnixMillis(T0 + 11_000);
+    for _ in 0..=hub.config().max_messages_per_s {
+        hub.handle(
+            later,
+            live::text(conn, Bytes::from_static(br#"{"type":"ping"}"#)),
+        );
+    }
     assert!(drain(&mut hub).is_empty());
+    assert!(hub.is_open(conn));
 
     let mut kinds = BTreeSet::new();
     let mut codes = BTreeSet::new();
@@ -833,13 +950,25 @@ fn what_the_live_hub_sends_matches_the_document() {
     let expected_codes: BTreeSet<(String, bool)> = [
         ("forbidden", true),
         ("limit_exceeded", true),
+        ("limit_exceeded", false),
         ("bad_request", true),
         ("bad_request", false),
+        ("unauthorized", false),
     ]
     .into_iter()
     .map(|(c, t)| (c.to_owned(), t))
     .collect();
     assert_eq!(codes, expected_codes);
+    // The re-check after `auth` did end the subscription to the event made private.
+    let ended = json!({
+        "type": "error",
+        "code": "forbidden",
+        "topic": format!("event:{public}"),
+        "message": FORBIDDEN_MESSAGE,
+    });
+    assert!(sent
+        .iter()
+        .any(|b| serde_json::from_slice::<Value>(b).unwrap() == ended));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -983,8 +1112,29 @@ fn the_checker_refuses_what_the_schemas_forbid() {
             json!({"type": "error", "code": "forbidden", "message": "m", "topic": "x".repeat(129)}),
         ),
         ("pong", json!({"type": "pong", "topic": t})),
+        ("auth", json!({"type": "auth"})),
+        ("auth", json!({"type": "auth", "exp": -1})),
+        ("auth", json!({"type": "auth", "exp": 1.5})),
+        ("auth", json!({"type": "auth", "exp": "1764327600"})),
+        ("auth", json!({"type": "auth", "exp": 1, "token": "a.b.c"})),
+        (
+            "error",
+            json!({"type": "error", "code": "unauthorized", "message": "m", "exp": 1}),
+        ),
     ];
     for (kind, bad) in &bad_others {
         assert!(!violations(&doc, schema(kind), bad).is_empty(), "{bad}");
+    }
+
+    // A client `auth` core refuses, the schema refuses too.
+    let client_auth = payload(&doc, messages_of(&doc, "receive")["auth"]);
+    for bad in [
+        json!({"type": "auth"}),
+        json!({"type": "auth", "token": 42}),
+        json!({"type": "auth", "token": null}),
+    ] {
+        assert!(!violations(&doc, client_auth, &bad).is_empty(), "{bad}");
+        let refused = parse_client_message(bad.to_string().as_bytes()).map_err(|e| e.reason);
+        assert_eq!(refused, Err(BadRequestReason::MissingToken), "{bad}");
     }
 }

@@ -30,6 +30,7 @@ fn config() -> DurableConfig {
         faulty: FaultyThresholds {
             min_satellites: 3,
             max_future_ms: 60_000,
+            min_timestamp: processor_core::UnixMillis(i64::MIN),
         },
     }
 }

@@ -10,6 +10,7 @@ const NOW: UnixMillis = UnixMillis(1_764_324_000_000);
 const THRESHOLDS: FaultyThresholds = FaultyThresholds {
     min_satellites: 4,
     max_future_ms: 60_000,
+    min_timestamp: processor_core::UnixMillis(i64::MIN),
 };
 
 /// A position that breaks none of the rules at `NOW`.
@@ -177,7 +178,9 @@ fn default_thresholds() {
         FaultyThresholds::default(),
         FaultyThresholds {
             min_satellites: 3,
-            max_future_ms: 60_000
+            max_future_ms: 60_000,
+            // 2010-01-01T00:00:00Z
+            min_timestamp: UnixMillis(1_262_304_000_000),
         }
     );
 }
@@ -186,6 +189,7 @@ fn default_thresholds() {
 fn reasons_have_distinct_texts() {
     let texts = [
         FaultReason::NullIsland.as_str(),
+        FaultReason::BeforeMinTimestamp.as_str(),
         FaultReason::TooFewSatellites.as_str(),
         FaultReason::InTheFuture.as_str(),
     ];
@@ -195,4 +199,24 @@ fn reasons_have_distinct_texts() {
             assert_ne!(a, b);
         }
     }
+}
+
+#[test]
+fn a_fix_before_the_minimum_timestamp_is_faulty() {
+    let thresholds = FaultyThresholds::default();
+    let min = FaultyThresholds::DEFAULT_MIN_TIMESTAMP;
+    let now = UnixMillis(1_764_324_000_000);
+    let at = |ts: i64| {
+        let mut p = good();
+        p.ts = UnixMillis(ts);
+        fault_reason(&p, now, &thresholds)
+    };
+    assert_eq!(at(0), Some(FaultReason::BeforeMinTimestamp), "1970");
+    assert_eq!(
+        at(315_964_800_000),
+        Some(FaultReason::BeforeMinTimestamp),
+        "the GPS epoch, 1980"
+    );
+    assert_eq!(at(min.as_i64() - 1), Some(FaultReason::BeforeMinTimestamp));
+    assert_eq!(at(min.as_i64()), None, "the minimum itself is fine");
 }

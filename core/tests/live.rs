@@ -45,9 +45,14 @@ fn config() -> LiveConfig {
         backpressure_threshold_bytes: 4 << 20,
         ping_interval_ms: 1_000,
         write_timeout_ms: 5_000,
+        // Out of the way of the transcripts below; the tests of the rate and of re-checks
+        // set their own.
+        max_messages_per_s: 1_000_000,
+        visibility_recheck_ms: 1 << 40,
         faulty: FaultyThresholds {
             min_satellites: 3,
             max_future_ms: 60_000,
+            min_timestamp: processor_core::UnixMillis(i64::MIN),
         },
         max_speed_kmh: 500.0,
         reanchor_gap_ms: 600_000,
@@ -225,6 +230,7 @@ fn render(command: &Command) -> String {
             }
         }
         Command::Close { conn, code, reason } => format!("c{} close {code} {reason}", conn.0),
+        Command::VerifyToken { conn, token } => format!("verify c{} {token}", conn.0),
         Command::Authorize {
             request,
             conn,
@@ -336,6 +342,7 @@ impl Fx {
         self.input(Input::Connected {
             conn: ConnId(conn),
             principal,
+            expires_at: None,
         })
     }
 
@@ -1962,4 +1969,216 @@ fn protocol_violations_close_with_1002_and_invalid_utf8_with_1007() {
     assert_eq!(fx.stats().protocol_errors, 4);
     assert_eq!(fx.poll_timeout(), None);
     fx.assert_accounted();
+}
+
+// ---------------------------------------------------------------------------------------
+// Token lifetime, re-checks and the message rate (contract section 5).
+
+fn token_config() -> LiveConfig {
+    LiveConfig {
+        max_messages_per_s: 3,
+        visibility_recheck_ms: 10_000,
+        ..config()
+    }
+}
+
+fn granting(events: &[&str]) -> Principal {
+    Principal::from_claims(events.iter().copied(), None)
+}
+
+#[test]
+fn a_connection_closes_with_4001_exactly_when_its_token_expires() {
+    let mut fx = Fx::with(token_config());
+    fx.input(Input::Connected {
+        conn: ConnId(1),
+        principal: granting(&[E1]),
+        expires_at: Some(UnixMillis(T0 + 2_500)),
+    });
+    assert_eq!(
+        fx.hub.poll_timeout(),
+        Some(UnixMillis(T0 + 1_000)),
+        "the ping first"
+    );
+    fx.timeout(2_000);
+    assert!(fx.timeout(2_499).iter().all(|l| !l.contains("close")));
+    assert_eq!(
+        fx.timeout(2_500),
+        vec!["c1 close 4001 token expired".to_owned()]
+    );
+    assert!(!fx.hub.is_open(ConnId(1)));
+    assert_eq!(fx.hub.counters().token_expiries, 1);
+}
+
+#[test]
+fn auth_renews_the_deadline_and_rechecks_every_subscription() {
+    let mut fx = Fx::with(token_config());
+    fx.input(Input::Connected {
+        conn: ConnId(1),
+        principal: granting(&[E1]),
+        expires_at: Some(UnixMillis(T0 + 5_000)),
+    });
+    let (_, load) = fx.authorize(1, E1, Visibility::Private);
+    fx.snapshot(load.expect("granted"), Ok(vec![]));
+    assert_eq!(
+        fx.text(1, r#"{"type":"auth","token":"t2"}"#),
+        vec!["verify c1 t2".to_owned()]
+    );
+    // A token that no longer names E1: answered, then E1 is looked up again.
+    let renewed = UnixMillis(T0 + 60_000);
+    let commands = {
+        fx.hub.handle(
+            fx.now(),
+            Input::TokenVerified {
+                conn: ConnId(1),
+                result: Ok(live::Grant {
+                    principal: granting(&[]),
+                    expires_at: renewed,
+                }),
+            },
+        );
+        fx.raw()
+    };
+    assert_eq!(
+        render(&commands[0]),
+        send(1, r#"{"type":"auth","exp":1764324060}"#)
+    );
+    let Some(Command::Authorize { request, .. }) = commands.get(1) else {
+        panic!("a re-check follows: {commands:?}");
+    };
+    assert_eq!(
+        fx.visibility(*request, Ok(Visibility::Private)),
+        vec![send(
+            1,
+            &error(
+                "forbidden",
+                Some(&format!("event:{E1}")),
+                "topic does not exist or is not allowed"
+            )
+        )]
+    );
+    assert_eq!(fx.hub.counters().revoked_subscriptions, 1);
+    // Nothing of E1 follows, and the old deadline no longer applies.
+    assert!(fx.pos("A", 100).is_empty());
+    assert!(fx.timeout(5_000).iter().all(|l| !l.contains("4001")));
+    assert!(fx.hub.is_open(ConnId(1)));
+}
+
+#[test]
+fn a_refused_token_changes_nothing() {
+    let mut fx = Fx::with(token_config());
+    fx.input(Input::Connected {
+        conn: ConnId(1),
+        principal: granting(&[E1]),
+        expires_at: Some(UnixMillis(T0 + 5_000)),
+    });
+    fx.text(1, r#"{"type":"auth","token":"bad"}"#);
+    assert_eq!(
+        fx.input(Input::TokenVerified {
+            conn: ConnId(1),
+            result: Err(live::TokenRefused(
+                "the token's signature is invalid".into()
+            )),
+        }),
+        vec![send(
+            1,
+            &error("unauthorized", None, "the token's signature is invalid")
+        )]
+    );
+    assert_eq!(
+        fx.timeout(5_000),
+        vec!["c1 close 4001 token expired".to_owned()],
+        "the first token's deadline still holds"
+    );
+}
+
+#[test]
+fn a_subscription_is_rechecked_and_ends_when_its_event_turns_private() {
+    let mut fx = Fx::with(token_config());
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    assert!(fx
+        .timeout(9_999)
+        .iter()
+        .all(|l| !l.starts_with("authorize")));
+    let lines = fx.timeout(10_000);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("authorize") && l.contains(E1)),
+        "{lines:?}"
+    );
+    let request = fx
+        .log
+        .iter()
+        .rev()
+        .find_map(|c| match c {
+            Command::Authorize { request, .. } => Some(*request),
+            _ => None,
+        })
+        .expect("a re-check");
+    // Still public: kept, and looked up again an interval later.
+    assert!(fx.visibility(request, Ok(Visibility::Public)).is_empty());
+    fx.pong(1);
+    let lines = fx.timeout(20_000);
+    assert!(
+        lines.iter().any(|l| l.starts_with("authorize")),
+        "{lines:?}"
+    );
+    let request = fx
+        .log
+        .iter()
+        .rev()
+        .find_map(|c| match c {
+            Command::Authorize { request, .. } => Some(*request),
+            _ => None,
+        })
+        .expect("a second re-check");
+    // A failed look-up keeps it; made private, it ends.
+    assert!(fx.visibility(request, Err(failed())).is_empty());
+    fx.pong(1);
+    fx.timeout(30_000);
+    let request = fx
+        .log
+        .iter()
+        .rev()
+        .find_map(|c| match c {
+            Command::Authorize { request, .. } => Some(*request),
+            _ => None,
+        })
+        .expect("a third re-check");
+    assert_eq!(fx.visibility(request, Ok(Visibility::Private)).len(), 1);
+    assert!(
+        fx.pos("A", 100).is_empty(),
+        "nothing of the topic after the error"
+    );
+}
+
+#[test]
+fn messages_over_the_rate_get_limit_exceeded_and_count_as_bad() {
+    let mut fx = Fx::with(token_config());
+    fx.connect(1, anon());
+    let pong = send(1, r#"{"type":"pong"}"#);
+    let limited = send(
+        1,
+        &error("limit_exceeded", None, "at most 3 messages per second"),
+    );
+    for _ in 0..3 {
+        assert_eq!(fx.text(1, r#"{"type":"ping"}"#), vec![pong.clone()]);
+    }
+    assert_eq!(fx.text(1, r#"{"type":"ping"}"#), vec![limited.clone()]);
+    // A WebSocket ping over the rate is not answered, and is no bad message.
+    assert!(fx
+        .frame(1, Ok(ClientFrame::Ping(Bytes::from_static(b"p"))))
+        .is_empty());
+    // A third of a second later, one more message is within the rate.
+    fx.at(334);
+    assert_eq!(fx.text(1, r#"{"type":"ping"}"#), vec![pong]);
+    // Over-rate messages count: with the limit of 3 bad messages, the third closes.
+    fx.text(1, r#"{"type":"ping"}"#);
+    let lines = fx.text(1, r#"{"type":"ping"}"#);
+    assert_eq!(
+        lines,
+        vec![limited, "c1 close 1008 too many bad requests".to_owned()]
+    );
+    assert_eq!(fx.hub.counters().rate_limited, 4);
 }

@@ -43,9 +43,13 @@ fn config() -> LiveConfig {
         backpressure_threshold_bytes: 1_500,
         ping_interval_ms: 1_000,
         write_timeout_ms: WRITE_TIMEOUT_MS as u64,
+        // The model below does not judge the rate or re-checks (core/tests/live.rs does).
+        max_messages_per_s: 1_000_000,
+        visibility_recheck_ms: 1 << 40,
         faulty: FaultyThresholds {
             min_satellites: 3,
             max_future_ms: MAX_FUTURE_MS as u64,
+            min_timestamp: processor_core::UnixMillis(i64::MIN),
         },
         max_speed_kmh: 500.0,
         reanchor_gap_ms: 600_000,
@@ -343,6 +347,7 @@ impl Shell {
                 self.handle(Input::Connected {
                     conn: id,
                     principal,
+                    expires_at: None,
                 });
             }
             Op::Subscribe { conn, event: e } | Op::Unsubscribe { conn, event: e } => {
@@ -611,6 +616,10 @@ impl Shell {
 
     fn check(&mut self, command: Command) -> Result<(), TestCaseError> {
         match command {
+            Command::VerifyToken { conn, .. } => {
+                // The model's clients never send `auth`.
+                prop_assert!(false, "{} asked to verify a token", conn);
+            }
             Command::Authorize { request, conn, .. } => {
                 self.client(conn)?;
                 self.auths.push(request);

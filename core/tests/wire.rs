@@ -623,6 +623,9 @@ proptest! {
                 prop_assert_eq!(t.to_string().parse::<Topic>(), Ok(t));
             }
             Ok(ClientMessage::Ping) => {}
+            Ok(ClientMessage::Auth(token)) => {
+                prop_assert_eq!(&value["token"], &serde_json::Value::String(token));
+            }
             Err(e) => {
                 if let Some(echo) = &e.topic {
                     prop_assert!(echo.chars().count() <= 128);
@@ -651,5 +654,20 @@ proptest! {
         let bytes = encode(&message);
         let back: ServerMessage = serde_json::from_slice(&bytes).unwrap();
         prop_assert_eq!(back, message);
+    }
+}
+
+#[test]
+fn auth_carries_its_token_and_needs_one() {
+    assert_eq!(
+        parse_client_message(br#"{"type":"auth","token":"a.b.c"}"#),
+        Ok(ClientMessage::Auth("a.b.c".into()))
+    );
+    for bad in [r#"{"type":"auth"}"#, r#"{"type":"auth","token":5}"#] {
+        assert_eq!(
+            parse_client_message(bad.as_bytes()).map_err(|e| e.reason),
+            Err(BadRequestReason::MissingToken),
+            "{bad}"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use processor_core::UnixMillis;
 
 /// Live GPS tracking processor: stores every position from the telemetry stream in Postgres
 /// and pushes it to WebSocket clients.
@@ -38,11 +39,21 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Redis server holding the telemetry stream.
-    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", default_value = "redis://127.0.0.1:6379", value_parser = parse_redis_url)]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        value_name = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
 
     /// Postgres connection string (URL or key=value form).
-    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres", value_parser = parse_database_url)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     pub database_url: String,
 
     /// This instance's name in consumer groups and metrics [default: host name and process id].
@@ -172,6 +183,11 @@ pub struct FaultySettings {
     )]
     pub max_future_ms: u64,
 
+    /// Positions whose fix time is earlier are faulty (a tracker whose clock was never set
+    /// reports 1970 or 1980). RFC 3339.
+    #[arg(long, env = "FAULTY_MIN_TIMESTAMP", value_name = "FAULTY_MIN_TIMESTAMP", default_value = "2010-01-01T00:00:00Z", value_parser = parse_rfc3339)]
+    pub min_timestamp: UnixMillis,
+
     /// The live path drops a position implying a faster jump from the device's last one.
     #[arg(long, env = "FAULTY_MAX_SPEED_KMH", value_name = "FAULTY_MAX_SPEED_KMH", default_value_t = 500.0, value_parser = parse_positive_f64)]
     pub max_speed_kmh: f64,
@@ -220,11 +236,11 @@ pub struct LiveSettings {
     pub allow_anonymous: bool,
 
     /// Outbound bytes queued for a client above which its updates are conflated.
-    #[arg(long, env = "LIVE_WS_CONFLATE_THRESHOLD_BYTES", value_name = "LIVE_WS_CONFLATE_THRESHOLD_BYTES", default_value_t = 256 * 1024)]
+    #[arg(long, env = "LIVE_WS_CONFLATE_THRESHOLD_BYTES", value_name = "LIVE_WS_CONFLATE_THRESHOLD_BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub conflate_threshold_bytes: u64,
 
     /// Outbound bytes queued for a client above which it is closed with 1013.
-    #[arg(long, env = "LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", value_name = "LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", value_name = "LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub backpressure_threshold_bytes: u64,
 
     /// Largest client text frame answered normally; larger ones get `bad_request`.
@@ -236,7 +252,8 @@ pub struct LiveSettings {
         long,
         env = "LIVE_WS_MAX_BAD_MESSAGES",
         value_name = "LIVE_WS_MAX_BAD_MESSAGES",
-        default_value_t = 10
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_bad_messages: u32,
 
@@ -245,7 +262,8 @@ pub struct LiveSettings {
         long,
         env = "LIVE_WS_MAX_SUBSCRIPTIONS",
         value_name = "LIVE_WS_MAX_SUBSCRIPTIONS",
-        default_value_t = 50
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_subscriptions: u32,
 
@@ -270,6 +288,26 @@ pub struct LiveSettings {
     #[arg(long, env = "LIVE_HUB_SHARDS", value_name = "LIVE_HUB_SHARDS", value_parser = clap::value_parser!(u16).range(1..))]
     pub hub_shards: Option<u16>,
 
+    /// WebSockets open at once; one more is refused with 503 before the upgrade. Lowered at
+    /// start-up when the open-files limit cannot hold it.
+    #[arg(long, env = "LIVE_WS_MAX_CONNECTIONS", value_name = "LIVE_WS_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// A request head (the first of a connection) must arrive complete within this long,
+    /// on LIVE_WS_ADDR and METRICS_ADDR.
+    #[arg(long, env = "LIVE_HTTP_HEADER_TIMEOUT_MS", value_name = "LIVE_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_ms: u64,
+
+    /// An idle keep-alive HTTP connection is closed after this long (its next request head
+    /// must be complete by then), on LIVE_WS_ADDR and METRICS_ADDR.
+    #[arg(long, env = "LIVE_HTTP_IDLE_TIMEOUT_MS", value_name = "LIVE_HTTP_IDLE_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_idle_timeout_ms: u64,
+
+    /// Client messages per second, in bursts of as many; one over the rate gets
+    /// `limit_exceeded` and counts as a bad message.
+    #[arg(long, env = "LIVE_WS_MAX_MESSAGES_PER_S", value_name = "LIVE_WS_MAX_MESSAGES_PER_S", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_messages_per_s: u32,
+
     /// A client whose socket holds unwritten bytes and takes none for this long is closed
     /// with 1013.
     #[arg(long, env = "LIVE_WS_WRITE_TIMEOUT_MS", value_name = "LIVE_WS_WRITE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -277,6 +315,14 @@ pub struct LiveSettings {
 }
 
 impl LiveSettings {
+    /// The HTTP bounds of both listeners.
+    pub fn http_limits(&self) -> crate::edge::http::HttpLimits {
+        crate::edge::http::HttpLimits {
+            header_timeout: std::time::Duration::from_millis(self.http_header_timeout_ms),
+            idle_timeout: std::time::Duration::from_millis(self.http_idle_timeout_ms),
+        }
+    }
+
     /// `LIVE_HUB_SHARDS`, or the number of cores.
     pub fn shards(&self) -> usize {
         match self.hub_shards {
@@ -297,6 +343,8 @@ pub struct ConfigError {
 impl Config {
     /// Checks the rules that tie variables together.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check_redis_url(&self.redis_url)?;
+        check_database_url(&self.database_url)?;
         if self.live.conflate_threshold_bytes >= self.live.backpressure_threshold_bytes {
             return Err(ConfigError {
                 variable: "LIVE_WS_CONFLATE_THRESHOLD_BYTES",
@@ -338,16 +386,59 @@ impl Config {
     }
 }
 
-fn parse_redis_url(s: &str) -> Result<String, String> {
-    redis::Client::open(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| format!("expected a redis:// or rediss:// URL ({e})"))
+/// The password in a URL (`scheme://user:password@host`) or a key=value connection string
+/// (`password=...`), so that an error can leave it out.
+fn password_in(url: &str) -> Option<&str> {
+    if let Some((_, rest)) = url.split_once("://") {
+        let userinfo = rest.split(['/', '?', '#']).next()?.rsplit_once('@')?.0;
+        return userinfo
+            .split_once(':')
+            .map(|(_, p)| p)
+            .filter(|p| !p.is_empty());
+    }
+    url.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("password="))
+        .map(|p| p.trim_matches('\''))
+        .filter(|p| !p.is_empty())
 }
 
-fn parse_database_url(s: &str) -> Result<String, String> {
-    tokio_postgres::Config::from_str(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| format!("expected a postgres:// URL or key=value connection string ({e})"))
+/// `problem` with the URL's password, and the URL itself, replaced: config errors never
+/// echo a secret (contract section 7).
+fn redacted(problem: String, url: &str) -> String {
+    let mut text = problem.replace(url, "<the value>");
+    if let Some(password) = password_in(url) {
+        text = text.replace(password, "***");
+    }
+    text
+}
+
+fn check_redis_url(url: &str) -> Result<(), ConfigError> {
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| ConfigError {
+            variable: "REDIS_URL",
+            problem: redacted(format!("expected a redis:// or rediss:// URL ({e})"), url),
+        })
+}
+
+fn check_database_url(url: &str) -> Result<(), ConfigError> {
+    tokio_postgres::Config::from_str(url)
+        .map(|_| ())
+        .map_err(|e| ConfigError {
+            variable: "DATABASE_URL",
+            problem: redacted(
+                format!("expected a postgres:// URL or key=value connection string ({e})"),
+                url,
+            ),
+        })
+}
+
+fn parse_rfc3339(s: &str) -> Result<UnixMillis, String> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| "expected an RFC 3339 time, e.g. 2010-01-01T00:00:00Z".to_owned())?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map(UnixMillis)
+        .map_err(|_| "out of range".to_owned())
 }
 
 fn parse_non_empty(s: &str) -> Result<String, String> {

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod config;
 pub mod durable;
+pub mod edge;
 pub mod health;
 pub mod hub;
 pub mod live;

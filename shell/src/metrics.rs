@@ -28,6 +28,7 @@ pub struct Metrics {
     pub live_subscriptions: Gauge,
     pub live_conflated_messages: Counter,
     pub live_slow_consumer_closes: Counter,
+    pub live_accept_errors: Counter,
     pub stream_trimmed_entries: Counter,
     pub stream_trim_passes: Counter,
 }
@@ -61,6 +62,7 @@ impl Metrics {
             live_subscriptions: Gauge::default(),
             live_conflated_messages: Counter::default(),
             live_slow_consumer_closes: Counter::default(),
+            live_accept_errors: Counter::default(),
             stream_trimmed_entries: Counter::default(),
             stream_trim_passes: Counter::default(),
             registry: Registry::default(),
@@ -160,6 +162,11 @@ impl Metrics {
             "processor_live_slow_consumer_closes",
             "Connections closed with 1013 for a full outbound buffer",
             m.live_slow_consumer_closes.clone(),
+        );
+        r.register(
+            "processor_live_accept_errors",
+            "Failed accepts on LIVE_WS_ADDR or METRICS_ADDR (out of file descriptors or memory)",
+            m.live_accept_errors.clone(),
         );
         Metrics { registry, ..m }
     }

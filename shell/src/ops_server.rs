@@ -7,13 +7,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::edge::accept::AcceptBackoff;
+use crate::edge::http::{self, FirstRequest, HttpLimits};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
@@ -22,30 +22,42 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    limits: HttpLimits,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut backoff = AcceptBackoff::new("METRICS_ADDR", metrics.live_accept_errors.clone());
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    tracing::warn!(%error, "metrics endpoint: accept failed");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            biased;
             _ = stop.wait_for(|s| *s) => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => {
+                backoff.accepted();
+                a
+            }
+            Err(error) => {
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => return,
+                    () = backoff.failed(&error) => continue,
+                }
+            }
         };
         let metrics = metrics.clone();
         let readiness = readiness.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let response = respond(&req, &metrics, &readiness);
-                async move { Ok::<_, Infallible>(response) }
+            let first = FirstRequest::default();
+            let service = service_fn({
+                let first = first.clone();
+                move |req| {
+                    first.arrived();
+                    let response = respond(&req, &metrics, &readiness);
+                    async move { Ok::<_, Infallible>(response) }
+                }
             });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(error) = http::serve(stream, service, first, limits, false).await {
                 tracing::debug!(%error, "metrics endpoint: connection ended with an error");
             }
         });

@@ -12,6 +12,7 @@ use processor_core::live::LiveConfig;
 
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::edge::open_files;
 use crate::hub::ports::RedisBroadcast;
 use crate::live::auth::Authenticator;
 use crate::metrics::Metrics;
@@ -60,6 +61,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         listener,
         metrics.clone(),
         readiness.clone(),
+        config.live.http_limits(),
         ops_stop_rx,
     ));
 
@@ -136,6 +138,8 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
             },
             map_refresh: Duration::from_millis(config.live.device_event_refresh_ms),
             ingest: hub::IngestPlacement::OwnThread,
+            limits: config.live.http_limits(),
+            max_connections: open_files::fit_connections(config.live.max_connections as usize),
         },
         stop_rx.clone(),
     );
@@ -204,9 +208,14 @@ pub fn live_config(config: &Config) -> LiveConfig {
         backpressure_threshold_bytes: live.backpressure_threshold_bytes,
         ping_interval_ms: live.ping_interval_ms,
         write_timeout_ms: live.write_timeout_ms,
+        max_messages_per_s: live.max_messages_per_s,
+        // A subscription's visibility is looked up again at the map's pace; the shard's
+        // short cache answers most of those look-ups.
+        visibility_recheck_ms: live.device_event_refresh_ms,
         faulty: FaultyThresholds {
             min_satellites: config.faulty.min_satellites,
             max_future_ms: config.faulty.max_future_ms,
+            min_timestamp: config.faulty.min_timestamp,
         },
         max_speed_kmh: config.faulty.max_speed_kmh,
         ..LiveConfig::default()
@@ -228,6 +237,7 @@ pub fn durable_config(config: &Config) -> DurableConfig {
         faulty: FaultyThresholds {
             min_satellites: config.faulty.min_satellites,
             max_future_ms: config.faulty.max_future_ms,
+            min_timestamp: config.faulty.min_timestamp,
         },
     }
 }

@@ -137,6 +137,7 @@ impl FaultPlan {
             faulty: FaultyThresholds {
                 min_satellites: 3,
                 max_future_ms: rng.range(5_000, 120_000),
+                min_timestamp: processor_core::UnixMillis(i64::MIN),
             },
         };
         let entries = rng.range(30, 250) as usize;

@@ -115,6 +115,7 @@ fn config() -> impl Strategy<Value = DurableConfig> {
                     faulty: FaultyThresholds {
                         min_satellites: 3,
                         max_future_ms: 30_000,
+                        min_timestamp: processor_core::UnixMillis(i64::MIN),
                     },
                 }
             },

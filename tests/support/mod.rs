@@ -214,12 +214,44 @@ impl Processor {
         redis_url: &str,
         vars: &[(&str, String)],
     ) -> Processor {
+        Self::spawn(env, instance, database_url, redis_url, vars, None)
+    }
+
+    /// As [`Self::start`], with the open-files limit (soft and hard) set to `open_files`.
+    pub fn start_limited(
+        env: &TestEnv,
+        instance: &str,
+        vars: &[(&str, String)],
+        open_files: u32,
+    ) -> Processor {
+        let (db, redis) = (env.database_url(), redis_url());
+        Self::spawn(env, instance, &db, &redis, vars, Some(open_files))
+    }
+
+    fn spawn(
+        env: &TestEnv,
+        instance: &str,
+        database_url: &str,
+        redis_url: &str,
+        vars: &[(&str, String)],
+        open_files: Option<u32>,
+    ) -> Processor {
         let metrics_addr = free_addr();
         let ws_addr = free_addr();
         let log =
             PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{instance}.log", env.name));
         let log_file = std::fs::File::create(&log).expect("create the processor log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_processor"));
+        let mut command = match open_files {
+            None => Command::new(env!("CARGO_BIN_EXE_processor")),
+            Some(n) => {
+                // The shell sets the limit and becomes the processor (same pid).
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\""))
+                    .arg(env!("CARGO_BIN_EXE_processor"));
+                c
+            }
+        };
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -35,7 +35,8 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// Server shutting down.
     pub const GOING_AWAY: u16 = 1001;
-    /// Too many `bad_request`s, or no pong within two ping intervals.
+    /// Too many bad messages (`bad_request`s and messages over the rate), or no pong
+    /// within two ping intervals.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A framing error: unmasked client frame, reserved bits or opcodes, bad control frame.
     pub const PROTOCOL_ERROR: u16 = 1002;
@@ -45,6 +46,8 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Slow consumer: the outbound buffer passed the back-pressure threshold.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The token's `exp` passed (contract section 5, "Token lifetime").
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }
 
 /// Reasons sent in close frames; all well under the 123 bytes a close frame can carry.
@@ -56,6 +59,7 @@ pub mod close_reason {
     pub const SLOW_CONSUMER: &str = "slow consumer";
     pub const WRITE_TIMEOUT: &str = "took no bytes within the write timeout";
     pub const NORMAL: &str = "";
+    pub const TOKEN_EXPIRED: &str = "token expired";
 }
 
 /// A command for the shell.
@@ -80,6 +84,10 @@ pub enum Command {
         conn: ConnId,
         topic: Topic,
     },
+    /// Verify `token` (sent in an `auth` message) as the upgrade's token is verified, and
+    /// answer with [`Input::TokenVerified`](super::Input::TokenVerified). What it grants is
+    /// decided here.
+    VerifyToken { conn: ConnId, token: String },
     /// Load the newest non-faulty stored position of each of `devices` (sorted, the devices
     /// of the event when the subscription was granted) and answer with
     /// [`Input::Snapshot`](super::Input::Snapshot).

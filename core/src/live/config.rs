@@ -27,6 +27,13 @@ pub struct LiveConfig {
     /// A socket holding unwritten bytes that takes none for this long is closed with 1013:
     /// a client that stopped reading must not hold its buffers for ever.
     pub write_timeout_ms: u64,
+    /// `LIVE_WS_MAX_MESSAGES_PER_S`: client messages per second, in bursts of as many; a
+    /// message over the rate is not acted on, gets `limit_exceeded` and counts as a bad one.
+    pub max_messages_per_s: u32,
+    /// How often each subscription's event visibility is looked up again, so that an event
+    /// made private (or deleted) stops reaching those it no longer allows
+    /// (`LIVE_DEVICE_EVENT_REFRESH_MS`).
+    pub visibility_recheck_ms: u64,
     /// `FAULTY_MIN_SATELLITES`, `FAULTY_MAX_FUTURE_MS`: the stateless faulty rules.
     pub faulty: FaultyThresholds,
     /// `FAULTY_MAX_SPEED_KMH`: a fix implying a faster jump from the device's last accepted
@@ -52,6 +59,8 @@ impl Default for LiveConfig {
             backpressure_threshold_bytes: 1024 * 1024,
             ping_interval_ms: 30_000,
             write_timeout_ms: 10_000,
+            max_messages_per_s: 20,
+            visibility_recheck_ms: 5_000,
             faulty: FaultyThresholds::default(),
             max_speed_kmh: 500.0,
             reanchor_gap_ms: 10 * 60 * 1_000,

@@ -12,18 +12,36 @@ use super::device_map::DeviceMap;
 use super::ingest::FanoutBatch;
 use crate::websocket::{ClientFrame, FrameError};
 use crate::wire::WirePosition;
+use crate::UnixMillis;
 
 /// A look-up the shell could not answer (Postgres away, a timeout). Its text is for the
 /// shell's log; the hub's answer to the client is the same whatever it says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupFailed(pub String);
 
+/// What a verified token grants, until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub principal: Principal,
+    pub expires_at: UnixMillis,
+}
+
+/// Why a token sent in an `auth` message was refused; the text goes to the client, so it
+/// must never contain the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRefused(pub String);
+
 /// An input for [`LiveHub::handle`](super::LiveHub::handle).
 #[derive(Debug, Clone)]
 pub enum Input {
     /// A client completed the WebSocket upgrade with this principal (the shell has already
-    /// checked its token).
-    Connected { conn: ConnId, principal: Principal },
+    /// checked its token); `expires_at` is the token's `exp` (none for an anonymous
+    /// client): the connection is closed with 4001 when it passes.
+    Connected {
+        conn: ConnId,
+        principal: Principal,
+        expires_at: Option<UnixMillis>,
+    },
     /// What the client's bytes made: a message, a control frame, or the protocol violation
     /// that ends the connection.
     Frame {
@@ -46,6 +64,11 @@ pub enum Input {
     Snapshot {
         request: RequestId,
         rows: Result<Vec<WirePosition>, LookupFailed>,
+    },
+    /// The answer to a [`Command::VerifyToken`](super::Command::VerifyToken).
+    TokenVerified {
+        conn: ConnId,
+        result: Result<Grant, TokenRefused>,
     },
     /// Positions the ingest accepted from one stream read, shared by every hub shard.
     Batch(Arc<FanoutBatch>),

@@ -10,12 +10,13 @@ use super::command::{close_code, close_reason, Command, ConnId, RequestId};
 use super::config::LiveConfig;
 use super::device_map::DeviceMap;
 use super::ingest::FanoutBatch;
-use super::input::{Input, LookupFailed};
+use super::input::{Grant, Input, LookupFailed, TokenRefused};
 use super::ordering::Fix;
 use super::outbound::Offer;
+use super::rate::RateBucket;
 use super::registry::{Held, Registry, SubState};
 use super::stats::LiveStats;
-use super::timers::PingSchedule;
+use super::timers::Deadlines;
 use crate::websocket::{ClientFrame, Frame, FrameError};
 use crate::wire::{
     frame, parse_client_message, BadRequest, BadRequestReason, ClientMessage, ErrorCode,
@@ -56,9 +57,15 @@ pub struct LiveHub {
     /// The newest accepted fix of each device the batches brought, for snapshots: a
     /// position accepted live and not yet stored must be in them.
     latest: BTreeMap<Arc<str>, Fix>,
-    pings: PingSchedule,
+    pings: Deadlines<ConnId>,
     /// Connections whose socket holds unwritten bytes, by when they are given up on.
-    stalls: PingSchedule,
+    stalls: Deadlines<ConnId>,
+    /// Connections by when their token expires.
+    expiries: Deadlines<ConnId>,
+    /// Subscriptions by when their event's visibility is looked up again.
+    rechecks_due: Deadlines<(ConnId, Topic)>,
+    /// Re-check look-ups in flight.
+    rechecks: BTreeMap<RequestId, (ConnId, Topic)>,
     shutting_down: bool,
     stats: LiveStats,
     /// The fan-out's scratch list of subscribers, reused across positions.
@@ -74,8 +81,11 @@ impl LiveHub {
             registry: Registry::default(),
             map: Arc::new(DeviceMap::default()),
             latest: BTreeMap::new(),
-            pings: PingSchedule::default(),
-            stalls: PingSchedule::default(),
+            pings: Deadlines::default(),
+            stalls: Deadlines::default(),
+            expiries: Deadlines::default(),
+            rechecks_due: Deadlines::default(),
+            rechecks: BTreeMap::new(),
             shutting_down: false,
             stats: LiveStats::default(),
             scratch: Vec::new(),
@@ -86,7 +96,11 @@ impl LiveHub {
     pub fn handle(&mut self, now: UnixMillis, input: Input) {
         self.advance(now);
         match input {
-            Input::Connected { conn, principal } => self.connected(conn, principal),
+            Input::Connected {
+                conn,
+                principal,
+                expires_at,
+            } => self.connected(conn, principal, expires_at),
             Input::Frame { conn, frame } => self.client_frame(conn, frame),
             Input::Written { conn, bytes } => self.written(conn, bytes),
             Input::Closed { conn } => {
@@ -98,6 +112,10 @@ impl LiveHub {
             } => match visibility {
                 Ok(v) => self.authorization(request, v),
                 Err(failed) => self.authorization_failed(request, failed),
+            },
+            Input::TokenVerified { conn, result } => match result {
+                Ok(grant) => self.token_accepted(conn, grant),
+                Err(refused) => self.token_refused(conn, refused),
             },
             Input::Snapshot { request, rows } => match rows {
                 Ok(rows) => self.snapshot(request, rows),
@@ -119,13 +137,18 @@ impl LiveHub {
         self.out.pop_front()
     }
 
-    /// When [`Input::Timeout`] is due next: the first ping or write deadline. `None` with
-    /// no connections.
+    /// When [`Input::Timeout`] is due next: the first ping, write, token-expiry or re-check
+    /// deadline. `None` with no connections.
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
-        match (self.pings.first(), self.stalls.first()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.pings.first(),
+            self.stalls.first(),
+            self.expiries.first(),
+            self.rechecks_due.first(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The cumulative counters, with the gauges (`connections`, `subscriptions`, `waiting`)
@@ -175,7 +198,7 @@ impl LiveHub {
 
     /// During shutdown a new connection is closed at once with 1001. A second `Connected`
     /// for an id the hub knows is ignored.
-    fn connected(&mut self, conn: ConnId, principal: Principal) {
+    fn connected(&mut self, conn: ConnId, principal: Principal, expires_at: Option<UnixMillis>) {
         if self.shutting_down {
             self.out.push_back(Command::Close {
                 conn,
@@ -184,14 +207,37 @@ impl LiveHub {
             });
             return;
         }
-        if self.registry.insert(conn, principal) {
+        let rate = RateBucket::full(self.config.max_messages_per_s, self.now);
+        if self.registry.insert(conn, principal, rate) {
             self.pings
                 .schedule(conn, self.now.plus(self.ping_interval()));
+            if let Some(t) = expires_at {
+                self.expiries.schedule(conn, t);
+            }
         }
     }
 
     fn client_frame(&mut self, conn: ConnId, frame: Result<ClientFrame, FrameError>) {
         if !self.is_open(conn) {
+            return;
+        }
+        let counted = matches!(
+            frame,
+            Ok(ClientFrame::Text(_) | ClientFrame::Binary | ClientFrame::Ping(_))
+        );
+        if counted && !self.within_rate(conn) {
+            self.stats.rate_limited += 1;
+            // A ping over the rate is not answered; a message gets `limit_exceeded` and
+            // counts as a bad one.
+            if !matches!(frame, Ok(ClientFrame::Ping(_))) {
+                let message = format!(
+                    "at most {} messages per second",
+                    self.config.max_messages_per_s
+                );
+                if self.send_error(conn, ErrorCode::LimitExceeded, None, message) {
+                    self.count_bad(conn);
+                }
+            }
             return;
         }
         match frame {
@@ -236,7 +282,71 @@ impl LiveHub {
             }
             Ok(ClientMessage::Subscribe(topic)) => self.subscribe(conn, topic),
             Ok(ClientMessage::Unsubscribe(topic)) => self.unsubscribe(conn, topic),
+            Ok(ClientMessage::Auth(token)) => {
+                self.out.push_back(Command::VerifyToken { conn, token });
+            }
         }
+    }
+
+    fn within_rate(&mut self, conn: ConnId) -> bool {
+        let (per_s, now) = (self.config.max_messages_per_s.max(1), self.now);
+        self.registry
+            .get_mut(conn)
+            .is_some_and(|c| c.rate.take(per_s, now))
+    }
+
+    /// A fresh token: new claims and deadline, answered with its `exp`, and every
+    /// subscription checked against the new claims.
+    fn token_accepted(&mut self, conn: ConnId, grant: Grant) {
+        let Some(c) = self.registry.get_mut(conn) else {
+            return;
+        };
+        c.principal = grant.principal;
+        self.expiries.schedule(conn, grant.expires_at);
+        let exp = u64::try_from(grant.expires_at.as_i64() / 1_000).unwrap_or(0);
+        if !self.send_control(conn, frame(&ServerMessage::Auth { exp })) {
+            return;
+        }
+        for topic in self.registry.topics_of(conn) {
+            self.recheck(conn, topic);
+        }
+    }
+
+    /// An invalid or expired token in `auth` changes nothing.
+    fn token_refused(&mut self, conn: ConnId, refused: TokenRefused) {
+        self.send_error(conn, ErrorCode::Unauthorized, None, refused.0);
+    }
+
+    /// Looks the visibility of `topic`'s event up again for `conn`'s subscription.
+    fn recheck(&mut self, conn: ConnId, topic: Topic) {
+        let request = self.registry.new_request();
+        self.rechecks.insert(request, (conn, topic));
+        self.out.push_back(Command::Authorize {
+            request,
+            conn,
+            topic,
+        });
+    }
+
+    /// The answer to a re-check: a subscription its connection may no longer hold ends with
+    /// `forbidden`, and nothing more of its topic is sent.
+    fn rechecked(&mut self, conn: ConnId, topic: Topic, visibility: Visibility) {
+        let Some(c) = self.registry.get(conn) else {
+            return;
+        };
+        // A topic subscribed again meanwhile is judged by its own look-up.
+        let held = c.subs.get(&topic).is_some_and(SubState::is_subscribed);
+        if !held || c.principal.may_subscribe(topic.event_id(), visibility) {
+            return;
+        }
+        self.stats.revoked_subscriptions += 1;
+        self.drop_sub(conn, topic);
+        self.send_error(
+            conn,
+            ErrorCode::Forbidden,
+            Some(topic.to_string()),
+            FORBIDDEN_MESSAGE.to_owned(),
+        );
     }
 
     /// The socket took `bytes` more of what was sent to `conn`. Parked positions go out
@@ -262,6 +372,10 @@ impl LiveHub {
     /// Allowed: `subscribed` and a [`Command::LoadSnapshot`]; not allowed or unknown:
     /// `forbidden`, with the same message either way.
     fn authorization(&mut self, request: RequestId, visibility: Visibility) {
+        if let Some((conn, topic)) = self.rechecks.remove(&request) {
+            self.rechecked(conn, topic, visibility);
+            return;
+        }
         let Some((conn, topic)) = self.registry.request(request) else {
             return;
         };
@@ -279,6 +393,10 @@ impl LiveHub {
             );
             return;
         }
+        self.rechecks_due.schedule(
+            (conn, topic),
+            self.now.plus(self.config.visibility_recheck_ms.max(1)),
+        );
         let load = self.registry.new_request();
         self.registry.set_sub(
             conn,
@@ -309,6 +427,12 @@ impl LiveHub {
     /// The visibility lookup failed (Postgres away): the client gets an error with
     /// [`UNAVAILABLE_CODE`] and is not subscribed.
     fn authorization_failed(&mut self, request: RequestId, _failed: LookupFailed) {
+        // A re-check that could not look the event up keeps the subscription: the next one
+        // will tell.
+        if self.rechecks.remove(&request).is_some() {
+            self.stats.lookup_failures += 1;
+            return;
+        }
         let Some((conn, topic)) = self.registry.request(request) else {
             return;
         };
@@ -416,11 +540,28 @@ impl LiveHub {
     // -----------------------------------------------------------------------------------
     // Time and shutdown
 
-    /// Connections due are pinged, or closed with 1008 when a ping has been waiting for its
-    /// pong for two intervals; a socket that took nothing within the write timeout is
-    /// closed with 1013.
+    /// Expired tokens close their connection with 4001; subscriptions due are looked up
+    /// again; connections due are pinged, or closed with 1008 when a ping has been waiting
+    /// for its pong for two intervals; a socket that took nothing within the write timeout
+    /// is closed with 1013.
     fn timeout(&mut self) {
         let now = self.now;
+        for conn in self.expiries.take_due(now) {
+            self.stats.token_expiries += 1;
+            self.close(conn, close_code::TOKEN_EXPIRED, close_reason::TOKEN_EXPIRED);
+        }
+        let every = self.config.visibility_recheck_ms.max(1);
+        for (conn, topic) in self.rechecks_due.take_due(now) {
+            let held = self
+                .registry
+                .get(conn)
+                .and_then(|c| c.subs.get(&topic))
+                .is_some_and(SubState::is_subscribed);
+            if held {
+                self.rechecks_due.schedule((conn, topic), now.plus(every));
+                self.recheck(conn, topic);
+            }
+        }
         for conn in self.stalls.take_due(now) {
             self.stats.write_timeouts += 1;
             self.close(
@@ -458,6 +599,9 @@ impl LiveHub {
         }
         self.pings.clear();
         self.stalls.clear();
+        self.expiries.clear();
+        self.rechecks_due.clear();
+        self.rechecks.clear();
     }
 
     // -----------------------------------------------------------------------------------
@@ -513,6 +657,7 @@ impl LiveHub {
 
     /// Ends `conn`'s subscription to `topic`, in whatever state, counting what was waiting.
     fn drop_sub(&mut self, conn: ConnId, topic: Topic) {
+        self.rechecks_due.cancel((conn, topic));
         if let Some(SubState::Loading { held, .. }) = self.registry.remove_sub(conn, topic) {
             self.stats.dropped_messages += held.len() as u64;
         }
@@ -701,9 +846,13 @@ impl LiveHub {
     /// `max_bad_messages`-th, which is answered and then closed with 1008.
     fn bad_request(&mut self, conn: ConnId, bad: BadRequest) {
         let message = bad.reason.to_string();
-        if !self.send_error(conn, ErrorCode::BadRequest, bad.topic, message) {
-            return;
+        if self.send_error(conn, ErrorCode::BadRequest, bad.topic, message) {
+            self.count_bad(conn);
         }
+    }
+
+    /// Counts a bad message; the `max_bad_messages`-th closes the connection with 1008.
+    fn count_bad(&mut self, conn: ConnId) {
         let limit = self.config.max_bad_messages.max(1);
         let Some(c) = self.registry.get_mut(conn) else {
             return;
@@ -733,6 +882,9 @@ impl LiveHub {
         self.stats.dropped_messages += c.waiting();
         self.pings.cancel(conn);
         self.stalls.cancel(conn);
+        self.expiries.cancel(conn);
+        self.rechecks_due.cancel_where(|(c, _)| *c == conn);
+        self.rechecks.retain(|_, (c, _)| *c != conn);
         true
     }
 }

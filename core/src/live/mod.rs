@@ -11,9 +11,10 @@
 //!   frame per (position, topic). Its [`FanoutBatch`]es go to every shard.
 //! - [`LiveHub`] is one shard: the connections given to it and every batch, fed with
 //!   [`LiveHub::handle`]`(now, `[`Input`]`)`; it emits [`Command`]s (`Send`, `Close`,
-//!   `Authorize`, `LoadSnapshot`) and a deadline ([`LiveHub::poll_timeout`]). A client's
-//!   view is the same whatever its shard: every shard sees the same batches in the same
-//!   order, and a connection's inputs all go to its own shard.
+//!   `Authorize`, `LoadSnapshot`, `VerifyToken`) and a deadline
+//!   ([`LiveHub::poll_timeout`]). A client's view is the same whatever its shard: every
+//!   shard sees the same batches in the same order, and a connection's inputs all go to
+//!   its own shard.
 //!
 //! Rules, with the choices made where the contract is silent:
 //! - **Filtering.** A record is counted, decoded (decode errors are counted; logging them
@@ -53,6 +54,16 @@
 //!   binary: `bad_request`, connection usable; the `max_bad_messages`-th is answered, then
 //!   the connection is closed with 1008. A message over 64 KiB: 1009. A topic beyond
 //!   `max_subscriptions` (counting those being authorized): `limit_exceeded`.
+//! - **Token lifetime.** A token's `exp` is a deadline of its connection: when it passes,
+//!   the connection is closed with 4001. An `auth` message is verified by the shell
+//!   ([`Command::VerifyToken`]); a valid token replaces the claims and the deadline, is
+//!   answered `{"type":"auth","exp":...}`, and every subscription is checked again.
+//! - **Re-checks.** Every `visibility_recheck_ms` each subscription's event visibility is
+//!   looked up again (the shell's short cache answers most), and after an `auth` at once;
+//!   one no longer allowed ends with `forbidden` and nothing more of its topic.
+//! - **Rate.** A connection sends at most `max_messages_per_s` messages per second (bursts
+//!   of as many); one over the rate is not acted on, gets `limit_exceeded` and counts as a
+//!   bad message; a WebSocket ping over the rate is not answered.
 //! - **Closing.** After a `Close`, the hub forgets the connection: nothing more is sent and
 //!   later input about it is ignored. Shutdown closes every connection with 1001.
 
@@ -65,6 +76,7 @@ mod input;
 mod machine;
 mod ordering;
 mod outbound;
+mod rate;
 mod registry;
 mod stats;
 mod timers;
@@ -74,7 +86,7 @@ pub use command::{close_code, close_reason, Command, ConnId, RequestId};
 pub use config::LiveConfig;
 pub use device_map::DeviceMap;
 pub use ingest::{FanoutBatch, Ingest, IngestInput, IngestStats};
-pub use input::{text, Input, LookupFailed};
+pub use input::{text, Grant, Input, LookupFailed, TokenRefused};
 pub use machine::{
     LiveHub, AUTHORIZATION_FAILED_MESSAGE, FORBIDDEN_MESSAGE, SNAPSHOT_FAILED_MESSAGE,
     UNAVAILABLE_CODE,

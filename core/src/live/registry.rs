@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::auth::Principal;
 use super::command::{ConnId, RequestId};
 use super::outbound::Outbound;
+use super::rate::RateBucket;
 use crate::websocket::Frame;
 use crate::wire::Topic;
 use crate::UnixMillis;
@@ -62,6 +63,7 @@ pub(crate) struct Connection {
     pub out: Outbound,
     /// When the oldest unanswered ping was sent.
     pub unanswered_ping: Option<UnixMillis>,
+    pub rate: RateBucket,
 }
 
 impl Connection {
@@ -98,6 +100,14 @@ impl Registry {
         self.subscriptions
     }
 
+    /// The topics `conn` holds (authorizing, loading or live), in order.
+    pub(crate) fn topics_of(&self, conn: ConnId) -> Vec<Topic> {
+        self.conns
+            .get(&conn)
+            .map(|c| c.subs.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn ids(&self) -> Vec<ConnId> {
         self.conns.keys().copied().collect()
     }
@@ -115,7 +125,7 @@ impl Registry {
     }
 
     /// Adds a connection; false (and nothing changed) when the id is already open.
-    pub(crate) fn insert(&mut self, conn: ConnId, principal: Principal) -> bool {
+    pub(crate) fn insert(&mut self, conn: ConnId, principal: Principal, rate: RateBucket) -> bool {
         if self.conns.contains_key(&conn) {
             return false;
         }
@@ -127,6 +137,7 @@ impl Registry {
                 subs: BTreeMap::new(),
                 out: Outbound::default(),
                 unanswered_ping: None,
+                rate,
             },
         );
         true

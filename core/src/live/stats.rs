@@ -27,6 +27,12 @@ pub struct LiveStats {
     pub write_timeouts: u64,
     /// Connections closed for a WebSocket protocol violation (1002, 1007).
     pub protocol_errors: u64,
+    /// Connections closed with 4001 when their token expired.
+    pub token_expiries: u64,
+    /// Client messages over the rate, not acted on.
+    pub rate_limited: u64,
+    /// Subscriptions ended with `forbidden` after a re-check (visibility or token change).
+    pub revoked_subscriptions: u64,
     /// Snapshots sent.
     pub snapshots: u64,
     /// Snapshot loads and authorization lookups the shell reported failed.

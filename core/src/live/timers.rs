@@ -1,54 +1,71 @@
-//! One timer for every connection: the next deadline of each (a ping, a stalled write),
-//! in a sorted set.
+//! One timer for many deadlines: the next deadline of each key (a connection's ping, its
+//! stalled write, its token's expiry, a subscription's visibility re-check), in a sorted
+//! set.
 //!
 //! Idle connections cost one entry each, and the shell sleeps on a single deadline (the
 //! first one) instead of one timer per connection.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::command::ConnId;
 use crate::UnixMillis;
 
-#[derive(Debug, Default)]
-pub(crate) struct PingSchedule {
-    due: BTreeSet<(UnixMillis, ConnId)>,
-    at: BTreeMap<ConnId, UnixMillis>,
+#[derive(Debug)]
+pub(crate) struct Deadlines<K: Ord + Copy> {
+    due: BTreeSet<(UnixMillis, K)>,
+    at: BTreeMap<K, UnixMillis>,
 }
 
-impl PingSchedule {
-    /// Schedules `conn` at `t`, replacing its previous time.
-    pub(crate) fn schedule(&mut self, conn: ConnId, t: UnixMillis) {
-        self.cancel(conn);
-        self.due.insert((t, conn));
-        self.at.insert(conn, t);
+impl<K: Ord + Copy> Default for Deadlines<K> {
+    fn default() -> Self {
+        Deadlines {
+            due: BTreeSet::new(),
+            at: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Copy> Deadlines<K> {
+    /// Schedules `key` at `t`, replacing its previous time.
+    pub(crate) fn schedule(&mut self, key: K, t: UnixMillis) {
+        self.cancel(key);
+        self.due.insert((t, key));
+        self.at.insert(key, t);
     }
 
-    pub(crate) fn cancel(&mut self, conn: ConnId) {
-        if let Some(t) = self.at.remove(&conn) {
-            self.due.remove(&(t, conn));
+    pub(crate) fn cancel(&mut self, key: K) {
+        if let Some(t) = self.at.remove(&key) {
+            self.due.remove(&(t, key));
         }
     }
 
-    pub(crate) fn contains(&self, conn: ConnId) -> bool {
-        self.at.contains_key(&conn)
+    pub(crate) fn contains(&self, key: K) -> bool {
+        self.at.contains_key(&key)
     }
 
     pub(crate) fn first(&self) -> Option<UnixMillis> {
         self.due.first().map(|(t, _)| *t)
     }
 
-    /// Takes every connection due at `now`, earliest first (ties in id order).
-    pub(crate) fn take_due(&mut self, now: UnixMillis) -> Vec<ConnId> {
+    /// Takes every key due at `now`, earliest first (ties in key order).
+    pub(crate) fn take_due(&mut self, now: UnixMillis) -> Vec<K> {
         let mut taken = Vec::new();
-        while let Some(&(t, conn)) = self.due.first() {
+        while let Some(&(t, key)) = self.due.first() {
             if t > now {
                 break;
             }
             self.due.pop_first();
-            self.at.remove(&conn);
-            taken.push(conn);
+            self.at.remove(&key);
+            taken.push(key);
         }
         taken
+    }
+
+    /// Cancels every key `matches` picks.
+    pub(crate) fn cancel_where(&mut self, matches: impl Fn(&K) -> bool) {
+        let keys: Vec<K> = self.at.keys().filter(|k| matches(k)).copied().collect();
+        for key in keys {
+            self.cancel(key);
+        }
     }
 
     pub(crate) fn clear(&mut self) {

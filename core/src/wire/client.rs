@@ -14,6 +14,8 @@ pub enum ClientMessage {
     Subscribe(Topic),
     Unsubscribe(Topic),
     Ping,
+    /// A fresh token for the connection (contract section 5, "Token lifetime").
+    Auth(String),
 }
 
 /// What was wrong with a client message.
@@ -29,6 +31,8 @@ pub enum BadRequestReason {
     UnknownType,
     #[error("message has no string field `topic`")]
     MissingTopic,
+    #[error("message has no string field `token`")]
+    MissingToken,
     #[error("topic must be event:<uuid>")]
     MalformedTopic,
     #[error("message is larger than the server accepts")]
@@ -69,6 +73,10 @@ pub fn parse_client_message(text: &[u8]) -> Result<ClientMessage, BadRequest> {
     };
     match kind.as_str() {
         "ping" => Ok(ClientMessage::Ping),
+        "auth" => match fields.get("token") {
+            Some(Value::String(token)) => Ok(ClientMessage::Auth(token.clone())),
+            _ => Err(BadRequest::new(BadRequestReason::MissingToken)),
+        },
         "subscribe" | "unsubscribe" => {
             let Some(Value::String(raw)) = fields.get("topic") else {
                 return Err(BadRequest::new(BadRequestReason::MissingTopic));

@@ -49,6 +49,7 @@ pub enum ErrorCode {
     Forbidden,
     BadRequest,
     LimitExceeded,
+    Unauthorized,
 }
 
 /// Every message the server sends.
@@ -71,6 +72,10 @@ pub enum ServerMessage {
         topic: String,
     },
     Pong,
+    /// A fresh token was accepted; `exp` is its expiry, epoch seconds.
+    Auth {
+        exp: u64,
+    },
     Error {
         code: ErrorCode,
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,8 @@ use tokio::task::JoinHandle;
 use processor_core::live::LiveConfig;
 
 use crate::clock::Clock;
+use crate::edge::http::HttpLimits;
+use crate::edge::slots::ConnectionSlots;
 use crate::live::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::postgres::events::VisibilityCache;
@@ -39,6 +41,9 @@ pub struct LivePlan<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort> {
     pub broadcast: B,
     pub map_refresh: Duration,
     pub ingest: IngestPlacement,
+    pub limits: HttpLimits,
+    /// WebSockets open at once, at most.
+    pub max_connections: usize,
 }
 
 /// Where the broadcast consumer (stream reads and the ingest) runs.
@@ -84,6 +89,7 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
                 clock: plan.clock.clone(),
                 metrics: plan.metrics.clone(),
                 visibility: visibility.clone(),
+                auth: plan.auth.clone(),
             },
             rx,
             tx.clone(),
@@ -97,6 +103,8 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
         Arc::new(WsContext::new(
             plan.auth,
             shards.clone(),
+            plan.limits,
+            ConnectionSlots::new(plan.max_connections),
             plan.metrics.clone(),
             plan.store.clone(),
             plan.clock.clone(),

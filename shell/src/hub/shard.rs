@@ -14,11 +14,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use processor_core::live::{
-    Command, ConnId, FanoutBatch, Input, LiveConfig, LiveHub, LiveStats, LookupFailed,
+    Command, ConnId, FanoutBatch, Input, LiveConfig, LiveHub, LiveStats, LookupFailed, TokenRefused,
 };
 use processor_core::UnixMillis;
 
 use crate::clock::Clock;
+use crate::live::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::postgres::events::VisibilityCache;
 
@@ -38,6 +39,8 @@ pub struct ShardContext<S: LiveStore, C: Clock> {
     pub metrics: Arc<Metrics>,
     /// Shared by the shards: one look-up serves every shard's subscribers of an event.
     pub visibility: Arc<Mutex<VisibilityCache>>,
+    /// Verifies the tokens clients send in `auth` messages.
+    pub auth: Authenticator,
 }
 
 struct Shard<S: LiveStore, C: Clock> {
@@ -196,6 +199,17 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                         };
                         let _ = me.send(ShardInput::Core(input));
                     });
+                }
+                Command::VerifyToken { conn, token } => {
+                    let now = self.ctx.clock.now();
+                    let now_s = u64::try_from(now.as_i64() / 1_000).unwrap_or(0);
+                    // The error's text never holds the token.
+                    let result = self
+                        .ctx
+                        .auth
+                        .verify_grant(&token, now_s)
+                        .map_err(|error| TokenRefused(error.to_string()));
+                    self.hub.handle(now, Input::TokenVerified { conn, result });
                 }
                 Command::LoadSnapshot {
                     request, devices, ..

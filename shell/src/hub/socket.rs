@@ -15,14 +15,20 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::edge::slots::Slot;
+
 pub struct Socket {
     io: Mutex<TokioIo<Upgraded>>,
+    /// Held for as long as the socket is: the connection counts against the cap until
+    /// then.
+    _slot: Slot,
 }
 
 impl Socket {
-    pub fn new(io: Upgraded) -> Socket {
+    pub fn new(io: Upgraded, slot: Slot) -> Socket {
         Socket {
             io: Mutex::new(TokioIo::new(io)),
+            _slot: slot,
         }
     }
 

@@ -30,7 +30,8 @@ use std::path::{Path, PathBuf};
 use hyper::http::{header, request, HeaderMap, Uri};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use processor_core::live::Principal;
+use processor_core::live::{Grant, Principal};
+use processor_core::UnixMillis;
 use serde::Deserialize;
 
 use crate::config::LiveSettings;
@@ -45,6 +46,8 @@ pub const NBF_LEEWAY_S: u64 = 60;
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 const SECRET_VAR: &str = "LIVE_AUTH_JWT_SECRET";
+/// An HS256 key shorter than the hash (256 bits) weakens it (RFC 7518, section 3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
 const KEY_FILE_VAR: &str = "LIVE_AUTH_JWT_PUBLIC_KEY_FILE";
 const ANONYMOUS_VAR: &str = "LIVE_ALLOW_ANONYMOUS";
 
@@ -53,8 +56,8 @@ const ANONYMOUS_VAR: &str = "LIVE_ALLOW_ANONYMOUS";
 pub enum AuthConfigError {
     #[error("{SECRET_VAR}: set either it or {KEY_FILE_VAR}, not both")]
     BothKeysSet,
-    #[error("{SECRET_VAR}: must not be empty")]
-    EmptySecret,
+    #[error("{SECRET_VAR}: must be at least {MIN_SECRET_BYTES} bytes (RFC 7518, section 3.2), got {len}")]
+    ShortSecret { len: usize },
     #[error(
         "{ANONYMOUS_VAR}: is false but neither {SECRET_VAR} nor {KEY_FILE_VAR} is set, \
          so no client could connect"
@@ -203,8 +206,8 @@ impl Authenticator {
         let verifier = match (&settings.jwt_secret, &settings.jwt_public_key_file) {
             (Some(_), Some(_)) => return Err(AuthConfigError::BothKeysSet),
             (Some(secret), None) => {
-                if secret.is_empty() {
-                    return Err(AuthConfigError::EmptySecret);
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(AuthConfigError::ShortSecret { len: secret.len() });
                 }
                 Verifier::Key {
                     key: DecodingKey::from_secret(secret.as_bytes()),
@@ -263,19 +266,38 @@ impl Authenticator {
         uri: &Uri,
         now_unix_s: u64,
     ) -> Result<Principal, AuthError> {
+        self.authenticate_until(headers, uri, now_unix_s)
+            .map(|(principal, _)| principal)
+    }
+
+    /// As [`Self::authenticate`], with the token's expiry (none for an anonymous client).
+    pub fn authenticate_until(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        now_unix_s: u64,
+    ) -> Result<(Principal, Option<UnixMillis>), AuthError> {
         let token = match bearer_token(headers)? {
             Some(token) => Some(token.to_owned()),
             None => query_token(uri.query())?,
         };
         match token {
-            None if self.allow_anonymous => Ok(Principal::Anonymous),
+            None if self.allow_anonymous => Ok((Principal::Anonymous, None)),
             None => Err(AuthError::AnonymousNotAllowed),
-            Some(token) => self.verify_token(&token, now_unix_s),
+            Some(token) => self
+                .verify_grant(&token, now_unix_s)
+                .map(|grant| (grant.principal, Some(grant.expires_at))),
         }
     }
 
     /// Verifies one token and returns the principal its claims grant.
     pub fn verify_token(&self, token: &str, now_unix_s: u64) -> Result<Principal, AuthError> {
+        self.verify_grant(token, now_unix_s)
+            .map(|grant| grant.principal)
+    }
+
+    /// Verifies one token and returns what its claims grant, until its `exp`.
+    pub fn verify_grant(&self, token: &str, now_unix_s: u64) -> Result<Grant, AuthError> {
         let (key, algorithm) = match &self.verifier {
             Verifier::None => return Err(AuthError::NoVerificationKey),
             Verifier::Key { key, algorithm } => (key, *algorithm),
@@ -352,7 +374,10 @@ impl Authenticator {
                 })
             }
         };
-        Ok(Principal::from_claims(events, role))
+        Ok(Grant {
+            principal: Principal::from_claims(events, role),
+            expires_at: UnixMillis(i64::try_from(exp.saturating_mul(1_000)).unwrap_or(i64::MAX)),
+        })
     }
 }
 

@@ -522,7 +522,17 @@ fn config_errors_name_the_variable() {
     let both = config_error(Some(SECRET), Some("jwt_rs256_public.pem"), true);
     assert!(both.to_string().starts_with("LIVE_AUTH_JWT_SECRET: "));
     let empty = config_error(Some(""), None, true);
-    assert_eq!(empty.to_string(), "LIVE_AUTH_JWT_SECRET: must not be empty");
+    assert_eq!(
+        empty.to_string(),
+        "LIVE_AUTH_JWT_SECRET: must be at least 32 bytes (RFC 7518, section 3.2), got 0"
+    );
+    let short = config_error(Some(&SECRET[..31]), None, true);
+    assert!(short.to_string().ends_with("got 31"), "{short}");
+    assert!(
+        !short.to_string().contains(&SECRET[..31]),
+        "the secret is never echoed"
+    );
+    assert!(Authenticator::from_settings(&settings(Some(&SECRET[..32]), None, true)).is_ok());
     let nobody = config_error(None, None, false);
     assert!(nobody.to_string().starts_with("LIVE_ALLOW_ANONYMOUS: "));
 }

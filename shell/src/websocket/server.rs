@@ -9,17 +9,21 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::server::conn::http1;
+use hyper::header::{
+    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
-use hyper_util::rt::TokioIo;
 use tokio::sync::{oneshot, watch};
 
 use processor_core::live::{ConnId, Input};
+use processor_core::UnixMillis;
 
 use crate::clock::Clock;
+use crate::edge::accept::AcceptBackoff;
+use crate::edge::http::{self, FirstRequest, HttpLimits};
+use crate::edge::slots::ConnectionSlots;
 use crate::hub::ports::LiveStore;
 use crate::hub::socket::Socket;
 use crate::hub::{reader, ShardInput, Shards};
@@ -32,16 +36,26 @@ use super::Listener;
 pub struct WsContext<S: LiveStore, C: Clock> {
     pub auth: Authenticator,
     pub shards: Shards,
+    pub limits: HttpLimits,
+    pub slots: ConnectionSlots,
     pub metrics: Arc<Metrics>,
     pub store: S,
     pub clock: C,
     next_conn: AtomicU64,
+    /// The last `GET /events` body and when it was read: requests within a second share
+    /// one query, so that no client can turn requests into Postgres load.
+    events_cache: tokio::sync::Mutex<Option<(UnixMillis, Bytes)>>,
 }
+
+/// How long a `GET /events` body is served again.
+const EVENTS_CACHE_MS: i64 = 1_000;
 
 impl<S: LiveStore, C: Clock> WsContext<S, C> {
     pub fn new(
         auth: Authenticator,
         shards: Shards,
+        limits: HttpLimits,
+        slots: ConnectionSlots,
         metrics: Arc<Metrics>,
         store: S,
         clock: C,
@@ -49,10 +63,13 @@ impl<S: LiveStore, C: Clock> WsContext<S, C> {
         WsContext {
             auth,
             shards,
+            limits,
+            slots,
             metrics,
             store,
             clock,
             next_conn: AtomicU64::new(1),
+            events_cache: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -63,29 +80,39 @@ pub async fn serve<L: Listener, S: LiveStore, C: Clock>(
     ctx: Arc<WsContext<S, C>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut backoff = AcceptBackoff::new("LIVE_WS_ADDR", ctx.metrics.live_accept_errors.clone());
     loop {
-        let stream = tokio::select! {
+        let accepted = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    tracing::warn!(%error, "websocket server: accept failed");
-                    continue;
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok(a) => {
+                backoff.accepted();
+                a
+            }
+            Err(error) => {
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => return,
+                    () = backoff.failed(&error) => continue,
                 }
-            },
+            }
         };
         let ctx = ctx.clone();
+        let limits = ctx.limits;
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(respond(req, &ctx).await) }
+            let first = FirstRequest::default();
+            let service = service_fn({
+                let first = first.clone();
+                move |req| {
+                    first.arrived();
+                    let ctx = ctx.clone();
+                    async move { Ok::<_, Infallible>(respond(req, &ctx).await) }
+                }
             });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await
-            {
+            if let Err(error) = http::serve(stream, service, first, limits, true).await {
                 tracing::debug!(%error, "websocket server: connection ended with an error");
             }
         });
@@ -152,12 +179,28 @@ fn upgrade<S: LiveStore, C: Clock>(
     };
     let accept = derive_accept_key(key.as_bytes());
     let now_s = u64::try_from(ctx.clock.now().as_i64() / 1_000).unwrap_or(0);
-    let principal = match ctx.auth.authenticate(req.headers(), req.uri(), now_s) {
-        Ok(p) => p,
+    let (principal, expires_at) = match ctx.auth.authenticate_until(req.headers(), req.uri(), now_s)
+    {
+        Ok(granted) => granted,
         Err(error) => {
             tracing::debug!(%error, "websocket client refused");
-            return text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(error.www_authenticate()),
+            );
+            return response;
         }
+    };
+    let Some(slot) = ctx.slots.take() else {
+        let mut response = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections; try again later\n",
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let conn = ConnId(ctx.next_conn.fetch_add(1, Ordering::Relaxed));
@@ -170,7 +213,7 @@ fn upgrade<S: LiveStore, C: Clock>(
                 return;
             }
         };
-        let socket = Arc::new(Socket::new(upgraded));
+        let socket = Arc::new(Socket::new(upgraded, slot));
         // The reader starts once its shard knows the connection, so that no frame of it
         // arrives before `Connected`.
         let (go, gate) = oneshot::channel::<()>();
@@ -187,7 +230,11 @@ fn upgrade<S: LiveStore, C: Clock>(
             socket,
             reader: reader.abort_handle(),
         };
-        let connected = ShardInput::Core(Input::Connected { conn, principal });
+        let connected = ShardInput::Core(Input::Connected {
+            conn,
+            principal,
+            expires_at,
+        });
         if shard.send(attach).is_ok() && shard.send(connected).is_ok() {
             let _ = go.send(());
         }
@@ -221,20 +268,30 @@ fn is_websocket_key(key: &[u8]) -> bool {
 
 /// `[{"id": uuid, "name": text}]`, the public events by name.
 async fn events<S: LiveStore, C: Clock>(ctx: &Arc<WsContext<S, C>>) -> Response<Full<Bytes>> {
-    let events = match ctx.store.public_events().await {
-        Ok(events) => events,
-        Err(error) => {
-            tracing::warn!(%error, "cannot list the public events");
-            return text(StatusCode::SERVICE_UNAVAILABLE, "events unavailable\n");
+    // One query at a time; the others wait for it and share its answer.
+    let mut cache = ctx.events_cache.lock().await;
+    let now = ctx.clock.now();
+    let body = match cache.as_ref() {
+        Some((at, body)) if now.since(*at) < EVENTS_CACHE_MS && now >= *at => body.clone(),
+        _ => {
+            let events = match ctx.store.public_events().await {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list the public events");
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "events unavailable\n");
+                }
+            };
+            let list: Vec<serde_json::Value> = events
+                .into_iter()
+                .map(|e| serde_json::json!({ "id": e.id.to_string(), "name": e.name }))
+                .collect();
+            let body = Bytes::from(serde_json::Value::Array(list).to_string());
+            *cache = Some((now, body.clone()));
+            body
         }
     };
-    let list: Vec<serde_json::Value> = events
-        .into_iter()
-        .map(|e| serde_json::json!({ "id": e.id.to_string(), "name": e.name }))
-        .collect();
-    let mut response = Response::new(Full::new(Bytes::from(
-        serde_json::Value::Array(list).to_string(),
-    )));
+    drop(cache);
+    let mut response = Response::new(Full::new(body));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

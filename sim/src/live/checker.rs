@@ -140,8 +140,13 @@ impl ClientView {
                 self.position(&topic, &value, faulty, &mut broken);
             }
             Some("error") => {
-                // A refused subscribe leaves the topic unsubscribed.
-                if self.subs.get(&topic) == Some(&Sub::Requested) {
+                // `forbidden` and `limit_exceeded` naming a topic mean it is not held
+                // afterwards: a refused subscribe, a failed look-up, or a subscription ended
+                // by a re-check. (`bad_request` may echo a topic that is still held.) This
+                // holds even when a slow client read an earlier subscribe's `subscribed` and
+                // `snapshot` after asking again, which made its view Live.
+                let ends = matches!(value["code"].as_str(), Some("forbidden" | "limit_exceeded"));
+                if ends || self.subs.get(&topic) == Some(&Sub::Requested) {
                     self.subs.remove(&topic);
                 }
             }

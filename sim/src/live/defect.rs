@@ -123,7 +123,7 @@ impl SimHub {
                 }
             }
             Command::Close { conn, .. } => self.forget(*conn),
-            Command::Authorize { .. } => {}
+            Command::Authorize { .. } | Command::VerifyToken { .. } => {}
         }
         Some(command)
     }

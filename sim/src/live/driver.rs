@@ -44,7 +44,7 @@ use uuid::Uuid;
 
 use processor_core::live::{
     close_code, close_reason, text, Command, ConnId, DeviceMap, Ingest, IngestInput, IngestStats,
-    Input, LiveConfig, LiveStats, LookupFailed, Principal, RequestId, Visibility,
+    Input, LiveConfig, LiveStats, LookupFailed, Principal, RequestId, TokenRefused, Visibility,
 };
 use processor_core::stream::EntryId;
 use processor_core::websocket::{ClientFrame, Frame, Opcode};
@@ -143,6 +143,7 @@ enum Got {
     Close(u16, &'static str),
     Authorize(Topic),
     LoadSnapshot(Topic, Vec<String>),
+    VerifyToken(String),
 }
 
 impl fmt::Display for Got {
@@ -156,6 +157,7 @@ impl fmt::Display for Got {
             Got::Close(code, reason) => write!(f, "close {code} {reason:?}"),
             Got::Authorize(topic) => write!(f, "authorize {topic}"),
             Got::LoadSnapshot(topic, devices) => write!(f, "load snapshot {topic} {devices:?}"),
+            Got::VerifyToken(_) => write!(f, "verify token"),
         }
     }
 }
@@ -215,6 +217,10 @@ pub fn run_live(seed: u64, options: &LiveOptions) -> LiveReport {
         ping_interval_ms: 20_000,
         write_timeout_ms: WRITE_TIMEOUTS_MS[rng.index(WRITE_TIMEOUTS_MS.len())],
         max_subscriptions: 3,
+        // The reference model does not judge the message rate yet: out of its way. The
+        // visibility re-checks run at their default pace (events keep their visibility
+        // here, so they must change nothing a client sees).
+        max_messages_per_s: 1_000_000,
         ..LiveConfig::default()
     };
     let shards = rng.range(2, 3) as usize;
@@ -237,6 +243,9 @@ fn add(a: LiveStats, b: LiveStats) -> LiveStats {
         ping_timeouts,
         write_timeouts,
         protocol_errors,
+        token_expiries,
+        rate_limited,
+        revoked_subscriptions,
         snapshots,
         lookup_failures,
         connections,
@@ -252,6 +261,9 @@ fn add(a: LiveStats, b: LiveStats) -> LiveStats {
         ping_timeouts: a.ping_timeouts + ping_timeouts,
         write_timeouts: a.write_timeouts + write_timeouts,
         protocol_errors: a.protocol_errors + protocol_errors,
+        token_expiries: a.token_expiries + token_expiries,
+        rate_limited: a.rate_limited + rate_limited,
+        revoked_subscriptions: a.revoked_subscriptions + revoked_subscriptions,
         snapshots: a.snapshots + snapshots,
         lookup_failures: a.lookup_failures + lookup_failures,
         connections: a.connections + connections,
@@ -445,6 +457,7 @@ impl Live {
                     topic,
                     devices,
                 } => (conn, Got::LoadSnapshot(topic, devices), Some(request)),
+                Command::VerifyToken { conn, token } => (conn, Got::VerifyToken(token), None),
             };
             let expected = self.expected.entry(conn).or_default();
             if !expected.diverged {
@@ -588,6 +601,17 @@ impl Live {
                     );
                 }
             }
+            Command::VerifyToken { conn, token } => {
+                self.trace.record(format_args!("verify token {conn}"));
+                self.compare(conn, Got::VerifyToken(token), None);
+                // The model's clients hold no tokens: any `auth` is refused, which changes
+                // nothing (contract section 5).
+                let refused = Input::TokenVerified {
+                    conn,
+                    result: Err(TokenRefused("the model verifies no tokens".into())),
+                };
+                self.input_for(conn, refused);
+            }
             Command::Authorize {
                 request,
                 conn,
@@ -713,7 +737,14 @@ impl Live {
                 timeout_missed: false,
             },
         );
-        self.input_for(conn, Input::Connected { conn, principal });
+        self.input_for(
+            conn,
+            Input::Connected {
+                conn,
+                principal,
+                expires_at: None,
+            },
+        );
     }
 
     fn disconnect(&mut self) {

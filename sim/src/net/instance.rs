@@ -12,6 +12,7 @@ use processor_core::durable::DurableConfig;
 use processor_core::live::LiveConfig;
 use processor_shell::config::Cli;
 use processor_shell::durable::{self, DurableContext};
+use processor_shell::edge::http::HttpLimits;
 use processor_shell::hub::{self, IngestPlacement, LivePlan};
 use processor_shell::live::auth::Authenticator;
 use processor_shell::metrics::Metrics;
@@ -23,7 +24,7 @@ use super::servers::Servers;
 use super::ws_client::WS_PORT;
 
 /// The HS256 secret client tokens of this layer are signed with.
-pub const TOKEN_SECRET: &str = "sim-secret";
+pub const TOKEN_SECRET: &str = "sim-secret-of-at-least-32-bytes!";
 
 /// A defect planted in how the sim wires an instance, to show the judging has teeth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +87,11 @@ pub async fn run(servers: Servers, plan: InstancePlan) -> turmoil::Result {
             },
             map_refresh: plan.map_refresh,
             ingest: IngestPlacement::Task,
+            limits: HttpLimits {
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(30),
+            },
+            max_connections: 10_000,
         },
         stop.clone(),
     );
