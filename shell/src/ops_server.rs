@@ -12,14 +12,14 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::edge::accept::AcceptBackoff;
+use crate::edge::accept::{next_connection, AcceptBackoff};
 use crate::edge::http::{self, FirstRequest, HttpLimits};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
 /// Serves until `stop` turns true.
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     limits: HttpLimits,
@@ -27,23 +27,8 @@ pub async fn serve(
 ) {
     let mut backoff = AcceptBackoff::new("METRICS_ADDR", metrics.live_accept_errors.clone());
     loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, _) = match accepted {
-            Ok(a) => {
-                backoff.accepted();
-                a
-            }
-            Err(error) => {
-                tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|s| *s) => return,
-                    () = backoff.failed(&error) => continue,
-                }
-            }
+        let Some(stream) = next_connection(&mut listener, &mut backoff, &mut stop).await else {
+            return;
         };
         let metrics = metrics.clone();
         let readiness = readiness.clone();

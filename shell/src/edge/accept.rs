@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::websocket::Listener;
 
 const FIRST_WAIT: Duration = Duration::from_millis(10);
 const LONGEST_WAIT: Duration = Duration::from_secs(1);
@@ -57,5 +60,34 @@ impl AcceptBackoff {
         }
         tokio::time::sleep(self.wait).await;
         self.wait = (self.wait * 2).min(LONGEST_WAIT);
+    }
+}
+
+/// The next connection `listener` accepts, failures waited out by `backoff`; `None` once
+/// `stop` turns true.
+pub async fn next_connection<L: Listener>(
+    listener: &mut L,
+    backoff: &mut AcceptBackoff,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<L::Io> {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok(io) => {
+                backoff.accepted();
+                return Some(io);
+            }
+            Err(error) => {
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => return None,
+                    () = backoff.failed(&error) => {}
+                }
+            }
+        }
     }
 }

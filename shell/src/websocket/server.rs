@@ -21,7 +21,7 @@ use processor_core::live::{ConnId, Input};
 use processor_core::UnixMillis;
 
 use crate::clock::Clock;
-use crate::edge::accept::AcceptBackoff;
+use crate::edge::accept::{next_connection, AcceptBackoff};
 use crate::edge::http::{self, FirstRequest, HttpLimits};
 use crate::edge::slots::ConnectionSlots;
 use crate::hub::ports::LiveStore;
@@ -82,23 +82,8 @@ pub async fn serve<L: Listener, S: LiveStore, C: Clock>(
 ) {
     let mut backoff = AcceptBackoff::new("LIVE_WS_ADDR", ctx.metrics.live_accept_errors.clone());
     loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok(a) => {
-                backoff.accepted();
-                a
-            }
-            Err(error) => {
-                tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|s| *s) => return,
-                    () = backoff.failed(&error) => continue,
-                }
-            }
+        let Some(stream) = next_connection(&mut listener, &mut backoff, &mut stop).await else {
+            return;
         };
         let ctx = ctx.clone();
         let limits = ctx.limits;
