@@ -122,8 +122,15 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
     fn feed(&mut self, now: UnixMillis, input: ShardInput) {
         match input {
             ShardInput::Core(input) => {
-                if let Input::Batch(batch) = &input {
-                    self.batches.push(batch.clone());
+                match &input {
+                    Input::Batch(batch) => self.batches.push(batch.clone()),
+                    // The client went away: its socket and tasks go with it.
+                    Input::Closed { conn } => {
+                        if let Some(io) = self.conns.remove(conn) {
+                            io.drop_now();
+                        }
+                    }
+                    _ => {}
                 }
                 self.hub.handle(now, input);
             }
