@@ -27,9 +27,19 @@ fn live_invariants_hold_for_every_seed() {
     let write_timeouts = sum(|r| r.stats.write_timeouts);
     let ping_timeouts = sum(|r| r.stats.ping_timeouts);
     let three_shards = reports.iter().filter(|r| r.shards == 3).count();
+    let expiries = sum(|r| r.stats.token_expiries);
+    let renewals = sum(|r| r.renewals);
+    let refusals = sum(|r| r.refusals);
+    let visibility_changes = sum(|r| r.visibility_changes);
+    let revoked = sum(|r| r.stats.revoked_subscriptions);
+    let rate_limited = sum(|r| r.stats.rate_limited);
+    let over_rate = sum(|r| r.over_rate);
     eprintln!(
         "{} seeds ({three_shards} on 3 shards, the rest on 2): {frames} frames read, {conflated} positions conflated, {slow_consumers} slow consumers closed, {write_timeouts} write timeouts, {ping_timeouts} ping timeouts",
         reports.len()
+    );
+    eprintln!(
+        "  {expiries} connections closed at their token's expiry, {renewals} tokens renewed and {refusals} refused, {visibility_changes} visibility changes, {revoked} subscriptions ended by a re-check, {rate_limited} messages over the rate ({over_rate} by the model's bucket)"
     );
     let broken: Vec<_> = failed
         .iter()
@@ -51,6 +61,11 @@ fn live_invariants_hold_for_every_seed() {
         assert!(frames > 0 && conflated > 0 && slow_consumers > 0);
         assert!(write_timeouts > 0 && ping_timeouts > 0);
         assert!(three_shards > 0 && three_shards < reports.len());
+        // Tokens expire and are renewed or refused, events change visibility and
+        // subscriptions are revoked for it, clients go over the rate.
+        assert!(expiries > 0 && renewals > 0 && refusals > 0);
+        assert!(visibility_changes > 0 && revoked > 0);
+        assert!(rate_limited > 0);
     }
 }
 
@@ -137,5 +152,44 @@ fn teeth_map_to_first_shard_only() {
         LiveDefect::MapToFirstShardOnly,
         LiveViolationKind::ShardDiverged,
         LIVE_CI_SEEDS / 10,
+    );
+}
+
+/// A connection whose token expired stays open (the `Close` with 4001 is dropped): caught
+/// when the hubs are told the time of the `exp`, in every seed where a connection is still
+/// open then (265 of the first 300).
+#[test]
+fn teeth_expiry_ignored() {
+    catches(
+        "teeth_expiry_ignored",
+        LiveDefect::ExpiryIgnored,
+        LiveViolationKind::ExpiryMissed,
+        LIVE_CI_SEEDS / 10,
+    );
+}
+
+/// Visibility answered from a cache that never expires: an event made private keeps
+/// reaching the subscribers it no longer allows (caught in 190 of the first 300 seeds: those
+/// where an event was made private under a subscription it no longer allows, after the
+/// cache had its public answer).
+#[test]
+fn teeth_visibility_cached_forever() {
+    catches(
+        "teeth_visibility_cached_forever",
+        LiveDefect::VisibilityCachedForever,
+        LiveViolationKind::RevocationMissed,
+        LIVE_CI_SEEDS / 10,
+    );
+}
+
+/// A hub built without the configured message rate acts on messages over it (caught in 299
+/// of the first 300 seeds, so a thirtieth of the budget is plenty).
+#[test]
+fn teeth_rate_not_passed_on() {
+    catches(
+        "teeth_rate_not_passed_on",
+        LiveDefect::RateNotPassedOn,
+        LiveViolationKind::RateMisjudged,
+        LIVE_CI_SEEDS / 30,
     );
 }

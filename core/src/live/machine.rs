@@ -334,7 +334,8 @@ impl LiveHub {
         let Some(c) = self.registry.get(conn) else {
             return;
         };
-        // A topic subscribed again meanwhile is judged by its own look-up.
+        // A topic being subscribed again is judged by its own look-up; once that one is
+        // held, a re-check still in flight applies to it too (its answer is as fresh).
         let held = c.subs.get(&topic).is_some_and(SubState::is_subscribed);
         if !held || c.principal.may_subscribe(topic.event_id(), visibility) {
             return;

@@ -42,6 +42,38 @@ pub enum LiveViolationKind {
     /// its shard differ from what the single-shard reference, fed the same inputs, gave it
     /// (or the shards' counters do not add up to the reference's).
     ShardDiverged,
+    /// A connection closed for its token's expiry (4001) before the token's current `exp`
+    /// (or with no token deadline at all).
+    ExpiryEarly,
+    /// A connection whose token's current `exp` had passed was still open after the hub was
+    /// told the time.
+    ExpiryMissed,
+    /// An answer to a token verification had the wrong effect: a renewal not answered with
+    /// `{"type":"auth","exp":...}` of the new token, a refusal not answered with
+    /// `unauthorized` alone.
+    TokenMisjudged,
+    /// A subscription held longer than the re-check interval without its event's visibility
+    /// being looked up again (after the hub was told the time), or not looked up again at
+    /// once after a renewed token.
+    RecheckMissed,
+    /// A visibility answer that no longer allows a held subscription (event made private, or
+    /// a renewed token without the event) did not end it with `forbidden` at once.
+    RevocationMissed,
+    /// Any other visibility answer with the wrong effect: a subscription's own answer not
+    /// giving `subscribed`, `forbidden` or the look-up failure as the model's claims and the
+    /// event's visibility say, a re-check that allows (or failed) ending the subscription,
+    /// an answer the hub should ignore doing something.
+    AuthorizationMisjudged,
+    /// A client message within the model's token bucket got `limit_exceeded` (or nothing),
+    /// or one over it was acted on (a WebSocket ping over it answered).
+    RateMisjudged,
+    /// A client message within the rate answered other than the protocol says (a pong, an
+    /// authorization request or `limit_exceeded` for a topic over the subscription limit,
+    /// `unsubscribed`, a token verification, `bad_request`).
+    MisAnswered,
+    /// A connection closed for too many bad messages other than at the model's
+    /// `max_bad_messages`-th (`bad_request`s and messages over the rate), or not closed then.
+    BadMessageLimit,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +183,7 @@ impl ClientView {
                 }
             }
             Some("pong") => {}
+            Some("auth") if value["exp"].is_u64() => {}
             _ => broken.push((LiveViolationKind::Malformed, value.to_string())),
         }
         broken

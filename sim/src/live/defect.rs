@@ -6,18 +6,22 @@
 //! and the single-shard reference in one, each with the same defect: the position defects
 //! are then in both systems alike (and caught by the checker), while
 //! [`LiveDefect::MapToFirstShardOnly`] is a fault of the sharding itself (and caught by the
-//! comparison with the reference).
+//! comparison with the reference). The defects of the edge's rules (token expiry, visibility
+//! re-checks, message rate) are shell mistakes around a correct hub, in both systems alike,
+//! and caught by the reference model's own token deadlines, claims and token bucket.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use processor_core::faulty::fault_reason;
 use processor_core::live::{
-    Command, ConnId, DeviceMap, Input, LiveConfig, LiveHub, LiveStats, RequestId,
+    close_code, Command, ConnId, DeviceMap, Input, LiveConfig, LiveHub, LiveStats, RequestId,
+    Visibility,
 };
 use processor_core::websocket::ClientFrame;
 use processor_core::wire::{position_frame, Topic};
 use processor_core::{Position, UnixMillis};
+use uuid::Uuid;
 
 /// A defect planted around the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,6 +39,16 @@ pub enum LiveDefect {
     /// Device map refreshes reach the first shard only; the others keep the map they
     /// started with (a shell that hands the new map to one shard instead of all).
     MapToFirstShardOnly,
+    /// `Close` commands with 4001 (token expired) are dropped: the shell keeps the socket of
+    /// a connection whose token expired (the hub has forgotten it all the same).
+    ExpiryIgnored,
+    /// Every visibility look-up of an event is answered with the first answer the shell
+    /// got for it (a cache that never expires): an event made private keeps reaching those
+    /// it no longer allows.
+    VisibilityCachedForever,
+    /// The hub is built with no message rate (a shell that does not pass
+    /// `LIVE_WS_MAX_MESSAGES_PER_S` on), while the clients' budget is the configured one.
+    RateNotPassedOn,
 }
 
 impl std::str::FromStr for LiveDefect {
@@ -47,8 +61,11 @@ impl std::str::FromStr for LiveDefect {
             "order-not-enforced" => Ok(LiveDefect::OrderNotEnforced),
             "unbounded-queue" => Ok(LiveDefect::UnboundedQueue),
             "map-to-first-shard-only" => Ok(LiveDefect::MapToFirstShardOnly),
+            "expiry-ignored" => Ok(LiveDefect::ExpiryIgnored),
+            "visibility-cached-forever" => Ok(LiveDefect::VisibilityCachedForever),
+            "rate-not-passed-on" => Ok(LiveDefect::RateNotPassedOn),
             other => Err(format!(
-                "unknown live defect {other:?} (none, snapshot-not-held-back, order-not-enforced, unbounded-queue, map-to-first-shard-only)"
+                "unknown live defect {other:?} (none, snapshot-not-held-back, order-not-enforced, unbounded-queue, map-to-first-shard-only, expiry-ignored, visibility-cached-forever, rate-not-passed-on)"
             )),
         }
     }
@@ -67,12 +84,22 @@ pub struct SimHub {
     live: BTreeSet<(ConnId, Topic)>,
     newest: BTreeMap<String, i64>,
     last_now: UnixMillis,
+    /// `VisibilityCachedForever`: the event each authorization request is for, and the
+    /// first visibility answered per event.
+    authorizing: BTreeMap<RequestId, Uuid>,
+    cached: BTreeMap<Uuid, Visibility>,
+    /// The configuration the simulation asked for (the hub's may differ under a defect).
+    config: LiveConfig,
 }
 
 impl SimHub {
     pub fn new(config: LiveConfig, now: UnixMillis, defect: LiveDefect, shard: usize) -> SimHub {
+        let mut built = config.clone();
+        if defect == LiveDefect::RateNotPassedOn {
+            built.max_messages_per_s = 1_000_000;
+        }
         SimHub {
-            inner: LiveHub::new(config, now),
+            inner: LiveHub::new(built, now),
             defect,
             shard,
             extra: VecDeque::new(),
@@ -81,11 +108,15 @@ impl SimHub {
             live: BTreeSet::new(),
             newest: BTreeMap::new(),
             last_now: now,
+            authorizing: BTreeMap::new(),
+            cached: BTreeMap::new(),
+            config,
         }
     }
 
+    /// The configuration the simulation asked for.
     pub fn config(&self) -> &LiveConfig {
-        self.inner.config()
+        &self.config
     }
 
     pub fn counters(&self) -> LiveStats {
@@ -97,6 +128,20 @@ impl SimHub {
     }
 
     pub fn poll_command(&mut self) -> Option<Command> {
+        loop {
+            let command = self.next_command()?;
+            match command {
+                Command::Close {
+                    conn,
+                    code: close_code::TOKEN_EXPIRED,
+                    ..
+                } if self.defect == LiveDefect::ExpiryIgnored => self.forget(conn),
+                command => return Some(command),
+            }
+        }
+    }
+
+    fn next_command(&mut self) -> Option<Command> {
         if let Some(command) = self.extra.pop_front() {
             return Some(command);
         }
@@ -111,8 +156,12 @@ impl SimHub {
                 self.loading.insert(*request, (*conn, *topic));
             }
             Command::Send { conn, frame } => {
-                if let Some(topic) = snapshot_topic(frame.payload()) {
-                    self.live.insert((*conn, topic));
+                // Which subscriptions are live matters to the position defects only (and
+                // reading every snapshot costs).
+                if self.reads_positions() {
+                    if let Some(topic) = snapshot_topic(frame.payload()) {
+                        self.live.insert((*conn, topic));
+                    }
                 }
                 if self.defect == LiveDefect::UnboundedQueue {
                     let written = Input::Written {
@@ -123,7 +172,12 @@ impl SimHub {
                 }
             }
             Command::Close { conn, .. } => self.forget(*conn),
-            Command::Authorize { .. } | Command::VerifyToken { .. } => {}
+            Command::Authorize { request, topic, .. } => {
+                if self.defect == LiveDefect::VisibilityCachedForever {
+                    self.authorizing.insert(*request, topic.event_id());
+                }
+            }
+            Command::VerifyToken { .. } => {}
         }
         Some(command)
     }
@@ -134,15 +188,25 @@ impl SimHub {
     }
 
     /// Takes one input, as [`LiveHub::handle`] does.
-    pub fn handle(&mut self, now: UnixMillis, input: Input) {
+    pub fn handle(&mut self, now: UnixMillis, mut input: Input) {
         self.last_now = now;
+        if let Input::Visibility {
+            request,
+            visibility: Ok(visibility),
+        } = &mut input
+        {
+            if let Some(event) = self.authorizing.remove(request) {
+                *visibility = *self.cached.entry(event).or_insert(*visibility);
+            }
+        }
         match &input {
             // A new subscription starts over; the old one is no longer live.
             Input::Frame {
                 conn,
                 frame: Ok(ClientFrame::Text(text)),
-            } if text.starts_with(br#"{"type":"unsubscribe""#)
-                || text.starts_with(br#"{"type":"subscribe""#) =>
+            } if self.reads_positions()
+                && (text.starts_with(br#"{"type":"unsubscribe""#)
+                    || text.starts_with(br#"{"type":"subscribe""#)) =>
             {
                 if let Some(topic) = text_topic(text) {
                     self.live.remove(&(*conn, topic));

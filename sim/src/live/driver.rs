@@ -1,8 +1,11 @@
 //! The live path driven through a seeded run: a stream of positions (duplicates, late
 //! uploads, faulty fixes, garbage, orphans) judged once by the real [`Ingest`], whose
-//! batches go to every shard; clients that connect, subscribe and leave, read fast, slowly
-//! or not at all; authorization and snapshot answers that come late or fail; a positions
-//! store that lags behind the stream; and device-to-event map versions.
+//! batches go to every shard; clients that connect (anonymous, or with a token that expires
+//! during the run or after it), subscribe, renew their token (`auth`) and leave, read fast,
+//! slowly or not at all, and now and then send a burst of about their message budget;
+//! authorization, token and snapshot answers that come late or fail; events made private
+//! (the private one public) for a while; a positions store that lags behind the stream; and
+//! device-to-event map versions.
 //!
 //! The system under test is the real [`processor_core::live::LiveHub`] split into 2 or 3
 //! shards (drawn from the seed), as the shell runs it: connection `c` belongs to shard
@@ -34,6 +37,31 @@
 //! - the orphan counter equals the records of devices in no event;
 //! - sharding changes no client's view (above), and the shards' counters add up to the
 //!   reference's.
+//!
+//! Per connection the model also keeps its own copy of what the hub must know (contract
+//! section 5), never asking the hub: the token's claims and `exp`, a token bucket of the
+//! message rate (in thousandths of a message, refilled per millisecond), the bad messages,
+//! and the subscriptions (asked for, held, re-check requests outstanding). With it:
+//! - every client message is taken from the model's bucket, and the shard's answer to it is
+//!   judged: over the budget, `limit_exceeded` (no topic) and nothing else, or nothing at
+//!   all for a WebSocket ping; within it, the answer the protocol gives (a pong, an
+//!   authorization request or `limit_exceeded` for a topic over the subscription limit,
+//!   `unsubscribed`, a token verification, `bad_request`); the connection is closed with
+//!   1008 at its `max_bad_messages`-th bad message (`bad_request`s and messages over the
+//!   rate), never before;
+//! - a connection is closed with 4001 only at or after its token's current `exp`, and is no
+//!   longer open once the hub has been told a time past it;
+//! - a renewed token is answered `{"type":"auth","exp":<seconds>}` and every held
+//!   subscription is looked up again at once; a refused one gets `unauthorized` alone and
+//!   the old `exp` stands;
+//! - a held subscription is looked up again within the re-check interval (judged when the
+//!   hub is told the time), and every answer is judged as it is handed over, with the
+//!   claims and the visibility of that moment: a subscription's own answer gives
+//!   `subscribed`, `forbidden` or the look-up failure; a re-check that no longer allows a
+//!   held subscription ends it with `forbidden` at once (so an anonymous client subscribed to
+//!   an event made private gets `forbidden` within the re-check interval plus the answer's
+//!   delay; the checker sees that nothing of the topic follows), one that allows it or
+//!   failed changes nothing, and an answer the hub no longer waits for does nothing.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -43,8 +71,9 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use processor_core::live::{
-    close_code, close_reason, text, Command, ConnId, DeviceMap, Ingest, IngestInput, IngestStats,
-    Input, LiveConfig, LiveStats, LookupFailed, Principal, RequestId, TokenRefused, Visibility,
+    close_code, close_reason, text, Command, ConnId, DeviceMap, Grant, Ingest, IngestInput,
+    IngestStats, Input, LiveConfig, LiveStats, LookupFailed, Principal, RequestId, TokenRefused,
+    Visibility,
 };
 use processor_core::stream::EntryId;
 use processor_core::websocket::{ClientFrame, Frame, Opcode};
@@ -68,6 +97,12 @@ const START_MS: i64 = 1_764_000_000_000;
 /// the ping timeout (either may close a stalled client first), and longer than the run
 /// (only pings and back-pressure close clients, as before the write timeout existed).
 const WRITE_TIMEOUTS_MS: [u64; 3] = [20_000, 45_000, 3_600_000];
+/// The message rates a seed draws from (messages per second, in bursts of as many): low
+/// enough that the clients' bursts go over it now and then.
+const RATE_MIN: u64 = 5;
+const RATE_MAX: u64 = 20;
+/// The payload of a client's WebSocket ping, echoed in the pong.
+const PING_PAYLOAD: &[u8] = b"are you there";
 
 #[derive(Debug, Clone, Default)]
 pub struct LiveOptions {
@@ -94,6 +129,15 @@ pub struct LiveReport {
     pub frames: u64,
     /// Connections closed by the hub with 1013 (slow consumer or write timeout).
     pub slow_closes: u64,
+    /// The message rate the run used.
+    pub max_messages_per_s: u32,
+    /// Tokens sent in `auth` and verified: renewed, refused.
+    pub renewals: u64,
+    pub refusals: u64,
+    /// Times an event's visibility changed.
+    pub visibility_changes: u64,
+    /// Client messages over the model's budget.
+    pub over_rate: u64,
 }
 
 impl LiveReport {
@@ -124,6 +168,124 @@ struct Client {
     /// took some, or when it got bytes with none waiting); `None` while nothing waits.
     stalled_since: Option<i64>,
     timeout_missed: bool,
+    /// The model's side of the connection, judged against what the hub does.
+    model: ConnModel,
+}
+
+/// What a client's token grants, as the model holds it: its own rule (contract section 5),
+/// never the hub's. The hub gets the same claims as a `Principal` built from their text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Claims {
+    Anonymous,
+    Token { events: BTreeSet<Uuid>, admin: bool },
+}
+
+impl Claims {
+    /// Public events to everyone; private ones to an admin and to a token naming them; an
+    /// event that does not exist to nobody.
+    fn allow(&self, event: Uuid, visibility: Visibility) -> bool {
+        match visibility {
+            Visibility::Public => true,
+            Visibility::Unknown => false,
+            Visibility::Private => match self {
+                Claims::Anonymous => false,
+                Claims::Token { events, admin } => *admin || events.contains(&event),
+            },
+        }
+    }
+}
+
+/// A subscription as the model holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ModelSub {
+    /// The client's `subscribe` was acted on; its authorization request is unanswered.
+    Authorizing(RequestId),
+    /// Granted (`subscribed` sent): looked up again at least every re-check interval.
+    Held {
+        /// Its snapshot load, while unanswered.
+        load: Option<RequestId>,
+        /// When its event's visibility was last looked up (or it was granted).
+        checked: i64,
+        /// A missed re-check was reported.
+        missed: bool,
+    },
+}
+
+/// Per connection: the token's claims and deadline, the message budget, the bad messages,
+/// the subscriptions.
+#[derive(Debug)]
+struct ConnModel {
+    claims: Claims,
+    exp: Option<i64>,
+    expiry_missed: bool,
+    /// The token bucket in thousandths of a message, as of `bucket_at`.
+    bucket: u64,
+    bucket_at: i64,
+    bad: u32,
+    subs: BTreeMap<Topic, ModelSub>,
+    /// Re-check requests unanswered: every authorization request but those a `subscribe`
+    /// asked for (an answer to a subscription's own request that was superseded is ignored,
+    /// a re-check's applies to whatever subscription of its topic is held when it comes).
+    rechecks: BTreeSet<RequestId>,
+}
+
+impl ConnModel {
+    /// Takes one message at `now` from a bucket refilled at `per_s` a second and holding
+    /// as many; false when it is empty (less than one whole message in it).
+    fn take(&mut self, per_s: u64, now: i64) -> bool {
+        let elapsed = u64::try_from(now - self.bucket_at).unwrap_or(0);
+        self.bucket_at = self.bucket_at.max(now);
+        // A second refills `per_s` messages: `per_s` thousandths per millisecond.
+        self.bucket = (self.bucket + elapsed * per_s).min(per_s * 1_000);
+        if self.bucket < 1_000 {
+            return false;
+        }
+        self.bucket -= 1_000;
+        true
+    }
+}
+
+/// A client message, as the model predicts the hub's answer to it.
+#[derive(Debug, Clone)]
+enum Said {
+    Ping,
+    Subscribe(Topic),
+    Unsubscribe(Topic),
+    Auth(String),
+    Garbage(&'static str),
+    Binary,
+    WsPing,
+}
+
+/// What the hub must answer a client message with, first.
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    /// Nothing at all (a WebSocket ping over the rate).
+    Nothing,
+    /// `limit_exceeded` with no topic: over the rate.
+    RateLimited,
+    Pong,
+    WsPong,
+    Authorize(Topic),
+    TopicLimit(Topic),
+    Unsubscribed(Topic),
+    Verify(String),
+    BadRequest,
+}
+
+/// What an authorization answer must do, by the model's claims and subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AuthEffect {
+    /// The connection is closed: nothing to judge.
+    Closed,
+    /// The answer to a subscription's own request: `subscribed` (allowed), `forbidden`
+    /// (not), or the look-up failure (`None`).
+    Initial(Option<bool>),
+    /// A re-check of a held subscription: `forbidden` when it no longer allows it, else
+    /// nothing.
+    Recheck { revoke: bool },
+    /// An answer the hub no longer waits for (the subscription ended or started over).
+    Ignored,
 }
 
 /// One generated fix.
@@ -158,6 +320,22 @@ impl fmt::Display for Got {
             Got::Authorize(topic) => write!(f, "authorize {topic}"),
             Got::LoadSnapshot(topic, devices) => write!(f, "load snapshot {topic} {devices:?}"),
             Got::VerifyToken(_) => write!(f, "verify token"),
+        }
+    }
+}
+
+/// One thing a shard did for a connection, with the request it named (if any).
+type Did = (Got, Option<RequestId>);
+
+/// The first thing a hub did in answer to something, for a violation's text (formatted only
+/// then).
+struct Shown<'a>(Option<&'a Got>);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(got) => got.fmt(f),
+            None => f.write_str("nothing"),
         }
     }
 }
@@ -201,10 +379,23 @@ struct Live {
     late: Vec<(u64, Fix)>,
     store: BTreeMap<String, WirePosition>,
     store_queue: Vec<(u64, Fix)>,
-    pending_auth: Vec<(u64, ConnId, RequestId, Uuid)>,
+    pending_auth: Vec<(u64, ConnId, RequestId, Topic)>,
     pending_snapshots: Vec<(u64, ConnId, RequestId, Vec<String>)>,
+    /// Events whose visibility changed, and at which step it changes back.
+    visibility_back: Vec<(u64, usize)>,
+    /// Token verifications asked for and not answered yet.
+    pending_tokens: Vec<(u64, ConnId, String)>,
+    /// What each token sent in `auth` will be found to grant (`None`: refused).
+    tokens: BTreeMap<String, Option<Claims>>,
+    next_token: u64,
+    /// While the model judges one input: the connection and what its shard did for it.
+    capture: Option<(ConnId, Vec<Did>)>,
     entry_seq: u64,
     slow_closes: u64,
+    renewals: u64,
+    refusals: u64,
+    visibility_changes: u64,
+    over_rate: u64,
 }
 
 /// Runs one seed of the live path. Prints `SIM_SEED=<seed>` first.
@@ -217,10 +408,9 @@ pub fn run_live(seed: u64, options: &LiveOptions) -> LiveReport {
         ping_interval_ms: 20_000,
         write_timeout_ms: WRITE_TIMEOUTS_MS[rng.index(WRITE_TIMEOUTS_MS.len())],
         max_subscriptions: 3,
-        // The reference model does not judge the message rate yet: out of its way. The
-        // visibility re-checks run at their default pace (events keep their visibility
-        // here, so they must change nothing a client sees).
-        max_messages_per_s: 1_000_000,
+        // Low enough that bursts go over it; the model keeps its own token bucket. The
+        // visibility re-checks run at their default pace (5 s).
+        max_messages_per_s: rng.range(RATE_MIN, RATE_MAX) as u32,
         ..LiveConfig::default()
     };
     let shards = rng.range(2, 3) as usize;
@@ -326,12 +516,21 @@ impl Live {
             store_queue: Vec::new(),
             pending_auth: Vec::new(),
             pending_snapshots: Vec::new(),
+            visibility_back: Vec::new(),
+            pending_tokens: Vec::new(),
+            tokens: BTreeMap::new(),
+            next_token: 0,
+            capture: None,
             entry_seq: 0,
             slow_closes: 0,
+            renewals: 0,
+            refusals: 0,
+            visibility_changes: 0,
+            over_rate: 0,
         };
         live.trace.record(format_args!(
-            "{shards} shards, write timeout {} ms",
-            live.config.write_timeout_ms
+            "{shards} shards, write timeout {} ms, {} messages/s",
+            live.config.write_timeout_ms, live.config.max_messages_per_s
         ));
         live.send_map();
         live
@@ -357,22 +556,27 @@ impl Live {
 
     fn step(&mut self) {
         self.step += 1;
-        self.now += self.rng.range(200, 2_500) as i64;
-        self.timeouts();
+        let target = self.now + self.rng.range(200, 2_500) as i64;
+        self.advance_to(target);
         self.answer_pongs();
+        self.answer_tokens(false);
+        self.visibility_due(false);
         self.store_due(false);
         for _ in 0..self.rng.range(1, 3) {
-            match self.rng.below(100) {
-                0..=29 => self.publish(),
-                30..=35 => self.connect(),
-                36..=37 => self.disconnect(),
-                38..=51 => self.subscribe(),
-                52..=55 => self.unsubscribe(),
-                56..=67 => self.answer_authorizations(false),
-                68..=79 => self.answer_snapshots(false),
-                80..=94 => self.drain_slow(),
-                95..=97 => self.change_map(),
-                _ => self.send_garbage(),
+            match self.rng.below(108) {
+                0..=32 => self.publish(),
+                33..=38 => self.connect(),
+                39..=40 => self.disconnect(),
+                41..=54 => self.subscribe(),
+                55..=58 => self.unsubscribe(),
+                59..=70 => self.answer_authorizations(false),
+                71..=82 => self.answer_snapshots(false),
+                83..=98 => self.drain_slow(),
+                99..=101 => self.change_map(),
+                102..=103 => self.send_garbage(),
+                104 => self.send_auth(),
+                105 => self.change_visibility(),
+                _ => self.burst(),
             }
         }
         self.check_fast_clients();
@@ -417,17 +621,53 @@ impl Live {
         self.pump();
     }
 
-    /// `Timeout` to every hub whose deadline has come (as the shell's timer does), then the
-    /// write-timeout judgement.
-    fn timeouts(&mut self) {
+    /// Time passes up to `target`: at each deadline of a hub on the way (as the shell's
+    /// timer wakes at it), the hubs whose deadline it is are told the time, and the
+    /// deadline judgements made. The model's own token deadlines wake every hub too (a
+    /// spurious `Timeout` does nothing), so that a hub whose expiry deadline is late is
+    /// seen still holding the connection after it was told a time past the `exp`.
+    fn advance_to(&mut self, target: i64) {
+        let mut fired = i64::MIN;
+        loop {
+            let hubs = std::iter::once(&self.reference)
+                .chain(&self.shards)
+                .filter_map(SimHub::poll_timeout)
+                .map(|t| t.as_i64())
+                .min();
+            let expiry = self
+                .clients
+                .values()
+                .filter(|c| !c.closed && !c.model.expiry_missed)
+                .filter_map(|c| c.model.exp)
+                .filter(|e| *e > fired)
+                .min();
+            match [hubs, expiry].into_iter().flatten().min() {
+                // A deadline that stays due after its `Timeout` would wake the shell's
+                // timer for ever; the time moves on (and what was due is judged).
+                Some(t) if t <= target && t > fired => {
+                    self.now = self.now.max(t);
+                    fired = self.now;
+                    self.timeouts(expiry == Some(t));
+                }
+                _ => break,
+            }
+        }
+        self.now = target;
+        self.timeouts(false);
+    }
+
+    /// `Timeout` to every hub whose deadline has come (as the shell's timer does; to all
+    /// with `all`), then the judgements of what is due by now: write timeouts, token
+    /// expiries, re-checks.
+    fn timeouts(&mut self, all: bool) {
         let at = self.at();
-        if self.reference.poll_timeout().is_some_and(|t| t <= at) {
+        if all || self.reference.poll_timeout().is_some_and(|t| t <= at) {
             self.reference.handle(at, Input::Timeout);
             self.collect_reference();
         }
         let mut any = false;
         for shard in &mut self.shards {
-            if shard.poll_timeout().is_some_and(|t| t <= at) {
+            if all || shard.poll_timeout().is_some_and(|t| t <= at) {
                 shard.handle(at, Input::Timeout);
                 any = true;
             }
@@ -437,6 +677,8 @@ impl Live {
             self.pump();
         }
         self.check_write_timeouts();
+        self.check_expiries();
+        self.check_rechecks();
     }
 
     /// Takes every command of the reference into the per-connection lists the shards'
@@ -545,6 +787,7 @@ impl Live {
                     fingerprint(frame.bytes())
                 ));
                 self.compare(conn, Got::Frame(frame.clone()), None);
+                self.captured(conn, Got::Frame(frame.clone()), None);
                 let backpressure = self.config.backpressure_threshold_bytes;
                 let now = self.now;
                 let Some(client) = self.clients.get_mut(&conn).filter(|c| !c.closed) else {
@@ -579,6 +822,7 @@ impl Live {
                 self.trace
                     .record(format_args!("close {conn} {code} {reason}"));
                 self.compare(conn, Got::Close(code, reason), None);
+                self.captured(conn, Got::Close(code, reason), None);
                 if code == close_code::TRY_AGAIN_LATER {
                     self.slow_closes += 1;
                 }
@@ -588,6 +832,18 @@ impl Live {
                     return;
                 };
                 client.closed = true;
+                let exp = client.model.exp;
+                if code == close_code::TOKEN_EXPIRED && exp.is_none_or(|e| now < e) {
+                    self.violation(
+                        LiveViolationKind::ExpiryEarly,
+                        format!(
+                            "{conn} closed at {now} with {code} {reason:?}; its token expires at {exp:?}"
+                        ),
+                    );
+                }
+                let Some(client) = self.clients.get_mut(&conn) else {
+                    return;
+                };
                 client.queue.clear();
                 let stalled_since = client.stalled_since.take();
                 if reason == close_reason::WRITE_TIMEOUT
@@ -603,14 +859,11 @@ impl Live {
             }
             Command::VerifyToken { conn, token } => {
                 self.trace.record(format_args!("verify token {conn}"));
-                self.compare(conn, Got::VerifyToken(token), None);
-                // The model's clients hold no tokens: any `auth` is refused, which changes
-                // nothing (contract section 5).
-                let refused = Input::TokenVerified {
-                    conn,
-                    result: Err(TokenRefused("the model verifies no tokens".into())),
-                };
-                self.input_for(conn, refused);
+                self.compare(conn, Got::VerifyToken(token.clone()), None);
+                self.captured(conn, Got::VerifyToken(token.clone()), None);
+                // Answered zero to two steps later, at the start of a step.
+                let due = self.step + self.rng.range(0, 2);
+                self.pending_tokens.push((due, conn, token));
             }
             Command::Authorize {
                 request,
@@ -620,9 +873,18 @@ impl Live {
                 self.trace
                     .record(format_args!("authorize {conn} {request} {topic}"));
                 self.compare(conn, Got::Authorize(topic), Some(request));
+                self.captured(conn, Got::Authorize(topic), Some(request));
+                // A held subscription's visibility looked up again (unless this is the
+                // request of a `subscribe`, which the model takes back when it judges it).
+                let now = self.now;
+                if let Some(model) = self.clients.get_mut(&conn).map(|c| &mut c.model) {
+                    model.rechecks.insert(request);
+                    if let Some(ModelSub::Held { checked, .. }) = model.subs.get_mut(&topic) {
+                        *checked = now;
+                    }
+                }
                 let due = self.step + self.rng.range(0, 3);
-                self.pending_auth
-                    .push((due, conn, request, topic.event_id()));
+                self.pending_auth.push((due, conn, request, topic));
             }
             Command::LoadSnapshot {
                 request,
@@ -634,6 +896,11 @@ impl Live {
                     "load snapshot {conn} {request} {topic} {devices:?}"
                 ));
                 self.compare(
+                    conn,
+                    Got::LoadSnapshot(topic, devices.clone()),
+                    Some(request),
+                );
+                self.captured(
                     conn,
                     Got::LoadSnapshot(topic, devices.clone()),
                     Some(request),
@@ -710,19 +977,23 @@ impl Live {
             5..=7 => Reader::Slow,
             _ => Reader::Stalled,
         };
-        let principal = match self.rng.below(3) {
-            0 => Principal::Anonymous,
-            1 => Principal::Token {
+        let claims = match self.rng.below(3) {
+            0 => Claims::Anonymous,
+            1 => Claims::Token {
                 events: [self.events[1].0].into_iter().collect(),
                 admin: false,
             },
-            _ => Principal::Token {
+            _ => Claims::Token {
                 events: BTreeSet::new(),
                 admin: true,
             },
         };
-        self.trace
-            .record(format_args!("connect {conn} {reader:?} {principal:?}"));
+        let exp = (claims != Claims::Anonymous).then(|| self.draw_exp());
+        let principal = self.principal(&claims);
+        self.trace.record(format_args!(
+            "connect {conn} {reader:?} {principal:?} exp {exp:?}"
+        ));
+        let per_s = u64::from(self.config.max_messages_per_s);
         self.clients.insert(
             conn,
             Client {
@@ -735,6 +1006,16 @@ impl Live {
                 over_bound: false,
                 stalled_since: None,
                 timeout_missed: false,
+                model: ConnModel {
+                    claims,
+                    exp,
+                    expiry_missed: false,
+                    bucket: per_s * 1_000,
+                    bucket_at: self.now,
+                    bad: 0,
+                    subs: BTreeMap::new(),
+                    rechecks: BTreeSet::new(),
+                },
             },
         );
         self.input_for(
@@ -742,9 +1023,73 @@ impl Live {
             Input::Connected {
                 conn,
                 principal,
-                expires_at: None,
+                expires_at: exp.map(UnixMillis),
             },
         );
+    }
+
+    /// A token's `exp` (whole seconds, as JWTs carry it): half within the run (15 s to
+    /// 200 s from now), half long after it.
+    fn draw_exp(&mut self) -> i64 {
+        let ahead = if self.rng.chance(0.5) {
+            self.rng.range(15_000, 200_000)
+        } else {
+            3_600_000
+        };
+        (self.now + ahead as i64) / 1_000 * 1_000
+    }
+
+    /// The claims as the shell would read them from a token: event ids in either case, now
+    /// and then an entry that is no event id at all, a role that is not admin.
+    fn principal(&mut self, claims: &Claims) -> Principal {
+        match claims {
+            Claims::Anonymous => Principal::Anonymous,
+            Claims::Token { events, admin } => {
+                let mut texts: Vec<String> = events
+                    .iter()
+                    .map(|e| {
+                        let text = e.to_string();
+                        if self.rng.chance(0.3) {
+                            text.to_uppercase()
+                        } else {
+                            text
+                        }
+                    })
+                    .collect();
+                if self.rng.chance(0.2) {
+                    texts.push("not-an-event".to_owned());
+                }
+                let role = if *admin {
+                    Some("admin")
+                } else if self.rng.chance(0.3) {
+                    Some("viewer")
+                } else {
+                    None
+                };
+                Principal::from_claims(texts.iter().map(String::as_str), role)
+            }
+        }
+    }
+
+    /// Claims a renewed token carries: any of the events (the private one or not), or
+    /// admin.
+    fn draw_claims(&mut self) -> Claims {
+        if self.rng.chance(0.2) {
+            return Claims::Token {
+                events: BTreeSet::new(),
+                admin: true,
+            };
+        }
+        let events = self
+            .events
+            .iter()
+            .map(|(e, _)| *e)
+            .filter(|_| self.rng.chance(0.4))
+            .collect();
+        Claims::Token {
+            events,
+            admin: false,
+        }
     }
 
     fn disconnect(&mut self) {
@@ -758,59 +1103,294 @@ impl Live {
         self.input_for(conn, Input::Closed { conn });
     }
 
-    fn client_says(&mut self, conn: ConnId, message: String) {
-        self.trace.record(format_args!("{conn} says {message}"));
-        self.input_for(conn, text(conn, message));
-    }
-
-    fn random_topic(&mut self) -> String {
+    fn random_topic(&mut self) -> Topic {
         let event = match self.rng.below(8) {
             0 => self.unknown_event,
             _ => self.events[self.rng.index(self.events.len())].0,
         };
-        format!("event:{event}")
+        Topic(event)
     }
 
     fn subscribe(&mut self) {
         let Some(conn) = self.pick_open() else { return };
         let topic = self.random_topic();
-        if let Some(client) = self.clients.get_mut(&conn) {
-            client.view.requested(&topic);
-        }
-        self.client_says(conn, format!(r#"{{"type":"subscribe","topic":"{topic}"}}"#));
+        self.say(conn, Said::Subscribe(topic));
     }
 
     fn unsubscribe(&mut self) {
         let Some(conn) = self.pick_open() else { return };
         let topic = self.random_topic();
-        self.client_says(
-            conn,
-            format!(r#"{{"type":"unsubscribe","topic":"{topic}"}}"#),
-        );
+        self.say(conn, Said::Unsubscribe(topic));
     }
 
     /// A message the hub answers without a subscription: a JSON ping, garbage, a binary
     /// message, a WebSocket ping.
     fn send_garbage(&mut self) {
         let Some(conn) = self.pick_open() else { return };
-        let frame = match self.rng.below(5) {
-            0 => r#"{"type":"ping"}"#,
-            1 => r#"{"type":"dance"}"#,
-            2 => "not json",
-            3 => {
-                self.trace.record(format_args!("{conn} sends binary"));
-                let frame = Ok(ClientFrame::Binary);
-                self.input_for(conn, Input::Frame { conn, frame });
+        let said = self.random_message();
+        self.say(conn, said);
+    }
+
+    fn random_message(&mut self) -> Said {
+        match self.rng.below(5) {
+            0 => Said::Ping,
+            1 => Said::Garbage(r#"{"type":"dance"}"#),
+            2 => Said::Garbage("not json"),
+            3 => Said::Binary,
+            _ => Said::WsPing,
+        }
+    }
+
+    /// A token in an `auth` message; what the shell will find it grants is decided now
+    /// (a renewal with fresh claims, or a refusal), its `exp` when it is verified.
+    fn send_auth(&mut self) {
+        let Some(conn) = self.pick_open() else { return };
+        let said = self.new_token();
+        self.say(conn, said);
+    }
+
+    fn new_token(&mut self) -> Said {
+        self.next_token += 1;
+        let token = format!("token-{}", self.next_token);
+        let grant = self.rng.chance(0.7).then(|| self.draw_claims());
+        self.tokens.insert(token.clone(), grant);
+        Said::Auth(token)
+    }
+
+    /// A client sends about as many messages as its budget at once (some a few
+    /// milliseconds apart): pings mostly, the odd subscription, token or bad message.
+    fn burst(&mut self) {
+        let Some(conn) = self.pick_open() else { return };
+        let per_s = u64::from(self.config.max_messages_per_s);
+        let n = self.rng.range(per_s - 2, per_s + 8);
+        self.trace.record(format_args!("{conn} bursts {n}"));
+        for _ in 0..n {
+            if self.clients.get(&conn).is_none_or(|c| c.closed) {
                 return;
             }
-            _ => {
-                self.trace.record(format_args!("{conn} pings"));
-                let frame = Ok(ClientFrame::Ping(Bytes::from_static(b"are you there")));
-                self.input_for(conn, Input::Frame { conn, frame });
-                return;
+            if self.rng.chance(0.1) {
+                self.now += self.rng.range(1, 80) as i64;
             }
+            let said = match self.rng.below(20) {
+                0..=10 => Said::Ping,
+                11..=13 => Said::WsPing,
+                14..=15 => Said::Subscribe(self.random_topic()),
+                16 => Said::Unsubscribe(self.random_topic()),
+                17..=18 => self.random_message(),
+                _ => self.new_token(),
+            };
+            self.say(conn, said);
+        }
+    }
+
+    /// A public event made private (the private one made public) for a while: it changes
+    /// back some steps later.
+    fn change_visibility(&mut self) {
+        let i = self.rng.index(self.events.len());
+        if self.visibility_back.iter().any(|(_, j)| *j == i) {
+            return;
+        }
+        let back = self.step + self.rng.range(3, 20);
+        self.visibility_back.push((back, i));
+        self.flip_visibility(i);
+    }
+
+    /// Events whose change is over change back.
+    fn visibility_due(&mut self, all: bool) {
+        let step = self.step;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.visibility_back)
+            .into_iter()
+            .partition(|(d, _)| all || *d <= step);
+        self.visibility_back = later;
+        for (_, i) in due {
+            self.flip_visibility(i);
+        }
+    }
+
+    fn flip_visibility(&mut self, i: usize) {
+        let (event, visibility) = &mut self.events[i];
+        *visibility = match visibility {
+            Visibility::Public => Visibility::Private,
+            _ => Visibility::Public,
         };
-        self.client_says(conn, frame.to_owned());
+        self.visibility_changes += 1;
+        let (event, visibility) = (*event, *visibility);
+        self.trace
+            .record(format_args!("event {event} now {visibility:?}"));
+    }
+
+    /// The client sends `said`; the model takes it from its own token bucket, predicts the
+    /// hub's first answer (and whether it is the bad message that closes the connection),
+    /// and judges what the connection's shard did with it.
+    fn say(&mut self, conn: ConnId, said: Said) {
+        let per_s = u64::from(self.config.max_messages_per_s);
+        let max_subs = self.config.max_subscriptions;
+        let max_bad = self.config.max_bad_messages.max(1);
+        let now = self.now;
+        let Some(client) = self.clients.get_mut(&conn).filter(|c| !c.closed) else {
+            return;
+        };
+        let model = &mut client.model;
+        let within = model.take(per_s, now);
+        let expect = match &said {
+            Said::WsPing if !within => Expect::Nothing,
+            _ if !within => Expect::RateLimited,
+            Said::Ping => Expect::Pong,
+            Said::WsPing => Expect::WsPong,
+            Said::Subscribe(topic) => {
+                if model.subs.contains_key(topic) || model.subs.len() < max_subs {
+                    Expect::Authorize(*topic)
+                } else {
+                    Expect::TopicLimit(*topic)
+                }
+            }
+            Said::Unsubscribe(topic) => Expect::Unsubscribed(*topic),
+            Said::Auth(token) => Expect::Verify(token.clone()),
+            Said::Garbage(_) | Said::Binary => Expect::BadRequest,
+        };
+        let bad = matches!(expect, Expect::RateLimited | Expect::BadRequest);
+        if bad {
+            model.bad += 1;
+        }
+        let last_bad = bad && model.bad >= max_bad;
+        if let Expect::Authorize(topic) = expect {
+            client.view.requested(&topic.to_string());
+        }
+        if !within {
+            self.over_rate += 1;
+        }
+        let input = match &said {
+            Said::Ping => text(conn, r#"{"type":"ping"}"#),
+            Said::Subscribe(topic) => {
+                text(conn, format!(r#"{{"type":"subscribe","topic":"{topic}"}}"#))
+            }
+            Said::Unsubscribe(topic) => text(
+                conn,
+                format!(r#"{{"type":"unsubscribe","topic":"{topic}"}}"#),
+            ),
+            Said::Auth(token) => text(conn, format!(r#"{{"type":"auth","token":"{token}"}}"#)),
+            Said::Garbage(garbage) => text(conn, *garbage),
+            Said::Binary => Input::Frame {
+                conn,
+                frame: Ok(ClientFrame::Binary),
+            },
+            Said::WsPing => Input::Frame {
+                conn,
+                frame: Ok(ClientFrame::Ping(Bytes::from_static(PING_PAYLOAD))),
+            },
+        };
+        self.trace
+            .record(format_args!("{conn} says {said:?} at {now}"));
+        let got = self.capturing(conn, |live| live.input_for(conn, input));
+        self.judge_answer(conn, &said, &expect, last_bad, &got);
+    }
+
+    /// Runs `f`, returning what the shards did for `conn` meanwhile, in order.
+    fn capturing(&mut self, conn: ConnId, f: impl FnOnce(&mut Live)) -> Vec<Did> {
+        self.capture = Some((conn, Vec::new()));
+        f(self);
+        self.capture.take().map(|(_, got)| got).unwrap_or_default()
+    }
+
+    fn captured(&mut self, conn: ConnId, got: Got, request: Option<RequestId>) {
+        if let Some((watched, list)) = &mut self.capture {
+            if *watched == conn {
+                list.push((got, request));
+            }
+        }
+    }
+
+    /// The hub's answer to one client message against the model's prediction.
+    fn judge_answer(
+        &mut self,
+        conn: ConnId,
+        said: &Said,
+        expect: &Expect,
+        last_bad: bool,
+        got: &[Did],
+    ) {
+        let per_s = self.config.max_messages_per_s;
+        let first = got.first().map(|(g, _)| g);
+        let shown = Shown(first);
+        let rate_error = |g: &Got| {
+            error_of(g).is_some_and(|(code, topic, message)| {
+                code == "limit_exceeded"
+                    && topic.is_none()
+                    && message == format!("at most {per_s} messages per second")
+            })
+        };
+        match expect {
+            Expect::Nothing if !got.is_empty() => self.violation(
+                LiveViolationKind::RateMisjudged,
+                format!("{conn}: a WebSocket ping over the rate was answered: {shown}"),
+            ),
+            Expect::Nothing => {}
+            Expect::RateLimited => {
+                let acted = got.iter().skip(1).any(|(g, _)| !incidental(g));
+                if !first.is_some_and(rate_error) || acted {
+                    self.violation(
+                        LiveViolationKind::RateMisjudged,
+                        format!(
+                            "{conn}: {said:?} over the rate of {per_s}/s got {shown} ({} commands)",
+                            got.len()
+                        ),
+                    );
+                }
+            }
+            _ if first.is_none_or(rate_error) => self.violation(
+                LiveViolationKind::RateMisjudged,
+                format!("{conn}: {said:?} within the rate of {per_s}/s got {shown}"),
+            ),
+            _ => {
+                if !first.is_some_and(|g| answers(expect, g)) {
+                    self.violation(
+                        LiveViolationKind::MisAnswered,
+                        format!("{conn}: {said:?} got {shown}; expected {expect:?}"),
+                    );
+                }
+            }
+        }
+        let closed = got.iter().any(|(g, _)| matches!(g, Got::Close(..)));
+        let closed_for_bad = got.iter().any(|(g, _)| {
+            matches!(g, Got::Close(close_code::POLICY_VIOLATION, r) if *r == close_reason::TOO_MANY_BAD_REQUESTS)
+        });
+        let bad = self.clients.get(&conn).map_or(0, |c| c.model.bad);
+        if last_bad && !closed {
+            self.violation(
+                LiveViolationKind::BadMessageLimit,
+                format!("{conn}: still open after its bad message number {bad} ({said:?})"),
+            );
+        } else if !last_bad && closed_for_bad {
+            self.violation(
+                LiveViolationKind::BadMessageLimit,
+                format!("{conn}: closed for too many bad messages at {said:?}, its bad message count being {bad}"),
+            );
+        }
+        // The model's subscriptions follow what the message did.
+        let Some(model) = self.clients.get_mut(&conn).map(|c| &mut c.model) else {
+            return;
+        };
+        match expect {
+            Expect::Authorize(topic) => {
+                let request = got.iter().find_map(|(g, r)| match g {
+                    Got::Authorize(t) if t == topic => *r,
+                    _ => None,
+                });
+                match request {
+                    Some(request) => {
+                        model.rechecks.remove(&request);
+                        model.subs.insert(*topic, ModelSub::Authorizing(request));
+                    }
+                    None => {
+                        model.subs.remove(topic);
+                    }
+                }
+            }
+            Expect::Unsubscribed(topic) => {
+                model.subs.remove(topic);
+            }
+            _ => {}
+        }
     }
 
     fn answer_pongs(&mut self) {
@@ -855,15 +1435,14 @@ impl Live {
             .into_iter()
             .partition(|(d, ..)| all || *d <= step);
         self.pending_auth = later;
-        for (_, conn, request, event) in due {
-            if !all && self.rng.chance(0.05) {
+        for (_, conn, request, topic) in due {
+            let visibility = if !all && self.rng.chance(0.05) {
                 self.trace
                     .record(format_args!("authorization failed {conn} {request}"));
-                self.answer(conn, request, |request| Input::Visibility {
-                    request,
-                    visibility: Err(LookupFailed("the events table is away".to_owned())),
-                });
+                None
             } else {
+                // The event's visibility now (not when it was asked for).
+                let event = topic.event_id();
                 let visibility = self
                     .events
                     .iter()
@@ -872,11 +1451,129 @@ impl Live {
                 self.trace.record(format_args!(
                     "authorization {conn} {request} {visibility:?}"
                 ));
-                self.answer(conn, request, |request| Input::Visibility {
+                Some(visibility)
+            };
+            let effect = self.authorization_effect(conn, request, topic, visibility);
+            let got = self.capturing(conn, |live| {
+                live.answer(conn, request, |request| Input::Visibility {
                     request,
-                    visibility: Ok(visibility),
+                    visibility: visibility
+                        .ok_or_else(|| LookupFailed("the events table is away".to_owned())),
+                })
+            });
+            self.judge_authorization(conn, topic, visibility, effect, &got);
+        }
+    }
+
+    /// What the answer `visibility` (`None`: the look-up failed) to `conn`'s request
+    /// `request` for `topic` must do, by the model's claims and subscriptions.
+    fn authorization_effect(
+        &mut self,
+        conn: ConnId,
+        request: RequestId,
+        topic: Topic,
+        visibility: Option<Visibility>,
+    ) -> AuthEffect {
+        let Some(model) = self
+            .clients
+            .get_mut(&conn)
+            .filter(|c| !c.closed)
+            .map(|c| &mut c.model)
+        else {
+            return AuthEffect::Closed;
+        };
+        let allowed = visibility.map(|v| model.claims.allow(topic.event_id(), v));
+        let recheck = model.rechecks.remove(&request);
+        match model.subs.get(&topic) {
+            Some(ModelSub::Authorizing(r)) if *r == request => AuthEffect::Initial(allowed),
+            Some(ModelSub::Held { .. }) if recheck => AuthEffect::Recheck {
+                revoke: allowed == Some(false),
+            },
+            _ => AuthEffect::Ignored,
+        }
+    }
+
+    fn judge_authorization(
+        &mut self,
+        conn: ConnId,
+        topic: Topic,
+        visibility: Option<Visibility>,
+        effect: AuthEffect,
+        got: &[Did],
+    ) {
+        let now = self.now;
+        let first = got.first().map(|(g, _)| g);
+        let shown = Shown(first);
+        let ends = |code: &str| {
+            first.is_some_and(|g| {
+                error_of(g).is_some_and(|(c, t, _)| c == code && t == Some(topic.to_string()))
+            })
+        };
+        let (ok, kind, want, sub) = match effect {
+            AuthEffect::Closed => return,
+            AuthEffect::Initial(None) => (
+                ends("limit_exceeded"),
+                LiveViolationKind::AuthorizationMisjudged,
+                "limit_exceeded (the look-up failed)",
+                None,
+            ),
+            AuthEffect::Initial(Some(true)) => {
+                let subscribed = first
+                    .and_then(|g| control_message(g, "subscribed"))
+                    .is_some_and(|m| {
+                        m["type"] == "subscribed" && m["topic"] == topic.to_string().as_str()
+                    });
+                let load = got.iter().find_map(|(g, r)| match g {
+                    Got::LoadSnapshot(t, _) if *t == topic => *r,
+                    _ => None,
                 });
+                (
+                    subscribed,
+                    LiveViolationKind::AuthorizationMisjudged,
+                    "subscribed",
+                    Some(ModelSub::Held {
+                        load,
+                        checked: now,
+                        missed: false,
+                    }),
+                )
             }
+            AuthEffect::Initial(Some(false)) => (
+                ends("forbidden"),
+                LiveViolationKind::AuthorizationMisjudged,
+                "forbidden",
+                None,
+            ),
+            AuthEffect::Recheck { revoke: true } => (
+                ends("forbidden"),
+                LiveViolationKind::RevocationMissed,
+                "forbidden: the subscription is no longer allowed",
+                None,
+            ),
+            AuthEffect::Recheck { revoke: false } | AuthEffect::Ignored => (
+                got.is_empty(),
+                LiveViolationKind::AuthorizationMisjudged,
+                "nothing",
+                self.clients
+                    .get(&conn)
+                    .and_then(|c| c.model.subs.get(&topic))
+                    .cloned(),
+            ),
+        };
+        if !ok {
+            let claims = self.clients.get(&conn).map(|c| c.model.claims.clone());
+            self.violation(
+                kind,
+                format!(
+                    "{conn}: {topic} answered {visibility:?} ({effect:?}, claims {claims:?}) got {shown}; expected {want}"
+                ),
+            );
+        }
+        if let Some(model) = self.clients.get_mut(&conn).map(|c| &mut c.model) {
+            match sub {
+                Some(sub) => model.subs.insert(topic, sub),
+                None => model.subs.remove(&topic),
+            };
         }
     }
 
@@ -887,7 +1584,25 @@ impl Live {
             .partition(|(d, ..)| all || *d <= step);
         self.pending_snapshots = later;
         for (_, conn, request, devices) in due {
-            if !all && self.rng.chance(0.05) {
+            // The subscription this load is for, if it is still the one held: it stays, or
+            // ends when the load fails.
+            let topic = self.clients.get(&conn).and_then(|c| {
+                c.model.subs.iter().find_map(|(t, s)| match s {
+                    ModelSub::Held { load, .. } if *load == Some(request) => Some(*t),
+                    _ => None,
+                })
+            });
+            let failed = !all && self.rng.chance(0.05);
+            if let (Some(topic), Some(model)) =
+                (topic, self.clients.get_mut(&conn).map(|c| &mut c.model))
+            {
+                if failed {
+                    model.subs.remove(&topic);
+                } else if let Some(ModelSub::Held { load, .. }) = model.subs.get_mut(&topic) {
+                    *load = None;
+                }
+            }
+            if failed {
                 self.trace
                     .record(format_args!("snapshot failed {conn} {request}"));
                 self.answer(conn, request, |request| Input::Snapshot {
@@ -909,6 +1624,125 @@ impl Live {
                     request,
                     rows: Ok(rows.clone()),
                 });
+            }
+        }
+    }
+
+    /// The shell's token verifications due (`all`: every one, the quiet phase): a renewal
+    /// with the claims decided when the token was sent and a fresh `exp`, or a refusal.
+    fn answer_tokens(&mut self, all: bool) {
+        let step = self.step;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_tokens)
+            .into_iter()
+            .partition(|(d, ..)| all || *d <= step);
+        self.pending_tokens = later;
+        for (_, conn, token) in due {
+            let grant = self.tokens.remove(&token).flatten();
+            let renewal = match grant {
+                Some(claims) => {
+                    let exp = self.draw_exp();
+                    let principal = self.principal(&claims);
+                    self.renewals += 1;
+                    self.trace.record(format_args!(
+                        "token of {conn} renewed: {principal:?} until {exp}"
+                    ));
+                    Some((claims, exp, principal))
+                }
+                None => {
+                    self.refusals += 1;
+                    self.trace.record(format_args!("token of {conn} refused"));
+                    None
+                }
+            };
+            let result = match &renewal {
+                Some((_, exp, principal)) => Ok(Grant {
+                    principal: principal.clone(),
+                    expires_at: UnixMillis(*exp),
+                }),
+                None => Err(TokenRefused("the token has expired".to_owned())),
+            };
+            let held: Vec<Topic> = self
+                .clients
+                .get(&conn)
+                .filter(|c| !c.closed)
+                .map(|c| {
+                    c.model
+                        .subs
+                        .iter()
+                        .filter(|(_, s)| matches!(s, ModelSub::Held { .. }))
+                        .map(|(t, _)| *t)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let open = self.clients.get(&conn).is_some_and(|c| !c.closed);
+            let got = self.capturing(conn, |live| {
+                live.input_for(conn, Input::TokenVerified { conn, result })
+            });
+            if open {
+                self.judge_token(conn, renewal.map(|(c, e, _)| (c, e)), &held, &got);
+            }
+        }
+    }
+
+    /// A renewal: `{"type":"auth","exp":<seconds>}` first, then every held subscription
+    /// looked up again at once, and the new claims and deadline are the model's. A refusal:
+    /// `unauthorized` (no topic) and nothing else; the old deadline stands.
+    fn judge_token(
+        &mut self,
+        conn: ConnId,
+        renewal: Option<(Claims, i64)>,
+        held: &[Topic],
+        got: &[Did],
+    ) {
+        let first = got.first().map(|(g, _)| g);
+        let shown = Shown(first);
+        let closed = got.iter().any(|(g, _)| matches!(g, Got::Close(..)));
+        match renewal {
+            Some((claims, exp)) => {
+                let secs = exp / 1_000;
+                let answered = first
+                    .and_then(|g| control_message(g, "auth"))
+                    .is_some_and(|m| m["type"] == "auth" && m["exp"].as_i64() == Some(secs));
+                if !answered {
+                    self.violation(
+                        LiveViolationKind::TokenMisjudged,
+                        format!("{conn}: a renewed token (exp {secs}) got {shown}"),
+                    );
+                }
+                let rechecked: BTreeSet<Topic> = got
+                    .iter()
+                    .filter_map(|(g, _)| match g {
+                        Got::Authorize(t) => Some(*t),
+                        _ => None,
+                    })
+                    .collect();
+                for topic in held {
+                    if !closed && !rechecked.contains(topic) {
+                        self.violation(
+                            LiveViolationKind::RecheckMissed,
+                            format!("{conn}: {topic} not looked up again after a renewed token"),
+                        );
+                    }
+                }
+                if let Some(model) = self.clients.get_mut(&conn).map(|c| &mut c.model) {
+                    model.claims = claims;
+                    model.exp = Some(exp);
+                }
+            }
+            None => {
+                let refused = first
+                    .and_then(error_of)
+                    .is_some_and(|(code, topic, _)| code == "unauthorized" && topic.is_none());
+                let more = got.iter().skip(1).any(|(g, _)| !incidental(g));
+                if !refused || more {
+                    self.violation(
+                        LiveViolationKind::TokenMisjudged,
+                        format!(
+                            "{conn}: a refused token got {shown} ({} commands)",
+                            got.len()
+                        ),
+                    );
+                }
             }
         }
     }
@@ -1165,6 +1999,59 @@ impl Live {
         }
     }
 
+    /// Right after the hubs were told the time: no connection whose token's current `exp`
+    /// has passed is still open (reported once per connection).
+    fn check_expiries(&mut self) {
+        let now = self.now;
+        let missed: Vec<(ConnId, i64)> = self
+            .clients
+            .iter_mut()
+            .filter(|(_, c)| !c.closed && !c.model.expiry_missed)
+            .filter_map(|(id, c)| {
+                let exp = c.model.exp.filter(|e| *e <= now)?;
+                c.model.expiry_missed = true;
+                Some((*id, exp))
+            })
+            .collect();
+        for (conn, exp) in missed {
+            self.violation(
+                LiveViolationKind::ExpiryMissed,
+                format!("{conn} still open at {now}: its token expired at {exp}"),
+            );
+        }
+    }
+
+    /// Right after the hubs were told the time: every held subscription was looked up
+    /// again within the re-check interval (reported once per subscription).
+    fn check_rechecks(&mut self) {
+        let (now, every) = (self.now, self.config.visibility_recheck_ms.max(1) as i64);
+        let mut missed = Vec::new();
+        for (conn, client) in self.clients.iter_mut().filter(|(_, c)| !c.closed) {
+            for (topic, sub) in &mut client.model.subs {
+                if let ModelSub::Held {
+                    checked,
+                    missed: reported @ false,
+                    ..
+                } = sub
+                {
+                    if now - *checked >= every {
+                        *reported = true;
+                        missed.push((*conn, *topic, *checked));
+                    }
+                }
+            }
+        }
+        for (conn, topic, checked) in missed {
+            self.violation(
+                LiveViolationKind::RecheckMissed,
+                format!(
+                    "{conn}: {topic} not looked up again since {checked} ({} ms; every {every} ms)",
+                    now - checked
+                ),
+            );
+        }
+    }
+
     /// No more input but answers, stored rows and reading: everything settles.
     fn quiet(&mut self) {
         self.step += 1;
@@ -1185,6 +2072,7 @@ impl Live {
         for _ in 0..20 {
             self.now += 100;
             self.answer_pongs();
+            self.answer_tokens(true);
             self.answer_authorizations(true);
             self.answer_snapshots(true);
             for conn in self.open_clients() {
@@ -1248,7 +2136,71 @@ impl Live {
             write_timeout_ms: self.config.write_timeout_ms,
             frames: self.clients.values().map(|c| c.view.frames).sum(),
             slow_closes: self.slow_closes,
+            max_messages_per_s: self.config.max_messages_per_s,
+            renewals: self.renewals,
+            refusals: self.refusals,
+            visibility_changes: self.visibility_changes,
+            over_rate: self.over_rate,
             violations: self.violations,
         }
+    }
+}
+
+/// The JSON of a control message (anything but a position or snapshot) whose text starts
+/// with `{"type":"<kind>`, if `got` is one (the prefix spares parsing what cannot match).
+fn control_message(got: &Got, kind: &str) -> Option<serde_json::Value> {
+    let Got::Frame(frame) = got else {
+        return None;
+    };
+    let payload = frame.payload();
+    let prefix = format!(r#"{{"type":"{kind}"#);
+    if frame.opcode() != Some(Opcode::Text)
+        || !payload.starts_with(prefix.as_bytes())
+        || payload.starts_with(br#"{"type":"position""#)
+        || payload.starts_with(br#"{"type":"snapshot""#)
+    {
+        return None;
+    }
+    serde_json::from_slice(payload).ok()
+}
+
+/// What may follow any answer without being an effect of the message answered: a close (the
+/// answer took the connection over a limit) or a position the socket's draining let out.
+fn incidental(got: &Got) -> bool {
+    match got {
+        Got::Close(..) => true,
+        Got::Frame(frame) => frame.payload().starts_with(br#"{"type":"position""#),
+        _ => false,
+    }
+}
+
+/// An `error` message's code, topic and message.
+fn error_of(got: &Got) -> Option<(String, Option<String>, String)> {
+    let m = control_message(got, "error\"")?;
+    Some((
+        m["code"].as_str()?.to_owned(),
+        m["topic"].as_str().map(str::to_owned),
+        m["message"].as_str()?.to_owned(),
+    ))
+}
+
+/// Whether `got` is the answer `expect` names.
+fn answers(expect: &Expect, got: &Got) -> bool {
+    let is = |kind: &str, topic: &Topic| {
+        control_message(got, kind)
+            .is_some_and(|m| m["type"] == kind && m["topic"] == topic.to_string().as_str())
+    };
+    let error = || error_of(got);
+    match expect {
+        Expect::Nothing | Expect::RateLimited => false,
+        Expect::Pong => control_message(got, "pong").is_some_and(|m| m["type"] == "pong"),
+        Expect::WsPong => matches!(got, Got::Frame(f)
+            if f.opcode() == Some(Opcode::Pong) && f.payload() == PING_PAYLOAD),
+        Expect::Authorize(topic) => matches!(got, Got::Authorize(t) if t == topic),
+        Expect::TopicLimit(topic) => error()
+            .is_some_and(|(code, t, _)| code == "limit_exceeded" && t == Some(topic.to_string())),
+        Expect::Unsubscribed(topic) => is("unsubscribed", topic),
+        Expect::Verify(token) => matches!(got, Got::VerifyToken(t) if t == token),
+        Expect::BadRequest => error().is_some_and(|(code, ..)| code == "bad_request"),
     }
 }
