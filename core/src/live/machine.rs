@@ -767,7 +767,7 @@ impl LiveHub {
             }
             floors.remove(device);
         }
-        match c.out.offer(topic, device, frame, ts, threshold) {
+        match c.out.offer(topic, device, frame, threshold) {
             Offer::Send => {
                 c.out.record_sent(frame.len());
                 self.stats.fanout_messages += 1;
@@ -792,7 +792,7 @@ impl LiveHub {
         let Some(c) = self.registry.get_mut(conn) else {
             return false;
         };
-        while let Some((frame, _fix_ts)) = c.out.pop_ready(threshold) {
+        while let Some(frame) = c.out.pop_ready(threshold) {
             c.out.record_sent(frame.len());
             self.stats.fanout_messages += 1;
             self.out.push_back(Command::Send { conn, frame });

@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use crate::websocket::Frame;
 use crate::wire::Topic;
-use crate::UnixMillis;
 
 /// A parked position message.
 #[derive(Debug, Clone)]
@@ -25,7 +24,6 @@ struct Parked {
     /// moves often cannot keep the others waiting.
     seq: u64,
     frame: Frame,
-    fix_ts: UnixMillis,
 }
 
 /// What to do with a position message offered to a connection.
@@ -81,7 +79,6 @@ impl Outbound {
         topic: Topic,
         device: &Arc<str>,
         frame: &Frame,
-        fix_ts: UnixMillis,
         threshold: u64,
     ) -> Offer {
         if self.parked.is_empty() && self.queued <= threshold {
@@ -91,7 +88,6 @@ impl Outbound {
         if let Some(old) = self.parked.get_mut(&key) {
             self.parked_bytes = self.parked_bytes - old.frame.len() as u64 + frame.len() as u64;
             old.frame = frame.clone();
-            old.fix_ts = fix_ts;
             return Offer::Parked { replaced: true };
         }
         let seq = self.next_seq;
@@ -103,7 +99,6 @@ impl Outbound {
             Parked {
                 seq,
                 frame: frame.clone(),
-                fix_ts,
             },
         );
         Offer::Parked { replaced: false }
@@ -111,14 +106,14 @@ impl Outbound {
 
     /// The oldest parked message, when at most `threshold` bytes are queued. The caller
     /// sends it (and records it sent) before asking again.
-    pub(crate) fn pop_ready(&mut self, threshold: u64) -> Option<(Frame, UnixMillis)> {
+    pub(crate) fn pop_ready(&mut self, threshold: u64) -> Option<Frame> {
         if self.queued > threshold {
             return None;
         }
         let (_, key) = self.order.pop_first()?;
         let parked = self.parked.remove(&key)?;
         self.parked_bytes -= parked.frame.len() as u64;
-        Some((parked.frame, parked.fix_ts))
+        Some(parked.frame)
     }
 
     /// Forgets what is parked for `topic`; returns how many messages that was.
@@ -153,28 +148,25 @@ mod tests {
         let mut out = Outbound::default();
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         let msg = |s: &'static str| Frame::text(s.as_bytes());
-        assert_eq!(
-            out.offer(topic(1), &a, &msg("x"), UnixMillis(1), 10),
-            Offer::Send
-        );
+        assert_eq!(out.offer(topic(1), &a, &msg("x"), 10), Offer::Send);
         out.record_sent(13);
         assert_eq!(
-            out.offer(topic(1), &a, &msg("a1"), UnixMillis(1), 10),
+            out.offer(topic(1), &a, &msg("a1"), 10),
             Offer::Parked { replaced: false }
         );
         assert_eq!(
-            out.offer(topic(1), &b, &msg("b1"), UnixMillis(1), 10),
+            out.offer(topic(1), &b, &msg("b1"), 10),
             Offer::Parked { replaced: false }
         );
         assert_eq!(
-            out.offer(topic(1), &a, &msg("a22"), UnixMillis(2), 10),
+            out.offer(topic(1), &a, &msg("a22"), 10),
             Offer::Parked { replaced: true }
         );
         assert_eq!(out.buffered(), 13 + 5 + 4);
         assert_eq!(out.pop_ready(10), None);
         out.record_drained(100);
         assert_eq!(out.queued(), 0);
-        assert_eq!(out.pop_ready(10), Some((msg("a22"), UnixMillis(2))));
+        assert_eq!(out.pop_ready(10), Some(msg("a22")));
         assert_eq!(out.discard_topic(topic(1)), 1);
         assert_eq!(out.buffered(), 0);
         assert_eq!(out.pop_ready(10), None);
