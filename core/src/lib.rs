@@ -12,18 +12,22 @@
 //! - [`websocket`] frames server messages once and reads client frames.
 //! - [`stream`] names stream entries and their ids.
 //! - [`durable`] is the durable-write state machine.
+//! - [`teltonika`] is the trackers' protocol and the gateway's session machine.
 
 pub mod decode;
 pub mod durable;
 pub mod faulty;
 pub mod live;
 pub mod millis;
+pub mod mono;
 pub mod position;
 pub mod stream;
+pub mod teltonika;
 pub mod trim;
 pub mod websocket;
 pub mod wire;
 
 pub use decode::{decode_position, CodecError, MAX_PAYLOAD_BYTES};
 pub use millis::UnixMillis;
+pub use mono::MonoMillis;
 pub use position::{AttributeValue, Position};

@@ -1,9 +1,9 @@
 //! Replays the fuzz seed corpora and any committed fuzz artifacts on stable, in `cargo test`.
 //!
-//! Every file under `fuzz/corpus/` and `fuzz/artifacts/` goes through both the position
-//! decoder and the client-message parser, with the same checks the fuzz targets apply
-//! (`fuzz/src/lib.rs`). A crash the fuzzer finds later becomes a regression test by
-//! committing its input under `fuzz/corpus/<target>/` (or, forced, under `fuzz/artifacts/`).
+//! Every file under `fuzz/corpus/` and `fuzz/artifacts/` goes through every target's check
+//! (position decoder, client-message parser, client-frame reader, Teltonika gateway
+//! session), the same checks the fuzz targets apply (`fuzz/src/lib.rs`). A crash the fuzzer
+//! finds later becomes a regression test by committing its input under `fuzz/corpus/<target>/` (or, forced, under `fuzz/artifacts/`).
 //!
 //! Seed names carry their expected outcome for their own target: `valid_*` must be accepted
 //! and `invalid_*` rejected, so the seeds keep covering both sides of each parser.
@@ -51,13 +51,14 @@ fn corpus(target: &str) -> Vec<PathBuf> {
 /// A check: panics when its input breaks a rule.
 type Check = fn(&[u8]);
 
-const CHECKS: [(&str, Check); 3] = [
+const CHECKS: [(&str, Check); 4] = [
     ("decode_position", checks::check_decode_position),
     ("client_message", checks::check_client_message),
     ("client_frames", checks::check_client_frames),
+    ("teltonika_frames", checks::check_teltonika),
 ];
 
-/// Runs both checks on every file; returns one line per file that panicked.
+/// Runs every check on every file; returns one line per file that panicked.
 fn replay(files: &[PathBuf]) -> Vec<String> {
     let mut failures = Vec::new();
     for path in files {
@@ -80,6 +81,7 @@ fn seed_corpora_never_panic() {
     let mut files = corpus("decode_position");
     files.extend(corpus("client_message"));
     files.extend(corpus("client_frames"));
+    files.extend(corpus("teltonika_frames"));
     assert_no_failures(replay(&files));
 }
 
@@ -136,5 +138,17 @@ fn client_frames_seeds_match_their_names() {
     check_seed_names("client_frames", |d| {
         let frames = checks::read_client_frames(d);
         !frames.is_empty() && frames.iter().all(Result::is_ok)
+    });
+}
+
+#[test]
+fn teltonika_frames_seeds_match_their_names() {
+    // Valid: the session acknowledges at least one packet and stays open; invalid: it closes.
+    check_seed_names("teltonika_frames", |d| {
+        let (replies, closed) = checks::run_teltonika_session(&[d]);
+        closed.is_none()
+            && replies
+                .iter()
+                .any(|r| matches!(r, processor_core::teltonika::session::Reply::Ack(_)))
     });
 }

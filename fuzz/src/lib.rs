@@ -131,3 +131,86 @@ pub fn check_client_frames(data: &[u8]) {
         assert_eq!(got, whole, "split at {split}");
     }
 }
+
+use processor_core::teltonika::session::{Command, Input, Reply, SessionConfig, TcpSession};
+use processor_core::teltonika::udp_judge::{judge_datagram, UdpVerdict};
+use processor_core::teltonika::{decode_data, encode_data, AllowList};
+use processor_core::MonoMillis;
+
+/// A small packet bound, so that the fuzzer reaches it.
+const TELTONIKA_LIMIT: usize = 512;
+
+const SESSION: SessionConfig = SessionConfig {
+    max_packet_bytes: TELTONIKA_LIMIT,
+    max_bad_packets: 3,
+    idle_timeout_ms: 1_000,
+    ack_timeout_ms: 100,
+};
+
+/// What a gateway session makes of `pieces` read one after the other, every device admitted
+/// and every append confirmed at once: the replies written and whether (why) it closed.
+pub fn run_teltonika_session(pieces: &[&[u8]]) -> (Vec<Reply>, Option<String>) {
+    let mut session = TcpSession::new(SESSION, MonoMillis(0));
+    let mut replies = Vec::new();
+    let mut closed = None;
+    let mut appended_records = std::collections::VecDeque::new();
+    for piece in pieces {
+        session.handle(
+            MonoMillis(0),
+            Input::Received {
+                bytes: piece,
+                received_at: UnixMillis(0),
+            },
+        );
+        while let Some(command) = session.poll_command() {
+            assert!(closed.is_none(), "{command:?} after the close");
+            match command {
+                Command::Send(reply) => {
+                    if let Reply::Ack(records) = reply {
+                        // An ack answers the oldest confirmed packet, with its record count.
+                        assert_eq!(appended_records.pop_front(), Some(records), "ack order");
+                    }
+                    replies.push(reply);
+                }
+                Command::CheckDevice(_) => {
+                    session.handle(MonoMillis(0), Input::DeviceChecked { allowed: true })
+                }
+                Command::Append { packet, entries } => {
+                    assert!((1..=255).contains(&entries.len()));
+                    for payload in &entries.payloads {
+                        // What the gateway writes is JSON the processor's decoder judges.
+                        let _ = decode_position(payload.as_bytes());
+                    }
+                    appended_records.push_back(entries.len() as u32);
+                    session.handle(MonoMillis(0), Input::Appended { packet });
+                }
+                Command::Observe(_) => {}
+                Command::Close(reason) => closed = Some(reason.as_str().to_string()),
+            }
+        }
+    }
+    (replies, closed)
+}
+
+/// Feeds `data` to a gateway session whole and split at every tenth point (the same replies
+/// and close either way, acks only for confirmed packets in order), and as a UDP datagram;
+/// a data field that decodes re-encodes to the same records.
+pub fn check_teltonika(data: &[u8]) {
+    let whole = run_teltonika_session(&[data]);
+    let step = (data.len() / 10).max(1);
+    for split in (0..data.len()).step_by(step) {
+        let got = run_teltonika_session(&[&data[..split], &data[split..]]);
+        assert_eq!(got, whole, "split at {split}");
+    }
+    match judge_datagram(data, TELTONIKA_LIMIT, &AllowList::Everyone, UnixMillis(0)) {
+        UdpVerdict::Append { entries, reply } => {
+            assert_eq!(usize::from(reply[6]), entries.len(), "reply count");
+        }
+        UdpVerdict::Bad { head, .. } => assert!(head.len() <= 64),
+        UdpVerdict::Rejected { .. } => panic!("everyone is admitted"),
+    }
+    if let Ok(avl) = decode_data(data) {
+        let again = encode_data(avl.codec, &avl.records).map(|d| decode_data(&d));
+        assert_eq!(again, Ok(Ok(avl)), "re-encoding changed the records");
+    }
+}
