@@ -41,3 +41,28 @@ pub fn to_system_time(t: UnixMillis) -> SystemTime {
         Err(_) => UNIX_EPOCH - Duration::from_millis(t.as_i64().unsigned_abs()),
     }
 }
+
+/// Monotonic time as the core takes it for deadlines: milliseconds since this clock was
+/// made. tokio's clock, so that it is simulated time under turmoil.
+#[derive(Debug, Clone, Copy)]
+pub struct MonoClock {
+    origin: tokio::time::Instant,
+}
+
+impl MonoClock {
+    pub fn start() -> MonoClock {
+        MonoClock {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> processor_core::MonoMillis {
+        let ms = self.origin.elapsed().as_millis();
+        processor_core::MonoMillis(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    /// The instant a core deadline names, to sleep until.
+    pub fn instant(&self, at: processor_core::MonoMillis) -> tokio::time::Instant {
+        self.origin + Duration::from_millis(at.0)
+    }
+}

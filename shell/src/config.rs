@@ -28,6 +28,13 @@ pub struct Cli {
 pub enum CliCommand {
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Run the Teltonika gateway: trackers over TCP/UDP to the telemetry stream. It reads
+    /// its own variables only: see `processor gateway --help`.
+    #[command(disable_help_flag = true)]
+    Gateway {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -412,7 +419,7 @@ fn redacted(problem: String, url: &str) -> String {
     text
 }
 
-fn check_redis_url(url: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_redis_url(url: &str) -> Result<(), ConfigError> {
     redis::Client::open(url)
         .map(|_| ())
         .map_err(|e| ConfigError {
@@ -421,7 +428,7 @@ fn check_redis_url(url: &str) -> Result<(), ConfigError> {
         })
 }
 
-fn check_database_url(url: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_database_url(url: &str) -> Result<(), ConfigError> {
     tokio_postgres::Config::from_str(url)
         .map(|_| ())
         .map_err(|e| ConfigError {
@@ -441,7 +448,7 @@ fn parse_rfc3339(s: &str) -> Result<UnixMillis, String> {
         .map_err(|_| "out of range".to_owned())
 }
 
-fn parse_non_empty(s: &str) -> Result<String, String> {
+pub(crate) fn parse_non_empty(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         Err("must not be empty".into())
     } else {

@@ -9,6 +9,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -18,27 +19,48 @@ use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
 /// Serves until `stop` turns true.
+/// What the endpoint shows: the metrics, and what keeps `/readyz` from answering 200.
+pub trait OpsSource: Send + Sync + 'static {
+    fn render_metrics(&self) -> String;
+    fn not_ready(&self) -> Vec<&'static str>;
+}
+
+/// The service's view: its metrics and readiness flags.
+pub struct ServiceOps {
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+}
+
+impl OpsSource for ServiceOps {
+    fn render_metrics(&self) -> String {
+        self.metrics.render()
+    }
+
+    fn not_ready(&self) -> Vec<&'static str> {
+        self.readiness.missing()
+    }
+}
+
 pub async fn serve(
     mut listener: TcpListener,
-    metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
+    source: Arc<dyn OpsSource>,
+    accept_errors: Counter,
     limits: HttpLimits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = AcceptBackoff::new("METRICS_ADDR", metrics.live_accept_errors.clone());
+    let mut backoff = AcceptBackoff::new("METRICS_ADDR", accept_errors);
     loop {
         let Some(stream) = next_connection(&mut listener, &mut backoff, &mut stop).await else {
             return;
         };
-        let metrics = metrics.clone();
-        let readiness = readiness.clone();
+        let source = source.clone();
         tokio::spawn(async move {
             let first = FirstRequest::default();
             let service = service_fn({
                 let first = first.clone();
                 move |req| {
                     first.arrived();
-                    let response = respond(&req, &metrics, &readiness);
+                    let response = respond(&req, source.as_ref());
                     async move { Ok::<_, Infallible>(response) }
                 }
             });
@@ -59,11 +81,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     })
 }
 
-fn respond(
-    req: &Request<Incoming>,
-    metrics: &Metrics,
-    readiness: &Readiness,
-) -> Response<Full<Bytes>> {
+fn respond(req: &Request<Incoming>, source: &dyn OpsSource) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -72,7 +90,7 @@ fn respond(
     }
     match req.uri().path() {
         "/metrics" => {
-            let mut response = text(StatusCode::OK, metrics.render());
+            let mut response = text(StatusCode::OK, source.render_metrics());
             if let Ok(value) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse()
             {
                 response
@@ -83,7 +101,7 @@ fn respond(
         }
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => {
-            let missing = readiness.missing();
+            let missing = source.not_ready();
             if missing.is_empty() {
                 text(StatusCode::OK, "ready\n".into())
             } else {

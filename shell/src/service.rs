@@ -20,7 +20,7 @@ use crate::postgres::{connect_one, create_pool, PositionStore};
 use crate::readiness::Readiness;
 use crate::redis_stream::broadcast::BroadcastGroup;
 use crate::redis_stream::{control_connection, DurableStream};
-use crate::{durable, health, hub, migrate, ops_server, trimmer};
+use crate::{durable, health, hub, migrate, ops_server, stop_signal, trimmer};
 
 /// First and longest delay between attempts to reach Redis or Postgres at start-up.
 const START_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -42,7 +42,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     let metrics = Arc::new(Metrics::new(&instance_id));
     let readiness = Arc::new(Readiness::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(stop_on_signal(stop_tx));
+    tokio::spawn(stop_signal::stop_on_signal(stop_tx));
     // The metrics endpoint outlives the rest, so a scrape can see the shutdown through.
     let (ops_stop_tx, ops_stop_rx) = watch::channel(false);
 
@@ -59,8 +59,11 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     })?;
     let ops = tokio::spawn(ops_server::serve(
         listener,
-        metrics.clone(),
-        readiness.clone(),
+        Arc::new(ops_server::ServiceOps {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        }),
+        metrics.live_accept_errors.clone(),
         config.live.http_limits(),
         ops_stop_rx,
     ));
@@ -139,7 +142,10 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
             map_refresh: Duration::from_millis(config.live.device_event_refresh_ms),
             ingest: hub::IngestPlacement::OwnThread,
             limits: config.live.http_limits(),
-            max_connections: open_files::fit_connections(config.live.max_connections as usize),
+            max_connections: open_files::fit_connections(
+                config.live.max_connections as usize,
+                "LIVE_WS_MAX_CONNECTIONS",
+            ),
         },
         stop_rx.clone(),
     );
@@ -266,23 +272,4 @@ where
         }
         delay = (delay * 2).min(START_RETRY_MAX);
     }
-}
-
-async fn stop_on_signal(stop: watch::Sender<bool>) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
-    let _ = stop.send(true);
 }

@@ -1,12 +1,11 @@
 //! The stream entries a packet becomes: one per record, in packet order, with the packet's
 //! transport and arrival time.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 use super::data::AvlData;
+use super::hex::lower_hex;
 use super::imei::Imei;
 use super::record::{AvlRecord, IoValue};
 use crate::UnixMillis;
@@ -106,15 +105,6 @@ fn degrees(scaled: i32) -> f64 {
     f64::from(scaled) / 1e7
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
 /// One record's `payload`: the §3 JSON object, values as decoded (downstream judges them).
 pub fn payload(imei: &Imei, r: &AvlRecord) -> String {
     // An id repeated in a record keeps its last value: later inserts replace earlier ones.
@@ -123,7 +113,7 @@ pub fn payload(imei: &Imei, r: &AvlRecord) -> String {
             .map(|(id, value)| {
                 let value = match value {
                     IoValue::Fixed { value, .. } => Attribute::Unsigned(*value),
-                    IoValue::Bytes(bytes) => Attribute::Hex(hex(bytes)),
+                    IoValue::Bytes(bytes) => Attribute::Hex(lower_hex(bytes)),
                 };
                 (*id, value)
             })

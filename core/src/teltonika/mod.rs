@@ -14,6 +14,7 @@ pub mod bad;
 pub mod crc;
 pub mod data;
 pub mod entry;
+pub mod hex;
 pub mod imei;
 pub mod record;
 pub mod session;

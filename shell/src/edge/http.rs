@@ -23,6 +23,17 @@ pub struct HttpLimits {
     pub idle_timeout: Duration,
 }
 
+impl Default for HttpLimits {
+    /// The contract's defaults, for listeners without variables of their own (the gateway's
+    /// metrics endpoint).
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_millis(10_000),
+            idle_timeout: Duration::from_millis(30_000),
+        }
+    }
+}
+
 /// Marks that a request arrived, so that the first-head deadline no longer applies.
 #[derive(Clone, Default)]
 pub struct FirstRequest(Arc<AtomicBool>);

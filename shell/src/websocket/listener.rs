@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -11,6 +12,11 @@ pub trait Listener: Send + 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
     fn accept(&mut self) -> impl Future<Output = io::Result<Self::Io>> + Send;
+
+    /// The other end of an accepted connection, for logs.
+    fn peer(_io: &Self::Io) -> Option<SocketAddr> {
+        None
+    }
 }
 
 impl Listener for TcpListener {
@@ -21,5 +27,9 @@ impl Listener for TcpListener {
         // Positions are small frames that must leave at once, not wait for a fuller segment.
         let _ = stream.set_nodelay(true);
         Ok(stream)
+    }
+
+    fn peer(io: &TcpStream) -> Option<SocketAddr> {
+        io.peer_addr().ok()
     }
 }
