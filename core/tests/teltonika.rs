@@ -481,7 +481,10 @@ fn bad_packets_are_skipped_until_the_bound_closes() {
     assert!(sends(&out).is_empty() && appended(&out).is_empty() && closed(&out).is_none());
     // a good packet in between is still stored
     let out = receive(&mut s, 2, &packet(1));
-    assert_eq!(appended(&out).len(), 1);
+    let good = appended(&out);
+    assert_eq!(good.len(), 1);
+    s.handle(MonoMillis(2), Input::Appended { packet: good[0].0 });
+    assert_eq!(sends(&drain(&mut s)), vec![Reply::Ack(1)]);
     let mut unknown_codec = encode_data(Codec::Codec8, &[record(Codec::Codec8)]).unwrap();
     unknown_codec[0] = 0x0C;
     let out = receive(&mut s, 3, &encode_packet(&unknown_codec));
@@ -493,6 +496,26 @@ fn bad_packets_are_skipped_until_the_bound_closes() {
     let out = receive(&mut s, 4, &bad_crc);
     assert_eq!(closed(&out), Some(CloseReason::TooManyBadPackets));
     assert!(sends(&out).is_empty());
+}
+
+#[test]
+fn a_fault_closes_after_answering_the_packets_before_it() {
+    let mut s = handshaken();
+    let mut bytes = packet(1);
+    bytes.extend(packet(2));
+    bytes.extend([0, 0, 0, 0, 0, 0, 0x10, 0]);
+    let out = receive(&mut s, 1, &bytes);
+    assert!(closed(&out).is_none());
+    assert!(!s.wants_read());
+    let first = appended(&out);
+    s.handle(MonoMillis(2), Input::Appended { packet: first[0].0 });
+    let out = drain(&mut s);
+    let second = appended(&out);
+    assert_eq!(sends(&out), vec![Reply::Ack(1)]);
+    s.handle(MonoMillis(3), Input::Appended { packet: second[0].0 });
+    let out = drain(&mut s);
+    assert_eq!(sends(&out), vec![Reply::Ack(2)]);
+    assert_eq!(closed(&out), Some(CloseReason::Unframeable));
 }
 
 #[test]

@@ -146,6 +146,10 @@ enum Phase {
     Packets(Imei),
     /// Stopping: no more reading; closes once the packet in flight is answered.
     Draining,
+    /// A fault that ends the connection came after complete packets: no more reading; they
+    /// are answered (in order, as usual), then the connection closes. So what a tracker
+    /// gets back does not depend on how its bytes were split into reads.
+    Closing(CloseReason),
     Closed,
 }
 
@@ -266,7 +270,7 @@ impl TcpSession {
                 Phase::Packets(_) => Expect::Packet,
                 // The verdict on the identity decides how the rest is read; when stopping
                 // or closed nothing more is.
-                Phase::Checking(_) | Phase::Draining | Phase::Closed => return,
+                Phase::Checking(_) | Phase::Draining | Phase::Closing(_) | Phase::Closed => return,
             };
             let frame = match self.framer.next_frame(expect, self.config.max_packet_bytes) {
                 Ok(Some(frame)) => frame,
@@ -276,7 +280,7 @@ impl TcpSession {
                         reason: BadPacket::Framing,
                         head: unframeable.head,
                     });
-                    self.close(CloseReason::Unframeable);
+                    self.close_after_answers(CloseReason::Unframeable);
                     return;
                 }
             };
@@ -343,7 +347,7 @@ impl TcpSession {
         self.bad_packets += 1;
         self.observe(Observation::BadPacket { reason, head });
         if self.bad_packets >= self.config.max_bad_packets {
-            self.close(CloseReason::TooManyBadPackets);
+            self.close_after_answers(CloseReason::TooManyBadPackets);
         }
     }
 
@@ -381,10 +385,15 @@ impl TcpSession {
             records: done.records,
             latency_ms: now.since(done.arrived),
         });
-        if self.phase == Phase::Draining {
-            self.close_if_drained();
-        } else {
-            self.start_next(now);
+        match self.phase {
+            Phase::Draining => self.close_if_drained(),
+            Phase::Closing(reason) => {
+                self.start_next(now);
+                if self.in_flight.is_none() {
+                    self.close(reason);
+                }
+            }
+            _ => self.start_next(now),
         }
     }
 
@@ -402,6 +411,15 @@ impl TcpSession {
         }
         if self.in_flight.is_none() && now >= self.idle_deadline {
             self.close(CloseReason::Idle);
+        }
+    }
+
+    fn close_after_answers(&mut self, reason: CloseReason) {
+        if self.in_flight.is_none() && self.waiting.is_empty() {
+            self.close(reason);
+        } else {
+            self.phase = Phase::Closing(reason);
+            self.framer = TcpFramer::default();
         }
     }
 
