@@ -55,18 +55,17 @@ fn help_lists_every_variable_of_the_contract_with_its_default() {
     assert!(help.contains("[default: telemetry:teltonika]"));
 }
 
-#[test]
-fn the_operations_table_matches_help() {
+/// Every variable of the `--help` of `processor <args>` is in the tables of `doc` (a file
+/// under docs/) with the same default, and every variable of those tables is in `--help`.
+fn variable_tables_match_help(args: &[&str], doc: &str) {
     let out = processor()
+        .args(args)
         .arg("--help")
         .output()
         .expect("run processor --help");
     let help = String::from_utf8_lossy(&out.stdout).into_owned();
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/operations.md"
-    ))
-    .expect("docs/operations.md is readable");
+    let path = format!("{}/../docs/{doc}", env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(&path).expect("the doc is readable");
     let documented: Vec<(String, String)> = doc
         .lines()
         .filter_map(|l| {
@@ -97,20 +96,92 @@ fn the_operations_table_matches_help() {
     }
     for (name, default) in &in_help {
         let Some((_, doc_default)) = documented.iter().find(|(v, _)| v == name) else {
-            panic!("{name} is in --help but not in docs/operations.md");
+            panic!("{name} is in --help but not in {path}");
         };
         if let Some(default) = default {
-            assert_eq!(
-                doc_default, default,
-                "default of {name} in docs/operations.md"
-            );
+            assert_eq!(doc_default, default, "default of {name} in {path}");
         }
     }
     for (var, _) in &documented {
         assert!(
             in_help.iter().any(|(n, _)| n == var),
-            "{var} is documented but not in --help"
+            "{var} is in {path} but not in --help"
         );
+    }
+}
+
+#[test]
+fn the_operations_table_matches_help() {
+    variable_tables_match_help(&[], "operations.md");
+}
+
+#[test]
+fn the_gateway_table_matches_its_help() {
+    variable_tables_match_help(&["gateway"], "gateway.md");
+}
+
+#[test]
+fn gateway_help_lists_every_variable_it_reads_with_its_default() {
+    let out = processor()
+        .args(["gateway", "--help"])
+        .output()
+        .expect("run processor gateway --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "REDIS_URL",
+        "REDIS_TELEMETRY_STREAM",
+        "METRICS_ADDR",
+        "LOG_FORMAT",
+        "DATABASE_URL",
+        "LIVE_DEVICE_EVENT_REFRESH_MS",
+        "GATEWAY_TCP_ADDR",
+        "GATEWAY_UDP_ADDR",
+        "GATEWAY_ACCEPT_UNKNOWN_DEVICES",
+        "GATEWAY_MAX_PACKET_BYTES",
+        "GATEWAY_MAX_BAD_PACKETS",
+        "GATEWAY_IDLE_TIMEOUT_MS",
+        "GATEWAY_MAX_CONNECTIONS",
+        "GATEWAY_ACK_TIMEOUT_MS",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {var}=")),
+            "{var} missing from gateway --help"
+        );
+    }
+    assert!(
+        !help.contains("LIVE_WS_ADDR"),
+        "the gateway reads none of the service's own"
+    );
+    for default in ["0.0.0.0:5027", "4096", "600000", "10000"] {
+        assert!(help.contains(&format!("[default: {default}]")), "{default}");
+    }
+}
+
+#[test]
+fn a_bad_gateway_value_stops_it_naming_the_variable() {
+    for (var, value) in [
+        ("GATEWAY_MAX_BAD_PACKETS", "0"),
+        ("GATEWAY_MAX_CONNECTIONS", "0"),
+        ("GATEWAY_IDLE_TIMEOUT_MS", "0"),
+        ("GATEWAY_ACK_TIMEOUT_MS", "0"),
+        ("GATEWAY_MAX_PACKET_BYTES", "0"),
+        ("GATEWAY_TCP_ADDR", "localhost"),
+        ("GATEWAY_UDP_ADDR", "nowhere"),
+        ("GATEWAY_ACCEPT_UNKNOWN_DEVICES", "maybe"),
+        ("REDIS_URL", "http://example"),
+    ] {
+        // A bad variable of the service's alone must not matter to the gateway.
+        let out = processor()
+            .arg("gateway")
+            .env("DURABLE_BATCH_SIZE", "0")
+            .env(var, value)
+            .output()
+            .expect("run processor gateway");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} must stop the gateway");
+        assert!(stderr.contains(var), "the message names {var}: {stderr}");
+        assert!(!stderr.contains("DURABLE_BATCH_SIZE"), "{stderr}");
     }
 }
 

@@ -512,7 +512,12 @@ fn a_fault_closes_after_answering_the_packets_before_it() {
     let out = drain(&mut s);
     let second = appended(&out);
     assert_eq!(sends(&out), vec![Reply::Ack(1)]);
-    s.handle(MonoMillis(3), Input::Appended { packet: second[0].0 });
+    s.handle(
+        MonoMillis(3),
+        Input::Appended {
+            packet: second[0].0,
+        },
+    );
     let out = drain(&mut s);
     assert_eq!(sends(&out), vec![Reply::Ack(2)]);
     assert_eq!(closed(&out), Some(CloseReason::Unframeable));

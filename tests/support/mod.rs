@@ -2,6 +2,7 @@
 //! can cut a connection.
 #![allow(dead_code)] // Each test file uses its own part of the harness.
 
+pub mod gateway;
 pub mod live;
 pub mod proxy;
 
