@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # The main job, for a newcomer: Redis and Postgres up (installed if missing), a processor with
-# its migrations, a public and a private demo event, and a simulated fleet publishing
-# positions; open the printed URL for the live map. Ctrl-C stops everything.
+# its migrations, a public and a private demo event, a Teltonika gateway, and a simulated
+# fleet of trackers talking to it; open the printed URL for the live map. The whole chain:
+# trackers -> gateway -> stream -> processor -> map. Ctrl-C stops everything.
 #
-#   scripts/demo.sh                 # 100 devices, 100 positions/s
-#   DEVICES=1000 RATE=2000 scripts/demo.sh
+#   scripts/demo.sh                      # 100 trackers, a packet of 1-5 records every 1-5 s
+#   DEVICES=1000 scripts/demo.sh
+#   SOURCE=stream RATE=2000 scripts/demo.sh   # no gateway: the fleet XADDs JSON itself
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEVICES=${DEVICES:-100}
 RATE=${RATE:-100}
+SOURCE=${SOURCE:-trackers}
+GATEWAY_TCP_ADDR=${GATEWAY_TCP_ADDR:-127.0.0.1:5027}
+GATEWAY_METRICS_ADDR=${GATEWAY_METRICS_ADDR:-127.0.0.1:9091}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export METRICS_ADDR=${METRICS_ADDR:-127.0.0.1:9090}
@@ -40,24 +45,40 @@ DEMO_TOKEN=$(sed -n 's/^DEMO_TOKEN=//p' <<<"$seeded")
 
 MIGRATE_ON_START=false target/release/processor &
 pids+=($!)
-# GET /readyz without curl, which a fresh machine may lack.
+# GET /readyz on $1 without curl, which a fresh machine may lack.
 ready() (
-    { exec 3<>"/dev/tcp/${METRICS_ADDR%:*}/${METRICS_ADDR##*:}"; } 2>/dev/null || exit 1
+    { exec 3<>"/dev/tcp/${1%:*}/${1##*:}"; } 2>/dev/null || exit 1
     printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
     IFS= read -r status <&3 && [[ $status == *" 200 "* ]]
 )
-until ready; do
+until ready "$METRICS_ADDR"; do
     kill -0 "${pids[0]}" 2>/dev/null || { echo "the processor stopped; see its log above"; exit 1; }
     sleep 0.2
 done
-target/release/fleet --devices "$DEVICES" stream --rate "$RATE" &
+if [[ $SOURCE == trackers ]]; then
+    GATEWAY_TCP_ADDR=$GATEWAY_TCP_ADDR METRICS_ADDR=$GATEWAY_METRICS_ADDR \
+        target/release/processor gateway &
+    pids+=($!)
+    until ready "$GATEWAY_METRICS_ADDR"; do
+        kill -0 "${pids[1]}" 2>/dev/null || { echo "the gateway stopped; see its log above"; exit 1; }
+        sleep 0.2
+    done
+    target/release/fleet --devices "$DEVICES" trackers --gateway "$GATEWAY_TCP_ADDR" &
+    source_text="$DEVICES Teltonika trackers (codec 8E over TCP) send packets to the gateway at
+$GATEWAY_TCP_ADDR (metrics: http://$GATEWAY_METRICS_ADDR/metrics), with resends after a lost
+ACK, late uploads (newest first) and no-fix records"
+else
+    target/release/fleet --devices "$DEVICES" stream --rate "$RATE" &
+    source_text="the fleet publishes $RATE positions/s from $DEVICES devices straight to the stream,
+with duplicates, late uploads, (0,0) and no-fix records"
+fi
 pids+=($!)
 
 page="http://$LIVE_WS_ADDR/"
 cat <<MSG
 
-Processor running; the fleet publishes $RATE positions/s from $DEVICES devices, with
-duplicates, late uploads, (0,0) and no-fix records; device $ORPHAN_DEVICE is in no event.
+Processor running; $source_text.
+Device $ORPHAN_DEVICE is in no event.
 
   live map, public event:   ${page}?event=$PUBLIC_EVENT
   live map, private event:  ${page}?event=$PRIVATE_EVENT&token=$DEMO_TOKEN

@@ -3,6 +3,8 @@
 //! The one producer of the project: the demo and every benchmark use it.
 //!
 //! - `fleet stream`: real-time reports at a total rate, fix time = now (live path and demo).
+//! - `fleet trackers`: the same devices as Teltonika trackers talking codec 8E over TCP to
+//!   `processor gateway` (the demo's whole chain, and the gateway benchmark).
 //! - `fleet preload`: N back-dated reports appended as fast as Redis takes them (durable
 //!   throughput benchmark).
 //! - `fleet seed`: the demo's public and private events with this fleet's devices (the last
@@ -14,6 +16,7 @@ mod device;
 mod fleet;
 mod rng;
 mod seed;
+mod trackers;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -81,6 +84,32 @@ enum Mode {
     Stream {
         #[arg(long, default_value_t = 1_000.0)]
         rate: f64,
+        /// Stop after this many seconds (0: until interrupted).
+        #[arg(long, default_value_t = 0)]
+        duration_s: u64,
+    },
+    /// Be Teltonika trackers: one TCP connection per device to a gateway, codec 8E packets of
+    /// 1 to `max_records` records, each sent after the last one was acknowledged.
+    Trackers {
+        /// The gateway's TCP address.
+        #[arg(long, default_value = "127.0.0.1:5027")]
+        gateway: std::net::SocketAddr,
+        /// Shortest and longest pause between a tracker's packets.
+        #[arg(long, default_value_t = 1_000)]
+        min_interval_ms: u64,
+        #[arg(long, default_value_t = 5_000)]
+        max_interval_ms: u64,
+        #[arg(long, default_value_t = 5)]
+        max_records: u8,
+        /// Send the next packet as soon as the last is acknowledged (throughput).
+        #[arg(long)]
+        flood: bool,
+        /// Connect and hand-shake, then stay silent (memory per idle connection).
+        #[arg(long)]
+        idle: bool,
+        /// Connections opened per second at start.
+        #[arg(long, default_value_t = 2_000)]
+        connects_per_s: u64,
         /// Stop after this many seconds (0: until interrupted).
         #[arg(long, default_value_t = 0)]
         duration_s: u64,
@@ -179,6 +208,57 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.mode {
         Mode::Stream { rate, duration_s } => stream(common, rate, duration_s).await,
         Mode::Preload { count } => preload(common, count).await,
+        Mode::Trackers {
+            gateway,
+            min_interval_ms,
+            max_interval_ms,
+            max_records,
+            flood,
+            idle,
+            connects_per_s,
+            duration_s,
+        } => {
+            if min_interval_ms > max_interval_ms {
+                return Err("--min-interval-ms must not exceed --max-interval-ms".into());
+            }
+            let pace = match (flood, idle) {
+                (true, true) => return Err("--flood and --idle exclude each other".into()),
+                (true, false) => trackers::Pace::Flood,
+                (false, true) => trackers::Pace::Idle,
+                (false, false) => trackers::Pace::Every {
+                    min_ms: min_interval_ms,
+                    max_ms: max_interval_ms,
+                },
+            };
+            let (stop_tx, stop) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                let deadline = async {
+                    if duration_s == 0 {
+                        std::future::pending::<()>().await
+                    } else {
+                        tokio::time::sleep(Duration::from_secs(duration_s)).await
+                    }
+                };
+                tokio::select! {
+                    _ = deadline => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                let _ = stop_tx.send(true);
+            });
+            let area = Area {
+                lat: common.center_lat,
+                lon: common.center_lon,
+                radius_m: common.radius_m,
+            };
+            let plan = trackers::Plan {
+                gateway,
+                pace,
+                max_records,
+                imperfections: imperfections(common),
+                connects_per_s,
+            };
+            trackers::run(common.devices, common.seed, area, plan, stop).await
+        }
         Mode::Seed {
             ref database_url,
             ref jwt_secret,
