@@ -44,7 +44,7 @@ impl NetReport {
     }
 }
 
-fn core_config() -> DurableConfig {
+pub(super) fn core_config() -> DurableConfig {
     DurableConfig {
         batch_size: 16,
         max_in_flight: 2,
@@ -183,7 +183,7 @@ pub fn run_net_with(seed: u64, ack_on_read: bool) -> NetReport {
 
 /// A processor host: the shell's durable loop over the network ports, never asked to stop
 /// (hosts are crashed instead).
-async fn processor(
+pub(super) async fn processor(
     servers: Servers,
     name: &'static str,
     skew_ms: i64,
@@ -210,7 +210,7 @@ async fn processor(
 }
 
 /// Everything appended, delivered, settled and stored.
-fn quiet(servers: &Servers, total: usize, expected: &BTreeSet<PositionKey>) -> bool {
+pub(super) fn quiet(servers: &Servers, total: usize, expected: &BTreeSet<PositionKey>) -> bool {
     let state = servers.lock();
     state.keys.len() == total
         && state.stream.undelivered() == 0

@@ -18,6 +18,9 @@ pub enum Fault {
     Repair(&'static str, &'static str),
     Crash(&'static str),
     Bounce(&'static str),
+    /// Messages between the two hosts are held (a slow link) until released.
+    Hold(&'static str, &'static str),
+    Release(&'static str, &'static str),
 }
 
 /// A world whose clock starts at [`T0`] and whose randomness is the seed's, with the
@@ -66,6 +69,8 @@ impl FaultSchedule {
                 Fault::Repair(a, b) => sim.repair(*a, *b),
                 Fault::Crash(h) => sim.crash(*h),
                 Fault::Bounce(h) => sim.bounce(*h),
+                Fault::Hold(a, b) => sim.hold(*a, *b),
+                Fault::Release(a, b) => sim.release(*a, *b),
             }
             servers.note(format_args!("{t} ms: {fault:?}"));
             self.applied.push(format!("{t} ms: {fault:?}"));

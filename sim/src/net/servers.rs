@@ -46,6 +46,8 @@ pub enum Request {
     DeadLetter(Vec<DeadLetter>),
     Write(Vec<WriteRow>),
     Live(LiveRequest),
+    /// A gateway's XADDs of one packet, each payload with the key it decodes to.
+    Append(Vec<(Bytes, Option<PositionKey>)>),
 }
 
 #[derive(Debug, Clone)]
@@ -144,7 +146,8 @@ impl Servers {
             .unwrap_or_default()
     }
 
-    /// The gateway appends an entry (not over the network: it is not under test).
+    /// An entry reaches the stream (from a scenario's stand-in producer directly, or from a
+    /// gateway host's request).
     pub fn append(&self, now_ms: u64, payload: Option<Bytes>, key: Option<PositionKey>) {
         let mut state = self.lock();
         let id = state.stream.add(now_ms, payload.clone());
@@ -277,6 +280,13 @@ async fn execute(servers: &Servers, request: Request) -> Response {
             Response::Done
         }
         Request::Live(request) => Response::Live(live_server::execute(servers, request).await),
+        Request::Append(entries) => {
+            let now = now_ms();
+            for (payload, key) in entries {
+                servers.append(now, Some(payload), key);
+            }
+            Response::Done
+        }
         Request::Write(rows) => {
             let mut state = servers.lock();
             let now = now_ms();
