@@ -13,6 +13,7 @@
 //! - [`stream`] names stream entries and their ids.
 //! - [`durable`] is the durable-write state machine.
 
+pub mod admin;
 pub mod decode;
 pub mod durable;
 pub mod faulty;
