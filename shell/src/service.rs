@@ -10,6 +10,7 @@ use processor_core::durable::DurableConfig;
 use processor_core::faulty::FaultyThresholds;
 use processor_core::live::LiveConfig;
 
+use crate::causes::with_causes;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::edge::open_files;
@@ -47,10 +48,10 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     let (ops_stop_tx, ops_stop_rx) = watch::channel(false);
 
     let auth = Authenticator::from_settings(&config.live)
-        .map_err(|e| ServiceError::Startup(e.to_string()))?;
+        .map_err(|e| ServiceError::Startup(with_causes(&e)))?;
     let listener = ops_server::bind(config.metrics_addr)
         .await
-        .map_err(|e| ServiceError::Startup(e.to_string()))?;
+        .map_err(|e| ServiceError::Startup(with_causes(&e)))?;
     let ws_listener = TcpListener::bind(config.live_ws_addr).await.map_err(|e| {
         ServiceError::Startup(format!(
             "cannot listen on LIVE_WS_ADDR {}: {e}",
@@ -67,10 +68,10 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
 
     if config.migrate_on_start {
         let Some(()) = retry_until_stopped("apply migrations", stop_rx.clone(), || async {
-            let mut client = connect_one(&config).await.map_err(|e| e.to_string())?;
+            let mut client = connect_one(&config).await.map_err(|e| with_causes(&e))?;
             let applied = migrate::migrate(&mut client)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| with_causes(&e))?;
             for name in applied {
                 tracing::info!(migration = name, "migration applied");
             }
@@ -86,7 +87,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         .map_err(|e| ServiceError::Startup(format!("REDIS_URL: {e}")))?;
     let Some(control) = retry_until_stopped("connect to Redis", stop_rx.clone(), || {
         let redis = redis.clone();
-        async move { control_connection(redis).await.map_err(|e| e.to_string()) }
+        async move { control_connection(redis).await.map_err(|e| with_causes(&e)) }
     })
     .await
     else {
@@ -105,14 +106,14 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
                 stream
                     .ensure_group(&mut conn)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| with_causes(&e))
             }
         })
         .await
     else {
         return Ok(());
     };
-    let pool = create_pool(&config).map_err(|e| ServiceError::Startup(e.to_string()))?;
+    let pool = create_pool(&config).map_err(|e| ServiceError::Startup(with_causes(&e)))?;
     let store = PositionStore::new(pool.clone());
     // The live path: WebSocket server, hub shards, broadcast consumer, device map refresh.
     let live = hub::start(
