@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -20,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::postgres::{connect_one, create_pool, PositionStore};
 use crate::readiness::Readiness;
 use crate::redis_stream::broadcast::BroadcastGroup;
+use crate::redis_stream::group::ConsumerRemoval;
 use crate::redis_stream::{control_connection, DurableStream};
 use crate::{durable, health, hub, migrate, ops_server, trimmer};
 
@@ -169,7 +171,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
             stream: durable::ports::RedisStream {
                 client: redis.clone(),
                 control: control.clone(),
-                stream,
+                stream: stream.clone(),
                 block: Duration::from_millis(config.durable.block_ms),
             },
             store,
@@ -187,6 +189,10 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     // what it holds, then the metrics endpoint goes.
     live.join().await;
     let _ = durable.await;
+    // The durable reader has ended: this consumer reads nothing more. Without this, every
+    // restart under a new INSTANCE_ID (the default has the pid) would leave one more
+    // consumer in the group.
+    remove_durable_consumer(&stream, control.clone()).await;
     if let Some(trimmer) = trimmer {
         let _ = trimmer.await;
     }
@@ -197,6 +203,24 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     pool.close();
     tracing::info!("processor stopped");
     Ok(())
+}
+
+async fn remove_durable_consumer(stream: &DurableStream, mut control: ConnectionManager) {
+    match stream.remove_consumer_unless_pending(&mut control).await {
+        Ok(ConsumerRemoval::Removed) => {
+            tracing::info!(consumer = %stream.consumer, "durable consumer removed from the group")
+        }
+        Ok(ConsumerRemoval::KeptWithPending) => tracing::warn!(
+            consumer = %stream.consumer,
+            "durable consumer kept in the group: it holds pending entries, which another \
+             instance claims after DURABLE_CLAIM_IDLE_MS"
+        ),
+        Err(error) => tracing::warn!(
+            consumer = %stream.consumer,
+            error = %with_causes(&error),
+            "cannot remove the durable consumer from the group"
+        ),
+    }
 }
 
 pub fn live_config(config: &Config) -> LiveConfig {
