@@ -564,6 +564,7 @@ async fn event_details_are_served_as_the_topic_is_authorized() {
         .as_str()
         .is_some_and(|id| id.parse::<Uuid>().is_ok()));
     assert_eq!(entries[1]["bib"], "10");
+    documented_as_in_openapi(&body);
 
     let (status, head, hidden) = http_get(p.ws_addr, &format!("/events/{private}"))
         .await
@@ -620,4 +621,27 @@ async fn event_details_are_served_as_the_topic_is_authorized() {
     );
     drop(p);
     env.cleanup().await;
+}
+
+/// The answer has exactly the fields docs/openapi.json requires of an event and its entries.
+fn documented_as_in_openapi(body: &Value) {
+    let doc: Value = serde_json::from_str(include_str!("../docs/openapi.json")).expect("JSON");
+    let schemas = &doc["components"]["schemas"];
+    let keys = |v: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    };
+    let required = |name: &str| -> Vec<String> {
+        let mut list: Vec<String> =
+            serde_json::from_value(schemas[name]["required"].clone()).expect("a list");
+        list.sort();
+        list
+    };
+    assert_eq!(keys(body), required("EventDetails"));
+    assert_eq!(keys(&body["entries"][0]), required("Entry"));
+    assert!(doc["paths"]["/events/{id}"]["get"].is_object());
 }
