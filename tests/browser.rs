@@ -230,18 +230,21 @@ async fn the_map_shows_moving_devices_and_a_private_event_needs_its_token() {
     })
     .await;
 
-    // The private event without a token: forbidden, nothing drawn.
+    participants_are_labelled_listed_and_followed(&browser).await;
+
+    // The private event without a token: a "needs a token" state, not an error; nothing drawn.
     browser
         .goto(&format!("{page}?event={private}"))
         .await
         .expect("load the map page");
-    let refused = wait_for_state(&browser, "the private event is refused", |s| {
-        s["lastError"]["code"] == json!("forbidden")
+    let refused = wait_for_state(&browser, "the private event asks for a token", |s| {
+        s["access"] == json!("needs_token") && s["lastError"]["code"] == json!("forbidden")
     })
     .await;
     assert_eq!(refused["subscribed"], json!(false));
     assert_eq!(refused["deviceCount"], json!(0));
-    assert!(text_of(&browser, "#error").await.contains("forbidden"));
+    assert!(text_of(&browser, "#notice").await.contains("needs a token"));
+    assert_eq!(text_of(&browser, "#error").await, "", "no red error");
 
     // With the demo token: its devices, and only its devices.
     browser
@@ -259,8 +262,116 @@ async fn the_map_shows_moving_devices_and_a_private_event_needs_its_token() {
         );
     }
     assert_eq!(granted["lastError"], Value::Null);
+    let search = browser
+        .execute("return location.search;", vec![])
+        .await
+        .expect("read the page's address");
+    let search = search.as_str().unwrap_or_default();
+    assert!(
+        !search.contains("token"),
+        "the token left the address: {search}"
+    );
+    assert!(search.contains(&private), "the event stays in it: {search}");
 
     browser.close().await.expect("close the browser");
     let _ = std::fs::remove_dir_all(&profile);
     env.cleanup().await;
+}
+
+/// On the public event (fleet seed gives bibs 1, 2, ... and names "Runner N"): every dot is
+/// labelled from `GET /events/<uuid>`, the list holds exactly what the page holds, the view
+/// stays put while positions arrive, and a participant chosen in the list stays centred.
+async fn participants_are_labelled_listed_and_followed(browser: &Client) {
+    // The page's state and its list's rows read in one script, so that they are of one moment.
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    let (state, rows) = loop {
+        let both = browser
+            .execute(
+                "return { state: window.processorMap.snapshot(), rows: \
+                 [...document.querySelectorAll('#list li')].map(li => li.dataset.device) };",
+                vec![],
+            )
+            .await
+            .expect("read the page");
+        let state = both["state"].clone();
+        let rows: Vec<String> = serde_json::from_value(both["rows"].clone()).unwrap_or_default();
+        let listed: Vec<String> =
+            serde_json::from_value(state["listed"].clone()).unwrap_or_default();
+        let mut held = device_ids(&state);
+        let mut sorted_rows = rows.clone();
+        held.sort();
+        sorted_rows.sort();
+        let labelled = held.iter().all(|id| {
+            state["devices"][id]["label"]
+                .as_str()
+                .is_some_and(|l| l.contains("Runner"))
+        });
+        if !held.is_empty() && labelled && rows == listed && sorted_rows == held {
+            break (state, rows);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting until every participant is labelled and listed: {state}, rows {rows:?}"
+        );
+        tokio::time::sleep(support::live::POLL).await;
+    };
+    // In bib order, as numbers (2 before 10).
+    let bibs: Vec<u64> = rows
+        .iter()
+        .filter_map(|id| {
+            state["devices"][id]["label"]
+                .as_str()?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(bibs.len(), rows.len(), "every label starts with its bib");
+    let mut sorted = bibs.clone();
+    sorted.sort();
+    assert_eq!(bibs, sorted, "the list is in bib order");
+    let listed = rows;
+
+    // No re-fit while positions arrive: the view is where it was.
+    let before = page_state(browser).await;
+    wait_for_state(browser, "more positions arrive", |s| {
+        s["positions"].as_u64() > before["positions"].as_u64().map(|n| n + 5)
+    })
+    .await;
+    assert_eq!(
+        page_state(browser).await["view"],
+        before["view"],
+        "the view stays put"
+    );
+
+    let chosen = listed[0].clone();
+    let row = format!("#list li[data-device='{chosen}']");
+    let clicked_at = page_state(browser).await["devices"][&chosen]["ts"].as_i64();
+    browser
+        .find(Locator::Css(&row))
+        .await
+        .expect("the participant's row")
+        .click()
+        .await
+        .expect("click the row");
+    let followed = wait_for_state(
+        browser,
+        "the chosen participant moves and stays centred",
+        |s| {
+            let on = &s["selectedOnScreen"];
+            let centred = |a: &str, b: &str| match (on[a].as_f64(), on[b].as_f64()) {
+                (Some(p), Some(c)) => (p - c).abs() < 1.0,
+                _ => false,
+            };
+            s["selected"] == json!(chosen)
+                && s["following"] == json!(true)
+                && s["devices"][&chosen]["ts"].as_i64() > clicked_at
+                && centred("x", "centerX")
+                && centred("y", "centerY")
+        },
+    )
+    .await;
+    assert!(text_of(browser, "#following").await.contains("Following"));
+    assert_eq!(followed["following"], json!(true));
 }

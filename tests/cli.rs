@@ -343,3 +343,65 @@ fn a_minimum_fix_time_that_is_not_rfc_3339_stops_start_up() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("FAULTY_MIN_TIMESTAMP"));
 }
+
+#[test]
+fn a_start_up_error_carries_the_servers_message_and_no_password() {
+    let database = format!("no_such_database_{}", std::process::id());
+    let base = support::base_database_url();
+    let Some((_, rest)) = base.split_once("://") else {
+        panic!("DATABASE_URL is a URL: {base}");
+    };
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host = host.split('/').next().unwrap_or(host);
+    // Trust authentication ignores the password, which must not be echoed all the same.
+    let url = format!("postgres://postgres:pw-never-shown@{host}/{database}");
+    let out = processor()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("run processor migrate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("database \"{database}\" does not exist")),
+        "the server's own message: {stderr}"
+    );
+    assert!(!stderr.contains("pw-never-shown"), "{stderr}");
+}
+
+#[test]
+fn admin_needs_only_the_database() {
+    let database = format!("no_such_database_{}", std::process::id());
+    let out = processor()
+        .args(["admin", "event", "list"])
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:1/{database}"),
+        )
+        .env("LIVE_WS_MAX_SUBSCRIPTIONS", "0")
+        .output()
+        .expect("run processor admin");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot connect to Postgres"), "{stderr}");
+    assert!(
+        !stderr.contains("LIVE_WS_MAX_SUBSCRIPTIONS"),
+        "the service's settings are not read: {stderr}"
+    );
+}
+
+#[test]
+fn the_jwt_secret_has_no_flag() {
+    let out = processor()
+        .args(["--jwt-secret", "0123456789abcdef0123456789abcdef"])
+        .output()
+        .expect("run processor");
+    assert_eq!(out.status.code(), Some(2));
+    let help = processor()
+        .arg("--help")
+        .output()
+        .expect("run processor --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(!help.contains("--jwt-secret"), "{help}");
+    assert!(help.contains("the flag beside it"), "{help}");
+}

@@ -442,3 +442,81 @@ async fn the_trimmer_removes_only_what_every_group_is_done_with() {
     drop(p);
     env.cleanup().await;
 }
+
+/// The consumers of the durable group, by name.
+async fn durable_consumers(env: &TestEnv) -> Vec<String> {
+    let mut redis = env.redis().await;
+    let reply: redis::Value = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&env.stream)
+        .arg("durable-write")
+        .query_async(&mut redis)
+        .await
+        .expect("XINFO CONSUMERS");
+    let redis::Value::Array(consumers) = reply else {
+        panic!("XINFO CONSUMERS answers an array: {reply:?}");
+    };
+    consumers
+        .into_iter()
+        .filter_map(|consumer| {
+            let fields: std::collections::HashMap<String, redis::Value> =
+                redis::from_redis_value(consumer).ok()?;
+            redis::from_redis_value(fields.get("name")?.clone()).ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_removes_the_consumer_when_nothing_is_pending() {
+    let env = TestEnv::new("consumer_removed").await;
+    let (payloads, distinct) = positions_with_duplicates(50, 4);
+    env.publish(&payloads).await;
+    let mut processor = Processor::start(&env, "leaving", &small_batches());
+    settle(&env, distinct as i64).await;
+    assert_eq!(durable_consumers(&env).await, vec!["leaving".to_owned()]);
+
+    let status = processor.terminate();
+    assert!(status.success(), "{}", processor.log_text());
+    assert_eq!(
+        durable_consumers(&env).await,
+        Vec::<String>::new(),
+        "the group keeps no consumer of a cleanly stopped instance"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_still_holds_pending_entries_is_kept() {
+    let env = TestEnv::new("consumer_kept").await;
+    let proxy = Proxy::start(pg_addr()).await;
+    let (payloads, distinct) = positions_with_duplicates(500, 10);
+    env.publish(&payloads).await;
+    let db = env
+        .database_url()
+        .replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let mut vars = small_batches();
+    // Gives up on what it cannot store at once, so that the stop leaves entries pending.
+    vars.push(("SHUTDOWN_GRACE_MS", "1".into()));
+    let mut processor = Processor::start_with(&env, "holding", &db, &support::redis_url(), &vars);
+    wait_until("something is stored", || async { stored(&env).await > 0 }).await;
+    proxy.cut();
+    wait_until("entries are held that cannot be stored", || async {
+        env.pending().await > 0
+    })
+    .await;
+
+    let status = processor.terminate();
+    assert!(status.success(), "{}", processor.log_text());
+    assert!(env.pending().await > 0);
+    assert_eq!(
+        durable_consumers(&env).await,
+        vec!["holding".to_owned()],
+        "deleting it would drop its pending entries"
+    );
+    proxy.restore();
+    // Its own next start drains them.
+    let again = Processor::start(&env, "holding", &small_batches());
+    settle(&env, distinct as i64).await;
+    drop(again);
+    env.cleanup().await;
+}

@@ -736,7 +736,7 @@ async fn the_map_page_and_the_public_event_list_are_served_beside_live() {
     let events: Vec<Value> = serde_json::from_str(&body).expect("a JSON array");
     assert_eq!(
         events,
-        vec![json!({"id": public.to_string(), "name": "test"})]
+        vec![json!({"id": public.to_string(), "name": "test", "starts_at": null, "ends_at": null})]
     );
     assert!(
         !body.contains(&private.to_string()),

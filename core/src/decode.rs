@@ -320,23 +320,25 @@ fn device_id(v: &Value) -> Result<String, CodecError> {
     let Value::String(s) = v else {
         return Err(CodecError::field("device_id", "must be a string"));
     };
+    check_device_id(s).map_err(|problem| CodecError::field("device_id", problem))?;
+    Ok(s.clone())
+}
+
+/// The device id rule of contract section 3: 1 to 64 characters, none of them a control
+/// character. Shared with the admin commands, so that every id the stream can carry can be
+/// assigned to an entry and no other can.
+pub fn check_device_id(s: &str) -> Result<(), &'static str> {
     let chars = s.chars().count();
     if chars == 0 {
-        return Err(CodecError::field("device_id", "must not be empty"));
+        return Err("must not be empty");
     }
     if chars > MAX_DEVICE_ID_CHARS {
-        return Err(CodecError::field(
-            "device_id",
-            "must be at most 64 characters",
-        ));
+        return Err("must be at most 64 characters");
     }
     if s.chars().any(is_control) {
-        return Err(CodecError::field(
-            "device_id",
-            "must not contain control characters",
-        ));
+        return Err("must not contain control characters");
     }
-    Ok(s.clone())
+    Ok(())
 }
 
 fn timestamp(v: &Value) -> Result<UnixMillis, CodecError> {

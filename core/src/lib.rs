@@ -14,6 +14,7 @@
 //! - [`durable`] is the durable-write state machine.
 //! - [`teltonika`] is the trackers' protocol and the gateway's session machine.
 
+pub mod admin;
 pub mod decode;
 pub mod durable;
 pub mod faulty;

@@ -13,16 +13,31 @@ use processor_core::UnixMillis;
 /// Live GPS tracking processor: stores every position from the telemetry stream in Postgres
 /// and pushes it to WebSocket clients.
 ///
-/// Every option is read from the environment variable shown beside it; a flag on the
-/// command line overrides it.
+/// Each option is read from the environment variable shown in its `[env: ...]`; the flag
+/// beside it, where there is one, overrides the variable. Secrets (LIVE_AUTH_JWT_SECRET)
+/// have no flag, since a command line is visible to every user in `ps`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "processor", version, about)]
+#[command(
+    name = "processor",
+    version,
+    about,
+    after_help = SECRETS_HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<CliCommand>,
     #[command(flatten)]
     pub config: Config,
 }
+
+/// The variables without a flag, laid out as clap lays out the others.
+pub const SECRETS_HELP: &str = "\
+Environment only (no flag, so that the value never shows in `ps`):
+      LIVE_AUTH_JWT_SECRET
+          HS256 secret for client tokens, at least 32 bytes
+          [env: LIVE_AUTH_JWT_SECRET]";
+
+const SECRET_VAR: &str = "LIVE_AUTH_JWT_SECRET";
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum CliCommand {
@@ -35,6 +50,30 @@ pub enum CliCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
     },
+    /// Set up events, entries and devices (needs only DATABASE_URL).
+    Admin(crate::admin::AdminArgs),
+}
+
+/// `processor admin ...` parsed on its own: the service's options (and their variables) are
+/// not parsed at all, so that a value meant for the service cannot stop an admin command.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "processor", version)]
+pub struct AdminCli {
+    #[command(subcommand)]
+    pub command: AdminOnly,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminOnly {
+    /// Set up events, entries and devices (needs only DATABASE_URL).
+    Admin(crate::admin::AdminArgs),
+}
+
+impl AdminCli {
+    /// Whether the command line is an admin command (`processor admin ...`).
+    pub fn is_admin_command() -> bool {
+        std::env::args_os().nth(1).is_some_and(|a| a == "admin")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,7 +84,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Redis server holding the telemetry stream.
+    /// Redis server holding the telemetry stream. Prefer the variable when the URL carries
+    /// a password: a flag shows in `ps`.
     #[arg(
         long,
         env = "REDIS_URL",
@@ -54,7 +94,8 @@ pub struct Config {
     )]
     pub redis_url: String,
 
-    /// Postgres connection string (URL or key=value form).
+    /// Postgres connection string (URL or key=value form). Prefer the variable when it
+    /// carries a password: a flag shows in `ps`.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -221,13 +262,10 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone, Args)]
 pub struct LiveSettings {
-    /// HS256 secret for client tokens.
-    #[arg(
-        long,
-        env = "LIVE_AUTH_JWT_SECRET",
-        value_name = "LIVE_AUTH_JWT_SECRET",
-        hide_env_values = true
-    )]
+    /// HS256 secret for client tokens: read from the environment only, by
+    /// [`Config::load_secrets`] (clap has no argument that cannot be given as a flag or a
+    /// positional, and a command line shows in `ps`). `--help` lists it in [`SECRETS_HELP`].
+    #[arg(skip)]
     pub jwt_secret: Option<String>,
 
     /// PEM public key (RS256 or ES256) for client tokens.
@@ -348,6 +386,23 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// Reads the variables that have no flag. An empty one counts as unset, as clap
+    /// treats the others.
+    pub fn load_secrets(&mut self) -> Result<(), ConfigError> {
+        self.live.jwt_secret = match std::env::var(SECRET_VAR) {
+            Ok(secret) if secret.is_empty() => None,
+            Ok(secret) => Some(secret),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(ConfigError {
+                    variable: SECRET_VAR,
+                    problem: "is not valid UTF-8".into(),
+                })
+            }
+        };
+        Ok(())
+    }
+
     /// Checks the rules that tie variables together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_redis_url(&self.redis_url)?;
@@ -411,7 +466,7 @@ fn password_in(url: &str) -> Option<&str> {
 
 /// `problem` with the URL's password, and the URL itself, replaced: config errors never
 /// echo a secret (contract section 7).
-fn redacted(problem: String, url: &str) -> String {
+pub fn redacted(problem: String, url: &str) -> String {
     let mut text = problem.replace(url, "<the value>");
     if let Some(password) = password_in(url) {
         text = text.replace(password, "***");

@@ -1,6 +1,8 @@
 //! The processor's shell: configuration, logging and the executors that run the core's
 //! state machines against Redis, Postgres and WebSockets. No business rule lives here.
 
+pub mod admin;
+pub mod causes;
 pub mod clock;
 pub mod config;
 pub mod durable;

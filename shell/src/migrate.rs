@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_latest_from_the_positions_key.sql",
         sql: include_str!("../../migrations/0002_latest_from_the_positions_key.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_event_window_and_bibs.sql",
+        sql: include_str!("../../migrations/0003_event_window_and_bibs.sql"),
+    },
 ];
 
 /// First key of the advisory lock; the second is the schema's hash.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -10,6 +11,7 @@ use processor_core::durable::DurableConfig;
 use processor_core::faulty::FaultyThresholds;
 use processor_core::live::LiveConfig;
 
+use crate::causes::with_causes;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::edge::open_files;
@@ -19,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::postgres::{connect_one, create_pool, PositionStore};
 use crate::readiness::Readiness;
 use crate::redis_stream::broadcast::BroadcastGroup;
+use crate::redis_stream::group::ConsumerRemoval;
 use crate::redis_stream::{control_connection, DurableStream};
 use crate::{durable, health, hub, migrate, ops_server, stop_signal, trimmer};
 
@@ -47,10 +50,10 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     let (ops_stop_tx, ops_stop_rx) = watch::channel(false);
 
     let auth = Authenticator::from_settings(&config.live)
-        .map_err(|e| ServiceError::Startup(e.to_string()))?;
+        .map_err(|e| ServiceError::Startup(with_causes(&e)))?;
     let listener = ops_server::bind(config.metrics_addr)
         .await
-        .map_err(|e| ServiceError::Startup(e.to_string()))?;
+        .map_err(|e| ServiceError::Startup(with_causes(&e)))?;
     let ws_listener = TcpListener::bind(config.live_ws_addr).await.map_err(|e| {
         ServiceError::Startup(format!(
             "cannot listen on LIVE_WS_ADDR {}: {e}",
@@ -70,10 +73,10 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
 
     if config.migrate_on_start {
         let Some(()) = retry_until_stopped("apply migrations", stop_rx.clone(), || async {
-            let mut client = connect_one(&config).await.map_err(|e| e.to_string())?;
+            let mut client = connect_one(&config).await.map_err(|e| with_causes(&e))?;
             let applied = migrate::migrate(&mut client)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| with_causes(&e))?;
             for name in applied {
                 tracing::info!(migration = name, "migration applied");
             }
@@ -89,7 +92,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         .map_err(|e| ServiceError::Startup(format!("REDIS_URL: {e}")))?;
     let Some(control) = retry_until_stopped("connect to Redis", stop_rx.clone(), || {
         let redis = redis.clone();
-        async move { control_connection(redis).await.map_err(|e| e.to_string()) }
+        async move { control_connection(redis).await.map_err(|e| with_causes(&e)) }
     })
     .await
     else {
@@ -108,14 +111,14 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
                 stream
                     .ensure_group(&mut conn)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| with_causes(&e))
             }
         })
         .await
     else {
         return Ok(());
     };
-    let pool = create_pool(&config).map_err(|e| ServiceError::Startup(e.to_string()))?;
+    let pool = create_pool(&config).map_err(|e| ServiceError::Startup(with_causes(&e)))?;
     let store = PositionStore::new(pool.clone());
     // The live path: WebSocket server, hub shards, broadcast consumer, device map refresh.
     let live = hub::start(
@@ -174,7 +177,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
             stream: durable::ports::RedisStream {
                 client: redis.clone(),
                 control: control.clone(),
-                stream,
+                stream: stream.clone(),
                 block: Duration::from_millis(config.durable.block_ms),
             },
             store,
@@ -192,6 +195,10 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     // what it holds, then the metrics endpoint goes.
     live.join().await;
     let _ = durable.await;
+    // The durable reader has ended: this consumer reads nothing more. Without this, every
+    // restart under a new INSTANCE_ID (the default has the pid) would leave one more
+    // consumer in the group.
+    remove_durable_consumer(&stream, control.clone()).await;
     if let Some(trimmer) = trimmer {
         let _ = trimmer.await;
     }
@@ -202,6 +209,24 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     pool.close();
     tracing::info!("processor stopped");
     Ok(())
+}
+
+async fn remove_durable_consumer(stream: &DurableStream, mut control: ConnectionManager) {
+    match stream.remove_consumer_unless_pending(&mut control).await {
+        Ok(ConsumerRemoval::Removed) => {
+            tracing::info!(consumer = %stream.consumer, "durable consumer removed from the group")
+        }
+        Ok(ConsumerRemoval::KeptWithPending) => tracing::warn!(
+            consumer = %stream.consumer,
+            "durable consumer kept in the group: it holds pending entries, which another \
+             instance claims after DURABLE_CLAIM_IDLE_MS"
+        ),
+        Err(error) => tracing::warn!(
+            consumer = %stream.consumer,
+            error = %with_causes(&error),
+            "cannot remove the durable consumer from the group"
+        ),
+    }
 }
 
 pub fn live_config(config: &Config) -> LiveConfig {

@@ -11,28 +11,20 @@ use tokio_postgres::NoTls;
 use processor_core::teltonika::AllowList;
 
 use super::metrics::GatewayMetrics;
+use crate::causes::with_causes;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The server's own message when there is one (`database "x" does not exist`), not just
-/// tokio-postgres' `db error`.
-fn cause(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => db.message().to_owned(),
-        None => error.to_string(),
-    }
-}
 
 async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, String> {
     let (client, connection) = config
         .connect(NoTls)
         .await
-        .map_err(|e| format!("cannot connect to Postgres: {}", cause(&e)))?;
+        .map_err(|e| format!("cannot connect to Postgres: {}", with_causes(&e)))?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(
-                error = cause(&error),
+                error = with_causes(&error),
                 "allow-list: Postgres connection ended"
             );
         }
@@ -47,7 +39,7 @@ async fn read_devices(client: &tokio_postgres::Client) -> Result<HashSet<String>
     )
     .await
     .map_err(|_| "reading entry_devices timed out".to_owned())?
-    .map_err(|e| format!("cannot read entry_devices: {}", cause(&e)))?;
+    .map_err(|e| format!("cannot read entry_devices: {}", with_causes(&e)))?;
     Ok(rows.iter().filter_map(|row| row.try_get(0).ok()).collect())
 }
 

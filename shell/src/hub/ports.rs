@@ -18,7 +18,7 @@ use processor_core::live::Visibility;
 use processor_core::stream::EntryId;
 use processor_core::wire::WirePosition;
 
-use crate::postgres::events::{self, PublicEvent, QueryError};
+use crate::postgres::events::{self, EventDetails, PublicEvent, QueryError};
 use crate::redis_stream::broadcast::BroadcastGroup;
 use crate::redis_stream::{blocking_connection, StreamError};
 
@@ -45,6 +45,13 @@ pub trait LiveStore: Clone + Send + Sync + 'static {
 
     /// The public events, for the map page's picker.
     fn public_events(&self) -> impl Future<Output = Result<Vec<PublicEvent>, Self::Error>> + Send;
+
+    /// One event with its entries (`GET /events/<uuid>`); `None` when there is no such
+    /// event. Who may see it is decided by the caller, from its visibility.
+    fn event_details(
+        &self,
+        event: Uuid,
+    ) -> impl Future<Output = Result<Option<EventDetails>, Self::Error>> + Send;
 }
 
 /// This instance's broadcast group (contract section 6).
@@ -97,6 +104,10 @@ impl LiveStore for Pool {
 
     async fn public_events(&self) -> Result<Vec<PublicEvent>, QueryError> {
         events::public_events(self).await
+    }
+
+    async fn event_details(&self, event: Uuid) -> Result<Option<EventDetails>, QueryError> {
+        events::pooled_event_details(self, event).await
     }
 }
 

@@ -1,10 +1,18 @@
 "use strict";
 
 // Live map of one event: subscribes to `event:<uuid>` on /live (contract section 5) and draws
-// every device's latest position and short trail on a canvas, without map tiles.
+// every device's latest position and short trail on a canvas, without map tiles. Participants
+// are labelled with the bib and name `GET /events/<uuid>` gives, listed beside the map, and
+// can be followed; the view stays where the user zoomed and panned it.
 (() => {
   const TRAIL_MAX = 30;
-  const LABEL_MAX_DEVICES = 20;
+  // Bibs are short: up to this many participants every dot is labelled.
+  const LABEL_MAX_DEVICES = 150;
+  const ZOOM_MIN_S = 1e-5; // pixels per metre: a continent
+  const ZOOM_MAX_S = 20; // a few metres across the screen
+  const CLICK_SLOP_PX = 4;
+  // A fix older than this is marked stale in the list.
+  const STALE_MS = 60000;
   // Closes that are not the client's fault; everything else (1008, 1009, ...) would repeat.
   const RECONNECT_CODES = new Set([1001, 1006, 1011, 1013]);
   const BACKOFF_MIN_MS = 1000;
@@ -43,6 +51,12 @@
     count: $("count"),
     error: $("error"),
     canvas: $("map"),
+    fit: $("fit"),
+    notice: $("notice"),
+    search: $("search"),
+    sort: $("sort"),
+    list: $("list"),
+    following: $("following"),
   };
   const ctx = ui.canvas.getContext("2d");
 
@@ -53,9 +67,20 @@
     subscribed: false,
     snapshots: 0,
     positions: 0,
-    devices: new Map(), // deviceId -> { trail: [{lat, lon, ts}], color }
+    devices: new Map(), // deviceId -> { trail: [{lat, lon, ts}], color, speed, course }
     lastError: null,
     closeCode: null,
+    // From GET /events/<uuid>: deviceId -> { bib, name } of its entry.
+    entries: new Map(),
+    eventName: null,
+    // "unknown" until the server answers, "ok", or "needs_token" (refused without one) or
+    // "not_visible" (refused with one): private and nonexistent events look the same.
+    access: "unknown",
+    selected: null, // deviceId
+    following: false,
+    // The view: centre and pixels per metre; null until the first positions are fitted.
+    view: null,
+    listed: [], // deviceIds in the list's order, as last rendered
   };
 
   let ws = null;
@@ -86,7 +111,15 @@
     state.devices.clear();
     state.lastError = null;
     state.closeCode = null;
+    state.entries.clear();
+    state.eventName = null;
+    state.access = "unknown";
+    state.selected = null;
+    state.following = false;
+    state.view = null;
     token = ui.token.value.trim();
+    renderNotice();
+    loadDetails(id, token);
     lastDataAt = 0;
     rateSamples.length = 0;
     hovered = null;
@@ -209,6 +242,12 @@
         if (mine) applyPosition(msg);
         break;
       case "error":
+        if (mine && msg.code === "forbidden") {
+          // Private (or nonexistent, which looks the same): a state to explain, not an error.
+          setAccess(token ? "not_visible" : "needs_token");
+          state.lastError = { code: "forbidden", message: String(msg.message || "") };
+          break;
+        }
         setError(String(msg.code || "error"), String(msg.message || ""));
         break;
       default:
@@ -228,12 +267,21 @@
     return { id: String(id), pt: { lat, lon, ts } };
   }
 
+  // `speed` and `course` are omitted on the wire when 0.
+  function motion(p) {
+    return {
+      speed: Number.isFinite(p.speed) ? p.speed : 0,
+      course: Number.isFinite(p.course) ? p.course : 0,
+    };
+  }
+
   function applySnapshot(positions) {
     state.devices.clear();
     for (const p of positions) {
       const v = toPoint(p);
-      if (v) state.devices.set(v.id, { trail: [v.pt], color: colorFor(v.id) });
+      if (v) state.devices.set(v.id, { trail: [v.pt], color: colorFor(v.id), ...motion(p) });
     }
+    setAccess("ok");
     requestDraw();
   }
 
@@ -242,14 +290,85 @@
     if (!v) return;
     const d = state.devices.get(v.id);
     if (!d) {
-      state.devices.set(v.id, { trail: [v.pt], color: colorFor(v.id) });
+      state.devices.set(v.id, { trail: [v.pt], color: colorFor(v.id), ...motion(msg) });
     } else {
       // The server promises ts never goes backwards; a duplicate or older fix is dropped anyway.
       if (!(v.pt.ts > d.trail[d.trail.length - 1].ts)) return;
       d.trail.push(v.pt);
       if (d.trail.length > TRAIL_MAX) d.trail.shift();
+      Object.assign(d, motion(msg));
     }
     requestDraw();
+  }
+
+  // ---- participants (GET /events/<uuid>) -------------------------------------------------------
+
+  async function loadDetails(id, tok) {
+    const topic = state.topic;
+    let res;
+    try {
+      const headers = { Accept: "application/json" };
+      if (tok) headers.Authorization = "Bearer " + tok;
+      res = await fetch("/events/" + encodeURIComponent(id), { headers, cache: "no-store" });
+    } catch {
+      return; // labels fall back to device ids; the live data still flows
+    }
+    if (state.topic !== topic) return; // the user moved on meanwhile
+    if (res.status === 404 || res.status === 401) {
+      setAccess(tok ? "not_visible" : "needs_token");
+      return;
+    }
+    if (!res.ok) return;
+    let body;
+    try {
+      body = await res.json();
+    } catch {
+      return;
+    }
+    if (state.topic !== topic || !body || !Array.isArray(body.entries)) return;
+    state.eventName = typeof body.name === "string" ? body.name : null;
+    for (const e of body.entries) {
+      if (!e || !Array.isArray(e.devices)) continue;
+      const who = {
+        bib: typeof e.bib === "string" ? e.bib : null,
+        name: typeof e.name === "string" ? e.name : null,
+      };
+      for (const d of e.devices) if (typeof d === "string") state.entries.set(d, who);
+    }
+    if (state.access === "unknown") setAccess("ok");
+    requestDraw();
+  }
+
+  // What a participant is called on the map and in the list: bib and name when known.
+  function labelOf(id) {
+    const who = state.entries.get(id);
+    if (!who) return id;
+    if (who.bib && who.name) return `${who.bib} ${who.name}`;
+    return who.bib || who.name || id;
+  }
+
+  function setAccess(access) {
+    state.access = access;
+    renderNotice();
+  }
+
+  function renderNotice() {
+    const needs = state.access === "needs_token";
+    const hidden = state.access === "not_visible";
+    document.body.classList.toggle("needs-token", needs);
+    if (!needs && !hidden) {
+      ui.notice.hidden = true;
+      ui.notice.replaceChildren();
+      return;
+    }
+    const title = document.createElement("strong");
+    title.textContent = needs ? "This event needs a token" : "This token does not open this event";
+    const text = document.createElement("span");
+    text.textContent = needs
+      ? "It is private, or its id is wrong. Paste the token you were given above and connect."
+      : "The event is private and the token does not grant it, or its id is wrong.";
+    ui.notice.replaceChildren(title, text);
+    ui.notice.hidden = false;
   }
 
   // FNV-1a, so a device keeps its colour across reloads and reconnects.
@@ -296,6 +415,106 @@
     ui.rate.textContent = String(Math.round(rate));
     ui.age.textContent = lastDataAt ? ((now - lastDataAt) / 1000).toFixed(1) : "—";
     ui.count.textContent = String(state.devices.size);
+    renderList();
+  }
+
+  const SORTS = {
+    bib: (a, b) => compareBibs(a.who?.bib, b.who?.bib) || a.label.localeCompare(b.label),
+    name: (a, b) => a.label.localeCompare(b.label, undefined, { numeric: true }),
+    speed: (a, b) => b.d.speed - a.d.speed || a.label.localeCompare(b.label),
+    seen: (a, b) => b.ts - a.ts || a.label.localeCompare(b.label),
+  };
+
+  // Numbers by value (2 before 10), then text; participants without a bib last.
+  function compareBibs(a, b) {
+    if (!a || !b) return (a ? 0 : 1) - (b ? 0 : 1);
+    return a.localeCompare(b, undefined, { numeric: true });
+  }
+
+  function ageText(ms) {
+    if (ms < 0) ms = 0;
+    const s = Math.round(ms / 1000);
+    if (s < 60) return `${s} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min`;
+    return `${Math.floor(s / 3600)} h`;
+  }
+
+  // Compass point of a course in degrees (0 = north, clockwise).
+  function compass(deg) {
+    const points = ["N", "NE", "E", "SE", "S", "SW", "W", "NW"];
+    return points[Math.round((((deg % 360) + 360) % 360) / 45) % 8];
+  }
+
+  const rowEls = new Map(); // deviceId -> the elements of its list row
+
+  function rowFor(id) {
+    let row = rowEls.get(id);
+    if (row) return row;
+    const li = document.createElement("li");
+    li.dataset.device = id;
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    const who = document.createElement("span");
+    who.className = "who";
+    who.title = id;
+    const bib = document.createElement("span");
+    bib.className = "bib";
+    const name = document.createElement("span");
+    who.append(bib, name);
+    const age = document.createElement("span");
+    age.className = "age";
+    age.title = "since its last fix";
+    const motion = document.createElement("span");
+    motion.className = "motion";
+    li.append(swatch, who, age, motion);
+    row = { li, swatch, bib, name, age, motion };
+    rowEls.set(id, row);
+    return row;
+  }
+
+  function setText(el, text) {
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  function renderList() {
+    const query = ui.search.value.trim().toLowerCase();
+    const now = Date.now();
+    const rows = [];
+    for (const [id, d] of state.devices) {
+      const who = state.entries.get(id);
+      const label = labelOf(id);
+      const hay = `${label} ${id}`.toLowerCase();
+      if (query && !hay.includes(query)) continue;
+      rows.push({ id, d, who, label, ts: d.trail[d.trail.length - 1].ts });
+    }
+    rows.sort(SORTS[ui.sort.value] || SORTS.bib);
+    state.listed = rows.map((r) => r.id);
+    // Rows are kept and updated in place: a row replaced under the pointer would swallow the
+    // click that was meant for it.
+    const items = rows.map((r) => {
+      const row = rowFor(r.id);
+      row.li.classList.toggle("selected", r.id === state.selected);
+      const age = now - r.ts;
+      row.li.classList.toggle("stale", age > STALE_MS);
+      row.swatch.style.background = r.d.color;
+      const bib = r.who && r.who.bib ? r.who.bib : "";
+      setText(row.bib, bib);
+      setText(row.name, bib ? r.who.name || r.id : r.label);
+      setText(row.age, ageText(age));
+      setText(
+        row.motion,
+        `${r.d.speed.toFixed(0)} km/h · ${compass(r.d.course)} ${r.d.course.toFixed(0)}°`,
+      );
+      return row.li;
+    });
+    for (const id of rowEls.keys()) if (!state.devices.has(id)) rowEls.delete(id);
+    const current = ui.list.children;
+    const same = current.length === items.length && items.every((li, i) => current[i] === li);
+    if (!same) ui.list.replaceChildren(...items);
+    ui.following.textContent =
+      state.selected === null
+        ? ""
+        : `${state.following ? "Following" : "Selected"}: ${labelOf(state.selected)}`;
   }
 
   // ---- drawing -------------------------------------------------------------------------------
@@ -330,11 +549,12 @@
     dotIds.length = dotX.length = dotY.length = 0;
     if (w === 0 || h === 0) return;
 
-    const view = fitView(w, h);
+    const view = currentView(w, h);
     if (!view) {
       drawHint(w, h);
       return;
     }
+    lastView = view;
     const step = niceMetres(90 / view.s);
     drawGrid(view, step, w, h);
     drawTrails(view);
@@ -343,9 +563,47 @@
     drawScaleBar(view, step, h);
   }
 
-  // Equirectangular projection fitted to the bounding box of every point held; longitude is
+  let lastView = null;
+
+  // The user's view, fitted once when the first positions arrive and then left where the
+  // user zooms and pans it; a followed participant is kept at its centre.
+  function currentView(w, h) {
+    if (state.view === null) {
+      state.view = fitCentre(w, h);
+      if (state.view === null) return null;
+    }
+    if (state.following && state.selected !== null) {
+      const d = state.devices.get(state.selected);
+      if (d) {
+        const p = d.trail[d.trail.length - 1];
+        state.view.lat = p.lat;
+        state.view.lon = p.lon;
+      }
+    }
+    return project(state.view, w, h);
+  }
+
+  // Equirectangular projection around `c` ({lat, lon, s}: s pixels per metre); longitude is
   // shrunk by cos(latitude) so that a metre is as long east-west as north-south.
-  function fitView(w, h) {
+  function project(c, w, h) {
+    const kx = Math.max(Math.cos((c.lat * Math.PI) / 180), 0.01);
+    // Screen x = lon * ax + bx, y = lat * ay + by: two multiply-adds per point in the hot loops.
+    const ax = kx * METRES_PER_DEGREE * c.s;
+    const ay = -METRES_PER_DEGREE * c.s;
+    return {
+      s: c.s,
+      ax,
+      bx: w / 2 - c.lon * ax,
+      ay,
+      by: h / 2 - c.lat * ay,
+      // Metres east of lon 0 (at this latitude) and north of the equator at the screen centre.
+      cxm: c.lon * kx * METRES_PER_DEGREE,
+      cym: c.lat * METRES_PER_DEGREE,
+    };
+  }
+
+  // The centre and scale that show every point held; null when there is none.
+  function fitCentre(w, h) {
     let minLat = Infinity;
     let maxLat = -Infinity;
     let minLon = Infinity;
@@ -365,19 +623,7 @@
     const spanX = Math.max((maxLon - minLon) * kx * METRES_PER_DEGREE, MIN_SPAN_M) * (1 + 2 * PADDING);
     const spanY = Math.max((maxLat - minLat) * METRES_PER_DEGREE, MIN_SPAN_M) * (1 + 2 * PADDING);
     const s = Math.min(w / spanX, h / spanY); // pixels per metre
-    // Screen x = lon * ax + bx, y = lat * ay + by: two multiply-adds per point in the hot loops.
-    const ax = kx * METRES_PER_DEGREE * s;
-    const ay = -METRES_PER_DEGREE * s;
-    return {
-      s,
-      ax,
-      bx: w / 2 - midLon * ax,
-      ay,
-      by: h / 2 - midLat * ay,
-      // Metres east of lon 0 (at this latitude) and north of the equator at the screen centre.
-      cxm: midLon * kx * METRES_PER_DEGREE,
-      cym: midLat * METRES_PER_DEGREE,
-    };
+    return { lat: midLat, lon: midLon, s };
   }
 
   // 1, 2 or 5 times a power of ten, at least `m` metres.
@@ -441,17 +687,25 @@
       dotIds.push(id);
       dotX.push(x);
       dotY.push(y);
+      const big = id === hovered || id === state.selected;
       ctx.beginPath();
-      ctx.arc(x, y, id === hovered ? r + 2 : r, 0, 2 * Math.PI);
+      ctx.arc(x, y, big ? r + 2 : r, 0, 2 * Math.PI);
       ctx.fillStyle = d.color;
       ctx.fill();
       ctx.stroke();
+      if (id === state.selected) {
+        ctx.beginPath();
+        ctx.arc(x, y, r + 6, 0, 2 * Math.PI);
+        ctx.strokeStyle = "#1c2430";
+        ctx.stroke();
+        ctx.strokeStyle = "#ffffff";
+      }
     }
   }
 
   function drawLabels() {
     const all = dotIds.length <= LABEL_MAX_DEVICES;
-    if (!all && hovered === null) return;
+    if (!all && hovered === null && state.selected === null) return;
     ctx.font = "12px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
     ctx.textBaseline = "bottom";
     ctx.lineJoin = "round";
@@ -459,10 +713,12 @@
     ctx.strokeStyle = "rgba(255, 255, 255, 0.9)";
     ctx.fillStyle = "#1c2430";
     for (let i = 0; i < dotIds.length; i++) {
-      if (!all && dotIds[i] !== hovered) continue;
+      const id = dotIds[i];
+      if (!all && id !== hovered && id !== state.selected) continue;
+      const text = labelOf(id);
       // A white halo keeps the text readable over trails and grid.
-      ctx.strokeText(dotIds[i], dotX[i] + 6, dotY[i] - 4);
-      ctx.fillText(dotIds[i], dotX[i] + 6, dotY[i] - 4);
+      ctx.strokeText(text, dotX[i] + 6, dotY[i] - 4);
+      ctx.fillText(text, dotX[i] + 6, dotY[i] - 4);
     }
   }
 
@@ -500,10 +756,97 @@
     ctx.textAlign = "start";
   }
 
+  // ---- zoom, pan, select ----------------------------------------------------------------------
+
+  let drag = null; // {x, y, lat, lon, moved} while a pointer is down on the map
+
+  function pointerAt(ev) {
+    const rect = ui.canvas.getBoundingClientRect();
+    return { x: ev.clientX - rect.left, y: ev.clientY - rect.top };
+  }
+
+  function onWheel(ev) {
+    if (!lastView || !state.view) return;
+    ev.preventDefault();
+    const factor = Math.exp(-ev.deltaY * 0.0015);
+    const s = Math.min(Math.max(state.view.s * factor, ZOOM_MIN_S), ZOOM_MAX_S);
+    if (state.following && state.selected !== null) {
+      state.view.s = s; // around the followed participant
+    } else {
+      // Around the pointer: the place under it stays under it.
+      const { x, y } = pointerAt(ev);
+      const lon = (x - lastView.bx) / lastView.ax;
+      const lat = (y - lastView.by) / lastView.ay;
+      const w = ui.canvas.clientWidth;
+      const h = ui.canvas.clientHeight;
+      const next = project({ lat: state.view.lat, lon: state.view.lon, s }, w, h);
+      state.view = {
+        lat: state.view.lat + (lat * next.ay + next.by - y) / next.ay,
+        lon: state.view.lon + (lon * next.ax + next.bx - x) / next.ax,
+        s,
+      };
+    }
+    requestDraw();
+  }
+
+  function onPointerDown(ev) {
+    if (!state.view) return;
+    const { x, y } = pointerAt(ev);
+    drag = { x, y, lat: state.view.lat, lon: state.view.lon, moved: false };
+    ui.canvas.setPointerCapture(ev.pointerId);
+  }
+
+  function onPointerUp(ev) {
+    if (!drag) return;
+    const wasClick = !drag.moved;
+    drag = null;
+    ui.canvas.classList.remove("dragging");
+    if (wasClick) {
+      const { x, y } = pointerAt(ev);
+      select(nearestDot(x, y), true);
+    }
+  }
+
+  function nearestDot(px, py) {
+    let best = null;
+    let bestD = 10 * 10; // pick radius, squared
+    for (let i = 0; i < dotIds.length; i++) {
+      const dx = dotX[i] - px;
+      const dy = dotY[i] - py;
+      const d = dx * dx + dy * dy;
+      if (d < bestD) {
+        bestD = d;
+        best = dotIds[i];
+      }
+    }
+    return best;
+  }
+
+  // Selects a participant (null: none); `follow` keeps it at the centre until the user pans.
+  function select(id, follow) {
+    state.selected = id;
+    state.following = id !== null && follow;
+    renderList();
+    requestDraw();
+  }
+
   function onPointerMove(ev) {
     const rect = ui.canvas.getBoundingClientRect();
     const px = ev.clientX - rect.left;
     const py = ev.clientY - rect.top;
+    if (drag && lastView) {
+      const dx = px - drag.x;
+      const dy = py - drag.y;
+      if (!drag.moved && dx * dx + dy * dy < CLICK_SLOP_PX * CLICK_SLOP_PX) return;
+      drag.moved = true;
+      ui.canvas.classList.add("dragging");
+      // Panning takes the view over from a followed participant.
+      state.following = false;
+      state.view.lon = drag.lon - dx / lastView.ax;
+      state.view.lat = drag.lat - dy / lastView.ay;
+      requestDraw();
+      return;
+    }
     let best = null;
     let bestD = 10 * 10; // pick radius, squared
     for (let i = 0; i < dotIds.length; i++) {
@@ -571,6 +914,28 @@
   });
   ui.disconnect.addEventListener("click", disconnect);
   ui.canvas.addEventListener("pointermove", onPointerMove);
+  ui.canvas.addEventListener("pointerdown", onPointerDown);
+  ui.canvas.addEventListener("pointerup", onPointerUp);
+  ui.canvas.addEventListener("pointercancel", () => {
+    drag = null;
+    ui.canvas.classList.remove("dragging");
+  });
+  ui.canvas.addEventListener("wheel", onWheel, { passive: false });
+  ui.fit.addEventListener("click", () => {
+    state.view = null;
+    state.following = false;
+    requestDraw();
+  });
+  ui.list.addEventListener("click", (ev) => {
+    const li = ev.target instanceof Element ? ev.target.closest("li[data-device]") : null;
+    if (!li) return;
+    const id = li.dataset.device;
+    // A second click on the followed participant lets it go.
+    if (id === state.selected && state.following) select(null, false);
+    else select(id, true);
+  });
+  ui.search.addEventListener("input", renderList);
+  ui.sort.addEventListener("change", renderList);
   ui.canvas.addEventListener("pointerleave", () => {
     if (hovered !== null) {
       hovered = null;
@@ -587,7 +952,26 @@
       const devices = {};
       for (const [id, d] of state.devices) {
         const p = d.trail[d.trail.length - 1];
-        devices[id] = { lat: p.lat, lon: p.lon, ts: p.ts, points: d.trail.length };
+        devices[id] = {
+          lat: p.lat,
+          lon: p.lon,
+          ts: p.ts,
+          points: d.trail.length,
+          label: labelOf(id),
+          speed: d.speed,
+          course: d.course,
+        };
+      }
+      // Where the selected participant was drawn, against the canvas' centre.
+      let selectedOnScreen = null;
+      const i = state.selected === null ? -1 : dotIds.indexOf(state.selected);
+      if (i >= 0) {
+        selectedOnScreen = {
+          x: dotX[i],
+          y: dotY[i],
+          centerX: ui.canvas.clientWidth / 2,
+          centerY: ui.canvas.clientHeight / 2,
+        };
       }
       return {
         connection: state.connection,
@@ -601,6 +985,13 @@
           ? { code: state.lastError.code, message: state.lastError.message }
           : null,
         closeCode: state.closeCode,
+        access: state.access,
+        eventName: state.eventName,
+        selected: state.selected,
+        following: state.following,
+        selectedOnScreen,
+        listed: state.listed.slice(),
+        view: state.view ? { lat: state.view.lat, lon: state.view.lon, s: state.view.s } : null,
       };
     },
   });
@@ -609,7 +1000,13 @@
   const eventParam = (params.get("event") || "").trim();
   const tokenParam = (params.get("token") || "").trim();
   if (eventParam) ui.eventId.value = eventParam;
-  if (tokenParam) ui.token.value = tokenParam;
+  if (tokenParam) {
+    ui.token.value = tokenParam;
+    // Out of the address bar, the history and the Referer: the field holds it from now on.
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+  }
   syncSelect();
   setInterval(tick, 250);
   tick();

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use deadpool_postgres::Pool;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use processor_core::live::Visibility;
@@ -21,7 +22,7 @@ const EVENT_VISIBILITY: &str = "SELECT visibility FROM events WHERE id = $1";
 
 /// Private events are left out: they must not be discoverable (contract section 5).
 const PUBLIC_EVENTS: &str = "
-SELECT id, name FROM events
+SELECT id, name, starts_at, ends_at FROM events
 WHERE visibility = 'public'
 ORDER BY name, id
 LIMIT 1000";
@@ -83,6 +84,8 @@ pub async fn event_visibility(pool: &Pool, event: Uuid) -> Result<Visibility, Qu
 pub struct PublicEvent {
     pub id: Uuid,
     pub name: String,
+    pub starts_at: Option<OffsetDateTime>,
+    pub ends_at: Option<OffsetDateTime>,
 }
 
 /// The public events, by name (at most 1,000).
@@ -95,9 +98,106 @@ pub async fn public_events(pool: &Pool) -> Result<Vec<PublicEvent>, QueryError> 
             Ok(PublicEvent {
                 id: row.try_get(0)?,
                 name: row.try_get(1)?,
+                starts_at: row.try_get(2)?,
+                ends_at: row.try_get(3)?,
             })
         })
         .collect()
+}
+
+/// One event with its entries and their devices (`GET /events/<uuid>`, `processor admin
+/// entry list`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventDetails {
+    pub id: Uuid,
+    pub name: String,
+    /// The column's value; [`Visibility::from_column`] of it decides who may see the event.
+    pub visibility: String,
+    pub starts_at: Option<OffsetDateTime>,
+    pub ends_at: Option<OffsetDateTime>,
+    /// By bib (shorter first, so that 2 comes before 10), entries without one last.
+    pub entries: Vec<EntryDetails>,
+    /// More entries than were read: the list stops at the cap.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryDetails {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub bib: Option<String>,
+    /// Sorted; at most [`MAX_DEVICES_PER_ENTRY`].
+    pub devices: Vec<String>,
+}
+
+/// Entries read for one event at most, so that one response is bounded whatever is in the
+/// tables: a start list holds at most as many (`processor_core::admin::MAX_START_LIST_ROWS`).
+pub const MAX_ENTRIES: i64 = 10_000;
+
+/// Devices listed per entry at most: a participant carries one tracker, a crew a few.
+pub const MAX_DEVICES_PER_ENTRY: i64 = 100;
+
+const EVENT: &str = "SELECT id, name, visibility, starts_at, ends_at FROM events WHERE id = $1";
+
+const EVENT_ENTRIES: &str = "
+SELECT en.id, en.name, en.bib,
+       coalesce((SELECT array_agg(d.device_id ORDER BY d.device_id)
+                 FROM (SELECT ed.device_id FROM entry_devices ed
+                       WHERE ed.entry_id = en.id
+                       ORDER BY ed.device_id
+                       LIMIT $3) d),
+                '{}'::text[])
+FROM entries en
+WHERE en.event_id = $1
+ORDER BY en.bib IS NULL, length(en.bib), en.bib, en.name, en.id
+LIMIT $2";
+
+/// The event with its first [`MAX_ENTRIES`] entries; `None` when there is no such event.
+/// Takes a plain client, so that the admin commands read the same way.
+pub async fn event_details(
+    client: &tokio_postgres::Client,
+    event: Uuid,
+) -> Result<Option<EventDetails>, tokio_postgres::Error> {
+    let Some(row) = client.query_opt(EVENT, &[&event]).await? else {
+        return Ok(None);
+    };
+    let rows = client
+        .query(
+            EVENT_ENTRIES,
+            &[&event, &(MAX_ENTRIES + 1), &MAX_DEVICES_PER_ENTRY],
+        )
+        .await?;
+    let truncated = rows.len() as i64 > MAX_ENTRIES;
+    let entries = rows
+        .iter()
+        .take(MAX_ENTRIES as usize)
+        .map(|row| {
+            Ok(EntryDetails {
+                id: row.try_get(0)?,
+                name: row.try_get(1)?,
+                bib: row.try_get(2)?,
+                devices: row.try_get(3)?,
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    Ok(Some(EventDetails {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        visibility: row.try_get(2)?,
+        starts_at: row.try_get(3)?,
+        ends_at: row.try_get(4)?,
+        entries,
+        truncated,
+    }))
+}
+
+/// [`event_details`] on a pooled connection.
+pub async fn pooled_event_details(
+    pool: &Pool,
+    event: Uuid,
+) -> Result<Option<EventDetails>, QueryError> {
+    let client = pool.get().await?;
+    Ok(event_details(&client, event).await?)
 }
 
 /// The newest non-faulty stored position of each of `devices` that has one, sorted by

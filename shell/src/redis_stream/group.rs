@@ -200,6 +200,32 @@ impl DurableStream {
         Ok(())
     }
 
+    /// On a clean stop: removes this consumer from the group unless it still holds pending
+    /// entries. Deleting a consumer drops its pending entries from the group (nobody could
+    /// claim them any more), so those keep it; another instance claims them after
+    /// DURABLE_CLAIM_IDLE_MS, or this instance's next start reads them. Checked and done in
+    /// one script, so that nothing can become pending in between.
+    pub async fn remove_consumer_unless_pending<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+    ) -> Result<ConsumerRemoval, StreamError> {
+        let outcome: Result<i64, RedisError> = redis::cmd("EVAL")
+            .arg(REMOVE_IDLE_CONSUMER)
+            .arg(1)
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .query_async(conn)
+            .await;
+        match outcome {
+            Ok(-1) => Ok(ConsumerRemoval::KeptWithPending),
+            Ok(_) => Ok(ConsumerRemoval::Removed),
+            // The group or the stream is gone (Redis restarted empty): no consumer to remove.
+            Err(e) if e.to_string().contains("NOGROUP") => Ok(ConsumerRemoval::Removed),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Entries pending in the group, all consumers together.
     pub async fn pending_total<C: ConnectionLike>(&self, conn: &mut C) -> Result<u64, StreamError> {
         let value: Value = redis::cmd("XPENDING")
@@ -210,6 +236,20 @@ impl DurableStream {
         Ok(reply::pending_total(&value)?)
     }
 }
+
+/// What [`DurableStream::remove_consumer_unless_pending`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerRemoval {
+    Removed,
+    KeptWithPending,
+}
+
+/// KEYS[1] stream, ARGV[1] group, ARGV[2] consumer: -1 when the consumer holds a pending
+/// entry (left alone), else what XGROUP DELCONSUMER answers (0 pending entries dropped).
+const REMOVE_IDLE_CONSUMER: &str = "\
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #pending > 0 then return -1 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])";
 
 /// `XGROUP CREATE <stream> <group> <start> MKSTREAM`; a group that already exists
 /// (BUSYGROUP) is success.

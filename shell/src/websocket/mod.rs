@@ -1,5 +1,6 @@
 //! The WebSocket server on `LIVE_WS_ADDR`: `GET /live`, authenticated before the upgrade.
 
+pub mod event_route;
 pub mod listener;
 pub mod server;
 

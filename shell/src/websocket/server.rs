@@ -31,6 +31,7 @@ use crate::live::auth::Authenticator;
 use crate::map_page;
 use crate::metrics::Metrics;
 
+use super::event_route::{self, rfc3339, DetailsCache};
 use super::Listener;
 
 pub struct WsContext<S: LiveStore, C: Clock> {
@@ -45,6 +46,8 @@ pub struct WsContext<S: LiveStore, C: Clock> {
     /// The last `GET /events` body and when it was read: requests within a second share
     /// one query, so that no client can turn requests into Postgres load.
     events_cache: tokio::sync::Mutex<Option<(UnixMillis, Bytes)>>,
+    /// `GET /events/<uuid>`'s recent answers, per event.
+    details_cache: DetailsCache,
 }
 
 /// How long a `GET /events` body is served again.
@@ -70,6 +73,7 @@ impl<S: LiveStore, C: Clock> WsContext<S, C> {
             clock,
             next_conn: AtomicU64::new(1),
             events_cache: tokio::sync::Mutex::new(None),
+            details_cache: DetailsCache::default(),
         }
     }
 }
@@ -116,6 +120,19 @@ async fn respond<S: LiveStore, C: Clock>(
     }
     if req.uri().path() == "/events" {
         return events(ctx).await;
+    }
+    if let Some(id) = req.uri().path().strip_prefix("/events/") {
+        let id = id.to_owned();
+        let (parts, _) = req.into_parts();
+        return event_route::respond(
+            &parts,
+            &id,
+            &ctx.auth,
+            &ctx.store,
+            &ctx.clock,
+            &ctx.details_cache,
+        )
+        .await;
     }
     match map_page::asset(req.uri().path()) {
         Some(asset) => page(asset),
@@ -251,7 +268,7 @@ fn is_websocket_key(key: &[u8]) -> bool {
         && &key[22..] == b"=="
 }
 
-/// `[{"id": uuid, "name": text}]`, the public events by name.
+/// `[{"id": uuid, "name": text, "starts_at", "ends_at"}]`, the public events by name.
 async fn events<S: LiveStore, C: Clock>(ctx: &Arc<WsContext<S, C>>) -> Response<Full<Bytes>> {
     // One query at a time; the others wait for it and share its answer.
     let mut cache = ctx.events_cache.lock().await;
@@ -268,7 +285,12 @@ async fn events<S: LiveStore, C: Clock>(ctx: &Arc<WsContext<S, C>>) -> Response<
             };
             let list: Vec<serde_json::Value> = events
                 .into_iter()
-                .map(|e| serde_json::json!({ "id": e.id.to_string(), "name": e.name }))
+                .map(|e| {
+                    serde_json::json!({
+                        "id": e.id.to_string(), "name": e.name,
+                        "starts_at": rfc3339(e.starts_at), "ends_at": rfc3339(e.ends_at),
+                    })
+                })
                 .collect();
             let body = Bytes::from(serde_json::Value::Array(list).to_string());
             *cache = Some((now, body.clone()));
@@ -280,6 +302,10 @@ async fn events<S: LiveStore, C: Clock>(ctx: &Arc<WsContext<S, C>>) -> Response<
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 

@@ -50,8 +50,8 @@ pub struct InstancePlan {
 }
 
 fn authenticator() -> Result<Authenticator, String> {
-    let cli = Cli::try_parse_from(["processor", "--jwt-secret", TOKEN_SECRET])
-        .map_err(|e| e.to_string())?;
+    let mut cli = Cli::try_parse_from(["processor"]).map_err(|e| e.to_string())?;
+    cli.config.live.jwt_secret = Some(TOKEN_SECRET.to_owned());
     Authenticator::from_settings(&cli.config.live).map_err(|e| e.to_string())
 }
 

@@ -12,7 +12,7 @@ use processor_core::live::Visibility;
 use processor_core::stream::EntryId;
 use processor_core::wire::WirePosition;
 use processor_shell::hub::ports::{BroadcastPort, BroadcastReader, DeviceMap, LiveStore};
-use processor_shell::postgres::events::PublicEvent;
+use processor_shell::postgres::events::{EventDetails, PublicEvent};
 use processor_shell::websocket::Listener;
 
 use super::live_server::{LiveRequest, LiveResponse};
@@ -83,9 +83,30 @@ impl LiveStore for NetLiveStore {
         match self.ask(LiveRequest::PublicEvents).await? {
             LiveResponse::PublicEvents(events) => Ok(events
                 .into_iter()
-                .map(|(id, name)| PublicEvent { id, name })
+                .map(|(id, name)| PublicEvent {
+                    id,
+                    name,
+                    starts_at: None,
+                    ends_at: None,
+                })
                 .collect()),
             other => unexpected("the public events", other),
+        }
+    }
+
+    async fn event_details(&self, event: Uuid) -> Result<Option<EventDetails>, String> {
+        match self.ask(LiveRequest::EventDetails(event)).await? {
+            // The simulated tables know events and device memberships, not entries.
+            LiveResponse::EventDetails(found) => Ok(found.map(|(name, visibility)| EventDetails {
+                id: event,
+                name,
+                visibility: visibility.to_owned(),
+                starts_at: None,
+                ends_at: None,
+                entries: Vec::new(),
+                truncated: false,
+            })),
+            other => unexpected("an event's details", other),
         }
     }
 }

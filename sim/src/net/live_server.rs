@@ -39,6 +39,7 @@ pub enum LiveRequest {
     Snapshot(Vec<String>),
     DeviceMap,
     PublicEvents,
+    EventDetails(Uuid),
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub enum LiveResponse {
     Snapshot(Vec<WirePosition>),
     DeviceMap(BTreeMap<String, BTreeSet<Uuid>>),
     PublicEvents(Vec<(Uuid, String)>),
+    /// Name and `visibility` column of the event, if it exists.
+    EventDetails(Option<(String, &'static str)>),
 }
 
 /// The live path's part of the servers' state.
@@ -165,6 +168,16 @@ pub async fn execute(servers: &Servers, request: LiveRequest) -> LiveResponse {
                         .map(|(id, (name, _))| (*id, name.clone()))
                         .collect(),
                 ),
+                LiveRequest::EventDetails(event) => {
+                    LiveResponse::EventDetails(live.events.get(&event).map(|(name, v)| {
+                        let column = match v {
+                            Visibility::Public => "public",
+                            Visibility::Private => "private",
+                            Visibility::Unknown => "unknown",
+                        };
+                        (name.clone(), column)
+                    }))
+                }
                 // Served above: it may block.
                 LiveRequest::ReadGroup { .. } => LiveResponse::Done,
             }

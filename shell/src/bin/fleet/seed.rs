@@ -63,18 +63,21 @@ pub async fn seed(
     )
     .await
     .map_err(|e| format!("cannot clear the demo entries: {e}"))?;
-    let (mut entries, mut events, mut names, mut device_ids) = (vec![], vec![], vec![], vec![]);
+    let (mut entries, mut events, mut names, mut bibs, mut device_ids) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for i in 0..devices {
         if let Some(event) = event_of(i, devices) {
             entries.push(entry_id(i));
             events.push(event);
-            names.push(format!("#{}", i + 1));
+            names.push(format!("Runner {}", i + 1));
+            bibs.push((i + 1).to_string());
             device_ids.push(device_id(i));
         }
     }
     tx.execute(
-        "INSERT INTO entries (id, event_id, name) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[])",
-        &[&entries, &events, &names],
+        "INSERT INTO entries (id, event_id, name, bib)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])",
+        &[&entries, &events, &names, &bibs],
     )
     .await
     .map_err(|e| format!("cannot write the demo entries: {e}"))?;

@@ -1,0 +1,155 @@
+//! `GET /events/<uuid>` (contract section 5.2): one event with its entries, their names,
+//! bib numbers and devices, so that a front end can label what it draws.
+//!
+//! Authorized exactly as a subscription to `event:<uuid>`: the same authenticator turns the
+//! request into a principal, the core's [`Principal::may_subscribe`] decides. An event the
+//! principal may not see and one that does not exist get the same 404, byte for byte.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::http::request::Parts;
+use hyper::{Response, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use processor_core::live::Visibility;
+use processor_core::UnixMillis;
+
+use crate::clock::Clock;
+use crate::hub::ports::LiveStore;
+use crate::live::auth::Authenticator;
+use crate::postgres::events::EventDetails;
+
+/// How long one event's details are served again: spectators opening the map at the start
+/// of a race share one query.
+const CACHE_MS: i64 = 1_000;
+/// Events cached at most; beyond, the stale ones go, then all (one query each refills them).
+const CACHE_CAPACITY: usize = 1_000;
+
+const NOT_FOUND: &str =
+    r#"{"error":"not_found","message":"no such event, or not visible with this token"}"#;
+
+/// Event details read recently, `None` for "no such event". One look-up at a time goes to
+/// the store: the lock is held across it, which bounds what requests cost Postgres.
+#[derive(Default)]
+pub struct DetailsCache {
+    entries: tokio::sync::Mutex<HashMap<Uuid, Cached>>,
+}
+
+/// When it was read, and what (`None`: no such event).
+type Cached = (UnixMillis, Option<Arc<EventDetails>>);
+
+pub async fn respond<S: LiveStore, C: Clock>(
+    parts: &Parts,
+    id: &str,
+    auth: &Authenticator,
+    store: &S,
+    clock: &C,
+    cache: &DetailsCache,
+) -> Response<Full<Bytes>> {
+    let now = clock.now();
+    let now_s = u64::try_from(now.as_i64() / 1_000).unwrap_or(0);
+    let principal = match auth.authenticate(&parts.headers, &parts.uri, now_s) {
+        Ok(principal) => principal,
+        Err(error) => {
+            let body = json!({"error": "unauthorized", "message": error.to_string()});
+            let mut response = json_response(StatusCode::UNAUTHORIZED, body.to_string());
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(error.www_authenticate()),
+            );
+            return response;
+        }
+    };
+    // A malformed id names no event: the same 404 as any other.
+    let Ok(event) = Uuid::try_parse(id) else {
+        return json_response(StatusCode::NOT_FOUND, NOT_FOUND.to_owned());
+    };
+    let details = match cached(event, now, store, cache).await {
+        Ok(details) => details,
+        Err(error) => {
+            tracing::warn!(%error, %event, "cannot read the event's details");
+            let body =
+                json!({"error": "unavailable", "message": "event details unavailable; try again"});
+            return json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
+        }
+    };
+    let visibility = Visibility::from_column(details.as_ref().map(|d| d.visibility.as_str()));
+    match details {
+        Some(details) if principal.may_subscribe(event, visibility) => {
+            json_response(StatusCode::OK, event_json(&details).to_string())
+        }
+        _ => json_response(StatusCode::NOT_FOUND, NOT_FOUND.to_owned()),
+    }
+}
+
+async fn cached<S: LiveStore>(
+    event: Uuid,
+    now: UnixMillis,
+    store: &S,
+    cache: &DetailsCache,
+) -> Result<Option<Arc<EventDetails>>, S::Error> {
+    let mut entries = cache.entries.lock().await;
+    let fresh = |at: UnixMillis| now >= at && now.since(at) < CACHE_MS;
+    if let Some((at, details)) = entries.get(&event) {
+        if fresh(*at) {
+            return Ok(details.clone());
+        }
+    }
+    let details = store.event_details(event).await?.map(Arc::new);
+    if entries.len() >= CACHE_CAPACITY {
+        entries.retain(|_, (at, _)| fresh(*at));
+        if entries.len() >= CACHE_CAPACITY {
+            entries.clear();
+        }
+    }
+    entries.insert(event, (now, details.clone()));
+    Ok(details)
+}
+
+/// `{"id","name","visibility","starts_at","ends_at","entries":[{"id","name","bib",
+/// "devices"}]}`, plus `"truncated":true` when the entries stop at the cap.
+pub fn event_json(event: &EventDetails) -> Value {
+    let entries: Vec<Value> = event
+        .entries
+        .iter()
+        .map(
+            |e| json!({"id": e.id.to_string(), "name": e.name, "bib": e.bib, "devices": e.devices}),
+        )
+        .collect();
+    let mut body = json!({
+        "id": event.id.to_string(), "name": event.name, "visibility": event.visibility,
+        "starts_at": rfc3339(event.starts_at), "ends_at": rfc3339(event.ends_at),
+        "entries": entries,
+    });
+    if event.truncated {
+        body["truncated"] = json!(true);
+    }
+    body
+}
+
+/// RFC 3339, or null for an open end.
+pub fn rfc3339(t: Option<time::OffsetDateTime>) -> Option<String> {
+    t.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    // What is shown depends on the token: no shared cache may keep it.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
