@@ -74,7 +74,7 @@ pub async fn serve_tracker<S, A, C>(
                 Command::Append { packet, entries } => {
                     let appender = gateway.appender.clone();
                     pending = Some(Box::pin(async move {
-                        let result = appender.append(&entries).await;
+                        let result = appender.append(entries).await;
                         (packet, result)
                     }));
                 }

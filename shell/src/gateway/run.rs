@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use processor_core::teltonika::AllowList;
 
-use super::appender::{keep_connected, RedisAppender};
+use super::appender::{keep_connected, run_pipelines, RedisAppender, RedisPipeline};
 use super::config::GatewayConfig;
 use super::connection::Gateway;
 use super::metrics::GatewayMetrics;
@@ -100,12 +100,17 @@ pub async fn run(config: GatewayConfig) -> Result<(), GatewayError> {
         )))
     };
 
-    let gateway = Arc::new(Gateway {
-        session: config.session(),
-        appender: RedisAppender {
+    let (appender, queue) = RedisAppender::new();
+    let pipelines = tokio::spawn(run_pipelines(
+        RedisPipeline {
             stream: config.redis_telemetry_stream.clone(),
             connection,
         },
+        queue,
+    ));
+    let gateway = Arc::new(Gateway {
+        session: config.session(),
+        appender,
         allow,
         metrics: metrics.clone(),
         mono: MonoClock::start(),
@@ -141,9 +146,11 @@ pub async fn run(config: GatewayConfig) -> Result<(), GatewayError> {
     if let Some(refresh) = refresh {
         let _ = refresh.await;
     }
-    let _ = redis.await;
-    // The last handles on the Redis connection go with the gateway.
+    // The last appender goes with the gateway: the pipelines in flight finish, then the
+    // Redis connection is closed.
     drop(gateway);
+    let _ = pipelines.await;
+    let _ = redis.await;
     let _ = ops_stop_tx.send(true);
     let _ = ops.await;
     tracing::info!("gateway stopped");

@@ -65,15 +65,16 @@ pub async fn serve_udp<A: Appender, C: Clock>(
                 let (socket, gateway) = (socket.clone(), gateway.clone());
                 tasks.spawn(async move {
                     let _permit = permit;
+                    let records = entries.len() as u64;
                     let appended =
-                        tokio::time::timeout(ack_timeout, gateway.appender.append(&entries)).await;
+                        tokio::time::timeout(ack_timeout, gateway.appender.append(entries)).await;
                     match appended {
                         Ok(Ok(())) => {
                             if socket.send_to(&reply, peer).await.is_ok() {
                                 let waited = gateway.mono.now().since(arrived);
                                 gateway.metrics.packet_acked(
                                     Transport::Udp,
-                                    entries.len() as u64,
+                                    records,
                                     waited as f64 / 1e3,
                                 );
                             }

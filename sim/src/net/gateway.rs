@@ -22,7 +22,7 @@ use processor_core::teltonika::tcp_frame::{encode_identity, encode_packet};
 use processor_core::teltonika::{encode_data, AllowList, AvlRecord, Codec, IoValue, PacketEntries};
 use processor_shell::clock::MonoClock;
 use processor_shell::edge::slots::ConnectionSlots;
-use processor_shell::gateway::appender::{AppendError, Appender};
+use processor_shell::gateway::appender::{run_pipelines, AppendError, Pipeline, RedisAppender};
 use processor_shell::gateway::connection::Gateway;
 use processor_shell::gateway::metrics::GatewayMetrics;
 use processor_shell::gateway::tcp::serve_tcp;
@@ -75,13 +75,12 @@ impl GatewayReport {
 pub enum GatewayDefect {
     #[default]
     None,
-    /// The append reports success as soon as it is sent, before Redis confirmed it.
+    /// The pipeline reports success as soon as it is sent, before Redis confirmed it.
     AckBeforeConfirmed,
 }
 
-/// The telemetry stream on the "redis" host, as the gateway's port.
-#[derive(Clone)]
-struct NetAppender {
+/// The telemetry stream on the "redis" host, as the gateway's pipeline port.
+struct NetPipeline {
     servers: Servers,
     defect: GatewayDefect,
 }
@@ -92,11 +91,11 @@ fn key_of(payload: &str) -> Option<PositionKey> {
         .map(|p| (p.device_id, p.ts.as_i64()))
 }
 
-impl Appender for NetAppender {
-    async fn append(&self, entries: &PacketEntries) -> Result<(), AppendError> {
-        let body: Vec<_> = entries
-            .payloads
+impl Pipeline for NetPipeline {
+    async fn xadd_all(&self, packets: &[PacketEntries]) -> Result<(), AppendError> {
+        let body: Vec<_> = packets
             .iter()
+            .flat_map(|e| e.payloads.iter())
             .map(|p| (Bytes::from(p.clone()), key_of(p)))
             .collect();
         let servers = self.servers.clone();
@@ -124,9 +123,13 @@ impl Appender for NetAppender {
 async fn gateway_host(servers: Servers, defect: GatewayDefect) -> turmoil::Result {
     let listener = SimListener(TcpListener::bind(("0.0.0.0", GATEWAY_PORT)).await?);
     let (_allow_tx, allow) = watch::channel(Arc::new(AllowList::Everyone));
+    // The service's own queue and pipelines (packets that wait together go out together),
+    // in front of the Redis host.
+    let (appender, queue) = RedisAppender::new();
+    tokio::spawn(run_pipelines(NetPipeline { servers, defect }, queue));
     let gateway = Arc::new(Gateway {
         session: SESSION,
-        appender: NetAppender { servers, defect },
+        appender,
         allow,
         metrics: Arc::new(GatewayMetrics::new()),
         mono: MonoClock::start(),
