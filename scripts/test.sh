@@ -14,4 +14,13 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+
+# The shipped binary must carry no test features. Built on its own (`-p processor-shell`, as
+# the README, scripts/demo.sh and the Dockerfile build it) tokio has no `test-util`; a build
+# of the whole workspace would unify features with the simulation's, which needs it.
+if cargo tree -q -p processor-shell -e features,normal -i tokio | grep 'tokio feature "test-util"'; then
+    echo "test.sh: tokio's test-util reaches the processor's own build" \
+        "(cargo tree -p processor-shell -e features,normal -i tokio)" >&2
+    exit 1
+fi
 cargo test --workspace "$@"
