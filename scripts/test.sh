@@ -23,4 +23,8 @@ if cargo tree -q -p processor-shell -e features,normal -i tokio | grep 'tokio fe
         "(cargo tree -p processor-shell -e features,normal -i tokio)" >&2
     exit 1
 fi
+
+# Packaging: hadolint on the Dockerfile, systemd-analyze on the unit; the image too when a
+# Docker daemon answers (PACKAGING_BUILD=0 skips that, =1 builds even without Docker).
+bash scripts/check-packaging.sh
 cargo test --workspace "$@"
