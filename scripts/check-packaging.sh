@@ -67,7 +67,7 @@ fi
 # run_and_probe: starts "$@" (the processor, in or out of a container) on scratch ports,
 # stream and schema, then checks /healthz with the image's health check and /readyz.
 run_and_probe() {
-    local metrics_port=$((30000 + RANDOM % 5000)) ws_port stream schema db pid status=1
+    local metrics_port=$((30000 + RANDOM % 5000)) ws_port stream schema db pid status=1 log
     ws_port=$((metrics_port + 5000))
     stream="packaging:check:$$"
     schema="packaging_check_$$"
@@ -75,13 +75,14 @@ run_and_probe() {
     local pgbase=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
     db="$pgbase?options=-c%20search_path%3D$schema"
     psql -q "$pgbase" -c "CREATE SCHEMA $schema" >/dev/null
+    log=$(mktemp)
     env DATABASE_URL="$db" REDIS_TELEMETRY_STREAM="$stream" DEAD_LETTER_STREAM="$stream:dead" \
         METRICS_ADDR="127.0.0.1:$metrics_port" LIVE_WS_ADDR="127.0.0.1:$ws_port" \
         INSTANCE_ID="packaging-check-$$" LIVE_BROADCAST_GROUP_PREFIX=packaging-check \
-        "$@" &
+        "$@" >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 1 150); do
-        if METRICS_ADDR="127.0.0.1:$metrics_port" bash packaging/healthcheck.sh &&
+        if METRICS_ADDR="127.0.0.1:$metrics_port" bash packaging/healthcheck.sh 2>/dev/null &&
             [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$metrics_port/readyz")" = 200 ]; then
             status=0
             break
@@ -93,6 +94,11 @@ run_and_probe() {
     wait "$pid" || true
     redis-cli -u "$REDIS_URL" del "$stream" "$stream:dead" >/dev/null || true
     psql -q "$pgbase" -c "SET client_min_messages = warning; DROP SCHEMA $schema CASCADE" >/dev/null
+    if [ $status != 0 ]; then
+        say "the processor did not answer /healthz and /readyz with 200 within 30 s; its log:"
+        cat "$log" >&2
+    fi
+    rm -f "$log"
     return $status
 }
 
