@@ -118,6 +118,8 @@ if [ "$BUILD" = 1 ] && [ "$docker_ok" = 1 ]; then
 elif [ "$BUILD" = 1 ]; then
     bash scripts/services.sh
     # The context .dockerignore leaves: every tracked file outside its top-level names.
+    # Extracted with fresh modification times (-m): Cargo judges path crates by mtime, and a
+    # source older than the last build's output would be taken as already built.
     context=$(mktemp -d)
     trap 'rm -rf "$context" "${unit_dir:-}"' EXIT
     mapfile -t ignored < <(grep -v '^\s*#' .dockerignore | sed '/^\s*$/d')
@@ -127,7 +129,7 @@ elif [ "$BUILD" = 1 ]; then
             skip=0
             for i in "${ignored[@]}"; do [ "$top" = "$i" ] && skip=1; done
             [ $skip = 1 ] || [ ! -e "$f" ] || printf '%s\0' "$f"
-        done | tar -C "$root" --null -T - -cf - | tar -C "$context" -xf -
+        done | tar -C "$root" --null -T - -cf - | tar -C "$context" -xmf -
     # The Dockerfile's build command, in its own target folder (the context lives at another
     # path, so sharing the workspace's would rebuild its crates each time).
     target="${CARGO_TARGET_DIR:-$root/target}/packaging-check"
