@@ -41,7 +41,7 @@
 # Settings (environment), with defaults: C=1000 E=10 D=1000 DURATION=20 PIN=1 (service on
 # CPU 1, loadgen and fleet on CPU 0), TARGETS, POINTS, RUNS, SEARCH, LADDER, SEARCH_DURATION,
 # SEARCH_CONFIRM, P99_MAX_MS, LOSS_TOL; PEERS_DIR, PEERS_BUILD_DIR, PROCESSOR, LOADGEN, FLEET
-# and SUBSCRIBE_TIMEOUT are passed to bench-live.sh. The project is built once here (BUILD=0: not at all, use target/release).
+# SUBSCRIBE_TIMEOUT and BUILD_PROFILE are passed to bench-live.sh. The project is built once here (BUILD=0: not at all, use target/release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,8 +76,9 @@ for t in $TARGETS; do
     exit 2
   fi
 done
+export BUILD_PROFILE=${BUILD_PROFILE:-release}
 if [ "$BUILD" = 1 ]; then
-  cargo build --release -q -p processor-shell --bins
+  cargo build --profile "$BUILD_PROFILE" -q -p processor-shell --bins
 fi
 export BUILD=0
 

@@ -8,6 +8,10 @@
 # a release processor on them, and times until the durable group has no lag and nothing
 # pending. Then binary-COPYs the same rows into an unindexed table. Prints one JSON line
 # per measurement.
+#
+#   BUILD_PROFILE=profiling PROFILER="perf record -g -o /tmp/perf.data" scripts/bench-durable.sh
+#                     # the same run under a profiler, built with debug information
+#                     # (Cargo.toml's [profile.profiling]; the release binary has none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,18 +24,21 @@ SEED=${SEED:-1}
 PGBASE=${PGBASE:-postgres://postgres@127.0.0.1:5432/postgres}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 
+BUILD_PROFILE=${BUILD_PROFILE:-release}
+
 bash scripts/services.sh
-cargo build --release -q -p processor-shell --bins
+cargo build --profile "$BUILD_PROFILE" -q -p processor-shell --bins
+bin="${CARGO_TARGET_DIR:-target}/$BUILD_PROFILE"
 
 stream="bench:durable:$$"
 dead="$stream:dead-letter"
 schema="bench_durable"
 db="$PGBASE?options=-c%20search_path%3D$schema"
 psql -q "$PGBASE" -c "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" >/dev/null
-DATABASE_URL="$db" target/release/processor migrate 2>/dev/null
+DATABASE_URL="$db" "$bin/processor" migrate 2>/dev/null
 redis-cli -u "$REDIS_URL" del "$stream" "$dead" >/dev/null
 
-target/release/fleet --stream "$stream" --devices "$DEVICES" --seed "$SEED" preload --count "$N"
+"$bin/fleet" --stream "$stream" --devices "$DEVICES" --seed "$SEED" preload --count "$N"
 
 metrics_port=$((20000 + RANDOM % 10000))
 start_ns=$(date +%s%N)
@@ -39,7 +46,7 @@ DATABASE_URL="$db" REDIS_TELEMETRY_STREAM="$stream" DEAD_LETTER_STREAM="$dead" \
   METRICS_ADDR="127.0.0.1:$metrics_port" LIVE_WS_ADDR="127.0.0.1:0" INSTANCE_ID=bench \
   DURABLE_BATCH_SIZE="$BATCH" DURABLE_MAX_IN_FLIGHT="$INFLIGHT" DATABASE_POOL_SIZE="$POOL" \
   MIGRATE_ON_START=false LOG_LEVEL=warn \
-  ${PROFILER:-} target/release/processor &
+  ${PROFILER:-} "$bin/processor" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 
@@ -63,6 +70,6 @@ rate=$(awk -v n="$N" -v s="$secs" 'BEGIN {printf "%.0f", n / s}')
 cpu=$(awk -v t="$cpu_ticks" -v s="$secs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz / s}')
 echo "{\"mode\":\"durable\",\"entries\":$N,\"rows_stored\":$rows,\"seconds\":$secs,\"entries_per_s\":$rate,\"peak_rss_kib\":$rss_kib,\"processor_cores\":$cpu,\"batch\":$BATCH,\"in_flight\":$INFLIGHT,\"pool\":$POOL}"
 
-DATABASE_URL="$db" target/release/fleet --devices "$DEVICES" --seed "$SEED" copy-ceiling --count "$N"
+DATABASE_URL="$db" "$bin/fleet" --devices "$DEVICES" --seed "$SEED" copy-ceiling --count "$N"
 redis-cli -u "$REDIS_URL" del "$stream" "$dead" >/dev/null
 psql -q "$PGBASE" -c "SET client_min_messages = warning; DROP SCHEMA $schema CASCADE" >/dev/null

@@ -32,13 +32,15 @@ STREAM=bench:gateway:$$
 TCP=127.0.0.1:${GATEWAY_PORT:-25027}
 METRICS=127.0.0.1:${GATEWAY_METRICS_PORT:-29091}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
+# release; `profiling` (the release settings with debug information) for perf.
+BUILD_PROFILE=${BUILD_PROFILE:-release}
 
 ulimit -n "$(ulimit -Hn)"
 if [[ ${BUILD:-1} == 1 ]]; then
-    cargo build --release -q -p processor-shell --bin processor --bin fleet
+    cargo build --profile "$BUILD_PROFILE" -q -p processor-shell --bin processor --bin fleet
 fi
-PROCESSOR=${PROCESSOR:-$TARGET_DIR/release/processor}
-FLEET=${FLEET:-$TARGET_DIR/release/fleet}
+PROCESSOR=${PROCESSOR:-$TARGET_DIR/$BUILD_PROFILE/processor}
+FLEET=${FLEET:-$TARGET_DIR/$BUILD_PROFILE/fleet}
 
 gateway_pid=
 cleanup() {

@@ -54,6 +54,9 @@
 #                                   # one CPU, however many threads it starts.
 #   BUILD=0 scripts/bench-live.sh   # skip `cargo build`: use the binaries in target/release
 #                                   # (or LOADGEN=..., FLEET=..., like PROCESSOR=...)
+#   BUILD_PROFILE=profiling scripts/bench-live.sh   # build and use target/profiling: the
+#                                   # release build with debug information, for perf
+#                                   # (Cargo.toml's [profile.profiling])
 #
 # scripts/bench-compare.sh runs this for the three targets side by side.
 set -euo pipefail
@@ -160,12 +163,14 @@ esac
 if [ "$TARGET" = processor ] || [ "$(redis-cli -u "$REDIS_URL" ping 2>/dev/null)" != PONG ]; then
   bash scripts/services.sh
 fi
+BUILD_PROFILE=${BUILD_PROFILE:-release}
 if [ "$BUILD" = 1 ]; then
-  cargo build --release -q -p processor-shell --bins
+  cargo build --profile "$BUILD_PROFILE" -q -p processor-shell --bins
 fi
-PROCESSOR=${PROCESSOR:-target/release/processor}
-LOADGEN=${LOADGEN:-target/release/loadgen}
-FLEET=${FLEET:-target/release/fleet}
+bin_dir="${CARGO_TARGET_DIR:-target}/$BUILD_PROFILE"
+PROCESSOR=${PROCESSOR:-$bin_dir/processor}
+LOADGEN=${LOADGEN:-$bin_dir/loadgen}
+FLEET=${FLEET:-$bin_dir/fleet}
 needed=("$LOADGEN" "$FLEET")
 [ "$TARGET" != processor ] || needed+=("$PROCESSOR")
 for bin in "${needed[@]}"; do
@@ -254,7 +259,7 @@ case $TARGET in
   processor)
     schema_made=1
     psql -q "$PGBASE" -c "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" >/dev/null
-    DATABASE_URL="$db" target/release/processor migrate 2>/dev/null
+    DATABASE_URL="$db" "$bin_dir/processor" migrate 2>/dev/null
     psql -q "$db" >/dev/null <<SQL
 INSERT INTO events SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(e), 12, '0'))::uuid, 'bench ' || e, 'public'
   FROM generate_series(0, $E - 1) e;

@@ -25,7 +25,10 @@ export LIVE_AUTH_JWT_SECRET=${LIVE_AUTH_JWT_SECRET:-demo-secret-for-the-processo
 export LIVE_DEVICE_EVENT_REFRESH_MS=${LIVE_DEVICE_EVENT_REFRESH_MS:-1000}
 
 bash scripts/services.sh
+# `-p processor-shell`: the processor's own features (none of the simulation's test
+# features), the same build as the README's `cargo run -p processor-shell --release`.
 cargo build --release -q -p processor-shell --bin processor --bin fleet
+bin="${CARGO_TARGET_DIR:-target}/release"
 
 pids=()
 stop() {
@@ -36,14 +39,14 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-target/release/processor migrate
-seeded=$(target/release/fleet --devices "$DEVICES" seed)
+"$bin/processor" migrate
+seeded=$("$bin/fleet" --devices "$DEVICES" seed)
 PUBLIC_EVENT=$(sed -n 's/^PUBLIC_EVENT=//p' <<<"$seeded")
 PRIVATE_EVENT=$(sed -n 's/^PRIVATE_EVENT=//p' <<<"$seeded")
 ORPHAN_DEVICE=$(sed -n 's/^ORPHAN_DEVICE=//p' <<<"$seeded")
 DEMO_TOKEN=$(sed -n 's/^DEMO_TOKEN=//p' <<<"$seeded")
 
-MIGRATE_ON_START=false target/release/processor &
+MIGRATE_ON_START=false "$bin/processor" &
 pids+=($!)
 # GET /readyz on $1 without curl, which a fresh machine may lack.
 ready() (
@@ -57,18 +60,18 @@ until ready "$METRICS_ADDR"; do
 done
 if [[ $SOURCE == trackers ]]; then
     GATEWAY_TCP_ADDR=$GATEWAY_TCP_ADDR METRICS_ADDR=$GATEWAY_METRICS_ADDR \
-        target/release/processor gateway &
+        "$bin/processor" gateway &
     pids+=($!)
     until ready "$GATEWAY_METRICS_ADDR"; do
         kill -0 "${pids[1]}" 2>/dev/null || { echo "the gateway stopped; see its log above"; exit 1; }
         sleep 0.2
     done
-    target/release/fleet --devices "$DEVICES" trackers --gateway "$GATEWAY_TCP_ADDR" &
+    "$bin/fleet" --devices "$DEVICES" trackers --gateway "$GATEWAY_TCP_ADDR" &
     source_text="$DEVICES Teltonika trackers (codec 8E over TCP) send packets to the gateway at
 $GATEWAY_TCP_ADDR (metrics: http://$GATEWAY_METRICS_ADDR/metrics), with resends after a lost
 ACK, late uploads (newest first) and no-fix records"
 else
-    target/release/fleet --devices "$DEVICES" stream --rate "$RATE" &
+    "$bin/fleet" --devices "$DEVICES" stream --rate "$RATE" &
     source_text="the fleet publishes $RATE positions/s from $DEVICES devices straight to the stream,
 with duplicates, late uploads, (0,0) and no-fix records"
 fi

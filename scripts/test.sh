@@ -14,4 +14,18 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+
+# The shipped binary must carry no test features. Built on its own (`-p processor-shell`, as
+# the README, scripts/demo.sh and the Dockerfile build it) tokio has no `test-util`; a build
+# of the whole workspace would unify features with the simulation's, which needs it.
+if cargo tree -q -p processor-shell -e features,normal -i tokio | grep 'tokio feature "test-util"'; then
+    echo "test.sh: tokio's test-util reaches the processor's own build" \
+        "(cargo tree -p processor-shell -e features,normal -i tokio)" >&2
+    exit 1
+fi
+
+# Packaging: hadolint on the Dockerfile, systemd-analyze on the unit, then the image built and
+# run (with Docker), or without Docker the same build steps and run. About a minute once the
+# release dependencies are built (six the first time); PACKAGING_BUILD=0 lints only.
+PACKAGING_BUILD=${PACKAGING_BUILD:-1} bash scripts/check-packaging.sh
 cargo test --workspace "$@"

@@ -405,3 +405,17 @@ fn the_jwt_secret_has_no_flag() {
     assert!(!help.contains("--jwt-secret"), "{help}");
     assert!(help.contains("the flag beside it"), "{help}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    // `migrate` runs with stderr on a pipe, as a log file or a collector would receive it:
+    // colour codes there are noise that breaks grep and parsers.
+    let env = TestEnv::new("logs_no_colour").await;
+    let logs = env.migrate().await;
+    assert!(logs.contains("no pending migrations"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "escape codes in logs written to a pipe: {logs:?}"
+    );
+    env.cleanup().await;
+}
