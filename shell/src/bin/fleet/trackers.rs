@@ -201,6 +201,10 @@ async fn tracker(
         return;
     };
     stats.connected.fetch_add(1, Ordering::Relaxed);
+    if let Pace::Flood = plan.pace {
+        flood(&plan, &imei, device, area, &mut rng, link, &stats, stop).await;
+        return;
+    }
     let mut offline: Vec<AvlRecord> = Vec::new();
     loop {
         let pause = match plan.pace {
@@ -276,6 +280,60 @@ async fn tracker(
                     };
                     link = fresh;
                 }
+            }
+        }
+    }
+}
+
+/// Packets a flooding tracker cycles through: encoded once, so that the load generator's own
+/// work per packet is a write and a read, and the gateway is what is measured.
+const FLOOD_PACKETS: usize = 16;
+
+/// Sends packets back to back, each as soon as the last is acknowledged, until `stop`.
+#[allow(clippy::too_many_arguments)]
+async fn flood(
+    plan: &Plan,
+    imei: &str,
+    mut device: Device,
+    area: Area,
+    rng: &mut Rng,
+    mut link: Link,
+    stats: &Stats,
+    mut stop: watch::Receiver<bool>,
+) {
+    let packets: Vec<(Vec<u8>, u64)> = (0..FLOOD_PACKETS)
+        .filter_map(|_| {
+            let n = 1 + (rng.next_u64() % u64::from(plan.max_records.max(1))) as usize;
+            let records: Vec<AvlRecord> = (0..n)
+                .map(|_| record(&device.step(area, rng), false))
+                .collect();
+            let data = encode_data(Codec::Codec8Extended, &records).ok()?;
+            Some((encode_packet(&data), n as u64))
+        })
+        .collect();
+    for (packet, records) in packets.iter().cycle() {
+        if *stop.borrow() {
+            return;
+        }
+        stats.packets.fetch_add(1, Ordering::Relaxed);
+        match exchange(&mut link, packet).await {
+            Some(waited) => {
+                stats.acked.fetch_add(1, Ordering::Relaxed);
+                stats.records.fetch_add(*records, Ordering::Relaxed);
+                if let Ok(mut h) = stats.ack_us.lock() {
+                    if let Some(h) = h.as_mut() {
+                        let _ = h.record(waited.as_micros().max(1) as u64);
+                    }
+                }
+            }
+            None => {
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                stats.resends.fetch_add(1, Ordering::Relaxed);
+                let Some(fresh) = connect(plan, imei, &mut stop).await else {
+                    stats.unacked_at_end.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                link = fresh;
             }
         }
     }
