@@ -405,3 +405,26 @@ fn the_jwt_secret_has_no_flag() {
     assert!(!help.contains("--jwt-secret"), "{help}");
     assert!(help.contains("the flag beside it"), "{help}");
 }
+
+#[test]
+fn fleet_seed_takes_the_jwt_secret_from_the_environment_only() {
+    let fleet = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fleet"));
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        c
+    };
+    // Refused before anything is done (no database is reached): clap's usage error.
+    let out = fleet()
+        .args(["seed", "--jwt-secret", "0123456789abcdef0123456789abcdef"])
+        .output()
+        .expect("run fleet seed");
+    assert_eq!(out.status.code(), Some(2));
+    let help = fleet()
+        .args(["seed", "--help"])
+        .output()
+        .expect("run fleet seed --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(!help.contains("--jwt-secret"), "{help}");
+    assert!(help.contains("LIVE_AUTH_JWT_SECRET"), "{help}");
+}
