@@ -10,6 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -231,6 +232,8 @@ async fn the_map_shows_moving_devices_and_a_private_event_needs_its_token() {
     .await;
 
     participants_are_labelled_listed_and_followed(&browser).await;
+    nothing_is_fetched_from_elsewhere_without_a_tile_layer(&browser, processor.ws_addr).await;
+    tiles_come_from_the_configured_template_under_the_positions(&browser, &env, &public).await;
 
     // The private event without a token: a "needs a token" state, not an error; nothing drawn.
     browser
@@ -374,4 +377,204 @@ async fn participants_are_labelled_listed_and_followed(browser: &Client) {
     .await;
     assert!(text_of(browser, "#following").await.contains("Following"));
     assert_eq!(followed["following"], json!(true));
+}
+
+/// The page's Content-Security-Policy, as served with `/`.
+async fn page_policy(addr: SocketAddr) -> String {
+    let (status, head, _) = support::http_get(addr, "/")
+        .await
+        .expect("the page is served");
+    assert_eq!(status, 200);
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-security-policy:"))
+        .expect("the page carries a Content-Security-Policy")
+        .trim()
+        .to_owned()
+}
+
+/// Every URL the page has fetched (images, scripts, `fetch`), from the browser's own record.
+async fn fetched(browser: &Client) -> Vec<String> {
+    let names = browser
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name);",
+            vec![],
+        )
+        .await
+        .expect("read the page's resource timings");
+    serde_json::from_value(names).unwrap_or_default()
+}
+
+/// Without LIVE_MAP_TILE_URL (the default): no tile layer, no image, and nothing fetched from
+/// any origin but the processor's; the policy allows no other.
+async fn nothing_is_fetched_from_elsewhere_without_a_tile_layer(
+    browser: &Client,
+    addr: SocketAddr,
+) {
+    let state = page_state(browser).await;
+    assert_eq!(state["tiles"], Value::Null, "no tile layer: {state}");
+    let images = browser
+        .execute("return document.images.length;", vec![])
+        .await
+        .expect("count the page's images");
+    assert_eq!(images, json!(0));
+    let origin = format!("http://{addr}/");
+    let fetched = fetched(browser).await;
+    assert!(!fetched.is_empty(), "the page's own assets are recorded");
+    for url in &fetched {
+        assert!(url.starts_with(&origin), "{url} is not from {origin}");
+    }
+    assert!(
+        !text_of(browser, "#attribution").await.contains('©'),
+        "no attribution without tiles"
+    );
+    let policy = page_policy(addr).await;
+    assert!(policy.contains("img-src 'self' data:;"), "{policy}");
+}
+
+/// A tile server on a local port (tests have no internet): answers every GET with one plain
+/// SVG tile and records the paths asked for.
+async fn tile_server() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TILE: &str = "<svg xmlns='http://www.w3.org/2000/svg' width='256' height='256'>\
+                        <rect width='256' height='256' fill='#dde8d0'/></svg>";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the tile server");
+    let addr = listener.local_addr().expect("the tile server's address");
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let seen = paths.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 2048];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16_384 {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                if let Some(path) = head.split(' ').nth(1) {
+                    seen.lock().expect("the path list").push(path.to_owned());
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: image/svg+xml\r\nContent-Length: {}\r\n\
+                     Cache-Control: no-store\r\nConnection: close\r\n\r\n{TILE}",
+                    TILE.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (addr, paths)
+}
+
+/// Web Mercator in [0, 1] (y southwards), computed here independently of the page.
+fn mercator(lat: f64, lon: f64) -> (f64, f64) {
+    let phi = lat.to_radians();
+    let y =
+        (1.0 - (std::f64::consts::FRAC_PI_4 + phi / 2.0).tan().ln() / std::f64::consts::PI) / 2.0;
+    ((lon + 180.0) / 360.0, y)
+}
+
+/// With LIVE_MAP_TILE_URL pointing at a local tile server (a second processor on the same
+/// stream and schema): the page asks that server, and only it, for `{z}/{x}/{y}` tiles, its
+/// policy allows that origin, the attribution shows, and every dot is drawn where Web
+/// Mercator puts it in the frame, on a tile that was requested.
+async fn tiles_come_from_the_configured_template_under_the_positions(
+    browser: &Client,
+    env: &TestEnv,
+    public: &str,
+) {
+    let (tiles_addr, requested) = tile_server().await;
+    let template = format!("http://{tiles_addr}/tiles/{{z}}/{{x}}/{{y}}.png");
+    let attribution = "Test tiles © nobody";
+    let processor = Processor::start(
+        env,
+        "browser-tiles",
+        &[
+            ("LIVE_AUTH_JWT_SECRET", SECRET.to_owned()),
+            ("LIVE_DEVICE_EVENT_REFRESH_MS", "200".to_owned()),
+            ("LIVE_MAP_TILE_URL", template.clone()),
+            ("LIVE_MAP_TILE_ATTRIBUTION", attribution.to_owned()),
+        ],
+    );
+    wait_until("the second processor is ready", || async {
+        processor.ready().await == Some(true)
+    })
+    .await;
+    let policy = page_policy(processor.ws_addr).await;
+    assert!(
+        policy.contains(&format!("img-src 'self' data: http://{tiles_addr};")),
+        "{policy}"
+    );
+    browser
+        .goto(&format!("http://{}/?event={public}", processor.ws_addr))
+        .await
+        .expect("load the map page with tiles");
+    let state = wait_for_state(browser, "devices are drawn over loaded tiles", |s| {
+        s["frame"]["dots"].as_object().is_some_and(|d| d.len() >= 3)
+            && s["tiles"]["loaded"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    assert_eq!(state["tiles"]["template"], json!(template));
+    assert_eq!(state["tiles"]["failed"], json!(0), "{state}");
+    assert_eq!(text_of(browser, "#attribution").await, attribution);
+
+    let frame = &state["frame"];
+    let number = |v: &Value| v.as_f64().expect("a number in the frame");
+    let (k, width, height) = (
+        number(&frame["worldPx"]),
+        number(&frame["width"]),
+        number(&frame["height"]),
+    );
+    let (cx, cy) = mercator(number(&frame["lat"]), number(&frame["lon"]));
+    let zoom = state["tiles"]["zoom"].as_u64().expect("the tile zoom");
+    assert!(
+        (k / 256.0).log2().round().clamp(0.0, 19.0) as u64 == zoom,
+        "tiles of the zoom nearest the view's scale: {state}"
+    );
+    let paths = requested.lock().expect("the path list").clone();
+    for (id, dot) in frame["dots"].as_object().expect("the drawn dots") {
+        let (x, y) = mercator(number(&dot["lat"]), number(&dot["lon"]));
+        let (sx, sy) = (width / 2.0 + (x - cx) * k, height / 2.0 + (y - cy) * k);
+        assert!(
+            (number(&dot["x"]) - sx).abs() < 0.5 && (number(&dot["y"]) - sy).abs() < 0.5,
+            "{id} drawn at ({}, {}), Web Mercator puts it at ({sx}, {sy})",
+            dot["x"],
+            dot["y"]
+        );
+        let n = f64::from(1u32 << zoom);
+        let tile = format!(
+            "/tiles/{zoom}/{}/{}.png",
+            (x * n).floor() as u64,
+            (y * n).floor() as u64
+        );
+        assert!(
+            paths.contains(&tile),
+            "{id}'s tile {tile} was asked for: {paths:?}"
+        );
+    }
+    for path in &paths {
+        let parts: Vec<&str> = path
+            .strip_prefix("/tiles/")
+            .and_then(|p| p.strip_suffix(".png"))
+            .map(|p| p.split('/').collect())
+            .unwrap_or_default();
+        assert!(
+            parts.len() == 3 && parts.iter().all(|p| p.parse::<u32>().is_ok()),
+            "a tile path from the template: {path}"
+        );
+    }
+    let page_origin = format!("http://{}/", processor.ws_addr);
+    let tiles_origin = format!("http://{tiles_addr}/tiles/");
+    for url in fetched(browser).await {
+        assert!(
+            url.starts_with(&page_origin) || url.starts_with(&tiles_origin),
+            "{url} is from neither the page nor the tile server"
+        );
+    }
 }

@@ -49,6 +49,8 @@ fn help_lists_every_variable_of_the_contract_with_its_default() {
         "LIVE_BROADCAST_GROUP_PREFIX",
         "LIVE_BROADCAST_GROUP_TTL_MS",
         "LIVE_DEVICE_EVENT_REFRESH_MS",
+        "LIVE_MAP_TILE_URL",
+        "LIVE_MAP_TILE_ATTRIBUTION",
     ] {
         assert!(help.contains(&format!("[env: {var}")), "--help lists {var}");
     }
@@ -81,16 +83,25 @@ fn variable_tables_match_help(args: &[&str], doc: &str) {
                 })
         })
         .collect();
-    // Every option block in --help: "[env: NAME=...]" then maybe "[default: VALUE]".
+    // Every option block in --help: "[env: NAME=...]" then maybe "[default: VALUE]", or a
+    // default that is not a value (none, the host name) at the end of its description.
     let mut in_help = Vec::new();
     let lines: Vec<&str> = help.lines().map(str::trim).collect();
     for (i, line) in lines.iter().enumerate() {
         if let Some(rest) = line.strip_prefix("[env: ") {
             let name = rest.split(['=', ']']).next().unwrap_or_default().to_owned();
+            let described = lines[..i]
+                .iter()
+                .rev()
+                .find(|l| !l.is_empty())
+                .and_then(|l| l.strip_suffix(']'))
+                .and_then(|l| l.rsplit_once("[default: "))
+                .map(|(_, d)| d.to_owned());
             let default = lines
                 .get(i + 1)
                 .and_then(|l| l.strip_prefix("[default: "))
-                .map(|d| d.trim_end_matches(']').to_owned());
+                .map(|d| d.trim_end_matches(']').to_owned())
+                .or(described);
             in_help.push((name, default));
         }
     }
@@ -195,6 +206,12 @@ fn a_bad_value_stops_start_up_naming_the_variable() {
         ("METRICS_ADDR", "localhost"),
         ("REDIS_URL", "http://example"),
         ("DATABASE_URL", "postgres://host:notaport/db"),
+        ("LIVE_MAP_TILE_URL", "ftp://tiles.example/{z}/{x}/{y}.png"),
+        ("LIVE_MAP_TILE_URL", "https://tiles.example/{z}/{x}.png"),
+        (
+            "LIVE_MAP_TILE_URL",
+            "tile.openstreetmap.org/{z}/{x}/{y}.png",
+        ),
     ] {
         let out = processor().env(var, value).output().expect("run processor");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -418,4 +435,27 @@ async fn logs_written_to_a_pipe_carry_no_colour_codes() {
         "escape codes in logs written to a pipe: {logs:?}"
     );
     env.cleanup().await;
+}
+
+#[test]
+fn fleet_seed_takes_the_jwt_secret_from_the_environment_only() {
+    let fleet = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fleet"));
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        c
+    };
+    // Refused before anything is done (no database is reached): clap's usage error.
+    let out = fleet()
+        .args(["seed", "--jwt-secret", "0123456789abcdef0123456789abcdef"])
+        .output()
+        .expect("run fleet seed");
+    assert_eq!(out.status.code(), Some(2));
+    let help = fleet()
+        .args(["seed", "--help"])
+        .output()
+        .expect("run fleet seed --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(!help.contains("--jwt-secret"), "{help}");
+    assert!(help.contains("LIVE_AUTH_JWT_SECRET"), "{help}");
 }

@@ -10,6 +10,8 @@ use std::str::FromStr;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use processor_core::UnixMillis;
 
+use crate::map_page::{self, TileLayer, TileTemplate};
+
 /// Live GPS tracking processor: stores every position from the telemetry stream in Postgres
 /// and pushes it to WebSocket clients.
 ///
@@ -162,6 +164,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub live: LiveSettings,
+
+    #[command(flatten)]
+    pub map: MapSettings,
 
     /// Longest wait, on SIGTERM, for the batch in flight to commit before exiting anyway
     /// (what is not committed stays pending and is never acked).
@@ -359,6 +364,51 @@ pub struct LiveSettings {
     pub write_timeout_ms: u64,
 }
 
+/// The live map page's optional tile layer. Plain strings here, checked by
+/// [`MapSettings::tile_layer`] (from [`Config::validate`]): an empty value must mean "off",
+/// which a clap value parser of the template alone cannot say.
+#[derive(Debug, Clone, Args)]
+pub struct MapSettings {
+    /// Tile layer under the live map page: an http(s) XYZ URL template with {z}, {x} and
+    /// {y}, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png (mind the provider's usage
+    /// policy). Unset or empty: no tiles, and the page loads nothing from anywhere else
+    /// [default: none]
+    #[arg(
+        long = "map-tile-url",
+        env = "LIVE_MAP_TILE_URL",
+        value_name = "LIVE_MAP_TILE_URL"
+    )]
+    pub tile_url: Option<String>,
+
+    /// Attribution shown in the map's corner under the tiles; unset on OpenStreetMap's own
+    /// tiles: "© OpenStreetMap contributors" [default: none]
+    #[arg(
+        long = "map-tile-attribution",
+        env = "LIVE_MAP_TILE_ATTRIBUTION",
+        value_name = "LIVE_MAP_TILE_ATTRIBUTION"
+    )]
+    pub tile_attribution: Option<String>,
+}
+
+impl MapSettings {
+    /// The tile layer, `None` when `LIVE_MAP_TILE_URL` is unset or empty.
+    pub fn tile_layer(&self) -> Result<Option<TileLayer>, ConfigError> {
+        let Some(url) = self.tile_url.as_deref().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let template = TileTemplate::parse(url).map_err(|problem| ConfigError {
+            variable: "LIVE_MAP_TILE_URL",
+            problem,
+        })?;
+        let attribution = self.tile_attribution.as_deref().unwrap_or_default();
+        map_page::check_attribution(attribution).map_err(|problem| ConfigError {
+            variable: "LIVE_MAP_TILE_ATTRIBUTION",
+            problem,
+        })?;
+        Ok(Some(TileLayer::new(template, attribution)))
+    }
+}
+
 impl LiveSettings {
     /// The HTTP bounds of both listeners.
     pub fn http_limits(&self) -> crate::edge::http::HttpLimits {
@@ -431,6 +481,7 @@ impl Config {
                 problem: "set either it or LIVE_AUTH_JWT_PUBLIC_KEY_FILE, not both".into(),
             });
         }
+        self.map.tile_layer()?;
         Ok(())
     }
 

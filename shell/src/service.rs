@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::edge::open_files;
 use crate::hub::ports::RedisBroadcast;
 use crate::live::auth::Authenticator;
+use crate::map_page::MapPage;
 use crate::metrics::Metrics;
 use crate::postgres::{connect_one, create_pool, PositionStore};
 use crate::readiness::Readiness;
@@ -51,6 +52,13 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
 
     let auth = Authenticator::from_settings(&config.live)
         .map_err(|e| ServiceError::Startup(with_causes(&e)))?;
+    let map_page = MapPage::new(
+        config
+            .map
+            .tile_layer()
+            .map_err(|e| ServiceError::Startup(e.to_string()))?
+            .as_ref(),
+    );
     let listener = ops_server::bind(config.metrics_addr)
         .await
         .map_err(|e| ServiceError::Startup(with_causes(&e)))?;
@@ -149,6 +157,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
                 config.live.max_connections as usize,
                 "LIVE_WS_MAX_CONNECTIONS",
             ),
+            map_page,
         },
         stop_rx.clone(),
     );

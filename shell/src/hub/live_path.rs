@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::edge::http::HttpLimits;
 use crate::edge::slots::ConnectionSlots;
 use crate::live::auth::Authenticator;
+use crate::map_page::MapPage;
 use crate::metrics::Metrics;
 use crate::postgres::events::VisibilityCache;
 use crate::readiness::Readiness;
@@ -44,6 +45,8 @@ pub struct LivePlan<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort> {
     pub limits: HttpLimits,
     /// WebSockets open at once, at most.
     pub max_connections: usize,
+    /// The map page served at `/`.
+    pub map_page: MapPage,
 }
 
 /// Where the broadcast consumer (stream reads and the ingest) runs.
@@ -100,15 +103,18 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
     let shards = Shards::new(senders);
     let server = tokio::spawn(websocket::serve(
         plan.listener,
-        Arc::new(WsContext::new(
-            plan.auth,
-            shards.clone(),
-            plan.limits,
-            ConnectionSlots::new(plan.max_connections),
-            plan.metrics.clone(),
-            plan.store.clone(),
-            plan.clock.clone(),
-        )),
+        Arc::new(
+            WsContext::new(
+                plan.auth,
+                shards.clone(),
+                plan.limits,
+                ConnectionSlots::new(plan.max_connections),
+                plan.metrics.clone(),
+                plan.store.clone(),
+                plan.clock.clone(),
+            )
+            .with_map_page(plan.map_page),
+        ),
         stop.clone(),
     ));
     let (map_tx, map_rx) = watch::channel(None);

@@ -1,15 +1,26 @@
 "use strict";
 
 // Live map of one event: subscribes to `event:<uuid>` on /live (contract section 5) and draws
-// every device's latest position and short trail on a canvas, without map tiles. Participants
-// are labelled with the bib and name `GET /events/<uuid>` gives, listed beside the map, and
-// can be followed; the view stays where the user zoomed and panned it.
+// every device's latest position and short trail on a canvas, in Web Mercator, over map tiles
+// when the server configures a tile layer (LIVE_MAP_TILE_URL; without one nothing is fetched
+// from anywhere but this origin). Participants are labelled with the bib and name
+// `GET /events/<uuid>` gives, listed beside the map, and can be followed; the view stays where
+// the user zoomed and panned it.
 (() => {
   const TRAIL_MAX = 30;
   // Bibs are short: up to this many participants every dot is labelled.
   const LABEL_MAX_DEVICES = 150;
-  const ZOOM_MIN_S = 1e-5; // pixels per metre: a continent
-  const ZOOM_MAX_S = 20; // a few metres across the screen
+  // The view's scale is the width of the whole Mercator world in pixels, as in every web map:
+  // tile zoom z is 256 * 2^z. From one tile for the world to a few metres across the screen.
+  const TILE_PX = 256;
+  const WORLD_PX_MIN = TILE_PX;
+  const WORLD_PX_MAX = TILE_PX * 2 ** 23;
+  // Most XYZ servers (OpenStreetMap's included) stop at 19; closer views stretch those tiles.
+  const TILE_MAX_ZOOM = 19;
+  // Tiles kept (loaded or loading); a screen needs about a hundred.
+  const TILE_CACHE_MAX = 400;
+  // Coarser tiles drawn, stretched, while a tile is loading (zooming in shows no holes).
+  const TILE_FALLBACK_LEVELS = 4;
   const CLICK_SLOP_PX = 4;
   // A fix older than this is marked stale in the list.
   const STALE_MS = 60000;
@@ -19,7 +30,10 @@
   const BACKOFF_MAX_MS = 10000;
   // A socket that never opens is almost always a 401 (bad token), which retrying cannot fix.
   const MAX_NEVER_OPENED = 3;
-  const METRES_PER_DEGREE = (6371008.8 * Math.PI) / 180;
+  // Web Mercator's sphere (EPSG:3857), the one tile servers render on.
+  const EARTH_CIRCUMFERENCE_M = 2 * Math.PI * 6378137;
+  // Where Web Mercator's square world ends; positions beyond are drawn on its edge.
+  const MERCATOR_MAX_LAT = 85.0511287798066;
   // A lone device still gets some surroundings instead of an infinite zoom.
   const MIN_SPAN_M = 200;
   const PADDING = 0.08;
@@ -53,12 +67,26 @@
     canvas: $("map"),
     fit: $("fit"),
     notice: $("notice"),
+    attribution: $("attribution"),
     search: $("search"),
     sort: $("sort"),
     list: $("list"),
     following: $("following"),
   };
   const ctx = ui.canvas.getContext("2d");
+
+  // The tile layer the server wrote into the page (LIVE_MAP_TILE_URL), or null: then no tile
+  // is ever requested and the page needs nothing but its own origin.
+  const tileLayer = (() => {
+    const url = document.body.dataset.tileUrl || "";
+    // The server checked it; this only keeps a hand-edited page from fetching "javascript:".
+    if (!/^https?:\/\//i.test(url)) return null;
+    return { template: url, attribution: document.body.dataset.tileAttribution || "" };
+  })();
+  if (tileLayer && tileLayer.attribution) {
+    ui.attribution.textContent = tileLayer.attribution;
+    ui.attribution.hidden = false;
+  }
 
   // What window.processorMap.snapshot() reports.
   const state = {
@@ -78,7 +106,8 @@
     access: "unknown",
     selected: null, // deviceId
     following: false,
-    // The view: centre and pixels per metre; null until the first positions are fitted.
+    // The view: centre in Mercator units (x, y in [0, 1], y southwards) and the world's width in
+    // pixels (k); null until the first positions are fitted.
     view: null,
     listed: [], // deviceIds in the list's order, as last rendered
   };
@@ -264,7 +293,8 @@
     const { lat, lon, ts } = p;
     if (!Number.isFinite(lat) || !Number.isFinite(lon) || !Number.isFinite(ts)) return null;
     if (Math.abs(lat) > 90 || Math.abs(lon) > 180) return null;
-    return { id: String(id), pt: { lat, lon, ts } };
+    // Projected once here, not in every frame.
+    return { id: String(id), pt: { lat, lon, ts, x: mercX(lon), y: mercY(lat) } };
   }
 
   // `speed` and `course` are omitted on the wire when 0.
@@ -525,6 +555,7 @@
   const dotIds = [];
   const dotX = [];
   const dotY = [];
+  const dotPts = []; // the positions they stand for
 
   function requestDraw() {
     if (drawPending) return;
@@ -546,7 +577,7 @@
     // Draw in CSS pixels; the transform maps them to device pixels for sharp lines.
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
-    dotIds.length = dotX.length = dotY.length = 0;
+    dotIds.length = dotX.length = dotY.length = dotPts.length = 0;
     if (w === 0 || h === 0) return;
 
     const view = currentView(w, h);
@@ -556,7 +587,9 @@
     }
     lastView = view;
     const step = niceMetres(90 / view.s);
-    drawGrid(view, step, w, h);
+    // The tiles are the reference when there are any; the grid stands in for them otherwise.
+    if (tileLayer) drawTiles(view, w, h);
+    else drawGrid(view, step, w, h);
     drawTrails(view);
     drawDots(view);
     drawLabels();
@@ -564,6 +597,32 @@
   }
 
   let lastView = null;
+
+  // ---- Web Mercator --------------------------------------------------------------------------
+  // The projection of XYZ tiles, so that positions and tiles line up: x and y in [0, 1] across
+  // the square world, y southwards; a tile z/tx/ty covers [tx, tx + 1) / 2^z and likewise y.
+
+  function mercX(lon) {
+    return (lon + 180) / 360;
+  }
+
+  function mercY(lat) {
+    const phi = (Math.min(Math.max(lat, -MERCATOR_MAX_LAT), MERCATOR_MAX_LAT) * Math.PI) / 180;
+    return (1 - Math.log(Math.tan(Math.PI / 4 + phi / 2)) / Math.PI) / 2;
+  }
+
+  function latOfY(y) {
+    return (Math.atan(Math.sinh(Math.PI * (1 - 2 * y))) * 180) / Math.PI;
+  }
+
+  // Ground metres per Mercator unit at latitude `lat` (the projection stretches by 1/cos).
+  function metresPerUnit(lat) {
+    return EARTH_CIRCUMFERENCE_M * Math.max(Math.cos((lat * Math.PI) / 180), 1e-6);
+  }
+
+  function clampWorldPx(k) {
+    return Math.min(Math.max(k, WORLD_PX_MIN), WORLD_PX_MAX);
+  }
 
   // The user's view, fitted once when the first positions arrive and then left where the
   // user zooms and pans it; a followed participant is kept at its centre.
@@ -576,54 +635,51 @@
       const d = state.devices.get(state.selected);
       if (d) {
         const p = d.trail[d.trail.length - 1];
-        state.view.lat = p.lat;
-        state.view.lon = p.lon;
+        state.view.x = p.x;
+        state.view.y = p.y;
       }
     }
     return project(state.view, w, h);
   }
 
-  // Equirectangular projection around `c` ({lat, lon, s}: s pixels per metre); longitude is
-  // shrunk by cos(latitude) so that a metre is as long east-west as north-south.
+  // Screen x = p.x * k + bx, y = p.y * k + by: two multiply-adds per point in the hot loops.
   function project(c, w, h) {
-    const kx = Math.max(Math.cos((c.lat * Math.PI) / 180), 0.01);
-    // Screen x = lon * ax + bx, y = lat * ay + by: two multiply-adds per point in the hot loops.
-    const ax = kx * METRES_PER_DEGREE * c.s;
-    const ay = -METRES_PER_DEGREE * c.s;
+    const lat = latOfY(c.y);
     return {
-      s: c.s,
-      ax,
-      bx: w / 2 - c.lon * ax,
-      ay,
-      by: h / 2 - c.lat * ay,
-      // Metres east of lon 0 (at this latitude) and north of the equator at the screen centre.
-      cxm: c.lon * kx * METRES_PER_DEGREE,
-      cym: c.lat * METRES_PER_DEGREE,
+      x: c.x,
+      y: c.y,
+      k: c.k,
+      w,
+      h,
+      bx: w / 2 - c.x * c.k,
+      by: h / 2 - c.y * c.k,
+      // Pixels per ground metre at the centre: the scale bar's and the grid's.
+      s: c.k / metresPerUnit(lat),
     };
   }
 
   // The centre and scale that show every point held; null when there is none.
   function fitCentre(w, h) {
-    let minLat = Infinity;
-    let maxLat = -Infinity;
-    let minLon = Infinity;
-    let maxLon = -Infinity;
+    let minX = Infinity;
+    let maxX = -Infinity;
+    let minY = Infinity;
+    let maxY = -Infinity;
     for (const d of state.devices.values()) {
       for (const p of d.trail) {
-        if (p.lat < minLat) minLat = p.lat;
-        if (p.lat > maxLat) maxLat = p.lat;
-        if (p.lon < minLon) minLon = p.lon;
-        if (p.lon > maxLon) maxLon = p.lon;
+        if (p.x < minX) minX = p.x;
+        if (p.x > maxX) maxX = p.x;
+        if (p.y < minY) minY = p.y;
+        if (p.y > maxY) maxY = p.y;
       }
     }
-    if (minLat === Infinity) return null;
-    const midLat = (minLat + maxLat) / 2;
-    const midLon = (minLon + maxLon) / 2;
-    const kx = Math.max(Math.cos((midLat * Math.PI) / 180), 0.01);
-    const spanX = Math.max((maxLon - minLon) * kx * METRES_PER_DEGREE, MIN_SPAN_M) * (1 + 2 * PADDING);
-    const spanY = Math.max((maxLat - minLat) * METRES_PER_DEGREE, MIN_SPAN_M) * (1 + 2 * PADDING);
-    const s = Math.min(w / spanX, h / spanY); // pixels per metre
-    return { lat: midLat, lon: midLon, s };
+    if (minX === Infinity) return null;
+    const x = (minX + maxX) / 2;
+    const y = (minY + maxY) / 2;
+    // Mercator is conformal: around one place a unit is as long east-west as north-south.
+    const minSpan = MIN_SPAN_M / metresPerUnit(latOfY(y));
+    const spanX = Math.max(maxX - minX, minSpan) * (1 + 2 * PADDING);
+    const spanY = Math.max(maxY - minY, minSpan) * (1 + 2 * PADDING);
+    return { x, y, k: clampWorldPx(Math.min(w / spanX, h / spanY)) };
   }
 
   // 1, 2 or 5 times a power of ten, at least `m` metres.
@@ -638,19 +694,19 @@
   }
 
   function drawGrid(v, step, w, h) {
-    // Lines on whole multiples of `step`, so they stay put while the view only pans a little.
+    // Lines on whole multiples of `step` (metres at the centre's latitude), so they stay put
+    // while the view pans east-west; north-south the metre changes length, and they drift.
+    const u = (step * v.s) / v.k; // the step in Mercator units
     ctx.beginPath();
-    const left = v.cxm - w / 2 / v.s;
-    for (let g = Math.ceil(left / step) * step; ; g += step) {
-      const x = Math.round(w / 2 + (g - v.cxm) * v.s) + 0.5;
+    for (let g = Math.ceil((v.x - w / 2 / v.k) / u) * u; ; g += u) {
+      const x = Math.round(g * v.k + v.bx) + 0.5;
       if (x > w) break;
       ctx.moveTo(x, 0);
       ctx.lineTo(x, h);
     }
-    const bottom = v.cym - h / 2 / v.s;
-    for (let g = Math.ceil(bottom / step) * step; ; g += step) {
-      const y = Math.round(h / 2 - (g - v.cym) * v.s) + 0.5;
-      if (y < 0) break;
+    for (let g = Math.ceil((v.y - h / 2 / v.k) / u) * u; ; g += u) {
+      const y = Math.round(g * v.k + v.by) + 0.5;
+      if (y > h) break;
       ctx.moveTo(0, y);
       ctx.lineTo(w, y);
     }
@@ -659,17 +715,105 @@
     ctx.stroke();
   }
 
+  // ---- tiles (only with a tile layer) ----------------------------------------------------------
+
+  const tileCache = new Map(); // "z/x/y" -> { img, ok: null while loading, then true or false }
+  const tileStats = { zoom: null, requested: 0, loaded: 0, failed: 0 };
+
+  function tileUrl(z, x, y) {
+    return tileLayer.template
+      .replaceAll("{z}", String(z))
+      .replaceAll("{x}", String(x))
+      .replaceAll("{y}", String(y));
+  }
+
+  // The tile z/x/y, requested when `load` and not held yet; the Map's order is its recency.
+  function tile(z, x, y, load) {
+    const key = `${z}/${x}/${y}`;
+    let t = tileCache.get(key);
+    if (t) {
+      tileCache.delete(key);
+      tileCache.set(key, t);
+      return t;
+    }
+    if (!load) return null;
+    const img = new Image();
+    t = { img, ok: null };
+    img.decoding = "async";
+    img.onload = () => {
+      t.ok = true;
+      tileStats.loaded += 1;
+      requestDraw();
+    };
+    img.onerror = () => {
+      // Not retried while it is held: a missing tile stays blank instead of being hammered.
+      t.ok = false;
+      tileStats.failed += 1;
+    };
+    img.src = tileUrl(z, x, y);
+    tileStats.requested += 1;
+    tileCache.set(key, t);
+    while (tileCache.size > TILE_CACHE_MAX) {
+      const [oldest, old] = tileCache.entries().next().value;
+      old.img.onload = old.img.onerror = null;
+      tileCache.delete(oldest);
+    }
+    return t;
+  }
+
+  function drawTiles(v, w, h) {
+    const z = Math.min(TILE_MAX_ZOOM, Math.max(0, Math.round(Math.log2(v.k / TILE_PX))));
+    const n = 2 ** z;
+    const size = v.k / n; // a tile's width on screen
+    tileStats.zoom = z;
+    const x0 = Math.floor((v.x - w / 2 / v.k) * n);
+    const x1 = Math.floor((v.x + w / 2 / v.k) * n);
+    const y0 = Math.max(0, Math.floor((v.y - h / 2 / v.k) * n));
+    const y1 = Math.min(n - 1, Math.floor((v.y + h / 2 / v.k) * n));
+    ctx.imageSmoothingEnabled = true;
+    for (let ty = y0; ty <= y1; ty++) {
+      for (let tx = x0; tx <= x1; tx++) {
+        // Edges rounded to whole pixels from the same formula, so neighbours share them
+        // without seams.
+        const left = Math.round(tx * size + v.bx);
+        const top = Math.round(ty * size + v.by);
+        const width = Math.round((tx + 1) * size + v.bx) - left;
+        const height = Math.round((ty + 1) * size + v.by) - top;
+        const wx = ((tx % n) + n) % n; // across the antimeridian the world repeats
+        drawTile(z, wx, ty, left, top, width, height);
+      }
+    }
+  }
+
+  function drawTile(z, x, y, left, top, width, height) {
+    const t = tile(z, x, y, true);
+    if (t.ok) {
+      ctx.drawImage(t.img, left, top, width, height);
+      return;
+    }
+    // Still loading (or failed): the part of a coarser tile already held, stretched.
+    for (let d = 1; d <= TILE_FALLBACK_LEVELS && d <= z; d++) {
+      const parent = tile(z - d, x >> d, y >> d, false);
+      if (!parent || !parent.ok) continue;
+      const sub = parent.img.naturalWidth / 2 ** d;
+      const sx = (x - ((x >> d) << d)) * sub;
+      const sy = (y - ((y >> d) << d)) * sub;
+      ctx.drawImage(parent.img, sx, sy, sub, sub, left, top, width, height);
+      return;
+    }
+  }
+
   function drawTrails(v) {
     ctx.lineWidth = 1.5;
     ctx.lineJoin = "round";
     ctx.lineCap = "round";
-    ctx.globalAlpha = 0.5;
+    ctx.globalAlpha = tileLayer ? 0.75 : 0.5;
     for (const d of state.devices.values()) {
       const t = d.trail;
       if (t.length < 2) continue;
       ctx.beginPath();
-      ctx.moveTo(t[0].lon * v.ax + v.bx, t[0].lat * v.ay + v.by);
-      for (let i = 1; i < t.length; i++) ctx.lineTo(t[i].lon * v.ax + v.bx, t[i].lat * v.ay + v.by);
+      ctx.moveTo(t[0].x * v.k + v.bx, t[0].y * v.k + v.by);
+      for (let i = 1; i < t.length; i++) ctx.lineTo(t[i].x * v.k + v.bx, t[i].y * v.k + v.by);
       ctx.strokeStyle = d.color;
       ctx.stroke();
     }
@@ -682,9 +826,10 @@
     ctx.strokeStyle = "#ffffff";
     for (const [id, d] of state.devices) {
       const p = d.trail[d.trail.length - 1];
-      const x = p.lon * v.ax + v.bx;
-      const y = p.lat * v.ay + v.by;
+      const x = p.x * v.k + v.bx;
+      const y = p.y * v.k + v.by;
       dotIds.push(id);
+      dotPts.push(p);
       dotX.push(x);
       dotY.push(y);
       const big = id === hovered || id === state.selected;
@@ -769,21 +914,20 @@
     if (!lastView || !state.view) return;
     ev.preventDefault();
     const factor = Math.exp(-ev.deltaY * 0.0015);
-    const s = Math.min(Math.max(state.view.s * factor, ZOOM_MIN_S), ZOOM_MAX_S);
+    const v = state.view;
+    const k = clampWorldPx(v.k * factor);
     if (state.following && state.selected !== null) {
-      state.view.s = s; // around the followed participant
+      v.k = k; // around the followed participant
     } else {
-      // Around the pointer: the place under it stays under it.
+      // Around the pointer: the place under it stays under it. From the view itself, not the
+      // last frame, since several wheel events can come between two frames.
       const { x, y } = pointerAt(ev);
-      const lon = (x - lastView.bx) / lastView.ax;
-      const lat = (y - lastView.by) / lastView.ay;
-      const w = ui.canvas.clientWidth;
-      const h = ui.canvas.clientHeight;
-      const next = project({ lat: state.view.lat, lon: state.view.lon, s }, w, h);
+      const dx = x - ui.canvas.clientWidth / 2;
+      const dy = y - ui.canvas.clientHeight / 2;
       state.view = {
-        lat: state.view.lat + (lat * next.ay + next.by - y) / next.ay,
-        lon: state.view.lon + (lon * next.ax + next.bx - x) / next.ax,
-        s,
+        x: v.x + dx / v.k - dx / k,
+        y: v.y + dy / v.k - dy / k,
+        k,
       };
     }
     requestDraw();
@@ -792,7 +936,7 @@
   function onPointerDown(ev) {
     if (!state.view) return;
     const { x, y } = pointerAt(ev);
-    drag = { x, y, lat: state.view.lat, lon: state.view.lon, moved: false };
+    drag = { x, y, viewX: state.view.x, viewY: state.view.y, moved: false };
     ui.canvas.setPointerCapture(ev.pointerId);
   }
 
@@ -842,8 +986,8 @@
       ui.canvas.classList.add("dragging");
       // Panning takes the view over from a followed participant.
       state.following = false;
-      state.view.lon = drag.lon - dx / lastView.ax;
-      state.view.lat = drag.lat - dy / lastView.ay;
+      state.view.x = drag.viewX - dx / state.view.k;
+      state.view.y = drag.viewY - dy / state.view.k;
       requestDraw();
       return;
     }
@@ -946,6 +1090,10 @@
   window.addEventListener("resize", requestDraw);
   if (typeof ResizeObserver === "function") new ResizeObserver(requestDraw).observe(ui.canvas);
 
+  function viewOf(v) {
+    return { lat: latOfY(v.y), lon: v.x * 360 - 180, s: v.s, worldPx: v.k };
+  }
+
   // For automated browser tests: plain data only, so it survives serialisation.
   window.processorMap = Object.freeze({
     snapshot() {
@@ -961,6 +1109,10 @@
           speed: d.speed,
           course: d.course,
         };
+      }
+      const dots = {};
+      for (let j = 0; j < dotIds.length; j++) {
+        dots[dotIds[j]] = { x: dotX[j], y: dotY[j], lat: dotPts[j].lat, lon: dotPts[j].lon };
       }
       // Where the selected participant was drawn, against the canvas' centre.
       let selectedOnScreen = null;
@@ -991,7 +1143,15 @@
         following: state.following,
         selectedOnScreen,
         listed: state.listed.slice(),
-        view: state.view ? { lat: state.view.lat, lon: state.view.lon, s: state.view.s } : null,
+        view: state.view ? viewOf(project(state.view, 0, 0)) : null,
+        // The last frame as drawn: its view and every dot with the position it stands for, so
+        // that a test can check the projection independently of when positions arrive.
+        frame: lastView
+          ? { ...viewOf(lastView), width: lastView.w, height: lastView.h, dots }
+          : null,
+        tiles: tileLayer
+          ? { template: tileLayer.template, attribution: tileLayer.attribution, ...tileStats }
+          : null,
       };
     },
   });

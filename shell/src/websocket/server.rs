@@ -28,7 +28,7 @@ use crate::hub::ports::LiveStore;
 use crate::hub::socket::Socket;
 use crate::hub::{reader, ShardInput, Shards};
 use crate::live::auth::Authenticator;
-use crate::map_page;
+use crate::map_page::{Asset, MapPage};
 use crate::metrics::Metrics;
 
 use super::event_route::{self, rfc3339, DetailsCache};
@@ -48,6 +48,8 @@ pub struct WsContext<S: LiveStore, C: Clock> {
     events_cache: tokio::sync::Mutex<Option<(UnixMillis, Bytes)>>,
     /// `GET /events/<uuid>`'s recent answers, per event.
     details_cache: DetailsCache,
+    /// The map page, its tile layer (if any) written in at start-up.
+    map_page: MapPage,
 }
 
 /// How long a `GET /events` body is served again.
@@ -74,7 +76,14 @@ impl<S: LiveStore, C: Clock> WsContext<S, C> {
             next_conn: AtomicU64::new(1),
             events_cache: tokio::sync::Mutex::new(None),
             details_cache: DetailsCache::default(),
+            map_page: MapPage::default(),
         }
+    }
+
+    /// Serves `map_page` at `/` instead of the page without tiles.
+    pub fn with_map_page(mut self, map_page: MapPage) -> WsContext<S, C> {
+        self.map_page = map_page;
+        self
     }
 }
 
@@ -134,8 +143,8 @@ async fn respond<S: LiveStore, C: Clock>(
         )
         .await;
     }
-    match map_page::asset(req.uri().path()) {
-        Some(asset) => page(asset),
+    match ctx.map_page.asset(req.uri().path()) {
+        Some(asset) => page(asset, ctx.map_page.csp()),
         None => text(
             StatusCode::NOT_FOUND,
             "not found; the WebSocket endpoint is /live, the map page /\n",
@@ -309,18 +318,14 @@ async fn events<S: LiveStore, C: Clock>(ctx: &Arc<WsContext<S, C>>) -> Response<
     response
 }
 
-fn page(asset: map_page::Asset) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(asset.body.as_bytes())));
+fn page(asset: Asset, csp: HeaderValue) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(asset.body));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // The page loads nothing but its own assets and talks to nothing but this origin.
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'",
-        ),
-    );
+    // The page loads nothing but its own assets (and the configured tiles' images) and talks
+    // to nothing but this origin.
+    headers.insert("content-security-policy", csp);
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),

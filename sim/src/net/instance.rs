@@ -15,6 +15,7 @@ use processor_shell::durable::{self, DurableContext};
 use processor_shell::edge::http::HttpLimits;
 use processor_shell::hub::{self, IngestPlacement, LivePlan};
 use processor_shell::live::auth::Authenticator;
+use processor_shell::map_page::MapPage;
 use processor_shell::metrics::Metrics;
 use processor_shell::readiness::Readiness;
 
@@ -92,6 +93,7 @@ pub async fn run(servers: Servers, plan: InstancePlan) -> turmoil::Result {
                 idle_timeout: Duration::from_secs(30),
             },
             max_connections: 10_000,
+            map_page: MapPage::default(),
         },
         stop.clone(),
     );

@@ -120,6 +120,7 @@ enum Mode {
         count: u64,
     },
     /// Write the demo events and their devices; print their ids and a demo token.
+    #[command(after_help = SEED_SECRET_HELP)]
     Seed {
         #[arg(
             long,
@@ -127,10 +128,6 @@ enum Mode {
             default_value = "postgres://postgres@127.0.0.1:5432/postgres"
         )]
         database_url: String,
-        /// HS256 secret the processor checks tokens with (`LIVE_AUTH_JWT_SECRET`); given, a
-        /// token for the private event is printed.
-        #[arg(long, env = "LIVE_AUTH_JWT_SECRET", hide_env_values = true)]
-        jwt_secret: Option<String>,
     },
     /// COPY the rows `preload --count` would produce into an unindexed table; print rows/s.
     CopyCeiling {
@@ -143,6 +140,31 @@ enum Mode {
         )]
         database_url: String,
     },
+}
+
+/// The secret `seed` signs the demo token with. Like the processor's (shell/src/config.rs),
+/// it has no flag: a command line is visible to every user in `ps`.
+const SEED_SECRET_VAR: &str = "LIVE_AUTH_JWT_SECRET";
+
+/// `fleet seed --help` lists the variable without a flag, as `processor --help` does.
+const SEED_SECRET_HELP: &str = "\
+Environment only (no flag, so that the value never shows in `ps`):
+      LIVE_AUTH_JWT_SECRET
+          HS256 secret the processor checks tokens with; set, a token for the private event
+          is printed (DEMO_TOKEN=...)
+          [env: LIVE_AUTH_JWT_SECRET]";
+
+/// `LIVE_AUTH_JWT_SECRET`, read from the environment only; empty counts as unset, as the
+/// processor treats it.
+fn seed_secret() -> Result<Option<String>, String> {
+    match std::env::var(SEED_SECRET_VAR) {
+        Ok(secret) if secret.is_empty() => Ok(None),
+        Ok(secret) => Ok(Some(secret)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(format!("{SEED_SECRET_VAR}: is not valid UTF-8"))
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -259,10 +281,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             trackers::run(common.devices, common.seed, area, plan, stop).await
         }
-        Mode::Seed {
-            ref database_url,
-            ref jwt_secret,
-        } => seed::seed(database_url, common.devices, jwt_secret.as_deref()).await,
+        Mode::Seed { ref database_url } => {
+            let secret = seed_secret()?;
+            seed::seed(database_url, common.devices, secret.as_deref()).await
+        }
         Mode::CopyCeiling {
             count,
             ref database_url,
