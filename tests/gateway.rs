@@ -31,24 +31,7 @@ const UDP8: &str = "003DCAFE0105000F33353230393330383634303336353508010000016B4F
 type Entry = BTreeMap<String, String>;
 
 async fn entries(env: &TestEnv) -> Vec<Entry> {
-    let mut redis = env.redis().await;
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(&env.stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis)
-        .await
-        .expect("XRANGE");
-    reply
-        .ids
-        .into_iter()
-        .map(|e| {
-            e.map
-                .into_iter()
-                .map(|(k, v)| (k, redis::from_redis_value(v).unwrap_or_default()))
-                .collect()
-        })
-        .collect()
+    env.stream_entries(&env.stream).await
 }
 
 fn payload(entry: &Entry) -> Value {
@@ -461,5 +444,31 @@ async fn sigterm_finishes_and_exits_zero() {
         "connections are closed"
     );
     assert!(gateway.log_text().contains("gateway stopped"));
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_is_exposed_from_start_up_with_every_label() {
+    let env = TestEnv::new("gw_metrics").await;
+    let gateway = ready_gateway(&env, &[]).await;
+    for name in [
+        "processor_gateway_connections",
+        "processor_gateway_connections_accepted_total",
+        "processor_gateway_connections_rejected_total",
+        "processor_gateway_devices_rejected_total",
+        "processor_gateway_packets_total{transport=\"tcp\"}",
+        "processor_gateway_packets_total{transport=\"udp\"}",
+        "processor_gateway_records_total",
+        "processor_gateway_bad_packets_total{reason=\"framing\"}",
+        "processor_gateway_bad_packets_total{reason=\"crc\"}",
+        "processor_gateway_bad_packets_total{reason=\"codec\"}",
+        "processor_gateway_bad_packets_total{reason=\"count\"}",
+        "processor_gateway_bad_packets_total{reason=\"malformed\"}",
+        "processor_gateway_redis_errors_total",
+        "processor_gateway_idle_closes_total",
+        "processor_gateway_ack_seconds_count",
+    ] {
+        assert_eq!(gateway.metric(name).await, Some(0.0), "{name} at start-up");
+    }
     env.cleanup().await;
 }

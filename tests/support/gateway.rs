@@ -63,19 +63,11 @@ impl GatewayProc {
 
     /// The value of a metric sample line starting with `name` (labels included).
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let (_, _, body) = http_get(self.metrics_addr, "/metrics").await?;
-        body.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        super::metric(self.metrics_addr, name).await
     }
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        self.child.wait().expect("wait for the gateway")
+        super::terminate(&mut self.child)
     }
 
     pub fn log_text(&self) -> String {

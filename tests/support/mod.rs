@@ -145,9 +145,17 @@ impl TestEnv {
 
     /// The dead-letter stream's entries as field maps.
     pub async fn dead_letters(&self) -> Vec<std::collections::BTreeMap<String, String>> {
+        self.stream_entries(&self.dead_letter).await
+    }
+
+    /// The entries of the stream `key`, oldest first, as field maps.
+    pub async fn stream_entries(
+        &self,
+        key: &str,
+    ) -> Vec<std::collections::BTreeMap<String, String>> {
         let mut redis = self.redis().await;
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&self.dead_letter)
+            .arg(key)
             .arg("-")
             .arg("+")
             .query_async(&mut redis)
@@ -286,11 +294,7 @@ impl Processor {
 
     /// SIGTERM, then the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        self.child.wait().expect("wait for the processor")
+        terminate(&mut self.child)
     }
 
     /// Status code and body of a GET on the metrics endpoint; `None` if not reachable.
@@ -307,16 +311,31 @@ impl Processor {
 
     /// The value of a metric sample line starting with `name`.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics").await?;
-        body.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        metric(self.metrics_addr, name).await
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// SIGTERM to a child process, then its exit status.
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().expect("wait for the child process")
+}
+
+/// The value of the sample line starting with `name` (labels included) on the metrics
+/// endpoint at `addr`.
+pub async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    let (_, _, body) = http_get(addr, "/metrics").await?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Status code, header block and body of an HTTP/1.0 GET; `None` if not reachable.
