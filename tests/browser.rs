@@ -278,6 +278,8 @@ async fn the_map_shows_moving_devices_and_a_private_event_needs_its_token() {
 
     browser.close().await.expect("close the browser");
     let _ = std::fs::remove_dir_all(&profile);
+    // Stopped before the clean-up, so that neither recreates the test's stream after it.
+    drop((_fleet, processor));
     env.cleanup().await;
 }
 
