@@ -71,6 +71,7 @@ mod auth;
 mod command;
 mod config;
 mod device_map;
+pub mod group_sweep;
 mod ingest;
 mod input;
 mod machine;

@@ -11,6 +11,8 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::{RedisError, Value};
 
+use processor_core::live::group_sweep::{dead_groups, group_name, sweep_candidates};
+
 use super::group::{create_group, stream_groups, StreamError};
 use super::reply::{self, RawEntry};
 
@@ -23,7 +25,7 @@ pub struct BroadcastGroup {
 
 impl BroadcastGroup {
     pub fn group(&self) -> String {
-        format!("{}-{}", self.prefix, self.instance)
+        group_name(&self.prefix, &self.instance)
     }
 
     fn heartbeat_key_of(&self, instance: &str) -> String {
@@ -92,35 +94,35 @@ impl BroadcastGroup {
     }
 
     /// Destroys the broadcast groups of instances whose heartbeat has expired; returns their
-    /// names. This instance's own group is never touched.
+    /// names. Which groups those are is the core's rule (`group_sweep`); this instance's own
+    /// group is never one.
     pub async fn remove_dead_groups<C: ConnectionLike>(
         &self,
         conn: &mut C,
     ) -> Result<Vec<String>, StreamError> {
-        let groups = stream_groups(conn, &self.stream).await?;
-        let own = self.group();
-        let prefix = format!("{}-", self.prefix);
-        let mut removed = Vec::new();
-        for name in groups.into_iter().map(|g| g.name) {
-            let Some(instance) = name.strip_prefix(&prefix) else {
-                continue;
-            };
-            if name == own {
-                continue;
-            }
-            let alive: i64 = redis::cmd("EXISTS")
-                .arg(self.heartbeat_key_of(instance))
+        let names: Vec<String> = stream_groups(conn, &self.stream)
+            .await?
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        let candidates = sweep_candidates(&names, &self.prefix, &self.instance);
+        let mut alive = Vec::with_capacity(candidates.len());
+        for candidate in &candidates {
+            let exists: i64 = redis::cmd("EXISTS")
+                .arg(self.heartbeat_key_of(candidate.instance))
                 .query_async(conn)
                 .await?;
-            if alive == 0 {
-                let _: Value = redis::cmd("XGROUP")
-                    .arg("DESTROY")
-                    .arg(&self.stream)
-                    .arg(&name)
-                    .query_async(conn)
-                    .await?;
-                removed.push(name);
-            }
+            alive.push(exists != 0);
+        }
+        let mut removed = Vec::new();
+        for group in dead_groups(&candidates, &alive) {
+            let _: Value = redis::cmd("XGROUP")
+                .arg("DESTROY")
+                .arg(&self.stream)
+                .arg(group)
+                .query_async(conn)
+                .await?;
+            removed.push(group.to_owned());
         }
         Ok(removed)
     }

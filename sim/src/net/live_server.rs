@@ -6,6 +6,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
+use processor_core::live::group_sweep::{dead_groups, group_name, sweep_candidates};
 use processor_core::live::Visibility;
 use processor_core::stream::EntryId;
 use processor_core::wire::WirePosition;
@@ -56,6 +57,9 @@ pub enum LiveResponse {
     /// Name and `visibility` column of the event, if it exists.
     EventDetails(Option<(String, &'static str)>),
 }
+
+/// The broadcast groups' prefix on the simulated Redis (the service's default).
+const GROUP_PREFIX: &str = "live-broadcast";
 
 /// The live path's part of the servers' state.
 #[derive(Debug, Default)]
@@ -119,12 +123,23 @@ pub async fn execute(servers: &Servers, request: LiveRequest) -> LiveResponse {
                     LiveResponse::Done
                 }
                 LiveRequest::RemoveDeadGroups { instance } => {
-                    let dead: Vec<String> = live
+                    // The product's own rule picks the groups; this host only plays Redis
+                    // (group names, heartbeat keys that expire).
+                    let names: Vec<String> = live
                         .groups
                         .keys()
-                        .filter(|g| **g != instance)
-                        .filter(|g| live.heartbeats.get(*g).is_none_or(|t| *t <= now))
-                        .cloned()
+                        .map(|i| group_name(GROUP_PREFIX, i))
+                        .collect();
+                    let candidates = sweep_candidates(&names, GROUP_PREFIX, &instance);
+                    let alive: Vec<bool> = candidates
+                        .iter()
+                        .map(|c| live.heartbeats.get(c.instance).is_some_and(|t| *t > now))
+                        .collect();
+                    let dead_names = dead_groups(&candidates, &alive);
+                    let dead: Vec<String> = candidates
+                        .iter()
+                        .filter(|c| dead_names.contains(&c.group))
+                        .map(|c| c.instance.to_owned())
                         .collect();
                     for name in &dead {
                         live.groups.remove(name);
