@@ -16,7 +16,7 @@ use processor_core::stream::EntryId;
 use processor_core::{Position, UnixMillis};
 
 use crate::finding::{Finding, FindingKind};
-use crate::store::{LatestRow, MemStore, PositionKey, StoredRow};
+use crate::store::{MemStore, PositionKey, StoredRow};
 use crate::stream::{Delivery, MemStream};
 use crate::traffic::{Expected, GeneratedEntry, Truth};
 
@@ -54,8 +54,6 @@ pub enum ViolationKind {
     /// After healing: an entry a crashed instance left pending was neither stored nor
     /// dead-lettered.
     OrphanLost,
-    /// The latest row kept per device is not the newest non-faulty stored row.
-    LatestMismatch,
     /// The run did not go quiet after healing, or the instances did not stop.
     Liveness,
     /// After `handle_timeout(now)` a writer issued nothing, yet `poll_timeout` still asked to
@@ -476,7 +474,6 @@ impl Checker {
         self.check_pending(stream);
         self.check_keys(store);
         self.check_settled();
-        self.check_latest(store);
     }
 
     fn check_pending(&mut self, stream: &MemStream) {
@@ -583,28 +580,6 @@ impl Checker {
         self.stats.orphans_settled = settled;
         for (kind, detail) in problems {
             self.violate(kind, detail);
-        }
-    }
-
-    fn check_latest(&mut self, store: &MemStore) {
-        let mut newest: BTreeMap<String, LatestRow> = BTreeMap::new();
-        for row in store.rows().values().filter(|r| !r.faulty) {
-            let p = &row.position;
-            if newest.get(&p.device_id).is_none_or(|l| l.ts < p.ts) {
-                newest.insert(p.device_id.clone(), LatestRow::of(p));
-            }
-        }
-        if &newest != store.latest() {
-            let devices: BTreeSet<&String> = newest.keys().chain(store.latest().keys()).collect();
-            let mut detail = String::new();
-            for d in devices {
-                let (want, got) = (newest.get(d), store.latest().get(d));
-                if want != got {
-                    detail = format!("device {d:?}: expected {want:?}, stored {got:?}");
-                    break;
-                }
-            }
-            self.violate(ViolationKind::LatestMismatch, detail);
         }
     }
 }

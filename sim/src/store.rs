@@ -2,9 +2,7 @@
 //! newest non-faulty stored row of each device (in Postgres, a backward probe of the key).
 //!
 //! One [`MemStore::insert`] is one `INSERT ... ON CONFLICT (device_id, ts) DO NOTHING`
-//! statement in its own transaction: all rows or none. The first row stored under a key wins;
-//! the latest row of a device moves only forward in fix time, and only for non-faulty rows
-//! actually inserted. Like Postgres with a text column, the store rejects a device id holding
+//! statement in its own transaction: all rows or none. The first row stored under a key wins. Like Postgres with a text column, the store rejects a device id holding
 //! a NUL character, and, like Postgres, it rejects the whole statement without saying which
 //! row was at fault (the index is returned for the simulation to reveal or not).
 
@@ -64,11 +62,10 @@ pub enum StoreError {
     Rejected { reason: String, row: usize },
 }
 
-/// The two tables.
+/// The table.
 #[derive(Debug, Clone, Default)]
 pub struct MemStore {
     rows: BTreeMap<PositionKey, StoredRow>,
-    latest: BTreeMap<String, LatestRow>,
     down: bool,
     commits: u64,
 }
@@ -118,16 +115,6 @@ impl MemStore {
                 },
             );
             inserted.push(true);
-            if !row.faulty {
-                let newer = self
-                    .latest
-                    .get(&row.position.device_id)
-                    .is_none_or(|l| l.ts < row.position.ts);
-                if newer {
-                    self.latest
-                        .insert(row.position.device_id.clone(), LatestRow::of(&row.position));
-                }
-            }
         }
         Ok(inserted)
     }
@@ -136,8 +123,14 @@ impl MemStore {
         &self.rows
     }
 
-    pub fn latest(&self) -> &BTreeMap<String, LatestRow> {
-        &self.latest
+    /// The newest non-faulty stored row of `device`, read as Postgres reads it: backward
+    /// along the key from the device's newest row.
+    pub fn newest_non_faulty(&self, device: &str) -> Option<LatestRow> {
+        self.rows
+            .range((device.to_owned(), i64::MIN)..=(device.to_owned(), i64::MAX))
+            .rev()
+            .find(|(_, row)| !row.faulty)
+            .map(|(_, row)| LatestRow::of(&row.position))
     }
 
     /// Statements committed so far.
@@ -174,7 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn first_stored_wins_and_latest_moves_forward_only() {
+    fn first_stored_wins_and_the_newest_non_faulty_row_is_read() {
         let mut s = MemStore::new();
         assert_eq!(
             s.insert(&[row("a", 10, 1.0, false), row("a", 5, 1.0, false)]),
@@ -182,9 +175,10 @@ mod tests {
         );
         assert_eq!(s.insert(&[row("a", 10, 2.0, false)]), Ok(vec![false]));
         assert_eq!(s.rows()[&("a".to_owned(), 10)].position.speed, 1.0);
-        assert_eq!(s.latest()["a"].ts, UnixMillis(10));
+        assert_eq!(s.newest_non_faulty("a").map(|r| r.ts), Some(UnixMillis(10)));
         s.insert(&[row("a", 20, 3.0, true)]).unwrap();
-        assert_eq!(s.latest()["a"].ts, UnixMillis(10));
+        assert_eq!(s.newest_non_faulty("a").map(|r| r.ts), Some(UnixMillis(10)));
+        assert_eq!(s.newest_non_faulty("b"), None);
     }
 
     #[test]

@@ -158,12 +158,12 @@ pub async fn execute(servers: &Servers, request: LiveRequest) -> LiveResponse {
                         .map_or(Visibility::Unknown, |(_, v)| *v),
                 ),
                 LiveRequest::Snapshot(devices) => {
-                    let latest = state.store.latest();
+                    let store = &state.store;
                     LiveResponse::Snapshot(
                         devices
                             .iter()
                             .filter_map(|d| {
-                                latest.get(d).map(|row| WirePosition {
+                                store.newest_non_faulty(d).map(|row| WirePosition {
                                     device_id: d.clone(),
                                     lat: row.latitude,
                                     lon: row.longitude,
