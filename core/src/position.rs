@@ -90,3 +90,65 @@ impl serde::Serialize for AttributeValue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn with_attributes(attributes: &[(&str, AttributeValue)]) -> Position {
+        Position {
+            device_id: "A".into(),
+            ts: UnixMillis(0),
+            latitude: 54.0,
+            longitude: 25.0,
+            altitude: 0.0,
+            angle: 0.0,
+            speed: 0.0,
+            satellites: 9,
+            priority: 0,
+            event_io_id: None,
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn attributes_json_is_one_object_with_each_value_as_its_json_scalar() {
+        let p = with_attributes(&[
+            ("ignition", AttributeValue::Bool(true)),
+            ("din2", AttributeValue::Bool(false)),
+            // Exact at the ends of the integer range: a float would round these.
+            ("odometer", AttributeValue::Unsigned(u64::MAX)),
+            ("zero", AttributeValue::Unsigned(0)),
+            ("offset", AttributeValue::Signed(i64::MIN)),
+            ("temp", AttributeValue::Float(-12.5)),
+            ("iccid", AttributeValue::Text("8937204016201449510".into())),
+        ]);
+        let expected = json!({
+            "ignition": true,
+            "din2": false,
+            "odometer": u64::MAX,
+            "zero": 0,
+            "offset": i64::MIN,
+            "temp": -12.5,
+            "iccid": "8937204016201449510",
+        });
+        assert_eq!(p.attributes_json(), expected);
+        assert_eq!(
+            p.attributes_json().to_string(),
+            r#"{"din2":false,"iccid":"8937204016201449510","ignition":true,"odometer":18446744073709551615,"offset":-9223372036854775808,"temp":-12.5,"zero":0}"#
+        );
+        // The storage path serialises the map directly; both forms must agree.
+        assert_eq!(serde_json::to_value(&p.attributes).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_float_json_cannot_carry_is_null_and_no_attributes_is_an_empty_object() {
+        let p = with_attributes(&[("bad", AttributeValue::Float(f64::NAN))]);
+        assert_eq!(p.attributes_json(), json!({ "bad": null }));
+        assert_eq!(with_attributes(&[]).attributes_json(), json!({}));
+    }
+}

@@ -731,6 +731,59 @@ fn a_rejected_row_index_splits_that_row_out_directly() {
     );
 }
 
+/// A row index from the store that is not in the batch (a shell or driver bug) must not be
+/// trusted: the write is halved as if no row had been named.
+#[test]
+fn a_rejected_row_index_past_the_batch_is_ignored_and_the_write_halved() {
+    for bad in [3, 4, 5, usize::MAX] {
+        let mut w = started();
+        let (write, _) = four_rows(&mut w, 1);
+        w.handle_write(
+            T0,
+            write,
+            Err(WriteFailure::Rejected {
+                reason: "bad".into(),
+                row: Some(bad),
+            }),
+        );
+        let (parts, rest) = split_writes(drain(&mut w));
+        assert_eq!(rest, vec![], "{bad}");
+        let parts: Vec<Vec<RowKey>> = parts.iter().map(|(_, rows)| keys(rows)).collect();
+        let expected = if bad == 3 {
+            // The last row of the four, split out directly.
+            vec![
+                vec![key("D", T0, &[4])],
+                vec![key("A", T0, &[1]), key("B", T0, &[2]), key("C", T0, &[3])],
+            ]
+        } else {
+            vec![
+                vec![key("A", T0, &[1]), key("B", T0, &[2])],
+                vec![key("C", T0, &[3]), key("D", T0, &[4])],
+            ]
+        };
+        assert_eq!(parts, expected, "{bad}");
+    }
+}
+
+#[test]
+fn a_lone_rejected_row_named_by_index_is_settled_not_split() {
+    let mut w = started();
+    w.handle_read(T0, vec![delivered(entry(1, "A", T0), 2)]);
+    let (write, _, _) = one_write(drain(&mut w));
+    w.handle_write(
+        T0,
+        write,
+        Err(WriteFailure::Rejected {
+            reason: "bad".into(),
+            row: Some(0),
+        }),
+    );
+    // Released for a later delivery, as with no index: nothing is written again.
+    assert_eq!(drain(&mut w), vec![]);
+    assert_eq!(w.held(), 0);
+    assert_eq!(w.stats().rejected_rows, 1);
+}
+
 #[test]
 fn a_lone_rejected_row_below_max_deliveries_is_released() {
     let mut w = started();

@@ -2182,3 +2182,164 @@ fn messages_over_the_rate_get_limit_exceeded_and_count_as_bad() {
     );
     assert_eq!(fx.hub.counters().rate_limited, 4);
 }
+
+// ---------------------------------------------------------------------------------------
+// Exact boundaries: each rule at its threshold and one step either side
+
+#[test]
+fn the_backpressure_threshold_is_inclusive() {
+    // `{"type":"pong"}` in a 17-byte frame: at most the threshold buffered is allowed.
+    for (threshold, closes) in [(18, false), (17, false), (16, true)] {
+        let mut fx = Fx::with(LiveConfig {
+            backpressure_threshold_bytes: threshold,
+            ..config()
+        });
+        fx.connect(1, anon());
+        let mut expected = vec![send(1, r#"{"type":"pong"}"#)];
+        if closes {
+            expected.push("c1 close 1013 slow consumer".into());
+        }
+        assert_eq!(fx.text(1, r#"{"type":"ping"}"#), expected, "{threshold}");
+    }
+}
+
+#[test]
+fn the_conflate_threshold_is_inclusive() {
+    let len = pmsg_len("A");
+    let mut fx = Fx::with(LiveConfig {
+        conflate_threshold_bytes: len,
+        ..config()
+    });
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.drain_all(1);
+    // Nothing queued, then exactly the threshold queued: both sent. Over it: parked.
+    assert_eq!(fx.pos("A", 1_000).len(), 1);
+    assert_eq!(fx.pos("A", 2_000).len(), 1);
+    assert_eq!(fx.pos("A", 3_000), no_commands());
+    // Drained back down to exactly the threshold: the parked one goes out.
+    assert_eq!(
+        fx.drained(1, len),
+        vec![send(1, &pmsg(E1, "A", 3_000, LAT, LON))]
+    );
+    fx.assert_accounted();
+}
+
+#[test]
+fn the_snapshot_has_per_device_the_newest_of_stored_and_live_and_the_stored_on_a_tie() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.pos_at("A", 2_000, 54.6802, 25.2802); // newer than A's stored row
+    fx.pos_at("B", 2_500, 54.6803, 25.2803); // older than B's stored row
+    fx.pos_at("D", 3_000, 54.6804, 25.2804); // at D's stored fix time
+    let lines = fx.subscribe(
+        1,
+        E1,
+        vec![
+            row("A", 1_000, 54.1, 25.1),
+            row("B", 4_000, 54.2, 25.2),
+            row("D", 3_000, 54.3, 25.3),
+        ],
+    );
+    assert_eq!(
+        lines.last().unwrap(),
+        &send(
+            1,
+            &snapshot(
+                E1,
+                &[
+                    spos("A", 2_000, 54.6802, 25.2802),
+                    spos("B", 4_000, 54.2, 25.2),
+                    // What Postgres keeps for the key, so what later snapshots show too.
+                    spos("D", 3_000, 54.3, 25.3),
+                ]
+            )
+        )
+    );
+}
+
+#[test]
+fn of_several_stored_rows_of_a_device_the_snapshot_has_the_newest_in_any_order() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    let lines = fx.subscribe(
+        1,
+        E1,
+        vec![
+            row("A", 1_000, 54.1, 25.1),
+            row("A", 3_000, 54.3, 25.3),
+            row("A", 2_000, 54.2, 25.2),
+            row("B", 2_000, 54.2, 25.2),
+            row("B", 1_000, 54.1, 25.1),
+        ],
+    );
+    assert_eq!(
+        lines.last().unwrap(),
+        &send(
+            1,
+            &snapshot(
+                E1,
+                &[spos("A", 3_000, 54.3, 25.3), spos("B", 2_000, 54.2, 25.2)]
+            )
+        )
+    );
+}
+
+#[test]
+fn a_subscription_counts_once_subscribed_is_sent_not_while_authorizing() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    let request = match fx.sub_text(1, E1).as_slice() {
+        [Command::Authorize { request, .. }] => *request,
+        other => panic!("expected one Authorize, got {other:?}"),
+    };
+    assert_eq!(fx.stats().subscriptions, 0);
+    fx.visibility(request, Ok(Visibility::Public));
+    assert_eq!(fx.stats().subscriptions, 1);
+    // Refused after authorizing: never counted, and the one held stays counted once.
+    let request = match fx.sub_text(1, E2).as_slice() {
+        [Command::Authorize { request, .. }] => *request,
+        other => panic!("expected one Authorize, got {other:?}"),
+    };
+    assert_eq!(fx.stats().subscriptions, 1);
+    assert_eq!(
+        fx.visibility(request, Ok(Visibility::Private)),
+        vec![send(
+            1,
+            &error("forbidden", Some(&format!("event:{E2}")), FORBIDDEN_MESSAGE)
+        )]
+    );
+    assert_eq!(fx.stats().subscriptions, 1);
+}
+
+#[test]
+fn a_re_check_answered_while_the_topic_is_authorized_again_leaves_it_to_its_own_look_up() {
+    let mut fx = Fx::with(token_config());
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    fx.timeout(10_000);
+    let recheck = fx
+        .log
+        .iter()
+        .rev()
+        .find_map(|c| match c {
+            Command::Authorize { request, .. } => Some(*request),
+            _ => None,
+        })
+        .expect("a re-check");
+    // The client subscribes again before the re-check's answer comes back.
+    let again = match fx.sub_text(1, E1).as_slice() {
+        [Command::Authorize { request, .. }] => *request,
+        other => panic!("expected one Authorize, got {other:?}"),
+    };
+    assert_ne!(again, recheck);
+    // The re-check says private: the topic is not held (authorizing), so the answer
+    // changes nothing; the fresh look-up decides.
+    assert_eq!(
+        fx.visibility(recheck, Ok(Visibility::Private)),
+        no_commands()
+    );
+    let lines = fx.visibility(again, Ok(Visibility::Public));
+    assert_eq!(lines[0], send(1, &subscribed(E1)));
+    assert!(lines[1].starts_with("load "), "{lines:?}");
+}

@@ -182,6 +182,226 @@ mod tests {
         assert!((d - 111.19).abs() < 0.05, "{d}");
     }
 
+    /// Independent of `distance_km`: the spherical law of cosines, on the same sphere.
+    /// (Ill-conditioned for tiny distances, exact enough for the degree-sized ones here.)
+    fn law_of_cosines_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+        let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+        let dl = (lon2 - lon1).to_radians();
+        let c = (p1.sin() * p2.sin() + p1.cos() * p2.cos() * dl.cos()).clamp(-1.0, 1.0);
+        EARTH_RADIUS_KM * c.acos()
+    }
+
+    /// The distance from (lat1, lon1) to (lat2, lon2) and back must both be `expected`.
+    fn assert_distance(lat1: f64, lon1: f64, lat2: f64, lon2: f64, expected: f64) {
+        let there = distance_km(&fix(0, lat1, lon1), &fix(0, lat2, lon2));
+        let back = distance_km(&fix(0, lat2, lon2), &fix(0, lat1, lon1));
+        for d in [there, back] {
+            assert!(
+                (d - expected).abs() < 1e-6,
+                "({lat1}, {lon1}) to ({lat2}, {lon2}): {d} km, expected {expected} km"
+            );
+        }
+    }
+
+    // The tests of the live path move devices in latitude only; a haversine with a wrong
+    // sign in its longitude term would make every east-west move a jump of thousands of
+    // km. So: known distances in every direction, each way.
+
+    #[test]
+    fn one_degree_east_west_on_the_equator_is_an_arc_of_one_degree() {
+        // Along the equator the great circle is the equator: R times the angle, 111.195 km.
+        let arc = EARTH_RADIUS_KM * 1f64.to_radians();
+        assert!((arc - 111.195).abs() < 0.001, "{arc}");
+        assert_distance(0.0, 25.0, 0.0, 26.0, arc);
+        assert_distance(0.0, -0.5, 0.0, 0.5, arc);
+        // Across the antimeridian the short way round is still one degree.
+        assert_distance(0.0, 179.5, 0.0, -179.5, arc);
+    }
+
+    #[test]
+    fn one_degree_east_west_at_54_north_is_about_65_km() {
+        let expected = law_of_cosines_km(54.0, 25.0, 54.0, 26.0);
+        // cos 54 deg x 111.195 km = 65.36 km along the parallel; the great circle is a
+        // hair shorter.
+        assert!((expected - 65.36).abs() < 0.01, "{expected}");
+        assert_distance(54.0, 25.0, 54.0, 26.0, expected);
+        assert_distance(-54.0, -70.0, -54.0, -71.0, expected);
+    }
+
+    #[test]
+    fn north_south_moves_are_arcs_of_the_meridian() {
+        let arc = EARTH_RADIUS_KM * 1f64.to_radians();
+        assert_distance(54.0, 25.0, 55.0, 25.0, arc);
+        assert_distance(-10.0, -60.0, -11.0, -60.0, arc);
+        assert_distance(-0.5, 10.0, 0.5, 10.0, arc);
+        assert_distance(10.0, 0.0, 40.0, 0.0, 30.0 * arc);
+    }
+
+    #[test]
+    fn diagonal_moves_match_the_law_of_cosines() {
+        for (lat1, lon1, lat2, lon2) in [
+            (54.0, 25.0, 55.0, 27.0),
+            (54.68, 25.28, 54.0, 23.5),
+            (-33.9, 18.4, -26.2, 28.0),
+            (40.0, -74.0, 51.5, -0.1),
+        ] {
+            let expected = law_of_cosines_km(lat1, lon1, lat2, lon2);
+            assert_distance(lat1, lon1, lat2, lon2, expected);
+        }
+        // A published figure as a sanity check of the reference itself: New York to London
+        // is about 5,570 km on the sphere.
+        let ny_london = law_of_cosines_km(40.7128, -74.006, 51.5074, -0.1278);
+        assert!((ny_london - 5_570.0).abs() < 10.0, "{ny_london}");
+    }
+
+    #[test]
+    fn the_same_place_is_no_distance() {
+        assert_eq!(distance_km(&fix(0, 54.7, 25.3), &fix(0, 54.7, 25.3)), 0.0);
+    }
+
+    fn rule(max_speed_kmh: f64) -> JumpRule {
+        JumpRule {
+            max_speed_kmh,
+            reanchor_gap_ms: u64::MAX,
+            reanchor_after_fixes: 0,
+        }
+    }
+
+    #[test]
+    fn an_east_west_move_within_the_limit_passes_and_one_just_over_it_does_not() {
+        for (lat, d) in [
+            (0.0, EARTH_RADIUS_KM * 1f64.to_radians()),
+            (54.0, law_of_cosines_km(54.0, 25.0, 54.0, 26.0)),
+        ] {
+            let (west, east) = (fix(0, lat, 25.0), fix(3_600_000, lat, 26.0));
+            // One degree in one hour: allowed at 0.1 % above that speed, not at 0.1 % below.
+            assert!(!rule(d * 1.001).too_fast(&west, &east), "lat {lat}");
+            assert!(rule(d * 0.999).too_fast(&west, &east), "lat {lat}");
+            // The same in half an hour takes twice the speed: the time scales the limit.
+            let (west, east) = (fix(0, lat, 26.0), fix(1_800_000, lat, 25.0));
+            assert!(!rule(2.0 * d * 1.001).too_fast(&west, &east), "lat {lat}");
+            assert!(rule(2.0 * d * 0.999).too_fast(&west, &east), "lat {lat}");
+        }
+    }
+
+    #[test]
+    fn a_move_at_exactly_the_limit_passes() {
+        let (a, b) = (fix(0, 54.0, 25.0), fix(3_600_000, 54.3, 25.9));
+        // The limit is the move's own speed over exactly one hour: at it, not over it.
+        let limit = distance_km(&a, &b);
+        assert!(!rule(limit).too_fast(&a, &b));
+        // One millisecond sooner is over it; one later is under it.
+        assert!(rule(limit).too_fast(&a, &fix(3_599_999, 54.3, 25.9)));
+        assert!(!rule(limit).too_fast(&a, &fix(3_600_001, 54.3, 25.9)));
+        // Standing still with no speed allowed at all is not too fast either.
+        assert!(!rule(0.0).too_fast(&a, &fix(1, 54.0, 25.0)));
+    }
+
+    fn position(ts: i64, lat: f64, lon: f64) -> Position {
+        Position {
+            device_id: "A".into(),
+            ts: UnixMillis(ts),
+            latitude: lat,
+            longitude: lon,
+            altitude: 0.0,
+            angle: 0.0,
+            speed: 0.0,
+            satellites: 9,
+            priority: 0,
+            event_io_id: None,
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_fix_at_the_anchor_time_is_stale_and_one_ms_later_is_not() {
+        let mut t = Tracker::new(rule(100.0));
+        assert_eq!(t.judge(&position(1_000, 54.0, 25.0)), Verdict::Accepted);
+        // The same fix again (a resent record): not newer, whatever its place.
+        assert_eq!(t.judge(&position(1_000, 54.0, 25.0)), Verdict::Stale);
+        assert_eq!(t.judge(&position(999, 54.0, 25.0)), Verdict::Stale);
+        assert_eq!(t.judge(&position(1_001, 54.0, 25.0)), Verdict::Accepted);
+    }
+
+    #[test]
+    fn an_east_west_move_is_judged_by_its_real_length() {
+        // 100 km/h; one degree east at 54 N (65.4 km) in 40 minutes is 98 km/h: accepted.
+        // A haversine off in its longitude term would call it a jump.
+        let mut t = Tracker::new(rule(100.0));
+        assert_eq!(t.judge(&position(0, 54.0, 25.0)), Verdict::Accepted);
+        assert_eq!(
+            t.judge(&position(40 * 60_000, 54.0, 26.0)),
+            Verdict::Accepted
+        );
+        // One more degree in 38 minutes is 103 km/h: a jump.
+        assert_eq!(t.judge(&position(78 * 60_000, 54.0, 27.0)), Verdict::Jump);
+    }
+
+    /// 100 km/h; a fix one degree of latitude (111 km) from (0, 0) within seconds is a jump.
+    const FAR: f64 = 1.0;
+
+    #[test]
+    fn a_jump_re_anchors_only_once_the_gap_is_over_the_limit() {
+        let gap_rule = JumpRule {
+            reanchor_gap_ms: 10_000,
+            ..rule(100.0)
+        };
+        let mut t = Tracker::new(gap_rule);
+        assert_eq!(t.judge(&position(0, 0.0, 0.0)), Verdict::Accepted);
+        // Exactly the gap after the anchor: not more than it.
+        assert_eq!(t.judge(&position(10_000, FAR, 0.0)), Verdict::Jump);
+        assert_eq!(t.judge(&position(10_001, FAR, 0.0)), Verdict::Reanchored);
+        // Anchored there now.
+        assert_eq!(t.judge(&position(10_002, FAR, 0.0)), Verdict::Accepted);
+    }
+
+    fn agreeing(after: u32) -> Tracker {
+        Tracker::new(JumpRule {
+            reanchor_after_fixes: after,
+            ..rule(100.0)
+        })
+    }
+
+    #[test]
+    fn exactly_n_agreeing_jumps_re_anchor() {
+        let mut t = agreeing(3);
+        assert_eq!(t.judge(&position(0, 0.0, 0.0)), Verdict::Accepted);
+        assert_eq!(t.judge(&position(1_000, FAR, 0.0)), Verdict::Jump);
+        assert_eq!(t.judge(&position(2_000, FAR, 0.0)), Verdict::Jump);
+        assert_eq!(t.judge(&position(3_000, FAR, 0.0)), Verdict::Reanchored);
+        assert_eq!(t.judge(&position(4_000, FAR, 0.0)), Verdict::Accepted);
+    }
+
+    #[test]
+    fn a_resent_suspect_does_not_count_as_a_second_agreeing_fix() {
+        // Two agreeing fixes re-anchor; the same too-fast record twice (same fix time) is
+        // one fix, not two, so a tracker resending a glitch does not move its anchor.
+        let mut t = agreeing(2);
+        assert_eq!(t.judge(&position(0, 0.0, 0.0)), Verdict::Accepted);
+        assert_eq!(t.judge(&position(1_000, FAR, 0.0)), Verdict::Jump);
+        assert_eq!(t.judge(&position(1_000, FAR, 0.0)), Verdict::Jump);
+        assert_eq!(t.judge(&position(1_001, FAR, 0.0)), Verdict::Reanchored);
+    }
+
+    #[test]
+    fn disagreeing_jumps_start_the_count_over() {
+        let mut t = agreeing(2);
+        assert_eq!(t.judge(&position(0, 0.0, 0.0)), Verdict::Accepted);
+        assert_eq!(t.judge(&position(1_000, FAR, 0.0)), Verdict::Jump);
+        assert_eq!(t.judge(&position(2_000, -FAR, 0.0)), Verdict::Jump);
+        assert_eq!(t.judge(&position(3_000, FAR, 0.0)), Verdict::Jump);
+        assert_eq!(t.judge(&position(4_000, FAR, 0.0)), Verdict::Reanchored);
+    }
+
+    #[test]
+    fn no_agreement_re_anchors_when_it_is_disabled() {
+        let mut t = agreeing(0);
+        assert_eq!(t.judge(&position(0, 0.0, 0.0)), Verdict::Accepted);
+        for ts in 1..=5 {
+            assert_eq!(t.judge(&position(ts * 1_000, FAR, 0.0)), Verdict::Jump);
+        }
+    }
+
     #[test]
     fn speed_limit_is_inclusive() {
         let rule = JumpRule {

@@ -171,4 +171,43 @@ mod tests {
         assert_eq!(out.buffered(), 0);
         assert_eq!(out.pop_ready(10), None);
     }
+
+    /// The conflate threshold is "at most `threshold` bytes queued": at it a message is
+    /// still sent and a parked one still released; one byte over, neither.
+    #[test]
+    fn the_conflate_threshold_is_inclusive_for_offers() {
+        let a: Arc<str> = "a".into();
+        let msg = Frame::text(b"x");
+        for (queued, expected) in [
+            (9, Offer::Send),
+            (10, Offer::Send),
+            (11, Offer::Parked { replaced: false }),
+        ] {
+            let mut out = Outbound::default();
+            out.record_sent(queued);
+            assert_eq!(out.offer(topic(1), &a, &msg, 10), expected, "{queued}");
+        }
+    }
+
+    #[test]
+    fn the_conflate_threshold_is_inclusive_for_releases() {
+        let a: Arc<str> = "a".into();
+        let msg = Frame::text(b"x");
+        let mut out = Outbound::default();
+        out.record_sent(12);
+        assert_eq!(
+            out.offer(topic(1), &a, &msg, 10),
+            Offer::Parked { replaced: false }
+        );
+        out.record_drained(1);
+        assert_eq!(out.queued(), 11);
+        assert_eq!(out.pop_ready(10), None);
+        out.record_drained(1);
+        assert_eq!(out.queued(), 10);
+        assert_eq!(out.pop_ready(10), Some(msg.clone()));
+        assert_eq!(out.buffered(), 10);
+        // Below it, with nothing left parked, there is nothing to release.
+        out.record_drained(1);
+        assert_eq!(out.pop_ready(10), None);
+    }
 }

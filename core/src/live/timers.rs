@@ -73,3 +73,24 @@ impl<K: Ord + Copy> Deadlines<K> {
         self.at.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// At shutdown the hub clears its deadlines; nothing may be due or waited for after.
+    #[test]
+    fn clear_forgets_every_deadline() {
+        let mut d = Deadlines::default();
+        d.schedule(1u64, UnixMillis(10));
+        d.schedule(2, UnixMillis(20));
+        d.clear();
+        assert_eq!(d.first(), None);
+        assert!(!d.contains(1) && !d.contains(2));
+        assert_eq!(d.take_due(UnixMillis(i64::MAX)), Vec::<u64>::new());
+        // Still usable: a key scheduled again is due once, at its new time.
+        d.schedule(1, UnixMillis(30));
+        assert_eq!(d.first(), Some(UnixMillis(30)));
+        assert_eq!(d.take_due(UnixMillis(30)), vec![1]);
+    }
+}
