@@ -26,7 +26,7 @@ use processor_core::stream::EntryId;
 use processor_core::websocket::{ClientFrame, Opcode};
 use processor_core::wire::{
     encode, parse_client_message, position_message, BadRequestReason, ClientMessage, ErrorCode,
-    ServerMessage, Topic, WirePosition,
+    ServerMessage, SnapshotPosition, Topic, WirePosition,
 };
 use processor_core::{Position, UnixMillis};
 
@@ -52,7 +52,7 @@ const CLIENT_KINDS: [&str; 4] = ["subscribe", "unsubscribe", "ping", "auth"];
 
 fn client_kind(m: &ClientMessage) -> &'static str {
     match m {
-        ClientMessage::Subscribe(_) => "subscribe",
+        ClientMessage::Subscribe(..) => "subscribe",
         ClientMessage::Unsubscribe(_) => "unsubscribe",
         ClientMessage::Ping => "ping",
         ClientMessage::Auth(_) => "auth",
@@ -146,11 +146,32 @@ fn server_samples() -> Vec<(&'static str, Bytes)> {
         ServerMessage::Subscribed { topic: t.clone() },
         ServerMessage::Snapshot {
             topic: t.clone(),
-            positions: vec![moving(), standing_still()],
+            positions: vec![moving().into(), standing_still().into()],
+            truncated: false,
+        },
+        ServerMessage::Snapshot {
+            topic: t.clone(),
+            positions: vec![
+                SnapshotPosition {
+                    position: moving(),
+                    trail: Some(vec![(T0 - 2_000, 54.6, 25.2), (T0 - 1_000, 54.7, 25.3)]),
+                },
+                SnapshotPosition {
+                    position: standing_still(),
+                    trail: Some(vec![]),
+                },
+            ],
+            truncated: false,
+        },
+        ServerMessage::Snapshot {
+            topic: t.clone(),
+            positions: vec![moving().into()],
+            truncated: true,
         },
         ServerMessage::Snapshot {
             topic: t.clone(),
             positions: vec![],
+            truncated: false,
         },
         ServerMessage::Position {
             topic: t.clone(),
@@ -253,7 +274,7 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 /// Keywords that only annotate.
 const ANNOTATIONS: [&str; 3] = ["title", "description", "examples"];
 /// Keywords `check` enforces.
-const ASSERTIONS: [&str; 14] = [
+const ASSERTIONS: [&str; 16] = [
     "$ref",
     "type",
     "const",
@@ -268,6 +289,8 @@ const ASSERTIONS: [&str; 14] = [
     "properties",
     "additionalProperties",
     "items",
+    "additionalItems",
+    "minItems",
 ];
 
 /// Where `value` breaks `schema`, one line per violation.
@@ -361,8 +384,26 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<Str
         }
     }
     if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        // `items` as a list is a tuple (draft 7): one schema per position, and with
+        // `additionalItems: false` nothing after them.
+        let tuple = items.as_array();
         for (i, item) in array.iter().enumerate() {
-            check(doc, items, item, &format!("{at}[{i}]"), out);
+            let at = format!("{at}[{i}]");
+            match tuple {
+                None => check(doc, items, item, &at, out),
+                Some(schemas) => match schemas.get(i) {
+                    Some(sub) => check(doc, sub, item, &at, out),
+                    None if schema.get("additionalItems") == Some(&Value::Bool(false)) => {
+                        out.push(format!("{at}: an item beyond the tuple"))
+                    }
+                    None => {}
+                },
+            }
+        }
+    }
+    if let (Some(min), Some(array)) = (bound("minItems"), value.as_array()) {
+        if (array.len() as f64) < min {
+            out.push(format!("{at}: fewer items than minItems: {value}"));
         }
     }
 }
@@ -575,7 +616,7 @@ fn client_examples_parse_to_the_message_they_are_named_after() {
                 .unwrap_or_else(|e| panic!("{name} example {body}: {e}"));
             assert_eq!(client_kind(&parsed), name, "{body}");
             match parsed {
-                ClientMessage::Subscribe(t) | ClientMessage::Unsubscribe(t) => {
+                ClientMessage::Subscribe(t, _) | ClientMessage::Unsubscribe(t) => {
                     let sent = body["topic"].as_str().unwrap();
                     assert_eq!(t.to_string(), sent.to_lowercase(), "{body}");
                 }
@@ -1101,6 +1142,22 @@ fn the_checker_refuses_what_the_schemas_forbid() {
         (
             "snapshot",
             json!({"type": "snapshot", "topic": t, "positions": {}}),
+        ),
+        (
+            "snapshot",
+            json!({"type": "snapshot", "topic": t, "positions": [], "truncated": false}),
+        ),
+        (
+            "snapshot",
+            json!({"type": "snapshot", "topic": t, "positions": [{"deviceId": "1", "lat": 0.5, "lon": 0.5, "ts": T0, "trail": [[T0, 0.5]]}]}),
+        ),
+        (
+            "snapshot",
+            json!({"type": "snapshot", "topic": t, "positions": [{"deviceId": "1", "lat": 0.5, "lon": 0.5, "ts": T0, "trail": [[T0, 0.5, 0.5, 1]]}]}),
+        ),
+        (
+            "snapshot",
+            json!({"type": "snapshot", "topic": t, "positions": [{"deviceId": "1", "lat": 0.5, "lon": 0.5, "ts": T0, "trail": [[1.5, 0.5, 0.5]]}]}),
         ),
         (
             "error",

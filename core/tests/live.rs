@@ -57,6 +57,7 @@ fn config() -> LiveConfig {
         max_speed_kmh: 500.0,
         reanchor_gap_ms: 600_000,
         reanchor_after_fixes: 3,
+        ..LiveConfig::default()
     }
 }
 
@@ -241,6 +242,7 @@ fn render(command: &Command) -> String {
             conn,
             topic,
             devices,
+            ..
         } => format!(
             "load r{} c{} {topic} [{}]",
             request.0,

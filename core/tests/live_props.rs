@@ -54,6 +54,7 @@ fn config() -> LiveConfig {
         max_speed_kmh: 500.0,
         reanchor_gap_ms: 600_000,
         reanchor_after_fixes: 3,
+        ..LiveConfig::default()
     }
 }
 

@@ -45,7 +45,7 @@ fn bad_request(reason: BadRequestReason, topic: Option<&str>) -> BadRequest {
 fn subscribe_unsubscribe_and_ping() {
     assert_eq!(
         parse(&format!(r#"{{"type":"subscribe","topic":"{TOPIC}"}}"#)),
-        Ok(ClientMessage::Subscribe(topic()))
+        Ok(ClientMessage::Subscribe(topic(), Default::default()))
     );
     assert_eq!(
         parse(&format!(r#"{{"type":"unsubscribe","topic":"{TOPIC}"}}"#)),
@@ -64,7 +64,7 @@ fn extra_fields_are_ignored() {
         parse(&format!(
             r#" {{ "id": 1, "topic": "{TOPIC}", "type": "subscribe", "extra": [null] }} "#
         )),
-        Ok(ClientMessage::Subscribe(topic()))
+        Ok(ClientMessage::Subscribe(topic(), Default::default()))
     );
 }
 
@@ -73,8 +73,11 @@ fn uppercase_uuid_is_accepted_and_canonicalised() {
     let msg = parse(&format!(
         r#"{{"type":"subscribe","topic":"event:{UUID_UPPER}"}}"#
     ));
-    assert_eq!(msg, Ok(ClientMessage::Subscribe(topic())));
-    let Ok(ClientMessage::Subscribe(t)) = msg else {
+    assert_eq!(
+        msg,
+        Ok(ClientMessage::Subscribe(topic(), Default::default()))
+    );
+    let Ok(ClientMessage::Subscribe(t, _)) = msg else {
         unreachable!()
     };
     assert_eq!(t.to_string(), TOPIC);
@@ -373,7 +376,8 @@ fn speed_and_course_are_omitted_when_zero() {
 fn snapshot_positions_lack_type_and_topic() {
     let snapshot = ServerMessage::Snapshot {
         topic: TOPIC.into(),
-        positions: vec![example(), wire("2", 0.5, -0.5, 1, 0.0, 0.0)],
+        positions: vec![example().into(), wire("2", 0.5, -0.5, 1, 0.0, 0.0).into()],
+        truncated: false,
     };
     assert_eq!(
         text(&snapshot),
@@ -384,7 +388,8 @@ fn snapshot_positions_lack_type_and_topic() {
     assert_eq!(
         text(&ServerMessage::Snapshot {
             topic: TOPIC.into(),
-            positions: vec![]
+            positions: vec![],
+            truncated: false,
         }),
         format!(r#"{{"type":"snapshot","topic":"{TOPIC}","positions":[]}}"#)
     );
@@ -464,11 +469,13 @@ fn every_server_message_round_trips() {
         },
         ServerMessage::Snapshot {
             topic: TOPIC.into(),
-            positions: vec![example(), wire("2", 0.5, -0.5, 1, 0.0, 0.0)],
+            positions: vec![example().into(), wire("2", 0.5, -0.5, 1, 0.0, 0.0).into()],
+            truncated: false,
         },
         ServerMessage::Snapshot {
             topic: TOPIC.into(),
             positions: vec![],
+            truncated: false,
         },
         ServerMessage::Position {
             topic: TOPIC.into(),
@@ -565,8 +572,13 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         Just(ServerMessage::Pong),
         (topic.clone(), wire_position())
             .prop_map(|(topic, position)| ServerMessage::Position { topic, position }),
-        (topic.clone(), prop::collection::vec(wire_position(), 0..4))
-            .prop_map(|(topic, positions)| ServerMessage::Snapshot { topic, positions }),
+        (topic.clone(), prop::collection::vec(wire_position(), 0..4)).prop_map(
+            |(topic, positions)| ServerMessage::Snapshot {
+                topic,
+                positions: positions.into_iter().map(Into::into).collect(),
+                truncated: false,
+            }
+        ),
         (code, prop::option::of(".{0,40}"), ".{0,40}").prop_map(|(code, topic, message)| {
             ServerMessage::Error {
                 code,
@@ -619,7 +631,7 @@ proptest! {
     fn parse_never_panics_on_client_like_objects(value in client_like_object()) {
         let bytes = serde_json::to_vec(&value).unwrap();
         match parse_client_message(&bytes) {
-            Ok(ClientMessage::Subscribe(t) | ClientMessage::Unsubscribe(t)) => {
+            Ok(ClientMessage::Subscribe(t, _) | ClientMessage::Unsubscribe(t)) => {
                 prop_assert_eq!(t.to_string().parse::<Topic>(), Ok(t));
             }
             Ok(ClientMessage::Ping) => {}
@@ -641,7 +653,7 @@ proptest! {
         let text = format!(r#"{{"type":"subscribe","topic":"event:{id}"}}"#);
         prop_assert_eq!(
             parse(&text),
-            Ok(ClientMessage::Subscribe(Topic(Uuid::from_u128(n))))
+            Ok(ClientMessage::Subscribe(Topic(Uuid::from_u128(n)), Default::default()))
         );
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::history::HistoryQuery;
 use crate::websocket::Frame;
 use crate::wire::Topic;
 
@@ -89,12 +90,13 @@ pub enum Command {
     /// decided here.
     VerifyToken { conn: ConnId, token: String },
     /// Load the newest non-faulty stored position of each of `devices` (sorted, the devices
-    /// of the event when the subscription was granted) and answer with
-    /// [`Input::Snapshot`](super::Input::Snapshot).
+    /// of the event when the subscription was granted), and the stored history `history`
+    /// asks for, and answer with [`Input::Snapshot`](super::Input::Snapshot).
     LoadSnapshot {
         request: RequestId,
         conn: ConnId,
         topic: Topic,
         devices: Vec<String>,
+        history: HistoryQuery,
     },
 }

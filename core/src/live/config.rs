@@ -1,5 +1,6 @@
 //! Settings of the live hub.
 
+use super::ordering::JumpRule;
 use crate::faulty::FaultyThresholds;
 
 /// Limits and thresholds of the live path. Field docs name the environment variable each
@@ -47,6 +48,25 @@ pub struct LiveConfig {
     /// the speed limit of the one before it), the last of them is accepted and becomes the
     /// new anchor: it is the anchor that was wrong. 0 never re-anchors this way.
     pub reanchor_after_fixes: u32,
+    /// `LIVE_TRAIL_MAX_S`: the longest `trail_s` a `subscribe` may ask for; more gets
+    /// `bad_request`.
+    pub trail_max_s: u64,
+    /// `LIVE_TRAIL_MAX_POINTS`: points in one device's trail at most; more are thinned
+    /// evenly, the oldest kept.
+    pub trail_max_points: usize,
+    /// `LIVE_RESUME_MAX_POSITIONS`: positions a resumed snapshot (`since`) holds at most;
+    /// with more, it holds the newest position per device and carries `truncated`.
+    pub resume_max_positions: usize,
+}
+
+impl LiveConfig {
+    pub(crate) fn jump_rule(&self) -> JumpRule {
+        JumpRule {
+            max_speed_kmh: self.max_speed_kmh,
+            reanchor_gap_ms: self.reanchor_gap_ms,
+            reanchor_after_fixes: self.reanchor_after_fixes,
+        }
+    }
 }
 
 impl Default for LiveConfig {
@@ -65,6 +85,9 @@ impl Default for LiveConfig {
             max_speed_kmh: 500.0,
             reanchor_gap_ms: 10 * 60 * 1_000,
             reanchor_after_fixes: 3,
+            trail_max_s: 3_600,
+            trail_max_points: 100,
+            resume_max_positions: 10_000,
         }
     }
 }

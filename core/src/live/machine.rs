@@ -1,26 +1,26 @@
 //! [`LiveHub`]: the live fan-out decisions, fed inputs and polled for commands.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-
-use uuid::Uuid;
 
 use super::auth::{Principal, Visibility};
 use super::command::{close_code, close_reason, Command, ConnId, RequestId};
 use super::config::LiveConfig;
 use super::device_map::DeviceMap;
+use super::held::{Held, HeldPositions};
+use super::history::{self, trail_rows_per_device, HistoryQuery, Known};
 use super::ingest::FanoutBatch;
 use super::input::{Grant, Input, LookupFailed, TokenRefused};
-use super::ordering::Fix;
 use super::outbound::Offer;
 use super::rate::RateBucket;
-use super::registry::{Held, Registry, SubState};
+use super::recent::RecentTracks;
+use super::registry::{Registry, SubState};
 use super::stats::LiveStats;
 use super::timers::Deadlines;
 use crate::websocket::{ClientFrame, Frame, FrameError};
 use crate::wire::{
     frame, parse_client_message, BadRequest, BadRequestReason, ClientMessage, ErrorCode,
-    ServerMessage, Topic, WirePosition,
+    ServerMessage, SubscribeOptions, Topic, WirePosition,
 };
 use crate::UnixMillis;
 
@@ -54,9 +54,9 @@ pub struct LiveHub {
     out: VecDeque<Command>,
     registry: Registry,
     map: Arc<DeviceMap>,
-    /// The newest accepted fix of each device the batches brought, for snapshots: a
+    /// The last accepted fixes of each device the batches brought, for snapshots: a
     /// position accepted live and not yet stored must be in them.
-    latest: BTreeMap<Arc<str>, Fix>,
+    recent: RecentTracks,
     pings: Deadlines<ConnId>,
     /// Connections whose socket holds unwritten bytes, by when they are given up on.
     stalls: Deadlines<ConnId>,
@@ -80,7 +80,7 @@ impl LiveHub {
             out: VecDeque::new(),
             registry: Registry::default(),
             map: Arc::new(DeviceMap::default()),
-            latest: BTreeMap::new(),
+            recent: RecentTracks::default(),
             pings: Deadlines::default(),
             stalls: Deadlines::default(),
             expiries: Deadlines::default(),
@@ -280,7 +280,7 @@ impl LiveHub {
             Ok(ClientMessage::Ping) => {
                 self.send_control(conn, frame(&ServerMessage::Pong));
             }
-            Ok(ClientMessage::Subscribe(topic)) => self.subscribe(conn, topic),
+            Ok(ClientMessage::Subscribe(topic, options)) => self.subscribe(conn, topic, options),
             Ok(ClientMessage::Unsubscribe(topic)) => self.unsubscribe(conn, topic),
             Ok(ClientMessage::Auth(token)) => {
                 self.out.push_back(Command::VerifyToken { conn, token });
@@ -380,6 +380,10 @@ impl LiveHub {
         let Some((conn, topic)) = self.registry.request(request) else {
             return;
         };
+        let options = match self.registry.get(conn).and_then(|c| c.subs.get(&topic)) {
+            Some(SubState::Authorizing { options, .. }) => *options,
+            _ => SubscribeOptions::default(),
+        };
         let allowed = self
             .registry
             .get(conn)
@@ -399,12 +403,14 @@ impl LiveHub {
             self.now.plus(self.config.visibility_recheck_ms.max(1)),
         );
         let load = self.registry.new_request();
+        let (query, held) = self.history_of(options);
         self.registry.set_sub(
             conn,
             topic,
             SubState::Loading {
                 request: load,
-                held: BTreeMap::new(),
+                query,
+                held,
             },
         );
         let subscribed = frame(&ServerMessage::Subscribed {
@@ -421,6 +427,7 @@ impl LiveHub {
                 conn,
                 topic,
                 devices,
+                history: query,
             });
         }
     }
@@ -447,37 +454,69 @@ impl LiveHub {
         );
     }
 
-    /// The snapshot is, per device now in the event, the newest of the stored rows and the
-    /// last position the live path accepted; it is sent, then the positions held while it
-    /// loaded that are newer than it, then live positions.
+    /// The snapshot is built from the stored rows and the live path's recent fixes (see
+    /// `history.rs`); it is sent, then the positions held while it loaded that are newer
+    /// than it, then live positions.
     fn snapshot(&mut self, request: RequestId, rows: Vec<WirePosition>) {
         let Some((conn, topic)) = self.registry.request(request) else {
             return;
         };
-        let merged = self.merge_snapshot(topic.event_id(), rows);
-        let floors = merged
-            .iter()
-            .map(|(device, p)| (Arc::<str>::from(device.as_str()), UnixMillis(p.ts)))
-            .collect();
-        let held = match self
-            .registry
-            .set_sub(conn, topic, SubState::Live { floors })
-        {
+        let (query, overflowed) = match self.registry.get(conn).and_then(|c| c.subs.get(&topic)) {
+            Some(SubState::Loading { query, held, .. }) => (*query, held.overflowed()),
+            _ => (HistoryQuery::Latest, false),
+        };
+        let known = Known {
+            devices: self.map.devices_of(topic.event_id()).collect(),
+            recent: &self.recent,
+            rule: self.config.jump_rule(),
+            trail_max_points: self.config.trail_max_points,
+            resume_max_positions: self.config.resume_max_positions,
+            overflowed,
+        };
+        let built = history::build(&known, query, rows);
+        let held = match self.registry.set_sub(
+            conn,
+            topic,
+            SubState::Live {
+                floors: built.floors,
+            },
+        ) {
             Some(SubState::Loading { held, .. }) => held,
-            _ => BTreeMap::new(),
+            _ => HeldPositions::newest_only(),
         };
         self.stats.snapshots += 1;
         let snapshot = frame(&ServerMessage::Snapshot {
             topic: topic.to_string(),
-            positions: merged.into_values().collect(),
+            positions: built.positions,
+            truncated: built.truncated,
         });
         let mut open = self.send_control(conn, snapshot);
-        for (device, Held { ts, frame }) in held {
+        for (device, Held { ts, frame }) in held.into_iter() {
             if open {
                 open = self.offer_live(conn, topic, &device, ts, &frame);
             } else {
                 self.stats.dropped_messages += 1;
             }
+        }
+    }
+
+    /// What a subscription's snapshot reads, and how positions are held while it loads.
+    fn history_of(&self, options: SubscribeOptions) -> (HistoryQuery, HeldPositions) {
+        let cap = self.config.resume_max_positions;
+        if let Some(since) = options.since {
+            let query = HistoryQuery::Since {
+                since: UnixMillis(since),
+                max_rows: cap,
+            };
+            (query, HeldPositions::every(cap, true))
+        } else if options.trail_s > 0 {
+            let query = HistoryQuery::Trail {
+                window_ms: options.trail_s.saturating_mul(1_000),
+                max_rows_per_device: trail_rows_per_device(self.config.trail_max_points),
+            };
+            (query, HeldPositions::every(cap, true))
+        } else {
+            (HistoryQuery::Latest, HeldPositions::newest_only())
         }
     }
 
@@ -512,13 +551,7 @@ impl LiveHub {
     fn batch(&mut self, batch: &FanoutBatch) {
         let mut subscribers = std::mem::take(&mut self.scratch);
         for accepted in &batch.positions {
-            match self.latest.get_mut(&accepted.device) {
-                Some(fix) => *fix = accepted.fix,
-                None => {
-                    self.latest
-                        .insert(Arc::clone(&accepted.device), accepted.fix);
-                }
-            }
+            self.recent.push(&accepted.device, accepted.fix);
             for (topic, frame) in &accepted.frames {
                 self.registry.subscribers_into(*topic, &mut subscribers);
                 for &conn in &subscribers {
@@ -617,10 +650,23 @@ impl LiveHub {
         self.config.ping_interval_ms.max(1)
     }
 
-    fn subscribe(&mut self, conn: ConnId, topic: Topic) {
+    fn subscribe(&mut self, conn: ConnId, topic: Topic, options: SubscribeOptions) {
         let Some(c) = self.registry.get(conn) else {
             return;
         };
+        if options.trail_s > self.config.trail_max_s {
+            let reason = BadRequestReason::TrailTooLong {
+                max: self.config.trail_max_s,
+            };
+            self.bad_request(
+                conn,
+                BadRequest {
+                    reason,
+                    topic: Some(topic.to_string()),
+                },
+            );
+            return;
+        }
         if !c.subs.contains_key(&topic) && c.subs.len() >= self.config.max_subscriptions {
             let message = format!(
                 "at most {} topics per connection",
@@ -640,7 +686,7 @@ impl LiveHub {
         self.drop_sub(conn, topic);
         let request = self.registry.new_request();
         self.registry
-            .set_sub(conn, topic, SubState::Authorizing { request });
+            .set_sub(conn, topic, SubState::Authorizing { request, options });
         self.out.push_back(Command::Authorize {
             request,
             conn,
@@ -667,41 +713,6 @@ impl LiveHub {
         }
     }
 
-    /// Per device now in `event`: the newest stored row or last accepted live fix, by
-    /// fix time (the stored row on a tie: it is what Postgres keeps). Rows of devices not
-    /// in the event are ignored.
-    fn merge_snapshot(
-        &self,
-        event: Uuid,
-        rows: Vec<WirePosition>,
-    ) -> BTreeMap<String, WirePosition> {
-        let devices: BTreeSet<&str> = self.map.devices_of(event).collect();
-        let mut merged: BTreeMap<String, WirePosition> = BTreeMap::new();
-        for row in rows {
-            if !devices.contains(row.device_id.as_str()) {
-                continue;
-            }
-            match merged.get(&row.device_id) {
-                Some(kept) if kept.ts >= row.ts => {}
-                _ => {
-                    merged.insert(row.device_id.clone(), row);
-                }
-            }
-        }
-        for device in devices {
-            let Some(fix) = self.latest.get(device) else {
-                continue;
-            };
-            match merged.get(device) {
-                Some(kept) if kept.ts >= fix.ts.as_i64() => {}
-                _ => {
-                    merged.insert(device.to_owned(), fix.to_wire(device));
-                }
-            }
-        }
-        merged
-    }
-
     /// One position message for one subscriber of its topic.
     fn deliver(
         &mut self,
@@ -722,14 +733,14 @@ impl LiveHub {
             SubState::Authorizing { .. } => {}
             SubState::Loading { held, .. } => {
                 self.stats.position_deliveries += 1;
-                let replaced = held.insert(
-                    Arc::clone(device),
+                let replaced = held.hold(
+                    device,
                     Held {
                         ts,
                         frame: frame.clone(),
                     },
                 );
-                if replaced.is_some() {
+                if replaced {
                     self.stats.conflated_messages += 1;
                 }
             }

@@ -36,6 +36,13 @@
 //!   position at or before the snapshot's fix time of its device is never sent after it.
 //!   A failed load is answered with an error ([`UNAVAILABLE_CODE`]) and `unsubscribed`.
 //!   Subscribing again to a subscribed topic starts over with a fresh snapshot.
+//! - **History** (contract section 5.1, `history.rs`). `trail_s` and `since` become a
+//!   [`HistoryQuery`] the shell answers from Postgres; the core merges the rows with each
+//!   device's recent live fixes (`recent.rs`: what Postgres may not have stored yet), runs
+//!   the per-device rules over them, thins trails, and decides `truncated`. While such a
+//!   snapshot loads, every arriving position is held (up to `resume_max_positions`), not
+//!   only the newest, so that the track has no hole; the floors keep anything at or before
+//!   what the snapshot sent (or before `since`) from following it.
 //! - **Slow clients.** See `outbound.rs`: with more than the conflate threshold queued,
 //!   positions are parked, newest per (topic, device); with more than the back-pressure
 //!   threshold buffered (queued plus parked) the connection is closed with 1013. Control
@@ -71,12 +78,15 @@ mod auth;
 mod command;
 mod config;
 mod device_map;
+mod held;
+mod history;
 mod ingest;
 mod input;
 mod machine;
 mod ordering;
 mod outbound;
 mod rate;
+mod recent;
 mod registry;
 mod stats;
 mod timers;
@@ -85,6 +95,7 @@ pub use auth::{Principal, Visibility, ADMIN_ROLE};
 pub use command::{close_code, close_reason, Command, ConnId, RequestId};
 pub use config::LiveConfig;
 pub use device_map::DeviceMap;
+pub use history::{thin, HistoryQuery};
 pub use ingest::{FanoutBatch, Ingest, IngestInput, IngestStats};
 pub use input::{text, Grant, Input, LookupFailed, TokenRefused};
 pub use machine::{

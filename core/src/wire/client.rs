@@ -11,11 +11,21 @@ const MAX_ECHOED_TOPIC_CHARS: usize = 128;
 /// A well-formed client message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
-    Subscribe(Topic),
+    Subscribe(Topic, SubscribeOptions),
     Unsubscribe(Topic),
     Ping,
     /// A fresh token for the connection (contract section 5, "Token lifetime").
     Auth(String),
+}
+
+/// The history a `subscribe` asks for (contract section 5.1); the default is none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// `trail_s`: seconds of trail before each device's snapshot position (0 = none). Its
+    /// upper bound is a setting, checked by the hub.
+    pub trail_s: u64,
+    /// `since`: resume after this fix time, epoch milliseconds.
+    pub since: Option<i64>,
 }
 
 /// What was wrong with a client message.
@@ -39,6 +49,12 @@ pub enum BadRequestReason {
     TooLarge,
     #[error("binary frames are not accepted")]
     Binary,
+    #[error("`trail_s` must be a whole number of seconds, 0 or more")]
+    InvalidTrail,
+    #[error("`trail_s` must be at most {max}")]
+    TrailTooLong { max: u64 },
+    #[error("`since` must be a whole number of epoch milliseconds, 0 or more")]
+    InvalidSince,
 }
 
 /// A message answered with `bad_request`; `topic` is echoed when the message named one.
@@ -85,11 +101,28 @@ pub fn parse_client_message(text: &[u8]) -> Result<ClientMessage, BadRequest> {
                 reason: BadRequestReason::MalformedTopic,
                 topic: Some(raw.chars().take(MAX_ECHOED_TOPIC_CHARS).collect()),
             })?;
-            Ok(if kind == "subscribe" {
-                ClientMessage::Subscribe(topic)
-            } else {
-                ClientMessage::Unsubscribe(topic)
-            })
+            if kind == "unsubscribe" {
+                return Ok(ClientMessage::Unsubscribe(topic));
+            }
+            let echo = || Some(topic.to_string());
+            let trail_s = match fields.get("trail_s") {
+                None | Some(Value::Null) => 0,
+                Some(v) => v.as_u64().ok_or(BadRequest {
+                    reason: BadRequestReason::InvalidTrail,
+                    topic: echo(),
+                })?,
+            };
+            let since = match fields.get("since") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_i64().filter(|ms| *ms >= 0).ok_or(BadRequest {
+                    reason: BadRequestReason::InvalidSince,
+                    topic: echo(),
+                })?),
+            };
+            Ok(ClientMessage::Subscribe(
+                topic,
+                SubscribeOptions { trail_s, since },
+            ))
         }
         _ => Err(BadRequest {
             reason: BadRequestReason::UnknownType,

@@ -7,8 +7,11 @@ pub mod client;
 pub mod server;
 pub mod topic;
 
-pub use client::{parse_client_message, BadRequest, BadRequestReason, ClientMessage};
+pub use client::{
+    parse_client_message, BadRequest, BadRequestReason, ClientMessage, SubscribeOptions,
+};
 pub use server::{
-    encode, frame, position_frame, position_message, ErrorCode, ServerMessage, WirePosition,
+    encode, frame, position_frame, position_message, ErrorCode, ServerMessage, SnapshotPosition,
+    TrailPoint, WirePosition,
 };
 pub use topic::Topic;

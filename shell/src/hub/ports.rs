@@ -14,7 +14,7 @@ use deadpool_postgres::Pool;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use uuid::Uuid;
 
-use processor_core::live::Visibility;
+use processor_core::live::{HistoryQuery, Visibility};
 use processor_core::stream::EntryId;
 use processor_core::wire::WirePosition;
 
@@ -35,10 +35,12 @@ pub trait LiveStore: Clone + Send + Sync + 'static {
         event: Uuid,
     ) -> impl Future<Output = Result<Visibility, Self::Error>> + Send;
 
-    /// The newest non-faulty stored position of each of `devices` that has one.
+    /// The newest non-faulty stored position of each of `devices` that has one, and the
+    /// stored history `history` asks for (any order).
     fn snapshot(
         &self,
         devices: Vec<String>,
+        history: HistoryQuery,
     ) -> impl Future<Output = Result<Vec<WirePosition>, Self::Error>> + Send;
 
     fn device_map(&self) -> impl Future<Output = Result<DeviceMap, Self::Error>> + Send;
@@ -94,8 +96,12 @@ impl LiveStore for Pool {
         events::event_visibility(self, event).await
     }
 
-    async fn snapshot(&self, devices: Vec<String>) -> Result<Vec<WirePosition>, QueryError> {
-        events::load_snapshot(self, &devices).await
+    async fn snapshot(
+        &self,
+        devices: Vec<String>,
+        history: HistoryQuery,
+    ) -> Result<Vec<WirePosition>, QueryError> {
+        crate::postgres::history::load_history(self, &devices, history).await
     }
 
     async fn device_map(&self) -> Result<DeviceMap, QueryError> {

@@ -219,11 +219,14 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                     self.hub.handle(now, Input::TokenVerified { conn, result });
                 }
                 Command::LoadSnapshot {
-                    request, devices, ..
+                    request,
+                    devices,
+                    history,
+                    ..
                 } => {
                     let (store, me) = (self.ctx.store.clone(), self.me.clone());
                     tokio::spawn(async move {
-                        let rows = store.snapshot(devices).await.map_err(|error| {
+                        let rows = store.snapshot(devices, history).await.map_err(|error| {
                             tracing::warn!(%error, "snapshot load failed");
                             LookupFailed(error.to_string())
                         });

@@ -1,6 +1,7 @@
 //! Postgres: the connection pool and the positions store.
 
 pub mod events;
+pub mod history;
 pub mod pool;
 pub mod positions;
 

@@ -698,6 +698,7 @@ impl Live {
                     conn,
                     topic,
                     devices,
+                    ..
                 } => (conn, Got::LoadSnapshot(topic, devices), Some(request)),
                 Command::VerifyToken { conn, token } => (conn, Got::VerifyToken(token), None),
             };
@@ -891,6 +892,7 @@ impl Live {
                 conn,
                 topic,
                 devices,
+                ..
             } => {
                 self.trace.record(format_args!(
                     "load snapshot {conn} {request} {topic} {devices:?}"

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use processor_core::live::Visibility;
+use processor_core::live::{HistoryQuery, Visibility};
 use processor_core::stream::EntryId;
 use processor_core::wire::WirePosition;
 use processor_shell::hub::ports::{BroadcastPort, BroadcastReader, DeviceMap, LiveStore};
@@ -65,7 +65,13 @@ impl LiveStore for NetLiveStore {
         }
     }
 
-    async fn snapshot(&self, devices: Vec<String>) -> Result<Vec<WirePosition>, String> {
+    /// The simulated store answers the newest row per device whatever history is asked:
+    /// the simulation's clients do not ask for trails or resumes.
+    async fn snapshot(
+        &self,
+        devices: Vec<String>,
+        _history: HistoryQuery,
+    ) -> Result<Vec<WirePosition>, String> {
         match self.ask(LiveRequest::Snapshot(devices)).await? {
             LiveResponse::Snapshot(rows) => Ok(rows),
             other => unexpected("a snapshot", other),
