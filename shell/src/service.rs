@@ -249,6 +249,9 @@ pub fn live_config(config: &Config) -> LiveConfig {
             min_timestamp: config.faulty.min_timestamp,
         },
         max_speed_kmh: config.faulty.max_speed_kmh,
+        trail_max_s: live.trail_max_s,
+        trail_max_points: live.trail_max_points as usize,
+        resume_max_positions: live.resume_max_positions as usize,
         ..LiveConfig::default()
     }
 }
