@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
@@ -19,6 +19,7 @@ use processor_core::stream::EntryId;
 use processor_core::wire::WirePosition;
 
 use crate::postgres::events::{self, EventDetails, PublicEvent, QueryError};
+use crate::postgres::tracks::TrackPoint;
 use crate::redis_stream::broadcast::BroadcastGroup;
 use crate::redis_stream::{blocking_connection, StreamError};
 
@@ -44,6 +45,16 @@ pub trait LiveStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<WirePosition>, Self::Error>> + Send;
 
     fn device_map(&self) -> impl Future<Output = Result<DeviceMap, Self::Error>> + Send;
+
+    /// At most `limit` non-faulty stored fixes of `device` with `after < ts <= to`, by
+    /// `ts` (an export's page).
+    fn track_page(
+        &self,
+        device: String,
+        after: SystemTime,
+        to: SystemTime,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<TrackPoint>, Self::Error>> + Send;
 
     /// The public events, for the map page's picker.
     fn public_events(&self) -> impl Future<Output = Result<Vec<PublicEvent>, Self::Error>> + Send;
@@ -106,6 +117,16 @@ impl LiveStore for Pool {
 
     async fn device_map(&self) -> Result<DeviceMap, QueryError> {
         events::load_device_map(self).await
+    }
+
+    async fn track_page(
+        &self,
+        device: String,
+        after: SystemTime,
+        to: SystemTime,
+        limit: i64,
+    ) -> Result<Vec<TrackPoint>, QueryError> {
+        crate::postgres::tracks::track_page(self, &device, after, to, limit).await
     }
 
     async fn public_events(&self) -> Result<Vec<PublicEvent>, QueryError> {

@@ -32,6 +32,7 @@ use crate::map_page;
 use crate::metrics::Metrics;
 
 use super::event_route::{self, rfc3339, DetailsCache};
+use super::tracks_route::{self, whole, Exports, ResponseBody};
 use super::Listener;
 
 pub struct WsContext<S: LiveStore, C: Clock> {
@@ -48,6 +49,8 @@ pub struct WsContext<S: LiveStore, C: Clock> {
     events_cache: tokio::sync::Mutex<Option<(UnixMillis, Bytes)>>,
     /// `GET /events/<uuid>`'s recent answers, per event.
     details_cache: DetailsCache,
+    /// Exports running.
+    exports: Exports,
 }
 
 /// How long a `GET /events` body is served again.
@@ -74,6 +77,7 @@ impl<S: LiveStore, C: Clock> WsContext<S, C> {
             next_conn: AtomicU64::new(1),
             events_cache: tokio::sync::Mutex::new(None),
             details_cache: DetailsCache::default(),
+            exports: Exports::default(),
         }
     }
 }
@@ -109,6 +113,34 @@ pub async fn serve<L: Listener, S: LiveStore, C: Clock>(
 }
 
 async fn respond<S: LiveStore, C: Clock>(
+    req: Request<Incoming>,
+    ctx: &Arc<WsContext<S, C>>,
+) -> Response<ResponseBody> {
+    let export = req
+        .uri()
+        .path()
+        .strip_prefix("/events/")
+        .and_then(|rest| rest.strip_suffix("/tracks"))
+        .map(str::to_owned);
+    match export {
+        Some(id) if req.method() == Method::GET || req.method() == Method::HEAD => {
+            let (parts, _) = req.into_parts();
+            tracks_route::respond(
+                &parts,
+                &id,
+                &ctx.auth,
+                &ctx.store,
+                &ctx.clock,
+                &ctx.details_cache,
+                &ctx.exports,
+            )
+            .await
+        }
+        _ => whole(respond_whole(req, ctx).await),
+    }
+}
+
+async fn respond_whole<S: LiveStore, C: Clock>(
     req: Request<Incoming>,
     ctx: &Arc<WsContext<S, C>>,
 ) -> Response<Full<Bytes>> {

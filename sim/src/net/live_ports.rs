@@ -13,6 +13,7 @@ use processor_core::stream::EntryId;
 use processor_core::wire::WirePosition;
 use processor_shell::hub::ports::{BroadcastPort, BroadcastReader, DeviceMap, LiveStore};
 use processor_shell::postgres::events::{EventDetails, PublicEvent};
+use processor_shell::postgres::tracks::TrackPoint;
 use processor_shell::websocket::Listener;
 
 use super::live_server::{LiveRequest, LiveResponse};
@@ -76,6 +77,17 @@ impl LiveStore for NetLiveStore {
             LiveResponse::Snapshot(rows) => Ok(rows),
             other => unexpected("a snapshot", other),
         }
+    }
+
+    /// Exports are not simulated: the simulation's clients do not ask for them.
+    async fn track_page(
+        &self,
+        _device: String,
+        _after: std::time::SystemTime,
+        _to: std::time::SystemTime,
+        _limit: i64,
+    ) -> Result<Vec<TrackPoint>, String> {
+        Err("exports are not simulated".to_owned())
     }
 
     async fn device_map(&self) -> Result<DeviceMap, String> {
