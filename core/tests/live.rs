@@ -232,6 +232,22 @@ fn render(command: &Command) -> String {
         }
         Command::Close { conn, code, reason } => format!("c{} close {code} {reason}", conn.0),
         Command::VerifyToken { conn, token } => format!("verify c{} {token}", conn.0),
+        Command::LoadReplaySnapshot {
+            request, conn, at, ..
+        } => {
+            format!(
+                "replay snapshot r{} c{} at {}",
+                request.0,
+                conn.0,
+                at.as_i64()
+            )
+        }
+        Command::LoadReplayPage {
+            request,
+            conn,
+            limit,
+            ..
+        } => format!("replay page r{} c{} {limit}", request.0, conn.0),
         Command::Authorize {
             request,
             conn,

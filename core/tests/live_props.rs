@@ -621,6 +621,10 @@ impl Shell {
                 // The model's clients never send `auth`.
                 prop_assert!(false, "{} asked to verify a token", conn);
             }
+            Command::LoadReplaySnapshot { conn, .. } | Command::LoadReplayPage { conn, .. } => {
+                // The model's clients never start a replay.
+                prop_assert!(false, "{} asked to load a replay", conn);
+            }
             Command::Authorize { request, conn, .. } => {
                 self.client(conn)?;
                 self.auths.push(request);

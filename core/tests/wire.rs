@@ -638,6 +638,16 @@ proptest! {
             Ok(ClientMessage::Auth(token)) => {
                 prop_assert_eq!(&value["token"], &serde_json::Value::String(token));
             }
+            Ok(ClientMessage::UnsubscribeReplay(id)) => {
+                prop_assert!((1..=64).contains(&id.chars().count()));
+            }
+            Ok(ClientMessage::Replay(r)) => {
+                prop_assert!(r.from <= r.to);
+                prop_assert!((0.1..=1000.0).contains(&r.speed));
+            }
+            Ok(ClientMessage::ReplayControl(c)) => {
+                prop_assert!(c.speed.is_some() || c.paused.is_some() || c.seek.is_some());
+            }
             Err(e) => {
                 if let Some(echo) = &e.topic {
                     prop_assert!(echo.chars().count() <= 128);
@@ -682,4 +692,72 @@ fn auth_carries_its_token_and_needs_one() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn replay_messages_are_parsed_and_bad_fields_named() {
+    let event = "5f0c2d1e-8a4b-4c3d-9e2f-1a2b3c4d5e6f";
+    let ok = format!(
+        r#"{{"type":"replay","id":"r1","event":"{event}","from":1,"to":2,"speed":60,"trail_s":0}}"#
+    );
+    let Ok(ClientMessage::Replay(r)) = parse_client_message(ok.as_bytes()) else {
+        panic!("{ok} not parsed");
+    };
+    assert_eq!((r.id.as_str(), r.from, r.to, r.speed), ("r1", 1, 2, 60.0));
+    for (bad, field) in [
+        (
+            format!(r#"{{"type":"replay","event":"{event}","from":1,"to":2,"speed":1}}"#),
+            "`id`",
+        ),
+        (
+            format!(
+                r#"{{"type":"replay","id":"{}","event":"{event}","from":1,"to":2,"speed":1}}"#,
+                "x".repeat(65)
+            ),
+            "`id`",
+        ),
+        (
+            r#"{"type":"replay","id":"r","event":"nope","from":1,"to":2,"speed":1}"#.to_owned(),
+            "`event`",
+        ),
+        (
+            format!(r#"{{"type":"replay","id":"r","event":"{event}","from":-1,"to":2,"speed":1}}"#),
+            "`from`",
+        ),
+        (
+            format!(r#"{{"type":"replay","id":"r","event":"{event}","from":3,"to":2,"speed":1}}"#),
+            "`to`",
+        ),
+        (
+            format!(
+                r#"{{"type":"replay","id":"r","event":"{event}","from":1,"to":2,"speed":0.05}}"#
+            ),
+            "`speed`",
+        ),
+        (
+            format!(
+                r#"{{"type":"replay","id":"r","event":"{event}","from":1,"to":2,"speed":1001}}"#
+            ),
+            "`speed`",
+        ),
+        (
+            r#"{"type":"replay_control","id":"r"}"#.to_owned(),
+            "`speed`, `paused` or `seek`",
+        ),
+        (
+            r#"{"type":"replay_control","id":"r","paused":1}"#.to_owned(),
+            "`paused`",
+        ),
+        (
+            r#"{"type":"replay_control","id":"r","seek":-5}"#.to_owned(),
+            "`seek`",
+        ),
+    ] {
+        let error = parse_client_message(bad.as_bytes()).expect_err(&bad);
+        assert!(error.reason.to_string().contains(field), "{bad}: {error}");
+    }
+    assert_eq!(
+        parse_client_message(br#"{"type":"unsubscribe","topic":"replay:r1"}"#),
+        Ok(ClientMessage::UnsubscribeReplay("r1".into()))
+    );
 }

@@ -3,8 +3,10 @@
 use std::fmt;
 
 use super::history::HistoryQuery;
+use super::replay::ReplayKey;
 use crate::websocket::Frame;
 use crate::wire::Topic;
+use crate::UnixMillis;
 
 /// One WebSocket connection, named by the shell when it accepts it.
 ///
@@ -98,5 +100,24 @@ pub enum Command {
         topic: Topic,
         devices: Vec<String>,
         history: HistoryQuery,
+    },
+    /// Load the newest non-faulty stored position at or before `at` of each of `devices`
+    /// and answer with [`Input::ReplaySnapshot`](super::Input::ReplaySnapshot).
+    LoadReplaySnapshot {
+        request: RequestId,
+        conn: ConnId,
+        devices: Vec<String>,
+        at: UnixMillis,
+    },
+    /// Load at most `limit` non-faulty stored positions of `devices` with a replay key
+    /// (ts, device) after `after` and `ts <= to`, in key order, and answer with
+    /// [`Input::ReplayPage`](super::Input::ReplayPage). Fewer than `limit` means no more.
+    LoadReplayPage {
+        request: RequestId,
+        conn: ConnId,
+        devices: Vec<String>,
+        after: ReplayKey,
+        to: UnixMillis,
+        limit: usize,
     },
 }

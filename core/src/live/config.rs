@@ -57,6 +57,13 @@ pub struct LiveConfig {
     /// `LIVE_RESUME_MAX_POSITIONS`: positions a resumed snapshot (`since`) holds at most;
     /// with more, it holds the newest position per device and carries `truncated`.
     pub resume_max_positions: usize,
+    /// `LIVE_REPLAY_READ_AHEAD`: positions held for one replay at most.
+    pub replay_read_ahead: usize,
+    /// `LIVE_REPLAY_MAX_PER_CONNECTION`: replays one connection runs at once.
+    pub replay_max_per_connection: usize,
+    /// Replays this hub runs at once: the shell gives each shard its share of
+    /// `LIVE_REPLAY_MAX_TOTAL`.
+    pub replay_max_total: usize,
 }
 
 impl LiveConfig {
@@ -88,6 +95,9 @@ impl Default for LiveConfig {
             trail_max_s: 3_600,
             trail_max_points: 100,
             resume_max_positions: 10_000,
+            replay_read_ahead: 1_000,
+            replay_max_per_connection: 2,
+            replay_max_total: 200,
         }
     }
 }

@@ -15,12 +15,13 @@ use super::outbound::Offer;
 use super::rate::RateBucket;
 use super::recent::RecentTracks;
 use super::registry::{Registry, SubState};
+use super::replay::{Phase, Replay};
 use super::stats::LiveStats;
 use super::timers::Deadlines;
 use crate::websocket::{ClientFrame, Frame, FrameError};
 use crate::wire::{
     frame, parse_client_message, BadRequest, BadRequestReason, ClientMessage, ErrorCode,
-    ServerMessage, SubscribeOptions, Topic, WirePosition,
+    ReplayControl, ReplayRequest, ServerMessage, SubscribeOptions, Topic, WirePosition,
 };
 use crate::UnixMillis;
 
@@ -70,6 +71,10 @@ pub struct LiveHub {
     stats: LiveStats,
     /// The fan-out's scratch list of subscribers, reused across positions.
     scratch: Vec<ConnId>,
+    /// Paced replays, by connection and id.
+    replays: BTreeMap<(ConnId, String), Replay>,
+    /// What each replay look-up or load in flight is for.
+    replay_requests: BTreeMap<RequestId, (ConnId, String)>,
 }
 
 impl LiveHub {
@@ -89,6 +94,8 @@ impl LiveHub {
             shutting_down: false,
             stats: LiveStats::default(),
             scratch: Vec::new(),
+            replays: BTreeMap::new(),
+            replay_requests: BTreeMap::new(),
         }
     }
 
@@ -121,6 +128,8 @@ impl LiveHub {
                 Ok(rows) => self.snapshot(request, rows),
                 Err(failed) => self.snapshot_failed(request, failed),
             },
+            Input::ReplaySnapshot { request, rows } => self.replay_loaded(request, rows, true),
+            Input::ReplayPage { request, rows } => self.replay_loaded(request, rows, false),
             Input::Batch(batch) => self.batch(&batch),
             Input::DeviceMap(map) => self.device_map(map),
             Input::Timeout => self.timeout(),
@@ -140,6 +149,14 @@ impl LiveHub {
     /// When [`Input::Timeout`] is due next: the first ping, write, token-expiry or re-check
     /// deadline. `None` with no connections.
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
+        let threshold = self.config.conflate_threshold_bytes;
+        let replays = self.replays.iter().filter_map(|((conn, _), r)| {
+            let blocked = self
+                .registry
+                .get(*conn)
+                .is_none_or(|c| c.out.queued() > threshold);
+            r.deadline(blocked)
+        });
         [
             self.pings.first(),
             self.stalls.first(),
@@ -148,6 +165,7 @@ impl LiveHub {
         ]
         .into_iter()
         .flatten()
+        .chain(replays)
         .min()
     }
 
@@ -285,6 +303,15 @@ impl LiveHub {
             Ok(ClientMessage::Auth(token)) => {
                 self.out.push_back(Command::VerifyToken { conn, token });
             }
+            Ok(ClientMessage::Replay(request)) => self.replay(conn, request),
+            Ok(ClientMessage::ReplayControl(control)) => self.replay_control(conn, control),
+            Ok(ClientMessage::UnsubscribeReplay(id)) => {
+                self.replays.remove(&(conn, id.clone()));
+                let unsubscribed = frame(&ServerMessage::Unsubscribed {
+                    topic: crate::wire::replay_topic(&id),
+                });
+                self.send_control(conn, unsubscribed);
+            }
         }
     }
 
@@ -364,7 +391,9 @@ impl LiveHub {
         } else if bytes > 0 || !self.stalls.contains(conn) {
             self.stalls.schedule(conn, self.now.plus(timeout));
         }
-        self.flush(conn);
+        if self.flush(conn) {
+            self.pump_replays_of(conn);
+        }
     }
 
     // -----------------------------------------------------------------------------------
@@ -373,6 +402,10 @@ impl LiveHub {
     /// Allowed: `subscribed` and a [`Command::LoadSnapshot`]; not allowed or unknown:
     /// `forbidden`, with the same message either way.
     fn authorization(&mut self, request: RequestId, visibility: Visibility) {
+        if let Some((conn, id)) = self.replay_requests.remove(&request) {
+            self.replay_authorized(conn, id, request, Some(visibility));
+            return;
+        }
         if let Some((conn, topic)) = self.rechecks.remove(&request) {
             self.rechecked(conn, topic, visibility);
             return;
@@ -435,6 +468,10 @@ impl LiveHub {
     /// The visibility lookup failed (Postgres away): the client gets an error with
     /// [`UNAVAILABLE_CODE`] and is not subscribed.
     fn authorization_failed(&mut self, request: RequestId, _failed: LookupFailed) {
+        if let Some((conn, id)) = self.replay_requests.remove(&request) {
+            self.replay_authorized(conn, id, request, None);
+            return;
+        }
         // A re-check that could not look the event up keeps the subscription: the next one
         // will tell.
         if self.rechecks.remove(&request).is_some() {
@@ -580,6 +617,10 @@ impl LiveHub {
     /// is closed with 1013.
     fn timeout(&mut self) {
         let now = self.now;
+        let keys: Vec<(ConnId, String)> = self.replays.keys().cloned().collect();
+        for (conn, id) in keys {
+            self.pump_replay(conn, &id);
+        }
         for conn in self.expiries.take_due(now) {
             self.stats.token_expiries += 1;
             self.close(conn, close_code::TOKEN_EXPIRED, close_reason::TOKEN_EXPIRED);
@@ -636,6 +677,8 @@ impl LiveHub {
         self.expiries.clear();
         self.rechecks_due.clear();
         self.rechecks.clear();
+        self.replays.clear();
+        self.replay_requests.clear();
     }
 
     // -----------------------------------------------------------------------------------
@@ -897,6 +940,289 @@ impl LiveHub {
         self.expiries.cancel(conn);
         self.rechecks_due.cancel_where(|(c, _)| *c == conn);
         self.rechecks.retain(|_, (c, _)| *c != conn);
+        self.replays.retain(|(c, _), _| *c != conn);
+        self.replay_requests.retain(|_, (c, _)| *c != conn);
         true
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Replays (contract section 5.1; the clock and read-ahead are `replay.rs`)
+
+    /// A replay: within the limits, its event's visibility is looked up; the same id
+    /// again starts it over.
+    fn replay(&mut self, conn: ConnId, request: ReplayRequest) {
+        let key = (conn, request.id.clone());
+        self.replays.remove(&key);
+        let topic = crate::wire::replay_topic(&request.id);
+        let mine = self.replays.keys().filter(|(c, _)| *c == conn).count();
+        let limit = if mine >= self.config.replay_max_per_connection {
+            Some(format!(
+                "at most {} replays per connection",
+                self.config.replay_max_per_connection
+            ))
+        } else if self.replays.len() >= self.config.replay_max_total {
+            Some("too many replays are running; try again later".to_owned())
+        } else {
+            None
+        };
+        if let Some(message) = limit {
+            self.send_error(conn, ErrorCode::LimitExceeded, Some(topic), message);
+            return;
+        }
+        let mut replay = Replay::new(&request, self.now);
+        let id = self.registry.new_request();
+        replay.request = Some((id, 0));
+        self.replays.insert(key.clone(), replay);
+        self.replay_requests.insert(id, key);
+        self.out.push_back(Command::Authorize {
+            request: id,
+            conn,
+            topic: Topic(request.event),
+        });
+    }
+
+    /// The answer to a replay's visibility look-up (`None`: it failed): `subscribed` and the
+    /// snapshot at `from` when allowed, else `forbidden` (the subscription's answer).
+    fn replay_authorized(
+        &mut self,
+        conn: ConnId,
+        id: String,
+        request: RequestId,
+        visibility: Option<Visibility>,
+    ) {
+        let key = (conn, id);
+        let Some(replay) = self.replays.get(&key) else {
+            return;
+        };
+        if replay.request.map(|(r, _)| r) != Some(request) {
+            return;
+        }
+        let (event, topic) = (replay.event, replay.topic.clone());
+        let allowed = match visibility {
+            None => {
+                self.replays.remove(&key);
+                self.stats.lookup_failures += 1;
+                let message = AUTHORIZATION_FAILED_MESSAGE.to_owned();
+                self.send_error(conn, UNAVAILABLE_CODE, Some(topic), message);
+                return;
+            }
+            Some(v) => self
+                .registry
+                .get(conn)
+                .is_some_and(|c| c.principal.may_subscribe(event, v)),
+        };
+        if !allowed {
+            self.replays.remove(&key);
+            let message = FORBIDDEN_MESSAGE.to_owned();
+            self.send_error(conn, ErrorCode::Forbidden, Some(topic), message);
+            return;
+        }
+        let devices: Vec<String> = self.map.devices_of(event).map(str::to_owned).collect();
+        let now = self.now;
+        if let Some(replay) = self.replays.get_mut(&key) {
+            replay.devices = devices;
+            let at = replay.cursor.ts;
+            replay.seek(at, now);
+        }
+        if self.send_control(conn, frame(&ServerMessage::Subscribed { topic })) {
+            self.load_replay_snapshot(&key);
+        }
+    }
+
+    fn load_replay_snapshot(&mut self, key: &(ConnId, String)) {
+        let request = self.registry.new_request();
+        let Some(replay) = self.replays.get_mut(key) else {
+            return;
+        };
+        replay.request = Some((request, 0));
+        self.replay_requests.insert(request, key.clone());
+        self.out.push_back(Command::LoadReplaySnapshot {
+            request,
+            conn: key.0,
+            devices: replay.devices.clone(),
+            at: replay.cursor.ts,
+        });
+    }
+
+    /// A replay's snapshot or page arrived. A failed load ends the replay with an error
+    /// ([`UNAVAILABLE_CODE`]) and `unsubscribed`, as a failed snapshot ends a subscription.
+    fn replay_loaded(
+        &mut self,
+        request: RequestId,
+        rows: Result<Vec<WirePosition>, LookupFailed>,
+        snapshot: bool,
+    ) {
+        let Some(key) = self.replay_requests.remove(&request) else {
+            return;
+        };
+        let conn = key.0;
+        let Some(replay) = self.replays.get_mut(&key) else {
+            return;
+        };
+        let Some((expected, limit)) = replay.request else {
+            return;
+        };
+        if expected != request {
+            return;
+        }
+        replay.request = None;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(_) => {
+                let topic = replay.topic.clone();
+                self.replays.remove(&key);
+                self.stats.lookup_failures += 1;
+                let message = SNAPSHOT_FAILED_MESSAGE.to_owned();
+                if self.send_error(conn, UNAVAILABLE_CODE, Some(topic.clone()), message) {
+                    self.send_control(conn, frame(&ServerMessage::Unsubscribed { topic }));
+                }
+                return;
+            }
+        };
+        if snapshot {
+            if replay.phase != Phase::Snapshot {
+                return;
+            }
+            // The newest row per device of the replay's devices, at or before the time.
+            let at = replay.cursor.ts.as_i64();
+            let mut newest: BTreeMap<String, WirePosition> = BTreeMap::new();
+            for row in rows {
+                if row.ts > at || replay.devices.binary_search(&row.device_id).is_err() {
+                    continue;
+                }
+                match newest.get(&row.device_id) {
+                    Some(kept) if kept.ts >= row.ts => {}
+                    _ => {
+                        newest.insert(row.device_id.clone(), row);
+                    }
+                }
+            }
+            replay.phase = Phase::Playing;
+            replay.tick(self.now, true);
+            let message = ServerMessage::Snapshot {
+                topic: replay.topic.clone(),
+                positions: newest.into_values().map(Into::into).collect(),
+                truncated: false,
+            };
+            self.stats.snapshots += 1;
+            if !self.send_control(conn, frame(&message)) {
+                return;
+            }
+        } else {
+            replay.page(rows, limit);
+        }
+        self.pump_replay(conn, &key.1);
+    }
+
+    fn replay_control(&mut self, conn: ConnId, control: ReplayControl) {
+        let key = (conn, control.id.clone());
+        let (now, blocked) = (self.now, self.blocked(conn));
+        let Some(replay) = self.replays.get_mut(&key) else {
+            let bad = BadRequest {
+                reason: BadRequestReason::UnknownReplay,
+                topic: Some(crate::wire::replay_topic(&control.id)),
+            };
+            self.bad_request(conn, bad);
+            return;
+        };
+        replay.tick(now, blocked);
+        if let Some(speed) = control.speed {
+            replay.set_speed(speed);
+        }
+        if let Some(paused) = control.paused {
+            replay.set_paused(paused);
+        }
+        if let Some(at) = control.seek {
+            if replay.phase == Phase::Authorizing {
+                // The snapshot follows the grant, at the new time.
+                let authorizing = replay.request;
+                replay.seek(UnixMillis(at), now);
+                replay.phase = Phase::Authorizing;
+                replay.request = authorizing;
+                return;
+            }
+            // What was read or loading for the old time is dropped: its answer is ignored.
+            if let Some((old, _)) = replay.request.take() {
+                self.replay_requests.remove(&old);
+            }
+            replay.seek(UnixMillis(at), now);
+            self.load_replay_snapshot(&key);
+            return;
+        }
+        self.pump_replay(conn, &key.1);
+    }
+
+    fn blocked(&self, conn: ConnId) -> bool {
+        let threshold = self.config.conflate_threshold_bytes;
+        self.registry
+            .get(conn)
+            .is_none_or(|c| c.out.queued() > threshold)
+    }
+
+    fn pump_replays_of(&mut self, conn: ConnId) {
+        let ids: Vec<String> = self
+            .replays
+            .range((conn, String::new())..)
+            .take_while(|((c, _), _)| *c == conn)
+            .map(|((_, id), _)| id.clone())
+            .collect();
+        for id in ids {
+            self.pump_replay(conn, &id);
+        }
+    }
+
+    /// Sends what the replay's clock reached while its client keeps up, ends it at `to`,
+    /// and reads ahead.
+    fn pump_replay(&mut self, conn: ConnId, id: &str) {
+        let key = (conn, id.to_owned());
+        let now = self.now;
+        loop {
+            let blocked = self.blocked(conn);
+            let Some(replay) = self.replays.get_mut(&key) else {
+                return;
+            };
+            replay.tick(now, blocked);
+            if blocked {
+                break;
+            }
+            if let Some(position) = replay.due() {
+                let message = ServerMessage::Position {
+                    topic: replay.topic.clone(),
+                    position,
+                };
+                self.stats.fanout_messages += 1;
+                if !self.send_control(conn, frame(&message)) {
+                    return;
+                }
+                continue;
+            }
+            if replay.finished() {
+                let topic = replay.topic.clone();
+                self.replays.remove(&key);
+                self.send_control(conn, frame(&ServerMessage::ReplayEnd { topic }));
+                return;
+            }
+            break;
+        }
+        let read_ahead = self.config.replay_read_ahead;
+        let Some(replay) = self.replays.get(&key) else {
+            return;
+        };
+        if let Some(limit) = replay.wants_page(read_ahead) {
+            let request = self.registry.new_request();
+            let command = Command::LoadReplayPage {
+                request,
+                conn,
+                devices: replay.devices.clone(),
+                after: replay.cursor.clone(),
+                to: replay.to,
+                limit,
+            };
+            if let Some(replay) = self.replays.get_mut(&key) {
+                replay.request = Some((request, limit));
+            }
+            self.replay_requests.insert(request, key);
+            self.out.push_back(command);
+        }
     }
 }

@@ -43,6 +43,17 @@
 //!   snapshot loads, every arriving position is held (up to `resume_max_positions`), not
 //!   only the newest, so that the track has no hole; the floors keep anything at or before
 //!   what the snapshot sent (or before `since`) from following it.
+//! - **Replay** (contract section 5.1, `replay.rs`). `replay` is authorized as a
+//!   subscription to its event; then `subscribed`, a snapshot at `from`
+//!   ([`Command::LoadReplaySnapshot`]) and positions read ahead in pages
+//!   ([`Command::LoadReplayPage`], at most `replay_read_ahead` held), each sent when the
+//!   replay's clock reaches it, then `replay_end` when the clock reaches `to`. Replay
+//!   positions are never parked or conflated: while the connection's queue is over the
+//!   conflate threshold the replay's clock stops instead. `replay_control` pauses, changes
+//!   the speed, or seeks (a new snapshot; answers to loads for the old time are ignored).
+//!   At most `replay_max_per_connection` replays per connection and `replay_max_total` per
+//!   hub; more get `limit_exceeded`. A running replay is not re-checked against its
+//!   event's visibility: it shows stored history the client was allowed when it started.
 //! - **Slow clients.** See `outbound.rs`: with more than the conflate threshold queued,
 //!   positions are parked, newest per (topic, device); with more than the back-pressure
 //!   threshold buffered (queued plus parked) the connection is closed with 1013. Control
@@ -88,6 +99,7 @@ mod outbound;
 mod rate;
 mod recent;
 mod registry;
+mod replay;
 mod stats;
 mod timers;
 
@@ -102,4 +114,5 @@ pub use machine::{
     LiveHub, AUTHORIZATION_FAILED_MESSAGE, FORBIDDEN_MESSAGE, SNAPSHOT_FAILED_MESSAGE,
     UNAVAILABLE_CODE,
 };
+pub use replay::ReplayKey;
 pub use stats::LiveStats;

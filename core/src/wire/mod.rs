@@ -9,7 +9,8 @@ pub mod server;
 pub mod topic;
 
 pub use client::{
-    parse_client_message, BadRequest, BadRequestReason, ClientMessage, SubscribeOptions,
+    parse_client_message, replay_topic, BadRequest, BadRequestReason, ClientMessage, ReplayControl,
+    ReplayRequest, SubscribeOptions,
 };
 pub use export::{parse_export_query, ExportFormat, ExportQueryError, ExportWindow, TrackWriter};
 pub use server::{

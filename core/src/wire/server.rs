@@ -103,6 +103,11 @@ pub enum ServerMessage {
         topic: String,
     },
     Pong,
+    /// A replay reached its `to`: nothing more of its topic follows.
+    #[serde(rename = "replay_end")]
+    ReplayEnd {
+        topic: String,
+    },
     /// A fresh token was accepted; `exp` is its expiry, epoch seconds.
     Auth {
         exp: u64,

@@ -14,9 +14,10 @@ use deadpool_postgres::Pool;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use uuid::Uuid;
 
-use processor_core::live::{HistoryQuery, Visibility};
+use processor_core::live::{HistoryQuery, ReplayKey, Visibility};
 use processor_core::stream::EntryId;
 use processor_core::wire::WirePosition;
+use processor_core::UnixMillis;
 
 use crate::postgres::events::{self, EventDetails, PublicEvent, QueryError};
 use crate::postgres::tracks::TrackPoint;
@@ -45,6 +46,23 @@ pub trait LiveStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<WirePosition>, Self::Error>> + Send;
 
     fn device_map(&self) -> impl Future<Output = Result<DeviceMap, Self::Error>> + Send;
+
+    /// The newest non-faulty stored position at or before `at` of each of `devices`.
+    fn replay_snapshot(
+        &self,
+        devices: Vec<String>,
+        at: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<WirePosition>, Self::Error>> + Send;
+
+    /// At most `limit` non-faulty stored positions of `devices` after the replay key
+    /// `after` with `ts <= to`, in key order; fewer only when there are no more.
+    fn replay_page(
+        &self,
+        devices: Vec<String>,
+        after: ReplayKey,
+        to: UnixMillis,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<WirePosition>, Self::Error>> + Send;
 
     /// At most `limit` non-faulty stored fixes of `device` with `after < ts <= to`, by
     /// `ts` (an export's page).
@@ -117,6 +135,24 @@ impl LiveStore for Pool {
 
     async fn device_map(&self) -> Result<DeviceMap, QueryError> {
         events::load_device_map(self).await
+    }
+
+    async fn replay_snapshot(
+        &self,
+        devices: Vec<String>,
+        at: UnixMillis,
+    ) -> Result<Vec<WirePosition>, QueryError> {
+        crate::postgres::replay::snapshot_at(self, &devices, at).await
+    }
+
+    async fn replay_page(
+        &self,
+        devices: Vec<String>,
+        after: ReplayKey,
+        to: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<WirePosition>, QueryError> {
+        crate::postgres::replay::page(self, &devices, after, to, limit).await
     }
 
     async fn track_page(

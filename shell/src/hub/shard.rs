@@ -218,6 +218,43 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                         .map_err(|error| TokenRefused(error.to_string()));
                     self.hub.handle(now, Input::TokenVerified { conn, result });
                 }
+                Command::LoadReplaySnapshot {
+                    request,
+                    devices,
+                    at,
+                    ..
+                } => {
+                    let (store, me) = (self.ctx.store.clone(), self.me.clone());
+                    tokio::spawn(async move {
+                        let rows = store.replay_snapshot(devices, at).await.map_err(|error| {
+                            tracing::warn!(%error, "replay snapshot load failed");
+                            LookupFailed(error.to_string())
+                        });
+                        let input = Input::ReplaySnapshot { request, rows };
+                        let _ = me.send(ShardInput::Core(input));
+                    });
+                }
+                Command::LoadReplayPage {
+                    request,
+                    devices,
+                    after,
+                    to,
+                    limit,
+                    ..
+                } => {
+                    let (store, me) = (self.ctx.store.clone(), self.me.clone());
+                    tokio::spawn(async move {
+                        let rows =
+                            store
+                                .replay_page(devices, after, to, limit)
+                                .await
+                                .map_err(|error| {
+                                    tracing::warn!(%error, "replay page load failed");
+                                    LookupFailed(error.to_string())
+                                });
+                        let _ = me.send(ShardInput::Core(Input::ReplayPage { request, rows }));
+                    });
+                }
                 Command::LoadSnapshot {
                     request,
                     devices,

@@ -4,6 +4,7 @@ pub mod events;
 pub mod history;
 pub mod pool;
 pub mod positions;
+pub mod replay;
 pub mod tracks;
 
 pub use pool::{connect_one, create_pool, PoolError};

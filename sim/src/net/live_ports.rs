@@ -79,6 +79,25 @@ impl LiveStore for NetLiveStore {
         }
     }
 
+    /// Replays are not simulated: the simulation's clients do not ask for them.
+    async fn replay_snapshot(
+        &self,
+        _devices: Vec<String>,
+        _at: processor_core::UnixMillis,
+    ) -> Result<Vec<WirePosition>, String> {
+        Err("replays are not simulated".to_owned())
+    }
+
+    async fn replay_page(
+        &self,
+        _devices: Vec<String>,
+        _after: processor_core::live::ReplayKey,
+        _to: processor_core::UnixMillis,
+        _limit: usize,
+    ) -> Result<Vec<WirePosition>, String> {
+        Err("replays are not simulated".to_owned())
+    }
+
     /// Exports are not simulated: the simulation's clients do not ask for them.
     async fn track_page(
         &self,
