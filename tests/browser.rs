@@ -232,6 +232,8 @@ async fn the_map_shows_moving_devices_and_a_private_event_needs_its_token() {
 
     participants_are_labelled_listed_and_followed(&browser).await;
 
+    trails_then_a_resume_without_a_hole(&env, &browser, &page, &public).await;
+
     // The private event without a token: a "needs a token" state, not an error; nothing drawn.
     browser
         .goto(&format!("{page}?event={private}"))
@@ -374,4 +376,76 @@ async fn participants_are_labelled_listed_and_followed(browser: &Client) {
     .await;
     assert!(text_of(browser, "#following").await.contains("Following"));
     assert_eq!(followed["following"], json!(true));
+}
+
+/// A reload draws trails from the snapshot (more points than the snapshot's positions and
+/// the live ones since); after the connection drops, the page resumes with `since` and every
+/// position stored since the drop is in its tracks.
+async fn trails_then_a_resume_without_a_hole(
+    env: &TestEnv,
+    browser: &Client,
+    page: &str,
+    public: &str,
+) {
+    browser
+        .goto(&format!("{page}?event={public}"))
+        .await
+        .expect("load the map page");
+    let loaded = wait_for_state(browser, "the snapshot with trails is drawn", |s| {
+        s["snapshots"] == json!(1) && s["deviceCount"].as_u64().unwrap_or(0) >= 3
+    })
+    .await;
+    let points: u64 = loaded["devices"]
+        .as_object()
+        .map(|d| d.values().filter_map(|v| v["points"].as_u64()).sum())
+        .unwrap_or(0);
+    let heads = loaded["deviceCount"].as_u64().unwrap_or(0);
+    let live = loaded["positions"].as_u64().unwrap_or(0);
+    assert!(
+        points > heads + live,
+        "trails came with the snapshot: {points} points, {heads} devices, {live} live"
+    );
+
+    let dropped = browser
+        .execute("return window.processorMap.dropConnection();", vec![])
+        .await
+        .expect("drop the page's connection");
+    assert_eq!(dropped, json!(true));
+    let before = page_state(browser).await;
+    let resumed = wait_for_state(browser, "the page resumed and moved on", |s| {
+        s["subscribed"] == json!(true)
+            && s["resumes"].as_u64().unwrap_or(0) >= 1
+            && device_ids(&before).iter().all(|id| {
+                s["devices"][id]["ts"].as_i64().unwrap_or(0)
+                    > before["devices"][id]["ts"].as_i64().unwrap_or(i64::MAX) + 3_000
+            })
+    })
+    .await;
+    assert_eq!(resumed["truncatedResumes"], json!(0));
+    // Every stored position between what the page had and what it has now is in its track.
+    let pg = env.pg().await;
+    for id in device_ids(&before) {
+        let from = before["devices"][&id]["ts"].as_i64().unwrap_or(0);
+        let to = resumed["devices"][&id]["ts"].as_i64().unwrap_or(0);
+        let shown: std::collections::BTreeSet<i64> = resumed["devices"][&id]["times"]
+            .as_array()
+            .map(|t| t.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default();
+        let rows = pg
+            .query(
+                "SELECT floor(extract(epoch FROM ts) * 1000)::int8 FROM positions
+                 WHERE device_id = $1 AND NOT faulty
+                   AND ts > to_timestamp($2::int8 / 1000.0) AND ts <= to_timestamp($3::int8 / 1000.0)",
+                &[&id, &from, &to],
+            )
+            .await
+            .expect("read the stored track");
+        for row in rows {
+            let ts: i64 = row.get(0);
+            assert!(
+                shown.contains(&ts),
+                "device {id}: {ts} stored but not drawn"
+            );
+        }
+    }
 }

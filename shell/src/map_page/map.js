@@ -5,7 +5,11 @@
 // are labelled with the bib and name `GET /events/<uuid>` gives, listed beside the map, and
 // can be followed; the view stays where the user zoomed and panned it.
 (() => {
-  const TRAIL_MAX = 30;
+  // Points kept per device: the snapshot's trail (at most LIVE_TRAIL_MAX_POINTS, 100 by
+  // default) and what follows live.
+  const TRAIL_MAX = 200;
+  // Seconds of trail asked for on a fresh subscribe (contract section 5.1).
+  const TRAIL_S = 600;
   // Bibs are short: up to this many participants every dot is labelled.
   const LABEL_MAX_DEVICES = 150;
   const ZOOM_MIN_S = 1e-5; // pixels per metre: a continent
@@ -67,6 +71,8 @@
     subscribed: false,
     snapshots: 0,
     positions: 0,
+    resumes: 0, // snapshots that answered a resume (`since`)
+    truncatedResumes: 0,
     devices: new Map(), // deviceId -> { trail: [{lat, lon, ts}], color, speed, course }
     lastError: null,
     closeCode: null,
@@ -90,6 +96,9 @@
   let backoff = BACKOFF_MIN_MS;
   let neverOpened = 0;
   let lastDataAt = 0; // performance.now() of the last snapshot or position, 0 before any
+  // The `since` of the subscribe in flight (a resume after a reconnect), or null for a fresh
+  // subscribe that asked for trails: it says how to read the snapshot that answers it.
+  let resumeSince = null;
   const rateSamples = []; // {t, n}: position counter sampled by the ticker
 
   // ---- connection ----------------------------------------------------------------------------
@@ -108,6 +117,8 @@
     state.subscribed = false;
     state.snapshots = 0;
     state.positions = 0;
+    state.resumes = 0;
+    state.truncatedResumes = 0;
     state.devices.clear();
     state.lastError = null;
     state.closeCode = null;
@@ -179,7 +190,17 @@
       neverOpened = 0;
       backoff = BACKOFF_MIN_MS;
       setConnection("open", "open");
-      sock.send(JSON.stringify({ type: "subscribe", topic: state.topic }));
+      // Back after a drop: ask for everything after the oldest of the devices' newest fixes,
+      // so that no track has a hole (what a device already has is dropped by its ts).
+      resumeSince = null;
+      for (const d of state.devices.values()) {
+        const last = d.trail[d.trail.length - 1].ts;
+        if (resumeSince === null || last < resumeSince) resumeSince = last;
+      }
+      const subscribe = { type: "subscribe", topic: state.topic };
+      if (resumeSince === null) subscribe.trail_s = TRAIL_S;
+      else subscribe.since = resumeSince;
+      sock.send(JSON.stringify(subscribe));
     };
     sock.onmessage = (ev) => onFrame(ev.data);
     // The browser tells nothing useful on error (not even a 401); the close event follows.
@@ -234,7 +255,10 @@
       case "snapshot":
         state.snapshots += 1;
         lastDataAt = performance.now();
-        if (mine && Array.isArray(msg.positions)) applySnapshot(msg.positions);
+        if (mine && Array.isArray(msg.positions)) {
+          if (resumeSince === null) applySnapshot(msg.positions);
+          else applyResume(msg.positions, msg.truncated === true);
+        }
         break;
       case "position":
         state.positions += 1;
@@ -275,12 +299,37 @@
     };
   }
 
+  // A fresh snapshot: each device with its trail, oldest first, then its position.
   function applySnapshot(positions) {
     state.devices.clear();
     for (const p of positions) {
       const v = toPoint(p);
-      if (v) state.devices.set(v.id, { trail: [v.pt], color: colorFor(v.id), ...motion(p) });
+      if (!v) continue;
+      const trail = [];
+      if (Array.isArray(p.trail)) {
+        for (const t of p.trail) {
+          if (!Array.isArray(t) || t.length !== 3) continue;
+          const [ts, lat, lon] = t;
+          if (!Number.isFinite(ts) || !Number.isFinite(lat) || !Number.isFinite(lon)) continue;
+          if (trail.length > 0 && !(ts > trail[trail.length - 1].ts)) continue;
+          if (ts < v.pt.ts) trail.push({ lat, lon, ts });
+        }
+      }
+      trail.push(v.pt);
+      while (trail.length > TRAIL_MAX) trail.shift();
+      state.devices.set(v.id, { trail, color: colorFor(v.id), ...motion(p) });
     }
+    setAccess("ok");
+    requestDraw();
+  }
+
+  // A resumed snapshot: every position since the drop, per device in ts order, appended to
+  // what the page has (a `truncated` one holds only the newest per device: the tracks get a
+  // straight segment over what was missed).
+  function applyResume(positions, truncated) {
+    state.resumes += 1;
+    if (truncated) state.truncatedResumes += 1;
+    for (const p of positions) applyPosition(p);
     setAccess("ok");
     requestDraw();
   }
@@ -948,6 +997,15 @@
 
   // For automated browser tests: plain data only, so it survives serialisation.
   window.processorMap = Object.freeze({
+    // Drops the socket as a network failure would (the page reconnects and resumes).
+    dropConnection() {
+      if (ws === null) return false;
+      const sock = ws;
+      sock.onmessage = sock.onerror = sock.onclose = null;
+      sock.close(1000);
+      onClosed(1006, true);
+      return true;
+    },
     snapshot() {
       const devices = {};
       for (const [id, d] of state.devices) {
@@ -957,6 +1015,7 @@
           lon: p.lon,
           ts: p.ts,
           points: d.trail.length,
+          times: d.trail.map((t) => t.ts),
           label: labelOf(id),
           speed: d.speed,
           course: d.course,
@@ -979,6 +1038,8 @@
         subscribed: state.subscribed,
         snapshots: state.snapshots,
         positions: state.positions,
+        resumes: state.resumes,
+        truncatedResumes: state.truncatedResumes,
         deviceCount: state.devices.size,
         devices,
         lastError: state.lastError
