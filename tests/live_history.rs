@@ -355,3 +355,34 @@ async fn a_client_that_reconnects_with_since_misses_nothing_and_gets_nothing_twi
     drop(p);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trail_snapshot_larger_than_the_backpressure_threshold_is_delivered() {
+    let env = TestEnv::new("history_big").await;
+    let devices: Vec<String> = (1..=10).map(device).collect();
+    let event = seed_event(&env, "public", &devices).await;
+    let t0 = now_ms() - 600_000;
+    for n in 1..=10 {
+        store_walk(&env, n, t0, 101).await;
+    }
+    let p = Processor::start(
+        &env,
+        "a",
+        &vars(&[
+            ("LIVE_WS_CONFLATE_THRESHOLD_BYTES", "1024"),
+            ("LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", "4096"),
+        ]),
+    );
+    let mut client = client_once_mapped(&p, event, 1).await;
+    // Ten devices with 100 trail points each: some 40 KB, ten times the threshold.
+    let snapshot = subscribe_with(&mut client, event, json!({"trail_s": 3_600})).await;
+    assert!(snapshot.to_string().len() > 4 * 4_096);
+    for n in 1..=10 {
+        assert_eq!(trail_times(positions_of(&snapshot, n)[0]).len(), 100);
+    }
+    // The connection is still usable.
+    client.send(json!({"type": "ping"})).await;
+    assert_eq!(client.next().await, json!({"type": "pong"}));
+    drop(p);
+    env.cleanup().await;
+}

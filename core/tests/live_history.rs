@@ -461,3 +461,67 @@ fn a_resume_has_recent_fixes_postgres_stored_out_of_order() {
         .collect();
     assert_eq!(a, vec![1_000, 2_000, 3_000]);
 }
+
+#[test]
+fn a_snapshot_larger_than_the_backpressure_threshold_is_sent_and_drains() {
+    let mut h = Harness::new();
+    let config = LiveConfig {
+        conflate_threshold_bytes: 200,
+        backpressure_threshold_bytes: 600,
+        trail_max_points: 100,
+        ..config()
+    };
+    h.hub = LiveHub::new(config, UnixMillis(h.now));
+    let event = Uuid::parse_str(EVENT).unwrap();
+    let by_device: BTreeMap<String, BTreeSet<Uuid>> =
+        BTreeMap::from([("A".to_owned(), BTreeSet::from([event]))]);
+    h.hub.handle(
+        UnixMillis(h.now),
+        Input::DeviceMap(Arc::new(DeviceMap::new(1, by_device))),
+    );
+    h.hub.handle(
+        UnixMillis(h.now),
+        Input::Connected {
+            conn: ConnId(1),
+            principal: Principal::Anonymous,
+            expires_at: None,
+        },
+    );
+    h.drain();
+    let (load, _, _) = h.subscribe(json!({"trail_s": 3_600}));
+    h.hub.handle(
+        UnixMillis(h.now),
+        Input::Snapshot {
+            request: load,
+            rows: Ok(walk("A", 100, 100)),
+        },
+    );
+    let commands = h.drain();
+    assert!(
+        !commands.iter().any(|c| matches!(c, Command::Close { .. })),
+        "a big snapshot does not close its connection"
+    );
+    let snapshot = &Harness::sent(&commands)[0];
+    assert_eq!(trail_ts(&snapshot["positions"][0]).len(), 99);
+    let size: u64 = commands
+        .iter()
+        .map(|c| match c {
+            Command::Send { frame, .. } => frame.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    assert!(size > 2_000, "{size} bytes");
+    // A subscribe again while it is still queued: that snapshot counts, and is too much.
+    let (load, _, _) = h.subscribe(json!({"trail_s": 3_600}));
+    h.hub.handle(
+        UnixMillis(h.now),
+        Input::Snapshot {
+            request: load,
+            rows: Ok(walk("A", 100, 100)),
+        },
+    );
+    assert!(h
+        .drain()
+        .iter()
+        .any(|c| matches!(c, Command::Close { code: 1013, .. })));
+}

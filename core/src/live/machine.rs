@@ -527,7 +527,7 @@ impl LiveHub {
             positions: built.positions,
             truncated: built.truncated,
         });
-        let mut open = self.send_control(conn, snapshot);
+        let mut open = self.send_snapshot(conn, snapshot);
         for (device, Held { ts, frame }) in held.into_iter() {
             if open {
                 open = self.offer_live(conn, topic, &device, ts, &frame);
@@ -860,7 +860,7 @@ impl LiveHub {
         let Some(c) = self.registry.get(conn) else {
             return false;
         };
-        if c.out.buffered() > self.config.backpressure_threshold_bytes {
+        if c.out.pressing() > self.config.backpressure_threshold_bytes {
             self.stats.slow_consumer_closes += 1;
             self.close(
                 conn,
@@ -870,6 +870,17 @@ impl LiveHub {
             return false;
         }
         true
+    }
+
+    /// Sends a snapshot (see `outbound.rs` on its exemption from back-pressure); false once
+    /// `conn` is closed.
+    fn send_snapshot(&mut self, conn: ConnId, frame: Frame) -> bool {
+        let Some(c) = self.registry.get_mut(conn) else {
+            return false;
+        };
+        c.out.record_snapshot_sent(frame.len());
+        self.out.push_back(Command::Send { conn, frame });
+        self.check_backpressure(conn)
     }
 
     /// Sends a message that is never conflated; false once `conn` is closed.
@@ -1105,7 +1116,7 @@ impl LiveHub {
                 truncated: false,
             };
             self.stats.snapshots += 1;
-            if !self.send_control(conn, frame(&message)) {
+            if !self.send_snapshot(conn, frame(&message)) {
                 return;
             }
         } else {

@@ -57,8 +57,8 @@
 //! - **Slow clients.** See `outbound.rs`: with more than the conflate threshold queued,
 //!   positions are parked, newest per (topic, device); with more than the back-pressure
 //!   threshold buffered (queued plus parked) the connection is closed with 1013. Control
-//!   messages are never parked. A snapshot larger than the back-pressure threshold closes
-//!   its connection: the threshold must exceed the largest event's snapshot.
+//!   messages are never parked. One snapshot at a time is exempt from the back-pressure
+//!   threshold while it drains (trails and resumes make large ones; see `outbound.rs`).
 //! - **Keep-alive.** A ping every `ping_interval_ms` per connection (one sorted timer for
 //!   all); a ping unanswered for two intervals closes the connection with 1008 (policy
 //!   violation: the client broke the keep-alive rule; 1001 is kept for shutdown so that
