@@ -1201,7 +1201,7 @@ impl LiveHub {
                     topic: replay.topic.clone(),
                     position,
                 };
-                self.stats.fanout_messages += 1;
+                // Not counted as fan-out: that counts live positions of the stream.
                 if !self.send_control(conn, frame(&message)) {
                     return;
                 }
