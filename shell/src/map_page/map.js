@@ -60,6 +60,14 @@
     search: $("search"),
     sort: $("sort"),
     list: $("list"),
+    replay: $("replay"),
+    replayFrom: $("replay-from"),
+    replayTo: $("replay-to"),
+    replaySpeed: $("replay-speed"),
+    replayPause: $("replay-pause"),
+    replaySeek: $("replay-seek"),
+    replayLive: $("replay-live"),
+    replayState: $("replay-state"),
     following: $("following"),
   };
   const ctx = ui.canvas.getContext("2d");
@@ -96,6 +104,11 @@
   let backoff = BACKOFF_MIN_MS;
   let neverOpened = 0;
   let lastDataAt = 0; // performance.now() of the last snapshot or position, 0 before any
+  // The replay shown instead of the live event (contract section 5.1), or null: its window
+  // (epoch ms), whether it is paused, and whether it reached its end.
+  let replay = null;
+  const REPLAY_ID = "map";
+  const REPLAY_TOPIC = "replay:" + REPLAY_ID;
   // The `since` of the subscribe in flight (a resume after a reconnect), or null for a fresh
   // subscribe that asked for trails: it says how to read the snapshot that answers it.
   let resumeSince = null;
@@ -113,6 +126,8 @@
     // The server writes topics in lower case; sending that form keeps comparisons trivial.
     if (UUID_RE.test(id)) id = id.toLowerCase();
     dropSocket();
+    replay = null;
+    renderReplay();
     state.topic = "event:" + id;
     state.subscribed = false;
     state.snapshots = 0;
@@ -210,6 +225,12 @@
 
   function onClosed(code, opened) {
     ws = null;
+    // A replay lives on its connection; after a drop the page goes back to live.
+    if (replay !== null) {
+      replay = null;
+      state.devices.clear();
+      renderReplay();
+    }
     state.closeCode = code;
     state.subscribed = false;
     if (!opened) neverOpened += 1;
@@ -235,13 +256,18 @@
       return; // a broken frame is not worth breaking the page for
     }
     if (!msg || typeof msg !== "object") return;
+    // While a replay is shown, its messages are the page's, and the live topic's are not.
     const mine =
       typeof msg.topic === "string" &&
-      state.topic !== null &&
-      msg.topic.toLowerCase() === state.topic.toLowerCase();
+      (replay !== null
+        ? msg.topic === REPLAY_TOPIC
+        : state.topic !== null && msg.topic.toLowerCase() === state.topic.toLowerCase());
     switch (msg.type) {
       case "subscribed":
-        if (mine) {
+        if (mine && replay !== null) {
+          replay.subscribed = true;
+          renderReplay();
+        } else if (mine) {
           state.subscribed = true;
           setConnection("subscribed", "subscribed");
         }
@@ -256,7 +282,7 @@
         state.snapshots += 1;
         lastDataAt = performance.now();
         if (mine && Array.isArray(msg.positions)) {
-          if (resumeSince === null) applySnapshot(msg.positions);
+          if (replay !== null || resumeSince === null) applySnapshot(msg.positions);
           else applyResume(msg.positions, msg.truncated === true);
         }
         break;
@@ -264,6 +290,12 @@
         state.positions += 1;
         lastDataAt = performance.now();
         if (mine) applyPosition(msg);
+        break;
+      case "replay_end":
+        if (replay !== null && msg.topic === REPLAY_TOPIC) {
+          replay.ended = true;
+          renderReplay();
+        }
         break;
       case "error":
         if (mine && msg.code === "forbidden") {
@@ -277,6 +309,92 @@
       default:
         break; // pong and anything newer
     }
+  }
+
+  // ---- replay --------------------------------------------------------------------------------
+
+  // datetime-local values are local time without a zone: Date parses them as such.
+  function localMillis(input) {
+    const t = new Date(input.value).getTime();
+    return Number.isFinite(t) ? t : null;
+  }
+
+  function send(message) {
+    if (ws === null || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  // Plays the chosen window of the event (the last ten minutes when none is chosen) instead
+  // of the live positions.
+  function startReplay() {
+    if (state.topic === null || !state.topic.startsWith("event:")) {
+      setError("bad_input", "connect to an event first");
+      return;
+    }
+    const now = Date.now();
+    const to = localMillis(ui.replayTo) ?? now;
+    const from = localMillis(ui.replayFrom) ?? to - 600000;
+    if (!(from <= to)) {
+      setError("bad_input", "the replay's start must not be after its end");
+      return;
+    }
+    const speed = Number(ui.replaySpeed.value) || 10;
+    if (replay === null) send({ type: "unsubscribe", topic: state.topic });
+    const message = {
+      type: "replay", id: REPLAY_ID, event: state.topic.slice("event:".length), from, to, speed,
+    };
+    if (!send(message)) {
+      setError("bad_input", "not connected");
+      return;
+    }
+    replay = { from, to, speed, paused: false, ended: false, subscribed: false };
+    state.devices.clear();
+    state.view = null;
+    renderReplay();
+    requestDraw();
+  }
+
+  function pauseReplay() {
+    if (replay === null || replay.ended) return;
+    replay.paused = !replay.paused;
+    send({ type: "replay_control", id: REPLAY_ID, paused: replay.paused });
+    renderReplay();
+  }
+
+  function seekReplay() {
+    if (replay === null) return;
+    const at = Math.round(replay.from + ((replay.to - replay.from) * Number(ui.replaySeek.value)) / 1000);
+    replay.ended = false;
+    send({ type: "replay_control", id: REPLAY_ID, seek: at });
+    renderReplay();
+  }
+
+  // Back to the live event, with trails.
+  function backToLive() {
+    if (replay === null) return;
+    send({ type: "unsubscribe", topic: REPLAY_TOPIC });
+    replay = null;
+    state.devices.clear();
+    resumeSince = null;
+    send({ type: "subscribe", topic: state.topic, trail_s: TRAIL_S });
+    renderReplay();
+    requestDraw();
+  }
+
+  function renderReplay() {
+    const on = replay !== null;
+    ui.replayPause.disabled = !on || replay.ended;
+    ui.replaySeek.disabled = !on;
+    ui.replayLive.disabled = !on;
+    ui.replayPause.textContent = on && replay.paused ? "Resume" : "Pause";
+    ui.replayState.textContent = !on
+      ? ""
+      : replay.ended
+        ? "replay ended"
+        : replay.paused
+          ? "replay paused"
+          : `replaying at ${replay.speed}×`;
   }
 
   // ---- devices -------------------------------------------------------------------------------
@@ -962,6 +1080,13 @@
     connect();
   });
   ui.disconnect.addEventListener("click", disconnect);
+  ui.replay.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    startReplay();
+  });
+  ui.replayPause.addEventListener("click", pauseReplay);
+  ui.replaySeek.addEventListener("change", seekReplay);
+  ui.replayLive.addEventListener("click", backToLive);
   ui.canvas.addEventListener("pointermove", onPointerMove);
   ui.canvas.addEventListener("pointerdown", onPointerDown);
   ui.canvas.addEventListener("pointerup", onPointerUp);
@@ -1039,6 +1164,7 @@
         snapshots: state.snapshots,
         positions: state.positions,
         resumes: state.resumes,
+        replay: replay === null ? null : { ...replay },
         truncatedResumes: state.truncatedResumes,
         deviceCount: state.devices.size,
         devices,
