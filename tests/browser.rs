@@ -235,6 +235,9 @@ async fn the_map_shows_moving_devices_and_a_private_event_needs_its_token() {
     nothing_is_fetched_from_elsewhere_without_a_tile_layer(&browser, processor.ws_addr).await;
     tiles_come_from_the_configured_template_under_the_positions(&browser, &env, &public).await;
 
+    trails_then_a_resume_without_a_hole(&env, &browser, &page, &public).await;
+    a_replay_plays_what_was_stored_then_back_to_live(&env, &browser).await;
+
     // The private event without a token: a "needs a token" state, not an error; nothing drawn.
     browser
         .goto(&format!("{page}?event={private}"))
@@ -579,4 +582,148 @@ async fn tiles_come_from_the_configured_template_under_the_positions(
             "{url} is from neither the page nor the tile server"
         );
     }
+}
+
+/// A reload draws trails from the snapshot (more points than the snapshot's positions and
+/// the live ones since); after the connection drops, the page resumes with `since` and every
+/// position stored since the drop is in its tracks.
+async fn trails_then_a_resume_without_a_hole(
+    env: &TestEnv,
+    browser: &Client,
+    page: &str,
+    public: &str,
+) {
+    browser
+        .goto(&format!("{page}?event={public}"))
+        .await
+        .expect("load the map page");
+    let loaded = wait_for_state(browser, "the snapshot with trails is drawn", |s| {
+        s["snapshots"] == json!(1) && s["deviceCount"].as_u64().unwrap_or(0) >= 3
+    })
+    .await;
+    let points: u64 = loaded["devices"]
+        .as_object()
+        .map(|d| d.values().filter_map(|v| v["points"].as_u64()).sum())
+        .unwrap_or(0);
+    let heads = loaded["deviceCount"].as_u64().unwrap_or(0);
+    let live = loaded["positions"].as_u64().unwrap_or(0);
+    assert!(
+        points > heads + live,
+        "trails came with the snapshot: {points} points, {heads} devices, {live} live"
+    );
+
+    let dropped = browser
+        .execute("return window.processorMap.dropConnection();", vec![])
+        .await
+        .expect("drop the page's connection");
+    assert_eq!(dropped, json!(true));
+    let before = page_state(browser).await;
+    let resumed = wait_for_state(browser, "the page resumed and moved on", |s| {
+        s["subscribed"] == json!(true)
+            && s["resumes"].as_u64().unwrap_or(0) >= 1
+            && device_ids(&before).iter().all(|id| {
+                s["devices"][id]["ts"].as_i64().unwrap_or(0)
+                    > before["devices"][id]["ts"].as_i64().unwrap_or(i64::MAX) + 3_000
+            })
+    })
+    .await;
+    assert_eq!(resumed["truncatedResumes"], json!(0));
+    // Every stored position between what the page had and what it has now is in its track.
+    let pg = env.pg().await;
+    for id in device_ids(&before) {
+        let from = before["devices"][&id]["ts"].as_i64().unwrap_or(0);
+        let to = resumed["devices"][&id]["ts"].as_i64().unwrap_or(0);
+        let shown: std::collections::BTreeSet<i64> = resumed["devices"][&id]["times"]
+            .as_array()
+            .map(|t| t.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default();
+        let rows = pg
+            .query(
+                "SELECT floor(extract(epoch FROM ts) * 1000)::int8 FROM positions
+                 WHERE device_id = $1 AND NOT faulty
+                   AND ts > to_timestamp($2::int8 / 1000.0) AND ts <= to_timestamp($3::int8 / 1000.0)",
+                &[&id, &from, &to],
+            )
+            .await
+            .expect("read the stored track");
+        for row in rows {
+            let ts: i64 = row.get(0);
+            assert!(
+                shown.contains(&ts),
+                "device {id}: {ts} stored but not drawn"
+            );
+        }
+    }
+}
+
+/// A replay of a few seconds the page has drawn, chosen in its form at 10x: it ends, and
+/// shows per device exactly the positions stored in that window; then back to live.
+async fn a_replay_plays_what_was_stored_then_back_to_live(env: &TestEnv, browser: &Client) {
+    let state = page_state(browser).await;
+    let first = device_ids(&state)
+        .iter()
+        .filter_map(|id| state["devices"][id]["times"][0].as_i64())
+        .min()
+        .expect("the page has drawn something");
+    // Whole seconds: the form's fields have a resolution of one second.
+    let from = (first / 1_000 + 2) * 1_000;
+    let to = from + 4_000;
+    let set = format!(
+        "const local = (ms) => new Date(ms - new Date(ms).getTimezoneOffset() * 60000)
+             .toISOString().slice(0, 19);
+         document.getElementById('replay-from').value = local({from});
+         document.getElementById('replay-to').value = local({to});
+         document.getElementById('replay-speed').value = '10';
+         return true;"
+    );
+    browser
+        .execute(&set, vec![])
+        .await
+        .expect("fill in the replay form");
+    browser
+        .find(Locator::Id("replay-play"))
+        .await
+        .expect("the Replay button")
+        .click()
+        .await
+        .expect("click Replay");
+    let ended = wait_for_state(browser, "the replay ends", |s| {
+        s["replay"]["ended"] == json!(true)
+    })
+    .await;
+    assert_eq!(ended["replay"]["from"], json!(from));
+    assert_eq!(ended["replay"]["to"], json!(to));
+    let pg = env.pg().await;
+    for id in device_ids(&ended) {
+        let times: Vec<i64> = ended["devices"][&id]["times"]
+            .as_array()
+            .map(|t| t.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default();
+        assert!(times.first().is_some_and(|t| *t <= from), "{id}: {times:?}");
+        let played: Vec<i64> = times.into_iter().filter(|t| *t > from).collect();
+        let rows = pg
+            .query(
+                "SELECT floor(extract(epoch FROM ts) * 1000)::int8 FROM positions
+                 WHERE device_id = $1 AND NOT faulty
+                   AND ts > to_timestamp($2::int8 / 1000.0) AND ts <= to_timestamp($3::int8 / 1000.0)
+                 ORDER BY ts",
+                &[&id, &from, &to],
+            )
+            .await
+            .expect("read the stored window");
+        let stored: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(played, stored, "device {id}");
+    }
+    browser
+        .find(Locator::Id("replay-live"))
+        .await
+        .expect("the Live button")
+        .click()
+        .await
+        .expect("click Live");
+    let snapshots = ended["snapshots"].as_u64().unwrap_or(0);
+    wait_for_state(browser, "back to live", |s| {
+        s["replay"].is_null() && s["snapshots"].as_u64().unwrap_or(0) > snapshots
+    })
+    .await;
 }

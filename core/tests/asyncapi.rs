@@ -26,7 +26,7 @@ use processor_core::stream::EntryId;
 use processor_core::websocket::{ClientFrame, Opcode};
 use processor_core::wire::{
     encode, parse_client_message, position_message, BadRequestReason, ClientMessage, ErrorCode,
-    ServerMessage, Topic, WirePosition,
+    ServerMessage, SnapshotPosition, Topic, WirePosition,
 };
 use processor_core::{Position, UnixMillis};
 
@@ -48,23 +48,33 @@ fn topic() -> Topic {
 // compile until it is listed here (and then the document must describe it).
 
 /// The client message kinds core parses.
-const CLIENT_KINDS: [&str; 4] = ["subscribe", "unsubscribe", "ping", "auth"];
+const CLIENT_KINDS: [&str; 6] = [
+    "subscribe",
+    "unsubscribe",
+    "ping",
+    "auth",
+    "replay",
+    "replay_control",
+];
 
 fn client_kind(m: &ClientMessage) -> &'static str {
     match m {
-        ClientMessage::Subscribe(_) => "subscribe",
-        ClientMessage::Unsubscribe(_) => "unsubscribe",
+        ClientMessage::Subscribe(..) => "subscribe",
+        ClientMessage::Unsubscribe(_) | ClientMessage::UnsubscribeReplay(_) => "unsubscribe",
+        ClientMessage::Replay(_) => "replay",
+        ClientMessage::ReplayControl(_) => "replay_control",
         ClientMessage::Ping => "ping",
         ClientMessage::Auth(_) => "auth",
     }
 }
 
 /// The server message kinds core encodes.
-const SERVER_KINDS: [&str; 7] = [
+const SERVER_KINDS: [&str; 8] = [
     "subscribed",
     "snapshot",
     "position",
     "unsubscribed",
+    "replay_end",
     "pong",
     "auth",
     "error",
@@ -76,6 +86,7 @@ fn server_kind(m: &ServerMessage) -> &'static str {
         ServerMessage::Snapshot { .. } => "snapshot",
         ServerMessage::Position { .. } => "position",
         ServerMessage::Unsubscribed { .. } => "unsubscribed",
+        ServerMessage::ReplayEnd { .. } => "replay_end",
         ServerMessage::Pong => "pong",
         ServerMessage::Auth { .. } => "auth",
         ServerMessage::Error { .. } => "error",
@@ -146,11 +157,32 @@ fn server_samples() -> Vec<(&'static str, Bytes)> {
         ServerMessage::Subscribed { topic: t.clone() },
         ServerMessage::Snapshot {
             topic: t.clone(),
-            positions: vec![moving(), standing_still()],
+            positions: vec![moving().into(), standing_still().into()],
+            truncated: false,
+        },
+        ServerMessage::Snapshot {
+            topic: t.clone(),
+            positions: vec![
+                SnapshotPosition {
+                    position: moving(),
+                    trail: Some(vec![(T0 - 2_000, 54.6, 25.2), (T0 - 1_000, 54.7, 25.3)]),
+                },
+                SnapshotPosition {
+                    position: standing_still(),
+                    trail: Some(vec![]),
+                },
+            ],
+            truncated: false,
+        },
+        ServerMessage::Snapshot {
+            topic: t.clone(),
+            positions: vec![moving().into()],
+            truncated: true,
         },
         ServerMessage::Snapshot {
             topic: t.clone(),
             positions: vec![],
+            truncated: false,
         },
         ServerMessage::Position {
             topic: t.clone(),
@@ -161,6 +193,16 @@ fn server_samples() -> Vec<(&'static str, Bytes)> {
             position: standing_still(),
         },
         ServerMessage::Unsubscribed { topic: t.clone() },
+        ServerMessage::Subscribed {
+            topic: "replay:finish".into(),
+        },
+        ServerMessage::Position {
+            topic: "replay:finish".into(),
+            position: moving(),
+        },
+        ServerMessage::ReplayEnd {
+            topic: "replay:finish".into(),
+        },
         ServerMessage::Pong,
         ServerMessage::Auth { exp: 1_764_327_600 },
         ServerMessage::Auth { exp: 0 },
@@ -253,7 +295,7 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 /// Keywords that only annotate.
 const ANNOTATIONS: [&str; 3] = ["title", "description", "examples"];
 /// Keywords `check` enforces.
-const ASSERTIONS: [&str; 14] = [
+const ASSERTIONS: [&str; 17] = [
     "$ref",
     "type",
     "const",
@@ -268,6 +310,9 @@ const ASSERTIONS: [&str; 14] = [
     "properties",
     "additionalProperties",
     "items",
+    "additionalItems",
+    "minItems",
+    "anyOf",
 ];
 
 /// Where `value` breaks `schema`, one line per violation.
@@ -283,6 +328,16 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<Str
     for k in keywords.keys() {
         let known = ANNOTATIONS.contains(&k.as_str()) || ASSERTIONS.contains(&k.as_str());
         assert!(known, "{at}: the checker does not know the keyword {k}");
+    }
+    if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
+        let passes = any.iter().any(|sub| {
+            let mut none = Vec::new();
+            check(doc, sub, value, at, &mut none);
+            none.is_empty()
+        });
+        if !passes {
+            out.push(format!("{at}: matches none of anyOf: {value}"));
+        }
     }
     let mut fail = |what: String| out.push(format!("{at}: {what}: {value}"));
     if let Some(t) = schema.get("type") {
@@ -361,8 +416,26 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<Str
         }
     }
     if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        // `items` as a list is a tuple (draft 7): one schema per position, and with
+        // `additionalItems: false` nothing after them.
+        let tuple = items.as_array();
         for (i, item) in array.iter().enumerate() {
-            check(doc, items, item, &format!("{at}[{i}]"), out);
+            let at = format!("{at}[{i}]");
+            match tuple {
+                None => check(doc, items, item, &at, out),
+                Some(schemas) => match schemas.get(i) {
+                    Some(sub) => check(doc, sub, item, &at, out),
+                    None if schema.get("additionalItems") == Some(&Value::Bool(false)) => {
+                        out.push(format!("{at}: an item beyond the tuple"))
+                    }
+                    None => {}
+                },
+            }
+        }
+    }
+    if let (Some(min), Some(array)) = (bound("minItems"), value.as_array()) {
+        if (array.len() as f64) < min {
+            out.push(format!("{at}: fewer items than minItems: {value}"));
         }
     }
 }
@@ -394,23 +467,46 @@ fn matches_pattern(pattern: &str, s: &str) -> bool {
                 }
                 ranges
             }
-            '\\' | '.' | '*' | '+' | '?' | '(' | ')' | '|' | '{' | '}' | '^' | '$' | ']' => {
+            '\\' | '*' | '+' | '?' | '(' | ')' | '|' | '{' | '}' | '^' | '$' | ']' => {
                 panic!("pattern {pattern}: {c} is not supported")
             }
+            // Any character; only as the pattern's last item (it is matched greedily,
+            // without backtracking).
+            '.' => vec![('\0', char::MAX)],
             literal => vec![(literal, literal)],
         };
-        let count = if p.peek() == Some(&'{') {
+        let (least, most) = if p.peek() == Some(&'{') {
             p.next();
             let digits: String = p.by_ref().take_while(|&c| c != '}').collect();
-            digits.parse().expect("{n} with a number")
-        } else {
-            1
-        };
-        for _ in 0..count {
-            match input.next() {
-                Some(x) if ranges.iter().any(|&(lo, hi)| lo <= x && x <= hi) => {}
-                _ => return false,
+            match digits.split_once(',') {
+                Some((m, n)) => (
+                    m.parse().expect("{m,n} with numbers"),
+                    n.parse().expect("{m,n} with numbers"),
+                ),
+                None => {
+                    let n: usize = digits.parse().expect("{n} with a number");
+                    (n, n)
+                }
             }
+        } else {
+            (1, 1)
+        };
+        if c == '.' {
+            assert!(p.peek().is_none(), "pattern {pattern}: . only at the end");
+        }
+        let mut taken = 0;
+        while taken < most {
+            let mut ahead = input.clone();
+            match ahead.next() {
+                Some(x) if ranges.iter().any(|&(lo, hi)| lo <= x && x <= hi) => {
+                    input = ahead;
+                    taken += 1;
+                }
+                _ => break,
+            }
+        }
+        if taken < least {
+            return false;
         }
     }
     input.next().is_none()
@@ -554,7 +650,11 @@ fn every_ref_in_the_document_resolves() {
 fn the_client_messages_are_those_core_parses() {
     let t = topic().to_string();
     for kind in CLIENT_KINDS {
-        let text = json!({ "type": kind, "topic": t, "token": "a.b.c" }).to_string();
+        let text = json!({
+            "type": kind, "topic": t, "token": "a.b.c",
+            "id": "r", "event": UUID, "from": 0, "to": 1, "speed": 1,
+        })
+        .to_string();
         let parsed = parse_client_message(text.as_bytes())
             .unwrap_or_else(|e| panic!("core refuses {text}: {e}"));
         assert_eq!(client_kind(&parsed), kind);
@@ -575,10 +675,18 @@ fn client_examples_parse_to_the_message_they_are_named_after() {
                 .unwrap_or_else(|e| panic!("{name} example {body}: {e}"));
             assert_eq!(client_kind(&parsed), name, "{body}");
             match parsed {
-                ClientMessage::Subscribe(t) | ClientMessage::Unsubscribe(t) => {
+                ClientMessage::Subscribe(t, _) | ClientMessage::Unsubscribe(t) => {
                     let sent = body["topic"].as_str().unwrap();
                     assert_eq!(t.to_string(), sent.to_lowercase(), "{body}");
                 }
+                ClientMessage::UnsubscribeReplay(id) => {
+                    assert_eq!(body["topic"], json!(format!("replay:{id}")), "{body}");
+                }
+                ClientMessage::Replay(r) => {
+                    assert_eq!(body["id"], json!(r.id), "{body}");
+                    assert_eq!(body["event"], json!(r.event.to_string()), "{body}");
+                }
+                ClientMessage::ReplayControl(c) => assert_eq!(body["id"], json!(c.id), "{body}"),
                 ClientMessage::Ping => assert!(body.get("topic").is_none(), "{body}"),
                 ClientMessage::Auth(token) => {
                     assert_eq!(body["token"], json!(token), "{body}");
@@ -719,6 +827,8 @@ fn what_the_live_hub_sends_matches_the_document() {
                 },
                 Command::Authorize { .. }
                 | Command::LoadSnapshot { .. }
+                | Command::LoadReplaySnapshot { .. }
+                | Command::LoadReplayPage { .. }
                 | Command::VerifyToken { .. } => requests.push(command),
                 Command::Close { code, .. } => panic!("closed with {code}"),
             }
@@ -930,6 +1040,60 @@ fn what_the_live_hub_sends_matches_the_document() {
     }
     assert!(drain(&mut hub).is_empty());
     assert!(hub.is_open(conn));
+    // A replay to its end: subscribed, snapshot, a position, replay_end (the rate allows
+    // a burst again two seconds later).
+    let t = UnixMillis(T0 + 13_000);
+    let replay = format!(
+        r#"{{"type":"replay","id":"r","event":"{public}","from":{},"to":{},"speed":1000}}"#,
+        T0 - 10_000,
+        T0 - 9_000
+    );
+    hub.handle(t, live::text(conn, Bytes::from(replay)));
+    let [Command::Authorize { request, .. }] = drain(&mut hub)[..] else {
+        panic!("no Authorize for the replay")
+    };
+    hub.handle(
+        t,
+        Input::Visibility {
+            request,
+            visibility: Ok(Visibility::Public),
+        },
+    );
+    let [Command::LoadReplaySnapshot { request, .. }] = drain(&mut hub)[..] else {
+        panic!("no replay snapshot")
+    };
+    hub.handle(
+        t,
+        Input::ReplaySnapshot {
+            request,
+            rows: Ok(vec![]),
+        },
+    );
+    let [Command::LoadReplayPage { request, .. }] = drain(&mut hub)[..] else {
+        panic!("no replay page")
+    };
+    let row = WirePosition {
+        device_id: moving.into(),
+        lat: 54.68,
+        lon: 25.28,
+        ts: T0 - 9_500,
+        speed: 42.0,
+        course: 270.0,
+    };
+    hub.handle(
+        t,
+        Input::ReplayPage {
+            request,
+            rows: Ok(vec![row]),
+        },
+    );
+    let due = hub
+        .poll_timeout()
+        .expect("the replay's clock has a deadline");
+    hub.handle(due.max(t), Input::Timeout);
+    let end = hub.poll_timeout().expect("then the end");
+    hub.handle(end, Input::Timeout);
+    assert!(drain(&mut hub).is_empty());
 
     let mut kinds = BTreeSet::new();
     let mut codes = BTreeSet::new();
@@ -1101,6 +1265,22 @@ fn the_checker_refuses_what_the_schemas_forbid() {
         (
             "snapshot",
             json!({"type": "snapshot", "topic": t, "positions": {}}),
+        ),
+        (
+            "snapshot",
+            json!({"type": "snapshot", "topic": t, "positions": [], "truncated": false}),
+        ),
+        (
+            "snapshot",
+            json!({"type": "snapshot", "topic": t, "positions": [{"deviceId": "1", "lat": 0.5, "lon": 0.5, "ts": T0, "trail": [[T0, 0.5]]}]}),
+        ),
+        (
+            "snapshot",
+            json!({"type": "snapshot", "topic": t, "positions": [{"deviceId": "1", "lat": 0.5, "lon": 0.5, "ts": T0, "trail": [[T0, 0.5, 0.5, 1]]}]}),
+        ),
+        (
+            "snapshot",
+            json!({"type": "snapshot", "topic": t, "positions": [{"deviceId": "1", "lat": 0.5, "lon": 0.5, "ts": T0, "trail": [[1.5, 0.5, 0.5]]}]}),
         ),
         (
             "error",

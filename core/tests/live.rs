@@ -57,6 +57,7 @@ fn config() -> LiveConfig {
         max_speed_kmh: 500.0,
         reanchor_gap_ms: 600_000,
         reanchor_after_fixes: 3,
+        ..LiveConfig::default()
     }
 }
 
@@ -231,6 +232,22 @@ fn render(command: &Command) -> String {
         }
         Command::Close { conn, code, reason } => format!("c{} close {code} {reason}", conn.0),
         Command::VerifyToken { conn, token } => format!("verify c{} {token}", conn.0),
+        Command::LoadReplaySnapshot {
+            request, conn, at, ..
+        } => {
+            format!(
+                "replay snapshot r{} c{} at {}",
+                request.0,
+                conn.0,
+                at.as_i64()
+            )
+        }
+        Command::LoadReplayPage {
+            request,
+            conn,
+            limit,
+            ..
+        } => format!("replay page r{} c{} {limit}", request.0, conn.0),
         Command::Authorize {
             request,
             conn,
@@ -241,6 +258,7 @@ fn render(command: &Command) -> String {
             conn,
             topic,
             devices,
+            ..
         } => format!(
             "load r{} c{} {topic} [{}]",
             request.0,

@@ -45,7 +45,7 @@ fn bad_request(reason: BadRequestReason, topic: Option<&str>) -> BadRequest {
 fn subscribe_unsubscribe_and_ping() {
     assert_eq!(
         parse(&format!(r#"{{"type":"subscribe","topic":"{TOPIC}"}}"#)),
-        Ok(ClientMessage::Subscribe(topic()))
+        Ok(ClientMessage::Subscribe(topic(), Default::default()))
     );
     assert_eq!(
         parse(&format!(r#"{{"type":"unsubscribe","topic":"{TOPIC}"}}"#)),
@@ -64,7 +64,7 @@ fn extra_fields_are_ignored() {
         parse(&format!(
             r#" {{ "id": 1, "topic": "{TOPIC}", "type": "subscribe", "extra": [null] }} "#
         )),
-        Ok(ClientMessage::Subscribe(topic()))
+        Ok(ClientMessage::Subscribe(topic(), Default::default()))
     );
 }
 
@@ -73,8 +73,11 @@ fn uppercase_uuid_is_accepted_and_canonicalised() {
     let msg = parse(&format!(
         r#"{{"type":"subscribe","topic":"event:{UUID_UPPER}"}}"#
     ));
-    assert_eq!(msg, Ok(ClientMessage::Subscribe(topic())));
-    let Ok(ClientMessage::Subscribe(t)) = msg else {
+    assert_eq!(
+        msg,
+        Ok(ClientMessage::Subscribe(topic(), Default::default()))
+    );
+    let Ok(ClientMessage::Subscribe(t, _)) = msg else {
         unreachable!()
     };
     assert_eq!(t.to_string(), TOPIC);
@@ -373,7 +376,8 @@ fn speed_and_course_are_omitted_when_zero() {
 fn snapshot_positions_lack_type_and_topic() {
     let snapshot = ServerMessage::Snapshot {
         topic: TOPIC.into(),
-        positions: vec![example(), wire("2", 0.5, -0.5, 1, 0.0, 0.0)],
+        positions: vec![example().into(), wire("2", 0.5, -0.5, 1, 0.0, 0.0).into()],
+        truncated: false,
     };
     assert_eq!(
         text(&snapshot),
@@ -384,7 +388,8 @@ fn snapshot_positions_lack_type_and_topic() {
     assert_eq!(
         text(&ServerMessage::Snapshot {
             topic: TOPIC.into(),
-            positions: vec![]
+            positions: vec![],
+            truncated: false,
         }),
         format!(r#"{{"type":"snapshot","topic":"{TOPIC}","positions":[]}}"#)
     );
@@ -464,11 +469,13 @@ fn every_server_message_round_trips() {
         },
         ServerMessage::Snapshot {
             topic: TOPIC.into(),
-            positions: vec![example(), wire("2", 0.5, -0.5, 1, 0.0, 0.0)],
+            positions: vec![example().into(), wire("2", 0.5, -0.5, 1, 0.0, 0.0).into()],
+            truncated: false,
         },
         ServerMessage::Snapshot {
             topic: TOPIC.into(),
             positions: vec![],
+            truncated: false,
         },
         ServerMessage::Position {
             topic: TOPIC.into(),
@@ -565,8 +572,13 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         Just(ServerMessage::Pong),
         (topic.clone(), wire_position())
             .prop_map(|(topic, position)| ServerMessage::Position { topic, position }),
-        (topic.clone(), prop::collection::vec(wire_position(), 0..4))
-            .prop_map(|(topic, positions)| ServerMessage::Snapshot { topic, positions }),
+        (topic.clone(), prop::collection::vec(wire_position(), 0..4)).prop_map(
+            |(topic, positions)| ServerMessage::Snapshot {
+                topic,
+                positions: positions.into_iter().map(Into::into).collect(),
+                truncated: false,
+            }
+        ),
         (code, prop::option::of(".{0,40}"), ".{0,40}").prop_map(|(code, topic, message)| {
             ServerMessage::Error {
                 code,
@@ -619,12 +631,22 @@ proptest! {
     fn parse_never_panics_on_client_like_objects(value in client_like_object()) {
         let bytes = serde_json::to_vec(&value).unwrap();
         match parse_client_message(&bytes) {
-            Ok(ClientMessage::Subscribe(t) | ClientMessage::Unsubscribe(t)) => {
+            Ok(ClientMessage::Subscribe(t, _) | ClientMessage::Unsubscribe(t)) => {
                 prop_assert_eq!(t.to_string().parse::<Topic>(), Ok(t));
             }
             Ok(ClientMessage::Ping) => {}
             Ok(ClientMessage::Auth(token)) => {
                 prop_assert_eq!(&value["token"], &serde_json::Value::String(token));
+            }
+            Ok(ClientMessage::UnsubscribeReplay(id)) => {
+                prop_assert!((1..=64).contains(&id.chars().count()));
+            }
+            Ok(ClientMessage::Replay(r)) => {
+                prop_assert!(r.from <= r.to);
+                prop_assert!((0.1..=1000.0).contains(&r.speed));
+            }
+            Ok(ClientMessage::ReplayControl(c)) => {
+                prop_assert!(c.speed.is_some() || c.paused.is_some() || c.seek.is_some());
             }
             Err(e) => {
                 if let Some(echo) = &e.topic {
@@ -641,7 +663,7 @@ proptest! {
         let text = format!(r#"{{"type":"subscribe","topic":"event:{id}"}}"#);
         prop_assert_eq!(
             parse(&text),
-            Ok(ClientMessage::Subscribe(Topic(Uuid::from_u128(n))))
+            Ok(ClientMessage::Subscribe(Topic(Uuid::from_u128(n)), Default::default()))
         );
     }
 }
@@ -670,4 +692,72 @@ fn auth_carries_its_token_and_needs_one() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn replay_messages_are_parsed_and_bad_fields_named() {
+    let event = "5f0c2d1e-8a4b-4c3d-9e2f-1a2b3c4d5e6f";
+    let ok = format!(
+        r#"{{"type":"replay","id":"r1","event":"{event}","from":1,"to":2,"speed":60,"trail_s":0}}"#
+    );
+    let Ok(ClientMessage::Replay(r)) = parse_client_message(ok.as_bytes()) else {
+        panic!("{ok} not parsed");
+    };
+    assert_eq!((r.id.as_str(), r.from, r.to, r.speed), ("r1", 1, 2, 60.0));
+    for (bad, field) in [
+        (
+            format!(r#"{{"type":"replay","event":"{event}","from":1,"to":2,"speed":1}}"#),
+            "`id`",
+        ),
+        (
+            format!(
+                r#"{{"type":"replay","id":"{}","event":"{event}","from":1,"to":2,"speed":1}}"#,
+                "x".repeat(65)
+            ),
+            "`id`",
+        ),
+        (
+            r#"{"type":"replay","id":"r","event":"nope","from":1,"to":2,"speed":1}"#.to_owned(),
+            "`event`",
+        ),
+        (
+            format!(r#"{{"type":"replay","id":"r","event":"{event}","from":-1,"to":2,"speed":1}}"#),
+            "`from`",
+        ),
+        (
+            format!(r#"{{"type":"replay","id":"r","event":"{event}","from":3,"to":2,"speed":1}}"#),
+            "`to`",
+        ),
+        (
+            format!(
+                r#"{{"type":"replay","id":"r","event":"{event}","from":1,"to":2,"speed":0.05}}"#
+            ),
+            "`speed`",
+        ),
+        (
+            format!(
+                r#"{{"type":"replay","id":"r","event":"{event}","from":1,"to":2,"speed":1001}}"#
+            ),
+            "`speed`",
+        ),
+        (
+            r#"{"type":"replay_control","id":"r"}"#.to_owned(),
+            "`speed`, `paused` or `seek`",
+        ),
+        (
+            r#"{"type":"replay_control","id":"r","paused":1}"#.to_owned(),
+            "`paused`",
+        ),
+        (
+            r#"{"type":"replay_control","id":"r","seek":-5}"#.to_owned(),
+            "`seek`",
+        ),
+    ] {
+        let error = parse_client_message(bad.as_bytes()).expect_err(&bad);
+        assert!(error.reason.to_string().contains(field), "{bad}: {error}");
+    }
+    assert_eq!(
+        parse_client_message(br#"{"type":"unsubscribe","topic":"replay:r1"}"#),
+        Ok(ClientMessage::UnsubscribeReplay("r1".into()))
+    );
 }

@@ -64,7 +64,7 @@ pub fn check_decode_position(data: &[u8]) {
 /// Parses `data` as a client text frame and checks the result against the contract.
 pub fn check_client_message(data: &[u8]) {
     match parse_client_message(data) {
-        Ok(ClientMessage::Subscribe(topic) | ClientMessage::Unsubscribe(topic)) => {
+        Ok(ClientMessage::Subscribe(topic, _) | ClientMessage::Unsubscribe(topic)) => {
             // The server writes topics in one canonical form that parses back to itself.
             let text = topic.to_string();
             assert_eq!(text.parse::<Topic>().ok(), Some(topic), "topic {text}");

@@ -358,6 +358,31 @@ pub struct LiveSettings {
     #[arg(long, env = "LIVE_WS_MAX_MESSAGES_PER_S", value_name = "LIVE_WS_MAX_MESSAGES_PER_S", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_messages_per_s: u32,
 
+    /// The longest trail a subscribe may ask for (`trail_s`), seconds.
+    #[arg(long, env = "LIVE_TRAIL_MAX_S", value_name = "LIVE_TRAIL_MAX_S", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub trail_max_s: u64,
+
+    /// Points in one device's trail at most; more are thinned evenly, the oldest kept.
+    #[arg(long, env = "LIVE_TRAIL_MAX_POINTS", value_name = "LIVE_TRAIL_MAX_POINTS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub trail_max_points: u32,
+
+    /// Positions a resumed snapshot (`since`) holds at most; with more, it holds the newest
+    /// position per device and `truncated`.
+    #[arg(long, env = "LIVE_RESUME_MAX_POSITIONS", value_name = "LIVE_RESUME_MAX_POSITIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub resume_max_positions: u32,
+
+    /// Positions held for one replay at most (read ahead of its clock).
+    #[arg(long, env = "LIVE_REPLAY_READ_AHEAD", value_name = "LIVE_REPLAY_READ_AHEAD", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub replay_read_ahead: u32,
+
+    /// Replays one connection runs at once.
+    #[arg(long, env = "LIVE_REPLAY_MAX_PER_CONNECTION", value_name = "LIVE_REPLAY_MAX_PER_CONNECTION", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub replay_max_per_connection: u32,
+
+    /// Replays the instance runs at once.
+    #[arg(long, env = "LIVE_REPLAY_MAX_TOTAL", value_name = "LIVE_REPLAY_MAX_TOTAL", default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub replay_max_total: u32,
+
     /// A client whose socket holds unwritten bytes and takes none for this long is closed
     /// with 1013.
     #[arg(long, env = "LIVE_WS_WRITE_TIMEOUT_MS", value_name = "LIVE_WS_WRITE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]

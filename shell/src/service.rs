@@ -258,6 +258,14 @@ pub fn live_config(config: &Config) -> LiveConfig {
             min_timestamp: config.faulty.min_timestamp,
         },
         max_speed_kmh: config.faulty.max_speed_kmh,
+        trail_max_s: live.trail_max_s,
+        trail_max_points: live.trail_max_points as usize,
+        resume_max_positions: live.resume_max_positions as usize,
+        replay_read_ahead: live.replay_read_ahead as usize,
+        replay_max_per_connection: live.replay_max_per_connection as usize,
+        // Each shard runs its connections' replays: it gets its share of the instance's
+        // limit, rounded up (connections are spread evenly, so the sum stays near it).
+        replay_max_total: (live.replay_max_total as usize).div_ceil(live.shards().max(1)),
         ..LiveConfig::default()
     }
 }

@@ -2,8 +2,11 @@
 
 use std::fmt;
 
+use super::history::HistoryQuery;
+use super::replay::ReplayKey;
 use crate::websocket::Frame;
 use crate::wire::Topic;
+use crate::UnixMillis;
 
 /// One WebSocket connection, named by the shell when it accepts it.
 ///
@@ -89,12 +92,32 @@ pub enum Command {
     /// decided here.
     VerifyToken { conn: ConnId, token: String },
     /// Load the newest non-faulty stored position of each of `devices` (sorted, the devices
-    /// of the event when the subscription was granted) and answer with
-    /// [`Input::Snapshot`](super::Input::Snapshot).
+    /// of the event when the subscription was granted), and the stored history `history`
+    /// asks for, and answer with [`Input::Snapshot`](super::Input::Snapshot).
     LoadSnapshot {
         request: RequestId,
         conn: ConnId,
         topic: Topic,
         devices: Vec<String>,
+        history: HistoryQuery,
+    },
+    /// Load the newest non-faulty stored position at or before `at` of each of `devices`
+    /// and answer with [`Input::ReplaySnapshot`](super::Input::ReplaySnapshot).
+    LoadReplaySnapshot {
+        request: RequestId,
+        conn: ConnId,
+        devices: Vec<String>,
+        at: UnixMillis,
+    },
+    /// Load at most `limit` non-faulty stored positions of `devices` with a replay key
+    /// (ts, device) after `after` and `ts <= to`, in key order, and answer with
+    /// [`Input::ReplayPage`](super::Input::ReplayPage). Fewer than `limit` means no more.
+    LoadReplayPage {
+        request: RequestId,
+        conn: ConnId,
+        devices: Vec<String>,
+        after: ReplayKey,
+        to: UnixMillis,
+        limit: usize,
     },
 }

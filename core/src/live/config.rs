@@ -1,5 +1,6 @@
 //! Settings of the live hub.
 
+use super::ordering::JumpRule;
 use crate::faulty::FaultyThresholds;
 
 /// Limits and thresholds of the live path. Field docs name the environment variable each
@@ -47,6 +48,32 @@ pub struct LiveConfig {
     /// the speed limit of the one before it), the last of them is accepted and becomes the
     /// new anchor: it is the anchor that was wrong. 0 never re-anchors this way.
     pub reanchor_after_fixes: u32,
+    /// `LIVE_TRAIL_MAX_S`: the longest `trail_s` a `subscribe` may ask for; more gets
+    /// `bad_request`.
+    pub trail_max_s: u64,
+    /// `LIVE_TRAIL_MAX_POINTS`: points in one device's trail at most; more are thinned
+    /// evenly, the oldest kept.
+    pub trail_max_points: usize,
+    /// `LIVE_RESUME_MAX_POSITIONS`: positions a resumed snapshot (`since`) holds at most;
+    /// with more, it holds the newest position per device and carries `truncated`.
+    pub resume_max_positions: usize,
+    /// `LIVE_REPLAY_READ_AHEAD`: positions held for one replay at most.
+    pub replay_read_ahead: usize,
+    /// `LIVE_REPLAY_MAX_PER_CONNECTION`: replays one connection runs at once.
+    pub replay_max_per_connection: usize,
+    /// Replays this hub runs at once: the shell gives each shard its share of
+    /// `LIVE_REPLAY_MAX_TOTAL`.
+    pub replay_max_total: usize,
+}
+
+impl LiveConfig {
+    pub(crate) fn jump_rule(&self) -> JumpRule {
+        JumpRule {
+            max_speed_kmh: self.max_speed_kmh,
+            reanchor_gap_ms: self.reanchor_gap_ms,
+            reanchor_after_fixes: self.reanchor_after_fixes,
+        }
+    }
 }
 
 impl Default for LiveConfig {
@@ -65,6 +92,12 @@ impl Default for LiveConfig {
             max_speed_kmh: 500.0,
             reanchor_gap_ms: 10 * 60 * 1_000,
             reanchor_after_fixes: 3,
+            trail_max_s: 3_600,
+            trail_max_points: 100,
+            resume_max_positions: 10_000,
+            replay_read_ahead: 1_000,
+            replay_max_per_connection: 2,
+            replay_max_total: 200,
         }
     }
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::config::LiveConfig;
 use super::device_map::DeviceMap;
-use super::ordering::{Fix, JumpRule, Tracker, Verdict};
+use super::ordering::{Fix, Tracker, Verdict};
 use crate::decode::decode_position;
 use crate::faulty::{fault_reason, FaultyThresholds};
 use crate::stream::EntryId;
@@ -100,11 +100,7 @@ impl Ingest {
         Ingest {
             faulty: config.faulty,
             map: Arc::new(DeviceMap::default()),
-            tracker: Tracker::new(JumpRule {
-                max_speed_kmh: config.max_speed_kmh,
-                reanchor_gap_ms: config.reanchor_gap_ms,
-                reanchor_after_fixes: config.reanchor_after_fixes,
-            }),
+            tracker: Tracker::new(config.jump_rule()),
             out: VecDeque::new(),
             stats: IngestStats::default(),
         }

@@ -65,6 +65,16 @@ pub enum Input {
         request: RequestId,
         rows: Result<Vec<WirePosition>, LookupFailed>,
     },
+    /// The answer to a [`Command::LoadReplaySnapshot`](super::Command::LoadReplaySnapshot).
+    ReplaySnapshot {
+        request: RequestId,
+        rows: Result<Vec<WirePosition>, LookupFailed>,
+    },
+    /// The answer to a [`Command::LoadReplayPage`](super::Command::LoadReplayPage).
+    ReplayPage {
+        request: RequestId,
+        rows: Result<Vec<WirePosition>, LookupFailed>,
+    },
     /// The answer to a [`Command::VerifyToken`](super::Command::VerifyToken).
     TokenVerified {
         conn: ConnId,

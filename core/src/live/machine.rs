@@ -1,26 +1,27 @@
 //! [`LiveHub`]: the live fan-out decisions, fed inputs and polled for commands.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-
-use uuid::Uuid;
 
 use super::auth::{Principal, Visibility};
 use super::command::{close_code, close_reason, Command, ConnId, RequestId};
 use super::config::LiveConfig;
 use super::device_map::DeviceMap;
+use super::held::{Held, HeldPositions};
+use super::history::{self, trail_rows_per_device, HistoryQuery, Known};
 use super::ingest::FanoutBatch;
 use super::input::{Grant, Input, LookupFailed, TokenRefused};
-use super::ordering::Fix;
 use super::outbound::Offer;
 use super::rate::RateBucket;
-use super::registry::{Held, Registry, SubState};
+use super::recent::RecentTracks;
+use super::registry::{Registry, SubState};
+use super::replay::{Phase, Replay};
 use super::stats::LiveStats;
 use super::timers::Deadlines;
 use crate::websocket::{ClientFrame, Frame, FrameError};
 use crate::wire::{
     frame, parse_client_message, BadRequest, BadRequestReason, ClientMessage, ErrorCode,
-    ServerMessage, Topic, WirePosition,
+    ReplayControl, ReplayRequest, ServerMessage, SubscribeOptions, Topic, WirePosition,
 };
 use crate::UnixMillis;
 
@@ -54,9 +55,9 @@ pub struct LiveHub {
     out: VecDeque<Command>,
     registry: Registry,
     map: Arc<DeviceMap>,
-    /// The newest accepted fix of each device the batches brought, for snapshots: a
+    /// The last accepted fixes of each device the batches brought, for snapshots: a
     /// position accepted live and not yet stored must be in them.
-    latest: BTreeMap<Arc<str>, Fix>,
+    recent: RecentTracks,
     pings: Deadlines<ConnId>,
     /// Connections whose socket holds unwritten bytes, by when they are given up on.
     stalls: Deadlines<ConnId>,
@@ -70,6 +71,10 @@ pub struct LiveHub {
     stats: LiveStats,
     /// The fan-out's scratch list of subscribers, reused across positions.
     scratch: Vec<ConnId>,
+    /// Paced replays, by connection and id.
+    replays: BTreeMap<(ConnId, String), Replay>,
+    /// What each replay look-up or load in flight is for.
+    replay_requests: BTreeMap<RequestId, (ConnId, String)>,
 }
 
 impl LiveHub {
@@ -80,7 +85,7 @@ impl LiveHub {
             out: VecDeque::new(),
             registry: Registry::default(),
             map: Arc::new(DeviceMap::default()),
-            latest: BTreeMap::new(),
+            recent: RecentTracks::default(),
             pings: Deadlines::default(),
             stalls: Deadlines::default(),
             expiries: Deadlines::default(),
@@ -89,6 +94,8 @@ impl LiveHub {
             shutting_down: false,
             stats: LiveStats::default(),
             scratch: Vec::new(),
+            replays: BTreeMap::new(),
+            replay_requests: BTreeMap::new(),
         }
     }
 
@@ -121,6 +128,8 @@ impl LiveHub {
                 Ok(rows) => self.snapshot(request, rows),
                 Err(failed) => self.snapshot_failed(request, failed),
             },
+            Input::ReplaySnapshot { request, rows } => self.replay_loaded(request, rows, true),
+            Input::ReplayPage { request, rows } => self.replay_loaded(request, rows, false),
             Input::Batch(batch) => self.batch(&batch),
             Input::DeviceMap(map) => self.device_map(map),
             Input::Timeout => self.timeout(),
@@ -140,6 +149,14 @@ impl LiveHub {
     /// When [`Input::Timeout`] is due next: the first ping, write, token-expiry or re-check
     /// deadline. `None` with no connections.
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
+        let threshold = self.config.conflate_threshold_bytes;
+        let replays = self.replays.iter().filter_map(|((conn, _), r)| {
+            let blocked = self
+                .registry
+                .get(*conn)
+                .is_none_or(|c| c.out.queued() > threshold);
+            r.deadline(blocked)
+        });
         [
             self.pings.first(),
             self.stalls.first(),
@@ -148,6 +165,7 @@ impl LiveHub {
         ]
         .into_iter()
         .flatten()
+        .chain(replays)
         .min()
     }
 
@@ -280,10 +298,19 @@ impl LiveHub {
             Ok(ClientMessage::Ping) => {
                 self.send_control(conn, frame(&ServerMessage::Pong));
             }
-            Ok(ClientMessage::Subscribe(topic)) => self.subscribe(conn, topic),
+            Ok(ClientMessage::Subscribe(topic, options)) => self.subscribe(conn, topic, options),
             Ok(ClientMessage::Unsubscribe(topic)) => self.unsubscribe(conn, topic),
             Ok(ClientMessage::Auth(token)) => {
                 self.out.push_back(Command::VerifyToken { conn, token });
+            }
+            Ok(ClientMessage::Replay(request)) => self.replay(conn, request),
+            Ok(ClientMessage::ReplayControl(control)) => self.replay_control(conn, control),
+            Ok(ClientMessage::UnsubscribeReplay(id)) => {
+                self.replays.remove(&(conn, id.clone()));
+                let unsubscribed = frame(&ServerMessage::Unsubscribed {
+                    topic: crate::wire::replay_topic(&id),
+                });
+                self.send_control(conn, unsubscribed);
             }
         }
     }
@@ -364,7 +391,9 @@ impl LiveHub {
         } else if bytes > 0 || !self.stalls.contains(conn) {
             self.stalls.schedule(conn, self.now.plus(timeout));
         }
-        self.flush(conn);
+        if self.flush(conn) {
+            self.pump_replays_of(conn);
+        }
     }
 
     // -----------------------------------------------------------------------------------
@@ -373,12 +402,20 @@ impl LiveHub {
     /// Allowed: `subscribed` and a [`Command::LoadSnapshot`]; not allowed or unknown:
     /// `forbidden`, with the same message either way.
     fn authorization(&mut self, request: RequestId, visibility: Visibility) {
+        if let Some((conn, id)) = self.replay_requests.remove(&request) {
+            self.replay_authorized(conn, id, request, Some(visibility));
+            return;
+        }
         if let Some((conn, topic)) = self.rechecks.remove(&request) {
             self.rechecked(conn, topic, visibility);
             return;
         }
         let Some((conn, topic)) = self.registry.request(request) else {
             return;
+        };
+        let options = match self.registry.get(conn).and_then(|c| c.subs.get(&topic)) {
+            Some(SubState::Authorizing { options, .. }) => *options,
+            _ => SubscribeOptions::default(),
         };
         let allowed = self
             .registry
@@ -399,12 +436,14 @@ impl LiveHub {
             self.now.plus(self.config.visibility_recheck_ms.max(1)),
         );
         let load = self.registry.new_request();
+        let (query, held) = self.history_of(options);
         self.registry.set_sub(
             conn,
             topic,
             SubState::Loading {
                 request: load,
-                held: BTreeMap::new(),
+                query,
+                held,
             },
         );
         let subscribed = frame(&ServerMessage::Subscribed {
@@ -421,6 +460,7 @@ impl LiveHub {
                 conn,
                 topic,
                 devices,
+                history: query,
             });
         }
     }
@@ -428,6 +468,10 @@ impl LiveHub {
     /// The visibility lookup failed (Postgres away): the client gets an error with
     /// [`UNAVAILABLE_CODE`] and is not subscribed.
     fn authorization_failed(&mut self, request: RequestId, _failed: LookupFailed) {
+        if let Some((conn, id)) = self.replay_requests.remove(&request) {
+            self.replay_authorized(conn, id, request, None);
+            return;
+        }
         // A re-check that could not look the event up keeps the subscription: the next one
         // will tell.
         if self.rechecks.remove(&request).is_some() {
@@ -447,37 +491,69 @@ impl LiveHub {
         );
     }
 
-    /// The snapshot is, per device now in the event, the newest of the stored rows and the
-    /// last position the live path accepted; it is sent, then the positions held while it
-    /// loaded that are newer than it, then live positions.
+    /// The snapshot is built from the stored rows and the live path's recent fixes (see
+    /// `history.rs`); it is sent, then the positions held while it loaded that are newer
+    /// than it, then live positions.
     fn snapshot(&mut self, request: RequestId, rows: Vec<WirePosition>) {
         let Some((conn, topic)) = self.registry.request(request) else {
             return;
         };
-        let merged = self.merge_snapshot(topic.event_id(), rows);
-        let floors = merged
-            .iter()
-            .map(|(device, p)| (Arc::<str>::from(device.as_str()), UnixMillis(p.ts)))
-            .collect();
-        let held = match self
-            .registry
-            .set_sub(conn, topic, SubState::Live { floors })
-        {
+        let (query, overflowed) = match self.registry.get(conn).and_then(|c| c.subs.get(&topic)) {
+            Some(SubState::Loading { query, held, .. }) => (*query, held.overflowed()),
+            _ => (HistoryQuery::Latest, false),
+        };
+        let known = Known {
+            devices: self.map.devices_of(topic.event_id()).collect(),
+            recent: &self.recent,
+            rule: self.config.jump_rule(),
+            trail_max_points: self.config.trail_max_points,
+            resume_max_positions: self.config.resume_max_positions,
+            overflowed,
+        };
+        let built = history::build(&known, query, rows);
+        let held = match self.registry.set_sub(
+            conn,
+            topic,
+            SubState::Live {
+                floors: built.floors,
+            },
+        ) {
             Some(SubState::Loading { held, .. }) => held,
-            _ => BTreeMap::new(),
+            _ => HeldPositions::newest_only(),
         };
         self.stats.snapshots += 1;
         let snapshot = frame(&ServerMessage::Snapshot {
             topic: topic.to_string(),
-            positions: merged.into_values().collect(),
+            positions: built.positions,
+            truncated: built.truncated,
         });
-        let mut open = self.send_control(conn, snapshot);
-        for (device, Held { ts, frame }) in held {
+        let mut open = self.send_snapshot(conn, snapshot);
+        for (device, Held { ts, frame }) in held.into_iter() {
             if open {
                 open = self.offer_live(conn, topic, &device, ts, &frame);
             } else {
                 self.stats.dropped_messages += 1;
             }
+        }
+    }
+
+    /// What a subscription's snapshot reads, and how positions are held while it loads.
+    fn history_of(&self, options: SubscribeOptions) -> (HistoryQuery, HeldPositions) {
+        let cap = self.config.resume_max_positions;
+        if let Some(since) = options.since {
+            let query = HistoryQuery::Since {
+                since: UnixMillis(since),
+                max_rows: cap,
+            };
+            (query, HeldPositions::every(cap, true))
+        } else if options.trail_s > 0 {
+            let query = HistoryQuery::Trail {
+                window_ms: options.trail_s.saturating_mul(1_000),
+                max_rows_per_device: trail_rows_per_device(self.config.trail_max_points),
+            };
+            (query, HeldPositions::every(cap, true))
+        } else {
+            (HistoryQuery::Latest, HeldPositions::newest_only())
         }
     }
 
@@ -512,13 +588,7 @@ impl LiveHub {
     fn batch(&mut self, batch: &FanoutBatch) {
         let mut subscribers = std::mem::take(&mut self.scratch);
         for accepted in &batch.positions {
-            match self.latest.get_mut(&accepted.device) {
-                Some(fix) => *fix = accepted.fix,
-                None => {
-                    self.latest
-                        .insert(Arc::clone(&accepted.device), accepted.fix);
-                }
-            }
+            self.recent.push(&accepted.device, accepted.fix);
             for (topic, frame) in &accepted.frames {
                 self.registry.subscribers_into(*topic, &mut subscribers);
                 for &conn in &subscribers {
@@ -547,6 +617,10 @@ impl LiveHub {
     /// is closed with 1013.
     fn timeout(&mut self) {
         let now = self.now;
+        let keys: Vec<(ConnId, String)> = self.replays.keys().cloned().collect();
+        for (conn, id) in keys {
+            self.pump_replay(conn, &id);
+        }
         for conn in self.expiries.take_due(now) {
             self.stats.token_expiries += 1;
             self.close(conn, close_code::TOKEN_EXPIRED, close_reason::TOKEN_EXPIRED);
@@ -603,6 +677,8 @@ impl LiveHub {
         self.expiries.clear();
         self.rechecks_due.clear();
         self.rechecks.clear();
+        self.replays.clear();
+        self.replay_requests.clear();
     }
 
     // -----------------------------------------------------------------------------------
@@ -617,10 +693,23 @@ impl LiveHub {
         self.config.ping_interval_ms.max(1)
     }
 
-    fn subscribe(&mut self, conn: ConnId, topic: Topic) {
+    fn subscribe(&mut self, conn: ConnId, topic: Topic, options: SubscribeOptions) {
         let Some(c) = self.registry.get(conn) else {
             return;
         };
+        if options.trail_s > self.config.trail_max_s {
+            let reason = BadRequestReason::TrailTooLong {
+                max: self.config.trail_max_s,
+            };
+            self.bad_request(
+                conn,
+                BadRequest {
+                    reason,
+                    topic: Some(topic.to_string()),
+                },
+            );
+            return;
+        }
         if !c.subs.contains_key(&topic) && c.subs.len() >= self.config.max_subscriptions {
             let message = format!(
                 "at most {} topics per connection",
@@ -640,7 +729,7 @@ impl LiveHub {
         self.drop_sub(conn, topic);
         let request = self.registry.new_request();
         self.registry
-            .set_sub(conn, topic, SubState::Authorizing { request });
+            .set_sub(conn, topic, SubState::Authorizing { request, options });
         self.out.push_back(Command::Authorize {
             request,
             conn,
@@ -667,41 +756,6 @@ impl LiveHub {
         }
     }
 
-    /// Per device now in `event`: the newest stored row or last accepted live fix, by
-    /// fix time (the stored row on a tie: it is what Postgres keeps). Rows of devices not
-    /// in the event are ignored.
-    fn merge_snapshot(
-        &self,
-        event: Uuid,
-        rows: Vec<WirePosition>,
-    ) -> BTreeMap<String, WirePosition> {
-        let devices: BTreeSet<&str> = self.map.devices_of(event).collect();
-        let mut merged: BTreeMap<String, WirePosition> = BTreeMap::new();
-        for row in rows {
-            if !devices.contains(row.device_id.as_str()) {
-                continue;
-            }
-            match merged.get(&row.device_id) {
-                Some(kept) if kept.ts >= row.ts => {}
-                _ => {
-                    merged.insert(row.device_id.clone(), row);
-                }
-            }
-        }
-        for device in devices {
-            let Some(fix) = self.latest.get(device) else {
-                continue;
-            };
-            match merged.get(device) {
-                Some(kept) if kept.ts >= fix.ts.as_i64() => {}
-                _ => {
-                    merged.insert(device.to_owned(), fix.to_wire(device));
-                }
-            }
-        }
-        merged
-    }
-
     /// One position message for one subscriber of its topic.
     fn deliver(
         &mut self,
@@ -722,14 +776,14 @@ impl LiveHub {
             SubState::Authorizing { .. } => {}
             SubState::Loading { held, .. } => {
                 self.stats.position_deliveries += 1;
-                let replaced = held.insert(
-                    Arc::clone(device),
+                let replaced = held.hold(
+                    device,
                     Held {
                         ts,
                         frame: frame.clone(),
                     },
                 );
-                if replaced.is_some() {
+                if replaced {
                     self.stats.conflated_messages += 1;
                 }
             }
@@ -806,7 +860,7 @@ impl LiveHub {
         let Some(c) = self.registry.get(conn) else {
             return false;
         };
-        if c.out.buffered() > self.config.backpressure_threshold_bytes {
+        if c.out.pressing() > self.config.backpressure_threshold_bytes {
             self.stats.slow_consumer_closes += 1;
             self.close(
                 conn,
@@ -816,6 +870,17 @@ impl LiveHub {
             return false;
         }
         true
+    }
+
+    /// Sends a snapshot (see `outbound.rs` on its exemption from back-pressure); false once
+    /// `conn` is closed.
+    fn send_snapshot(&mut self, conn: ConnId, frame: Frame) -> bool {
+        let Some(c) = self.registry.get_mut(conn) else {
+            return false;
+        };
+        c.out.record_snapshot_sent(frame.len());
+        self.out.push_back(Command::Send { conn, frame });
+        self.check_backpressure(conn)
     }
 
     /// Sends a message that is never conflated; false once `conn` is closed.
@@ -886,6 +951,289 @@ impl LiveHub {
         self.expiries.cancel(conn);
         self.rechecks_due.cancel_where(|(c, _)| *c == conn);
         self.rechecks.retain(|_, (c, _)| *c != conn);
+        self.replays.retain(|(c, _), _| *c != conn);
+        self.replay_requests.retain(|_, (c, _)| *c != conn);
         true
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Replays (contract section 5.1; the clock and read-ahead are `replay.rs`)
+
+    /// A replay: within the limits, its event's visibility is looked up; the same id
+    /// again starts it over.
+    fn replay(&mut self, conn: ConnId, request: ReplayRequest) {
+        let key = (conn, request.id.clone());
+        self.replays.remove(&key);
+        let topic = crate::wire::replay_topic(&request.id);
+        let mine = self.replays.keys().filter(|(c, _)| *c == conn).count();
+        let limit = if mine >= self.config.replay_max_per_connection {
+            Some(format!(
+                "at most {} replays per connection",
+                self.config.replay_max_per_connection
+            ))
+        } else if self.replays.len() >= self.config.replay_max_total {
+            Some("too many replays are running; try again later".to_owned())
+        } else {
+            None
+        };
+        if let Some(message) = limit {
+            self.send_error(conn, ErrorCode::LimitExceeded, Some(topic), message);
+            return;
+        }
+        let mut replay = Replay::new(&request, self.now);
+        let id = self.registry.new_request();
+        replay.request = Some((id, 0));
+        self.replays.insert(key.clone(), replay);
+        self.replay_requests.insert(id, key);
+        self.out.push_back(Command::Authorize {
+            request: id,
+            conn,
+            topic: Topic(request.event),
+        });
+    }
+
+    /// The answer to a replay's visibility look-up (`None`: it failed): `subscribed` and the
+    /// snapshot at `from` when allowed, else `forbidden` (the subscription's answer).
+    fn replay_authorized(
+        &mut self,
+        conn: ConnId,
+        id: String,
+        request: RequestId,
+        visibility: Option<Visibility>,
+    ) {
+        let key = (conn, id);
+        let Some(replay) = self.replays.get(&key) else {
+            return;
+        };
+        if replay.request.map(|(r, _)| r) != Some(request) {
+            return;
+        }
+        let (event, topic) = (replay.event, replay.topic.clone());
+        let allowed = match visibility {
+            None => {
+                self.replays.remove(&key);
+                self.stats.lookup_failures += 1;
+                let message = AUTHORIZATION_FAILED_MESSAGE.to_owned();
+                self.send_error(conn, UNAVAILABLE_CODE, Some(topic), message);
+                return;
+            }
+            Some(v) => self
+                .registry
+                .get(conn)
+                .is_some_and(|c| c.principal.may_subscribe(event, v)),
+        };
+        if !allowed {
+            self.replays.remove(&key);
+            let message = FORBIDDEN_MESSAGE.to_owned();
+            self.send_error(conn, ErrorCode::Forbidden, Some(topic), message);
+            return;
+        }
+        let devices: Vec<String> = self.map.devices_of(event).map(str::to_owned).collect();
+        let now = self.now;
+        if let Some(replay) = self.replays.get_mut(&key) {
+            replay.devices = devices;
+            let at = replay.cursor.ts;
+            replay.seek(at, now);
+        }
+        if self.send_control(conn, frame(&ServerMessage::Subscribed { topic })) {
+            self.load_replay_snapshot(&key);
+        }
+    }
+
+    fn load_replay_snapshot(&mut self, key: &(ConnId, String)) {
+        let request = self.registry.new_request();
+        let Some(replay) = self.replays.get_mut(key) else {
+            return;
+        };
+        replay.request = Some((request, 0));
+        self.replay_requests.insert(request, key.clone());
+        self.out.push_back(Command::LoadReplaySnapshot {
+            request,
+            conn: key.0,
+            devices: replay.devices.clone(),
+            at: replay.cursor.ts,
+        });
+    }
+
+    /// A replay's snapshot or page arrived. A failed load ends the replay with an error
+    /// ([`UNAVAILABLE_CODE`]) and `unsubscribed`, as a failed snapshot ends a subscription.
+    fn replay_loaded(
+        &mut self,
+        request: RequestId,
+        rows: Result<Vec<WirePosition>, LookupFailed>,
+        snapshot: bool,
+    ) {
+        let Some(key) = self.replay_requests.remove(&request) else {
+            return;
+        };
+        let conn = key.0;
+        let Some(replay) = self.replays.get_mut(&key) else {
+            return;
+        };
+        let Some((expected, limit)) = replay.request else {
+            return;
+        };
+        if expected != request {
+            return;
+        }
+        replay.request = None;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(_) => {
+                let topic = replay.topic.clone();
+                self.replays.remove(&key);
+                self.stats.lookup_failures += 1;
+                let message = SNAPSHOT_FAILED_MESSAGE.to_owned();
+                if self.send_error(conn, UNAVAILABLE_CODE, Some(topic.clone()), message) {
+                    self.send_control(conn, frame(&ServerMessage::Unsubscribed { topic }));
+                }
+                return;
+            }
+        };
+        if snapshot {
+            if replay.phase != Phase::Snapshot {
+                return;
+            }
+            // The newest row per device of the replay's devices, at or before the time.
+            let at = replay.cursor.ts.as_i64();
+            let mut newest: BTreeMap<String, WirePosition> = BTreeMap::new();
+            for row in rows {
+                if row.ts > at || replay.devices.binary_search(&row.device_id).is_err() {
+                    continue;
+                }
+                match newest.get(&row.device_id) {
+                    Some(kept) if kept.ts >= row.ts => {}
+                    _ => {
+                        newest.insert(row.device_id.clone(), row);
+                    }
+                }
+            }
+            replay.phase = Phase::Playing;
+            replay.tick(self.now, true);
+            let message = ServerMessage::Snapshot {
+                topic: replay.topic.clone(),
+                positions: newest.into_values().map(Into::into).collect(),
+                truncated: false,
+            };
+            self.stats.snapshots += 1;
+            if !self.send_snapshot(conn, frame(&message)) {
+                return;
+            }
+        } else {
+            replay.page(rows, limit);
+        }
+        self.pump_replay(conn, &key.1);
+    }
+
+    fn replay_control(&mut self, conn: ConnId, control: ReplayControl) {
+        let key = (conn, control.id.clone());
+        let (now, blocked) = (self.now, self.blocked(conn));
+        let Some(replay) = self.replays.get_mut(&key) else {
+            let bad = BadRequest {
+                reason: BadRequestReason::UnknownReplay,
+                topic: Some(crate::wire::replay_topic(&control.id)),
+            };
+            self.bad_request(conn, bad);
+            return;
+        };
+        replay.tick(now, blocked);
+        if let Some(speed) = control.speed {
+            replay.set_speed(speed);
+        }
+        if let Some(paused) = control.paused {
+            replay.set_paused(paused);
+        }
+        if let Some(at) = control.seek {
+            if replay.phase == Phase::Authorizing {
+                // The snapshot follows the grant, at the new time.
+                let authorizing = replay.request;
+                replay.seek(UnixMillis(at), now);
+                replay.phase = Phase::Authorizing;
+                replay.request = authorizing;
+                return;
+            }
+            // What was read or loading for the old time is dropped: its answer is ignored.
+            if let Some((old, _)) = replay.request.take() {
+                self.replay_requests.remove(&old);
+            }
+            replay.seek(UnixMillis(at), now);
+            self.load_replay_snapshot(&key);
+            return;
+        }
+        self.pump_replay(conn, &key.1);
+    }
+
+    fn blocked(&self, conn: ConnId) -> bool {
+        let threshold = self.config.conflate_threshold_bytes;
+        self.registry
+            .get(conn)
+            .is_none_or(|c| c.out.queued() > threshold)
+    }
+
+    fn pump_replays_of(&mut self, conn: ConnId) {
+        let ids: Vec<String> = self
+            .replays
+            .range((conn, String::new())..)
+            .take_while(|((c, _), _)| *c == conn)
+            .map(|((_, id), _)| id.clone())
+            .collect();
+        for id in ids {
+            self.pump_replay(conn, &id);
+        }
+    }
+
+    /// Sends what the replay's clock reached while its client keeps up, ends it at `to`,
+    /// and reads ahead.
+    fn pump_replay(&mut self, conn: ConnId, id: &str) {
+        let key = (conn, id.to_owned());
+        let now = self.now;
+        loop {
+            let blocked = self.blocked(conn);
+            let Some(replay) = self.replays.get_mut(&key) else {
+                return;
+            };
+            replay.tick(now, blocked);
+            if blocked {
+                break;
+            }
+            if let Some(position) = replay.due() {
+                let message = ServerMessage::Position {
+                    topic: replay.topic.clone(),
+                    position,
+                };
+                // Not counted as fan-out: that counts live positions of the stream.
+                if !self.send_control(conn, frame(&message)) {
+                    return;
+                }
+                continue;
+            }
+            if replay.finished() {
+                let topic = replay.topic.clone();
+                self.replays.remove(&key);
+                self.send_control(conn, frame(&ServerMessage::ReplayEnd { topic }));
+                return;
+            }
+            break;
+        }
+        let read_ahead = self.config.replay_read_ahead;
+        let Some(replay) = self.replays.get(&key) else {
+            return;
+        };
+        if let Some(limit) = replay.wants_page(read_ahead) {
+            let request = self.registry.new_request();
+            let command = Command::LoadReplayPage {
+                request,
+                conn,
+                devices: replay.devices.clone(),
+                after: replay.cursor.clone(),
+                to: replay.to,
+                limit,
+            };
+            if let Some(replay) = self.replays.get_mut(&key) {
+                replay.request = Some((request, limit));
+            }
+            self.replay_requests.insert(request, key);
+            self.out.push_back(command);
+        }
     }
 }

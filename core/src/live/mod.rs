@@ -36,11 +36,29 @@
 //!   position at or before the snapshot's fix time of its device is never sent after it.
 //!   A failed load is answered with an error ([`UNAVAILABLE_CODE`]) and `unsubscribed`.
 //!   Subscribing again to a subscribed topic starts over with a fresh snapshot.
+//! - **History** (contract section 5.1, `history.rs`). `trail_s` and `since` become a
+//!   [`HistoryQuery`] the shell answers from Postgres; the core merges the rows with each
+//!   device's recent live fixes (`recent.rs`: what Postgres may not have stored yet), runs
+//!   the per-device rules over them, thins trails, and decides `truncated`. While such a
+//!   snapshot loads, every arriving position is held (up to `resume_max_positions`), not
+//!   only the newest, so that the track has no hole; the floors keep anything at or before
+//!   what the snapshot sent (or before `since`) from following it.
+//! - **Replay** (contract section 5.1, `replay.rs`). `replay` is authorized as a
+//!   subscription to its event; then `subscribed`, a snapshot at `from`
+//!   ([`Command::LoadReplaySnapshot`]) and positions read ahead in pages
+//!   ([`Command::LoadReplayPage`], at most `replay_read_ahead` held), each sent when the
+//!   replay's clock reaches it, then `replay_end` when the clock reaches `to`. Replay
+//!   positions are never parked or conflated: while the connection's queue is over the
+//!   conflate threshold the replay's clock stops instead. `replay_control` pauses, changes
+//!   the speed, or seeks (a new snapshot; answers to loads for the old time are ignored).
+//!   At most `replay_max_per_connection` replays per connection and `replay_max_total` per
+//!   hub; more get `limit_exceeded`. A running replay is not re-checked against its
+//!   event's visibility: it shows stored history the client was allowed when it started.
 //! - **Slow clients.** See `outbound.rs`: with more than the conflate threshold queued,
 //!   positions are parked, newest per (topic, device); with more than the back-pressure
 //!   threshold buffered (queued plus parked) the connection is closed with 1013. Control
-//!   messages are never parked. A snapshot larger than the back-pressure threshold closes
-//!   its connection: the threshold must exceed the largest event's snapshot.
+//!   messages are never parked. One snapshot at a time is exempt from the back-pressure
+//!   threshold while it drains (trails and resumes make large ones; see `outbound.rs`).
 //! - **Keep-alive.** A ping every `ping_interval_ms` per connection (one sorted timer for
 //!   all); a ping unanswered for two intervals closes the connection with 1008 (policy
 //!   violation: the client broke the keep-alive rule; 1001 is kept for shutdown so that
@@ -72,13 +90,17 @@ mod command;
 mod config;
 mod device_map;
 pub mod group_sweep;
+mod held;
+mod history;
 mod ingest;
 mod input;
 mod machine;
 mod ordering;
 mod outbound;
 mod rate;
+mod recent;
 mod registry;
+mod replay;
 mod stats;
 mod timers;
 
@@ -86,10 +108,12 @@ pub use auth::{Principal, Visibility, ADMIN_ROLE};
 pub use command::{close_code, close_reason, Command, ConnId, RequestId};
 pub use config::LiveConfig;
 pub use device_map::DeviceMap;
+pub use history::{thin, HistoryQuery};
 pub use ingest::{FanoutBatch, Ingest, IngestInput, IngestStats};
 pub use input::{text, Grant, Input, LookupFailed, TokenRefused};
 pub use machine::{
     LiveHub, AUTHORIZATION_FAILED_MESSAGE, FORBIDDEN_MESSAGE, SNAPSHOT_FAILED_MESSAGE,
     UNAVAILABLE_CODE,
 };
+pub use replay::ReplayKey;
 pub use stats::LiveStats;

@@ -113,10 +113,14 @@ impl Tracker {
 
     /// Judges `p` (already known not to be faulty) and moves the anchor when it is accepted.
     pub(crate) fn judge(&mut self, p: &Position) -> Verdict {
-        let fix = Fix::of(p);
-        let Some(track) = self.devices.get_mut(p.device_id.as_str()) else {
+        self.judge_fix(&p.device_id, Fix::of(p))
+    }
+
+    /// [`judge`](Self::judge) for a fix of `device`.
+    pub(crate) fn judge_fix(&mut self, device: &str, fix: Fix) -> Verdict {
+        let Some(track) = self.devices.get_mut(device) else {
             self.devices.insert(
-                p.device_id.clone(),
+                device.to_owned(),
                 DeviceTrack {
                     anchor: fix,
                     suspect: None,

@@ -10,6 +10,12 @@
 //! It is the buffer, not `queued` alone, that the back-pressure threshold applies to: the
 //! parked positions are outbound bytes too, and without them a client that stopped reading
 //! would sit just above the conflate threshold for ever.
+//!
+//! One snapshot at a time is exempt from the back-pressure threshold while it drains: a
+//! snapshot with trails or a resume can be megabytes (bounded by the trail and resume
+//! settings), and closing every client that asks for one would make them useless. Only
+//! the snapshot's own bytes are exempt, only while no earlier exempt snapshot is still
+//! queued, so the buffer stays under the threshold plus one snapshot.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +51,10 @@ pub(crate) struct Outbound {
     order: BTreeMap<u64, (Topic, Arc<str>)>,
     parked_bytes: u64,
     next_seq: u64,
+    /// Queued bytes sent before the exempt snapshot (they drain first).
+    ahead: u64,
+    /// What is left of the exempt snapshot's bytes.
+    exempt: u64,
 }
 
 impl Outbound {
@@ -65,10 +75,32 @@ impl Outbound {
         self.queued = self.queued.saturating_add(len as u64);
     }
 
+    /// A snapshot: exempt from the back-pressure threshold while it drains, unless an
+    /// earlier exempt one is still queued (then it counts like any message).
+    pub(crate) fn record_snapshot_sent(&mut self, len: usize) {
+        if self.exempt == 0 {
+            self.ahead = self.queued;
+            self.exempt = len as u64;
+        }
+        self.record_sent(len);
+    }
+
+    /// What the back-pressure threshold applies to: the buffer less the exempt snapshot.
+    pub(crate) fn pressing(&self) -> u64 {
+        self.buffered().saturating_sub(self.exempt)
+    }
+
     /// The socket wrote `bytes`. More than was queued (a shell bug) empties the queue rather
     /// than going negative.
     pub(crate) fn record_drained(&mut self, bytes: u64) {
         self.queued = self.queued.saturating_sub(bytes);
+        let from_ahead = bytes.min(self.ahead);
+        self.ahead -= from_ahead;
+        self.exempt = self.exempt.saturating_sub(bytes - from_ahead);
+        if self.queued == 0 {
+            self.ahead = 0;
+            self.exempt = 0;
+        }
     }
 
     /// Sends at once when nothing is parked and at most `threshold` bytes are queued;

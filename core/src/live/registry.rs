@@ -10,28 +10,24 @@ use std::sync::Arc;
 
 use super::auth::Principal;
 use super::command::{ConnId, RequestId};
+use super::held::HeldPositions;
+use super::history::HistoryQuery;
 use super::outbound::Outbound;
 use super::rate::RateBucket;
-use crate::websocket::Frame;
-use crate::wire::Topic;
+use crate::wire::{SubscribeOptions, Topic};
 use crate::UnixMillis;
-
-/// A position message held while its subscription's snapshot loads.
-#[derive(Debug, Clone)]
-pub(crate) struct Held {
-    pub ts: UnixMillis,
-    pub frame: Frame,
-}
 
 #[derive(Debug)]
 pub(crate) enum SubState {
     Authorizing {
         request: RequestId,
+        options: SubscribeOptions,
     },
     Loading {
         request: RequestId,
-        /// The newest position per device that arrived while loading.
-        held: BTreeMap<Arc<str>, Held>,
+        query: HistoryQuery,
+        /// What arrived while loading.
+        held: HeldPositions,
     },
     Live {
         /// Per device, the fix time the snapshot carried, until a newer position passed it.
@@ -49,7 +45,9 @@ impl SubState {
 
     fn request(&self) -> Option<RequestId> {
         match self {
-            SubState::Authorizing { request } | SubState::Loading { request, .. } => Some(*request),
+            SubState::Authorizing { request, .. } | SubState::Loading { request, .. } => {
+                Some(*request)
+            }
             SubState::Live { .. } => None,
         }
     }

@@ -42,6 +42,33 @@ impl From<&Position> for WirePosition {
     }
 }
 
+/// One point of a trail: `[ts, lat, lon]`.
+pub type TrailPoint = (i64, f64, f64);
+
+/// A position in a snapshot: a [`WirePosition`], with its device's trail when the
+/// subscription asked for one (contract section 5.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotPosition {
+    #[serde(flatten)]
+    pub position: WirePosition,
+    /// Oldest first; present (maybe empty) exactly when the subscription asked for a trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trail: Option<Vec<TrailPoint>>,
+}
+
+impl From<WirePosition> for SnapshotPosition {
+    fn from(position: WirePosition) -> Self {
+        SnapshotPosition {
+            position,
+            trail: None,
+        }
+    }
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
 /// The `code` of an `error` message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -61,7 +88,11 @@ pub enum ServerMessage {
     },
     Snapshot {
         topic: String,
-        positions: Vec<WirePosition>,
+        positions: Vec<SnapshotPosition>,
+        /// A resume (`since`) with more positions than the server sends: the snapshot holds
+        /// the newest position per device instead.
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
     },
     Position {
         topic: String,
@@ -72,6 +103,11 @@ pub enum ServerMessage {
         topic: String,
     },
     Pong,
+    /// A replay reached its `to`: nothing more of its topic follows.
+    #[serde(rename = "replay_end")]
+    ReplayEnd {
+        topic: String,
+    },
     /// A fresh token was accepted; `exp` is its expiry, epoch seconds.
     Auth {
         exp: u64,

@@ -68,6 +68,12 @@ pub struct LiveTasks {
     broadcast: JoinHandle<()>,
 }
 
+/// Snapshots with history (a trail or a resume) loading at once, over all shards. One such
+/// load can read hundreds of thousands of index entries; more wait their turn (their
+/// subscriptions hold what arrives meanwhile), so that subscribers cannot take the pool the
+/// durable path writes through, nor turn their message rate into Postgres load.
+pub const HISTORY_LOADS: usize = 2;
+
 /// Starts the WebSocket server, the shards, the device map refresh and the broadcast
 /// consumer; they run until `stop` turns true.
 pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
@@ -78,6 +84,7 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
         VISIBILITY_TTL_MS,
         VISIBILITY_CACHE_SIZE,
     )));
+    let history_loads = Arc::new(tokio::sync::Semaphore::new(HISTORY_LOADS));
     let mut senders = Vec::new();
     let mut shard_tasks = Vec::new();
     for _ in 0..plan.shards.max(1) {
@@ -93,6 +100,7 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
                 metrics: plan.metrics.clone(),
                 visibility: visibility.clone(),
                 auth: plan.auth.clone(),
+                history_loads: history_loads.clone(),
             },
             rx,
             tx.clone(),

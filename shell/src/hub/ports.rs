@@ -7,18 +7,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use uuid::Uuid;
 
-use processor_core::live::Visibility;
+use processor_core::live::{HistoryQuery, ReplayKey, Visibility};
 use processor_core::stream::EntryId;
 use processor_core::wire::WirePosition;
+use processor_core::UnixMillis;
 
 use crate::postgres::events::{self, EventDetails, PublicEvent, QueryError};
+use crate::postgres::tracks::TrackPoint;
 use crate::redis_stream::broadcast::BroadcastGroup;
 use crate::redis_stream::{blocking_connection, StreamError};
 
@@ -35,13 +37,42 @@ pub trait LiveStore: Clone + Send + Sync + 'static {
         event: Uuid,
     ) -> impl Future<Output = Result<Visibility, Self::Error>> + Send;
 
-    /// The newest non-faulty stored position of each of `devices` that has one.
+    /// The newest non-faulty stored position of each of `devices` that has one, and the
+    /// stored history `history` asks for (any order).
     fn snapshot(
         &self,
         devices: Vec<String>,
+        history: HistoryQuery,
     ) -> impl Future<Output = Result<Vec<WirePosition>, Self::Error>> + Send;
 
     fn device_map(&self) -> impl Future<Output = Result<DeviceMap, Self::Error>> + Send;
+
+    /// The newest non-faulty stored position at or before `at` of each of `devices`.
+    fn replay_snapshot(
+        &self,
+        devices: Vec<String>,
+        at: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<WirePosition>, Self::Error>> + Send;
+
+    /// At most `limit` non-faulty stored positions of `devices` after the replay key
+    /// `after` with `ts <= to`, in key order; fewer only when there are no more.
+    fn replay_page(
+        &self,
+        devices: Vec<String>,
+        after: ReplayKey,
+        to: UnixMillis,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<WirePosition>, Self::Error>> + Send;
+
+    /// At most `limit` non-faulty stored fixes of `device` with `after < ts <= to`, by
+    /// `ts` (an export's page).
+    fn track_page(
+        &self,
+        device: String,
+        after: SystemTime,
+        to: SystemTime,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<TrackPoint>, Self::Error>> + Send;
 
     /// The public events, for the map page's picker.
     fn public_events(&self) -> impl Future<Output = Result<Vec<PublicEvent>, Self::Error>> + Send;
@@ -94,12 +125,44 @@ impl LiveStore for Pool {
         events::event_visibility(self, event).await
     }
 
-    async fn snapshot(&self, devices: Vec<String>) -> Result<Vec<WirePosition>, QueryError> {
-        events::load_snapshot(self, &devices).await
+    async fn snapshot(
+        &self,
+        devices: Vec<String>,
+        history: HistoryQuery,
+    ) -> Result<Vec<WirePosition>, QueryError> {
+        crate::postgres::history::load_history(self, &devices, history).await
     }
 
     async fn device_map(&self) -> Result<DeviceMap, QueryError> {
         events::load_device_map(self).await
+    }
+
+    async fn replay_snapshot(
+        &self,
+        devices: Vec<String>,
+        at: UnixMillis,
+    ) -> Result<Vec<WirePosition>, QueryError> {
+        crate::postgres::replay::snapshot_at(self, &devices, at).await
+    }
+
+    async fn replay_page(
+        &self,
+        devices: Vec<String>,
+        after: ReplayKey,
+        to: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<WirePosition>, QueryError> {
+        crate::postgres::replay::page(self, &devices, after, to, limit).await
+    }
+
+    async fn track_page(
+        &self,
+        device: String,
+        after: SystemTime,
+        to: SystemTime,
+        limit: i64,
+    ) -> Result<Vec<TrackPoint>, QueryError> {
+        crate::postgres::tracks::track_page(self, &device, after, to, limit).await
     }
 
     async fn public_events(&self) -> Result<Vec<PublicEvent>, QueryError> {

@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use processor_core::live::{
-    Command, ConnId, FanoutBatch, Input, LiveConfig, LiveHub, LiveStats, LookupFailed, TokenRefused,
+    Command, ConnId, FanoutBatch, HistoryQuery, Input, LiveConfig, LiveHub, LiveStats,
+    LookupFailed, TokenRefused,
 };
 use processor_core::UnixMillis;
 
@@ -41,6 +42,9 @@ pub struct ShardContext<S: LiveStore, C: Clock> {
     pub visibility: Arc<Mutex<VisibilityCache>>,
     /// Verifies the tokens clients send in `auth` messages.
     pub auth: Authenticator,
+    /// Permits for snapshots with history, shared by the shards (see
+    /// [`HISTORY_LOADS`](super::live_path::HISTORY_LOADS)).
+    pub history_loads: Arc<tokio::sync::Semaphore>,
 }
 
 struct Shard<S: LiveStore, C: Clock> {
@@ -218,12 +222,58 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                         .map_err(|error| TokenRefused(error.to_string()));
                     self.hub.handle(now, Input::TokenVerified { conn, result });
                 }
-                Command::LoadSnapshot {
-                    request, devices, ..
+                Command::LoadReplaySnapshot {
+                    request,
+                    devices,
+                    at,
+                    ..
                 } => {
                     let (store, me) = (self.ctx.store.clone(), self.me.clone());
                     tokio::spawn(async move {
-                        let rows = store.snapshot(devices).await.map_err(|error| {
+                        let rows = store.replay_snapshot(devices, at).await.map_err(|error| {
+                            tracing::warn!(%error, "replay snapshot load failed");
+                            LookupFailed(error.to_string())
+                        });
+                        let input = Input::ReplaySnapshot { request, rows };
+                        let _ = me.send(ShardInput::Core(input));
+                    });
+                }
+                Command::LoadReplayPage {
+                    request,
+                    devices,
+                    after,
+                    to,
+                    limit,
+                    ..
+                } => {
+                    let (store, me) = (self.ctx.store.clone(), self.me.clone());
+                    tokio::spawn(async move {
+                        let rows =
+                            store
+                                .replay_page(devices, after, to, limit)
+                                .await
+                                .map_err(|error| {
+                                    tracing::warn!(%error, "replay page load failed");
+                                    LookupFailed(error.to_string())
+                                });
+                        let _ = me.send(ShardInput::Core(Input::ReplayPage { request, rows }));
+                    });
+                }
+                Command::LoadSnapshot {
+                    request,
+                    devices,
+                    history,
+                    ..
+                } => {
+                    let (store, me) = (self.ctx.store.clone(), self.me.clone());
+                    let permits = self.ctx.history_loads.clone();
+                    tokio::spawn(async move {
+                        // The newest position per device is cheap; history waits its turn.
+                        let _permit = match history {
+                            HistoryQuery::Latest => None,
+                            _ => permits.acquire_owned().await.ok(),
+                        };
+                        let rows = store.snapshot(devices, history).await.map_err(|error| {
                             tracing::warn!(%error, "snapshot load failed");
                             LookupFailed(error.to_string())
                         });

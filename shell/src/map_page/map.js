@@ -7,7 +7,11 @@
 // `GET /events/<uuid>` gives, listed beside the map, and can be followed; the view stays where
 // the user zoomed and panned it.
 (() => {
-  const TRAIL_MAX = 30;
+  // Points kept per device: the snapshot's trail (at most LIVE_TRAIL_MAX_POINTS, 100 by
+  // default) and what follows live.
+  const TRAIL_MAX = 200;
+  // Seconds of trail asked for on a fresh subscribe (contract section 5.1).
+  const TRAIL_S = 600;
   // Bibs are short: up to this many participants every dot is labelled.
   const LABEL_MAX_DEVICES = 150;
   // The view's scale is the width of the whole Mercator world in pixels, as in every web map:
@@ -71,6 +75,14 @@
     search: $("search"),
     sort: $("sort"),
     list: $("list"),
+    replay: $("replay"),
+    replayFrom: $("replay-from"),
+    replayTo: $("replay-to"),
+    replaySpeed: $("replay-speed"),
+    replayPause: $("replay-pause"),
+    replaySeek: $("replay-seek"),
+    replayLive: $("replay-live"),
+    replayState: $("replay-state"),
     following: $("following"),
   };
   const ctx = ui.canvas.getContext("2d");
@@ -95,6 +107,8 @@
     subscribed: false,
     snapshots: 0,
     positions: 0,
+    resumes: 0, // snapshots that answered a resume (`since`)
+    truncatedResumes: 0,
     devices: new Map(), // deviceId -> { trail: [{lat, lon, ts}], color, speed, course }
     lastError: null,
     closeCode: null,
@@ -119,6 +133,14 @@
   let backoff = BACKOFF_MIN_MS;
   let neverOpened = 0;
   let lastDataAt = 0; // performance.now() of the last snapshot or position, 0 before any
+  // The replay shown instead of the live event (contract section 5.1), or null: its window
+  // (epoch ms), whether it is paused, and whether it reached its end.
+  let replay = null;
+  const REPLAY_ID = "map";
+  const REPLAY_TOPIC = "replay:" + REPLAY_ID;
+  // The `since` of the subscribe in flight (a resume after a reconnect), or null for a fresh
+  // subscribe that asked for trails: it says how to read the snapshot that answers it.
+  let resumeSince = null;
   const rateSamples = []; // {t, n}: position counter sampled by the ticker
 
   // ---- connection ----------------------------------------------------------------------------
@@ -133,10 +155,14 @@
     // The server writes topics in lower case; sending that form keeps comparisons trivial.
     if (UUID_RE.test(id)) id = id.toLowerCase();
     dropSocket();
+    replay = null;
+    renderReplay();
     state.topic = "event:" + id;
     state.subscribed = false;
     state.snapshots = 0;
     state.positions = 0;
+    state.resumes = 0;
+    state.truncatedResumes = 0;
     state.devices.clear();
     state.lastError = null;
     state.closeCode = null;
@@ -208,7 +234,17 @@
       neverOpened = 0;
       backoff = BACKOFF_MIN_MS;
       setConnection("open", "open");
-      sock.send(JSON.stringify({ type: "subscribe", topic: state.topic }));
+      // Back after a drop: ask for everything after the oldest of the devices' newest fixes,
+      // so that no track has a hole (what a device already has is dropped by its ts).
+      resumeSince = null;
+      for (const d of state.devices.values()) {
+        const last = d.trail[d.trail.length - 1].ts;
+        if (resumeSince === null || last < resumeSince) resumeSince = last;
+      }
+      const subscribe = { type: "subscribe", topic: state.topic };
+      if (resumeSince === null) subscribe.trail_s = TRAIL_S;
+      else subscribe.since = resumeSince;
+      sock.send(JSON.stringify(subscribe));
     };
     sock.onmessage = (ev) => onFrame(ev.data);
     // The browser tells nothing useful on error (not even a 401); the close event follows.
@@ -218,6 +254,12 @@
 
   function onClosed(code, opened) {
     ws = null;
+    // A replay lives on its connection; after a drop the page goes back to live.
+    if (replay !== null) {
+      replay = null;
+      state.devices.clear();
+      renderReplay();
+    }
     state.closeCode = code;
     state.subscribed = false;
     if (!opened) neverOpened += 1;
@@ -243,13 +285,18 @@
       return; // a broken frame is not worth breaking the page for
     }
     if (!msg || typeof msg !== "object") return;
+    // While a replay is shown, its messages are the page's, and the live topic's are not.
     const mine =
       typeof msg.topic === "string" &&
-      state.topic !== null &&
-      msg.topic.toLowerCase() === state.topic.toLowerCase();
+      (replay !== null
+        ? msg.topic === REPLAY_TOPIC
+        : state.topic !== null && msg.topic.toLowerCase() === state.topic.toLowerCase());
     switch (msg.type) {
       case "subscribed":
-        if (mine) {
+        if (mine && replay !== null) {
+          replay.subscribed = true;
+          renderReplay();
+        } else if (mine) {
           state.subscribed = true;
           setConnection("subscribed", "subscribed");
         }
@@ -263,12 +310,21 @@
       case "snapshot":
         state.snapshots += 1;
         lastDataAt = performance.now();
-        if (mine && Array.isArray(msg.positions)) applySnapshot(msg.positions);
+        if (mine && Array.isArray(msg.positions)) {
+          if (replay !== null || resumeSince === null) applySnapshot(msg.positions);
+          else applyResume(msg.positions, msg.truncated === true);
+        }
         break;
       case "position":
         state.positions += 1;
         lastDataAt = performance.now();
         if (mine) applyPosition(msg);
+        break;
+      case "replay_end":
+        if (replay !== null && msg.topic === REPLAY_TOPIC) {
+          replay.ended = true;
+          renderReplay();
+        }
         break;
       case "error":
         if (mine && msg.code === "forbidden") {
@@ -282,6 +338,92 @@
       default:
         break; // pong and anything newer
     }
+  }
+
+  // ---- replay --------------------------------------------------------------------------------
+
+  // datetime-local values are local time without a zone: Date parses them as such.
+  function localMillis(input) {
+    const t = new Date(input.value).getTime();
+    return Number.isFinite(t) ? t : null;
+  }
+
+  function send(message) {
+    if (ws === null || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  // Plays the chosen window of the event (the last ten minutes when none is chosen) instead
+  // of the live positions.
+  function startReplay() {
+    if (state.topic === null || !state.topic.startsWith("event:")) {
+      setError("bad_input", "connect to an event first");
+      return;
+    }
+    const now = Date.now();
+    const to = localMillis(ui.replayTo) ?? now;
+    const from = localMillis(ui.replayFrom) ?? to - 600000;
+    if (!(from <= to)) {
+      setError("bad_input", "the replay's start must not be after its end");
+      return;
+    }
+    const speed = Number(ui.replaySpeed.value) || 10;
+    if (replay === null) send({ type: "unsubscribe", topic: state.topic });
+    const message = {
+      type: "replay", id: REPLAY_ID, event: state.topic.slice("event:".length), from, to, speed,
+    };
+    if (!send(message)) {
+      setError("bad_input", "not connected");
+      return;
+    }
+    replay = { from, to, speed, paused: false, ended: false, subscribed: false };
+    state.devices.clear();
+    state.view = null;
+    renderReplay();
+    requestDraw();
+  }
+
+  function pauseReplay() {
+    if (replay === null || replay.ended) return;
+    replay.paused = !replay.paused;
+    send({ type: "replay_control", id: REPLAY_ID, paused: replay.paused });
+    renderReplay();
+  }
+
+  function seekReplay() {
+    if (replay === null) return;
+    const at = Math.round(replay.from + ((replay.to - replay.from) * Number(ui.replaySeek.value)) / 1000);
+    replay.ended = false;
+    send({ type: "replay_control", id: REPLAY_ID, seek: at });
+    renderReplay();
+  }
+
+  // Back to the live event, with trails.
+  function backToLive() {
+    if (replay === null) return;
+    send({ type: "unsubscribe", topic: REPLAY_TOPIC });
+    replay = null;
+    state.devices.clear();
+    resumeSince = null;
+    send({ type: "subscribe", topic: state.topic, trail_s: TRAIL_S });
+    renderReplay();
+    requestDraw();
+  }
+
+  function renderReplay() {
+    const on = replay !== null;
+    ui.replayPause.disabled = !on || replay.ended;
+    ui.replaySeek.disabled = !on;
+    ui.replayLive.disabled = !on;
+    ui.replayPause.textContent = on && replay.paused ? "Resume" : "Pause";
+    ui.replayState.textContent = !on
+      ? ""
+      : replay.ended
+        ? "replay ended"
+        : replay.paused
+          ? "replay paused"
+          : `replaying at ${replay.speed}×`;
   }
 
   // ---- devices -------------------------------------------------------------------------------
@@ -305,12 +447,37 @@
     };
   }
 
+  // A fresh snapshot: each device with its trail, oldest first, then its position.
   function applySnapshot(positions) {
     state.devices.clear();
     for (const p of positions) {
       const v = toPoint(p);
-      if (v) state.devices.set(v.id, { trail: [v.pt], color: colorFor(v.id), ...motion(p) });
+      if (!v) continue;
+      const trail = [];
+      if (Array.isArray(p.trail)) {
+        for (const t of p.trail) {
+          if (!Array.isArray(t) || t.length !== 3) continue;
+          const [ts, lat, lon] = t;
+          if (!Number.isFinite(ts) || !Number.isFinite(lat) || !Number.isFinite(lon)) continue;
+          if (trail.length > 0 && !(ts > trail[trail.length - 1].ts)) continue;
+          if (ts < v.pt.ts) trail.push({ lat, lon, ts });
+        }
+      }
+      trail.push(v.pt);
+      while (trail.length > TRAIL_MAX) trail.shift();
+      state.devices.set(v.id, { trail, color: colorFor(v.id), ...motion(p) });
     }
+    setAccess("ok");
+    requestDraw();
+  }
+
+  // A resumed snapshot: every position since the drop, per device in ts order, appended to
+  // what the page has (a `truncated` one holds only the newest per device: the tracks get a
+  // straight segment over what was missed).
+  function applyResume(positions, truncated) {
+    state.resumes += 1;
+    if (truncated) state.truncatedResumes += 1;
+    for (const p of positions) applyPosition(p);
     setAccess("ok");
     requestDraw();
   }
@@ -1057,6 +1224,13 @@
     connect();
   });
   ui.disconnect.addEventListener("click", disconnect);
+  ui.replay.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    startReplay();
+  });
+  ui.replayPause.addEventListener("click", pauseReplay);
+  ui.replaySeek.addEventListener("change", seekReplay);
+  ui.replayLive.addEventListener("click", backToLive);
   ui.canvas.addEventListener("pointermove", onPointerMove);
   ui.canvas.addEventListener("pointerdown", onPointerDown);
   ui.canvas.addEventListener("pointerup", onPointerUp);
@@ -1096,6 +1270,15 @@
 
   // For automated browser tests: plain data only, so it survives serialisation.
   window.processorMap = Object.freeze({
+    // Drops the socket as a network failure would (the page reconnects and resumes).
+    dropConnection() {
+      if (ws === null) return false;
+      const sock = ws;
+      sock.onmessage = sock.onerror = sock.onclose = null;
+      sock.close(1000);
+      onClosed(1006, true);
+      return true;
+    },
     snapshot() {
       const devices = {};
       for (const [id, d] of state.devices) {
@@ -1105,6 +1288,7 @@
           lon: p.lon,
           ts: p.ts,
           points: d.trail.length,
+          times: d.trail.map((t) => t.ts),
           label: labelOf(id),
           speed: d.speed,
           course: d.course,
@@ -1131,6 +1315,9 @@
         subscribed: state.subscribed,
         snapshots: state.snapshots,
         positions: state.positions,
+        resumes: state.resumes,
+        replay: replay === null ? null : { ...replay },
+        truncatedResumes: state.truncatedResumes,
         deviceCount: state.devices.size,
         devices,
         lastError: state.lastError

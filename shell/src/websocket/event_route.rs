@@ -51,6 +51,24 @@ pub async fn respond<S: LiveStore, C: Clock>(
     clock: &C,
     cache: &DetailsCache,
 ) -> Response<Full<Bytes>> {
+    match authorized_event(parts, id, auth, store, clock, cache).await {
+        Ok(details) => json_response(StatusCode::OK, event_json(&details).to_string()),
+        Err(refused) => refused,
+    }
+}
+
+/// The event `id` names, when the request's token (or its absence) may see it, as a
+/// subscription to `event:<id>` would be allowed; else the response to give: 401 for a
+/// bad token, the one 404 for an event that is not allowed or does not exist (or a
+/// malformed id), 503 when the look-up failed.
+pub async fn authorized_event<S: LiveStore, C: Clock>(
+    parts: &Parts,
+    id: &str,
+    auth: &Authenticator,
+    store: &S,
+    clock: &C,
+    cache: &DetailsCache,
+) -> Result<Arc<EventDetails>, Response<Full<Bytes>>> {
     let now = clock.now();
     let now_s = u64::try_from(now.as_i64() / 1_000).unwrap_or(0);
     let principal = match auth.authenticate(&parts.headers, &parts.uri, now_s) {
@@ -62,12 +80,12 @@ pub async fn respond<S: LiveStore, C: Clock>(
                 WWW_AUTHENTICATE,
                 HeaderValue::from_static(error.www_authenticate()),
             );
-            return response;
+            return Err(response);
         }
     };
     // A malformed id names no event: the same 404 as any other.
     let Ok(event) = Uuid::try_parse(id) else {
-        return json_response(StatusCode::NOT_FOUND, NOT_FOUND.to_owned());
+        return Err(not_found());
     };
     let details = match cached(event, now, store, cache).await {
         Ok(details) => details,
@@ -75,16 +93,21 @@ pub async fn respond<S: LiveStore, C: Clock>(
             tracing::warn!(%error, %event, "cannot read the event's details");
             let body =
                 json!({"error": "unavailable", "message": "event details unavailable; try again"});
-            return json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
+            return Err(json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                body.to_string(),
+            ));
         }
     };
     let visibility = Visibility::from_column(details.as_ref().map(|d| d.visibility.as_str()));
     match details {
-        Some(details) if principal.may_subscribe(event, visibility) => {
-            json_response(StatusCode::OK, event_json(&details).to_string())
-        }
-        _ => json_response(StatusCode::NOT_FOUND, NOT_FOUND.to_owned()),
+        Some(details) if principal.may_subscribe(event, visibility) => Ok(details),
+        _ => Err(not_found()),
     }
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    json_response(StatusCode::NOT_FOUND, NOT_FOUND.to_owned())
 }
 
 async fn cached<S: LiveStore>(
@@ -140,7 +163,7 @@ pub fn rfc3339(t: Option<time::OffsetDateTime>) -> Option<String> {
     })
 }
 
-fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+pub fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();

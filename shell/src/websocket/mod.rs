@@ -3,6 +3,7 @@
 pub mod event_route;
 pub mod listener;
 pub mod server;
+pub mod tracks_route;
 
 pub use listener::Listener;
 pub use server::{serve, WsContext};

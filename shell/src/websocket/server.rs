@@ -32,6 +32,7 @@ use crate::map_page::{Asset, MapPage};
 use crate::metrics::Metrics;
 
 use super::event_route::{self, rfc3339, DetailsCache};
+use super::tracks_route::{self, whole, Exports, ResponseBody};
 use super::Listener;
 
 pub struct WsContext<S: LiveStore, C: Clock> {
@@ -50,6 +51,8 @@ pub struct WsContext<S: LiveStore, C: Clock> {
     details_cache: DetailsCache,
     /// The map page, its tile layer (if any) written in at start-up.
     map_page: MapPage,
+    /// Exports running.
+    exports: Exports,
 }
 
 /// How long a `GET /events` body is served again.
@@ -77,6 +80,7 @@ impl<S: LiveStore, C: Clock> WsContext<S, C> {
             events_cache: tokio::sync::Mutex::new(None),
             details_cache: DetailsCache::default(),
             map_page: MapPage::default(),
+            exports: Exports::default(),
         }
     }
 
@@ -118,6 +122,34 @@ pub async fn serve<L: Listener, S: LiveStore, C: Clock>(
 }
 
 async fn respond<S: LiveStore, C: Clock>(
+    req: Request<Incoming>,
+    ctx: &Arc<WsContext<S, C>>,
+) -> Response<ResponseBody> {
+    let export = req
+        .uri()
+        .path()
+        .strip_prefix("/events/")
+        .and_then(|rest| rest.strip_suffix("/tracks"))
+        .map(str::to_owned);
+    match export {
+        Some(id) if req.method() == Method::GET || req.method() == Method::HEAD => {
+            let (parts, _) = req.into_parts();
+            tracks_route::respond(
+                &parts,
+                &id,
+                &ctx.auth,
+                &ctx.store,
+                &ctx.clock,
+                &ctx.details_cache,
+                &ctx.exports,
+            )
+            .await
+        }
+        _ => whole(respond_whole(req, ctx).await),
+    }
+}
+
+async fn respond_whole<S: LiveStore, C: Clock>(
     req: Request<Incoming>,
     ctx: &Arc<WsContext<S, C>>,
 ) -> Response<Full<Bytes>> {

@@ -172,6 +172,7 @@ impl SimHub {
                 }
             }
             Command::Close { conn, .. } => self.forget(*conn),
+            Command::LoadReplaySnapshot { .. } | Command::LoadReplayPage { .. } => {}
             Command::Authorize { request, topic, .. } => {
                 if self.defect == LiveDefect::VisibilityCachedForever {
                     self.authorizing.insert(*request, topic.event_id());

@@ -306,6 +306,9 @@ enum Got {
     Authorize(Topic),
     LoadSnapshot(Topic, Vec<String>),
     VerifyToken(String),
+    /// A replay's snapshot or page load (the simulated clients start no replays, so this
+    /// only shows up when a hub does something it was not asked to).
+    ReplayLoad,
 }
 
 impl fmt::Display for Got {
@@ -320,6 +323,7 @@ impl fmt::Display for Got {
             Got::Authorize(topic) => write!(f, "authorize {topic}"),
             Got::LoadSnapshot(topic, devices) => write!(f, "load snapshot {topic} {devices:?}"),
             Got::VerifyToken(_) => write!(f, "verify token"),
+            Got::ReplayLoad => write!(f, "replay load"),
         }
     }
 }
@@ -698,8 +702,12 @@ impl Live {
                     conn,
                     topic,
                     devices,
+                    ..
                 } => (conn, Got::LoadSnapshot(topic, devices), Some(request)),
                 Command::VerifyToken { conn, token } => (conn, Got::VerifyToken(token), None),
+                Command::LoadReplaySnapshot { conn, .. } | Command::LoadReplayPage { conn, .. } => {
+                    (conn, Got::ReplayLoad, None)
+                }
             };
             let expected = self.expected.entry(conn).or_default();
             if !expected.diverged {
@@ -857,6 +865,11 @@ impl Live {
                     );
                 }
             }
+            Command::LoadReplaySnapshot { conn, .. } | Command::LoadReplayPage { conn, .. } => {
+                self.trace.record(format_args!("replay load {conn}"));
+                self.compare(conn, Got::ReplayLoad, None);
+                self.captured(conn, Got::ReplayLoad, None);
+            }
             Command::VerifyToken { conn, token } => {
                 self.trace.record(format_args!("verify token {conn}"));
                 self.compare(conn, Got::VerifyToken(token.clone()), None);
@@ -891,6 +904,7 @@ impl Live {
                 conn,
                 topic,
                 devices,
+                ..
             } => {
                 self.trace.record(format_args!(
                     "load snapshot {conn} {request} {topic} {devices:?}"

@@ -8,11 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use processor_core::live::Visibility;
+use processor_core::live::{HistoryQuery, Visibility};
 use processor_core::stream::EntryId;
 use processor_core::wire::WirePosition;
 use processor_shell::hub::ports::{BroadcastPort, BroadcastReader, DeviceMap, LiveStore};
 use processor_shell::postgres::events::{EventDetails, PublicEvent};
+use processor_shell::postgres::tracks::TrackPoint;
 use processor_shell::websocket::Listener;
 
 use super::live_server::{LiveRequest, LiveResponse};
@@ -65,11 +66,47 @@ impl LiveStore for NetLiveStore {
         }
     }
 
-    async fn snapshot(&self, devices: Vec<String>) -> Result<Vec<WirePosition>, String> {
+    /// The simulated store answers the newest row per device whatever history is asked:
+    /// the simulation's clients do not ask for trails or resumes.
+    async fn snapshot(
+        &self,
+        devices: Vec<String>,
+        _history: HistoryQuery,
+    ) -> Result<Vec<WirePosition>, String> {
         match self.ask(LiveRequest::Snapshot(devices)).await? {
             LiveResponse::Snapshot(rows) => Ok(rows),
             other => unexpected("a snapshot", other),
         }
+    }
+
+    /// Replays are not simulated: the simulation's clients do not ask for them.
+    async fn replay_snapshot(
+        &self,
+        _devices: Vec<String>,
+        _at: processor_core::UnixMillis,
+    ) -> Result<Vec<WirePosition>, String> {
+        Err("replays are not simulated".to_owned())
+    }
+
+    async fn replay_page(
+        &self,
+        _devices: Vec<String>,
+        _after: processor_core::live::ReplayKey,
+        _to: processor_core::UnixMillis,
+        _limit: usize,
+    ) -> Result<Vec<WirePosition>, String> {
+        Err("replays are not simulated".to_owned())
+    }
+
+    /// Exports are not simulated: the simulation's clients do not ask for them.
+    async fn track_page(
+        &self,
+        _device: String,
+        _after: std::time::SystemTime,
+        _to: std::time::SystemTime,
+        _limit: i64,
+    ) -> Result<Vec<TrackPoint>, String> {
+        Err("exports are not simulated".to_owned())
     }
 
     async fn device_map(&self) -> Result<DeviceMap, String> {

@@ -1,0 +1,54 @@
+//! Reading a device's stored track for an export, one bounded page at a time along the
+//! positions key (device_id, ts).
+
+use std::time::SystemTime;
+
+use deadpool_postgres::Pool;
+
+use super::events::QueryError;
+
+/// One page: a device's non-faulty fixes after `$2` up to `$3` included, by `ts`.
+const TRACK_PAGE: &str = "
+SELECT s.ts, floor(extract(epoch FROM s.ts) * 1000)::int8, s.latitude, s.longitude
+FROM positions s
+WHERE s.device_id = $1 AND s.ts > $2 AND s.ts <= $3 AND NOT s.faulty
+ORDER BY s.ts
+LIMIT $4";
+
+/// One stored fix of a track.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackPoint {
+    /// The stored `ts`, where the next page starts.
+    pub key: SystemTime,
+    /// `ts`, epoch milliseconds.
+    pub ts: i64,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// At most `limit` fixes of `device` after `after`, up to `to` included. A pooled
+/// connection is held for the one statement only, never while the client reads.
+pub async fn track_page(
+    pool: &Pool,
+    device: &str,
+    after: SystemTime,
+    to: SystemTime,
+    limit: i64,
+) -> Result<Vec<TrackPoint>, QueryError> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(TRACK_PAGE).await?;
+    let rows = client
+        .query(&statement, &[&device, &after, &to, &limit])
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(TrackPoint {
+                key: row.try_get(0)?,
+                ts: row.try_get(1)?,
+                lat: row.try_get(2)?,
+                lon: row.try_get(3)?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(QueryError::from)
+}

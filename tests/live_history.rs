@@ -1,0 +1,388 @@
+//! Trails and resume (contract section 5.1) against real Redis, real Postgres, the real
+//! `processor` binary and real WebSocket clients.
+
+mod support;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use support::live::{connect, seed_event, Client, SECRET};
+use support::{wait_until, Processor, TestEnv};
+
+const LAT: f64 = 54.68;
+const LON: f64 = 25.28;
+/// About 11 m of latitude: walking pace between fixes a second apart.
+const STEP: f64 = 0.0001;
+
+fn device(n: u64) -> String {
+    (356_307_050_000_000u64 + n).to_string()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn vars(extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let mut v = vec![
+        ("LIVE_AUTH_JWT_SECRET", SECRET.to_owned()),
+        ("LIVE_DEVICE_EVENT_REFRESH_MS", "100".to_owned()),
+    ];
+    v.extend(extra.iter().map(|(k, val)| (*k, (*val).to_owned())));
+    v
+}
+
+/// A stream payload of a valid fix.
+fn fix(n: u64, ts: i64, lat: f64) -> String {
+    json!({
+        "device_id": device(n), "timestamp": ts, "latitude": lat, "longitude": LON,
+        "satellites": 9
+    })
+    .to_string()
+}
+
+/// Stores a row as the durable path would have.
+async fn store(env: &TestEnv, n: u64, ts: i64, lat: f64, faulty: bool) {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts as u64);
+    env.pg()
+        .await
+        .execute(
+            "INSERT INTO positions (device_id, ts, latitude, longitude, altitude, angle, speed,
+                 satellites, priority, faulty, received_at)
+             VALUES ($1, $2, $3, $4, 0, 0, 0, 9, 0, $5, now())",
+            &[&device(n), &at, &lat, &LON, &faulty],
+        )
+        .await
+        .expect("insert a position");
+}
+
+/// A device walking north, one stored fix a second for `seconds` seconds from `t0`.
+async fn store_walk(env: &TestEnv, n: u64, t0: i64, seconds: i64) {
+    for s in 0..seconds {
+        store(env, n, t0 + s * 1_000, LAT + s as f64 * STEP, false).await;
+    }
+}
+
+/// Subscribes with `extra` fields; returns the snapshot message.
+async fn subscribe_with(client: &mut Client, event: Uuid, extra: Value) -> Value {
+    let topic = format!("event:{event}");
+    let mut msg = json!({"type": "subscribe", "topic": topic});
+    for (k, v) in extra.as_object().expect("an object") {
+        msg[k] = v.clone();
+    }
+    client.send(msg).await;
+    let first = client.next().await;
+    assert_eq!(first, json!({"type": "subscribed", "topic": topic}));
+    let snapshot = client.next().await;
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    snapshot
+}
+
+/// Once the processor serves `device(n)` in snapshots of `event` (the device map is
+/// loaded), a fresh client.
+async fn client_once_mapped(p: &Processor, event: Uuid, n: u64) -> Client {
+    wait_until("ready", || async { p.ready().await == Some(true) }).await;
+    loop {
+        let mut client = connect(p.ws_addr, None).await.expect("anonymous allowed");
+        let snapshot = client.subscribe(event).await;
+        if snapshot.iter().any(|pos| pos["deviceId"] == device(n)) {
+            client
+                .send(json!({"type": "unsubscribe", "topic": format!("event:{event}")}))
+                .await;
+            assert_eq!(client.next().await["type"], "unsubscribed");
+            return client;
+        }
+        tokio::time::sleep(support::live::POLL).await;
+    }
+}
+
+fn positions_of(snapshot: &Value, n: u64) -> Vec<&Value> {
+    snapshot["positions"]
+        .as_array()
+        .expect("positions")
+        .iter()
+        .filter(|p| p["deviceId"] == device(n))
+        .collect()
+}
+
+fn trail_times(position: &Value) -> Vec<i64> {
+    position["trail"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no trail in {position}"))
+        .iter()
+        .map(|p| p[0].as_i64().expect("a ts"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trail_holds_the_window_before_each_position_without_faulty_or_jumps() {
+    let env = TestEnv::new("history_trail").await;
+    let event = seed_event(&env, "public", &[device(1), device(2)]).await;
+    let t0 = now_ms() - 600_000;
+    // Device 1: 20 s of walking; at 5 s a stored faulty row, at 8 s a jump of 1 degree.
+    store_walk(&env, 1, t0, 20).await;
+    env.pg()
+        .await
+        .execute(
+            "UPDATE positions SET faulty = true WHERE device_id = $1 AND ts = $2",
+            &[
+                &device(1),
+                &(std::time::UNIX_EPOCH + std::time::Duration::from_millis((t0 + 5_000) as u64)),
+            ],
+        )
+        .await
+        .expect("mark a faulty row");
+    env.pg()
+        .await
+        .execute(
+            "UPDATE positions SET latitude = latitude + 1 WHERE device_id = $1 AND ts = $2",
+            &[
+                &device(1),
+                &(std::time::UNIX_EPOCH + std::time::Duration::from_millis((t0 + 8_000) as u64)),
+            ],
+        )
+        .await
+        .expect("plant a jump");
+    // Device 2: one position only.
+    store(&env, 2, t0, LAT, false).await;
+    let p = Processor::start(&env, "a", &vars(&[]));
+    let mut client = client_once_mapped(&p, event, 1).await;
+
+    let snapshot = subscribe_with(&mut client, event, json!({"trail_s": 10})).await;
+    let one = positions_of(&snapshot, 1);
+    assert_eq!(one.len(), 1, "{snapshot}");
+    assert_eq!(one[0]["ts"], json!(t0 + 19_000));
+    // The 10 s before 19 s: 9..=18 s, none faulty or a jump there.
+    let expected: Vec<i64> = (9..=18).map(|s| t0 + s * 1_000).collect();
+    assert_eq!(trail_times(one[0]), expected);
+    assert_eq!(
+        one[0]["trail"][0],
+        json!([t0 + 9_000, LAT + 9.0 * STEP, LON])
+    );
+    let two = positions_of(&snapshot, 2);
+    assert_eq!(trail_times(two[0]), Vec::<i64>::new());
+
+    let wide = subscribe_with(&mut client, event, json!({"trail_s": 60})).await;
+    let times = trail_times(positions_of(&wide, 1)[0]);
+    let expected: Vec<i64> = (0..=18)
+        .filter(|s| *s != 5 && *s != 8)
+        .map(|s| t0 + s * 1_000)
+        .collect();
+    assert_eq!(times, expected, "no faulty row, no jump");
+
+    let plain = subscribe_with(&mut client, event, json!({})).await;
+    assert!(positions_of(&plain, 1)[0].get("trail").is_none());
+    drop(p);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_trail_is_thinned_evenly_keeping_the_oldest() {
+    let env = TestEnv::new("history_thin").await;
+    let event = seed_event(&env, "public", &[device(1)]).await;
+    let t0 = now_ms() - 600_000;
+    store_walk(&env, 1, t0, 41).await;
+    let p = Processor::start(&env, "a", &vars(&[("LIVE_TRAIL_MAX_POINTS", "8")]));
+    let mut client = client_once_mapped(&p, event, 1).await;
+
+    let snapshot = subscribe_with(&mut client, event, json!({"trail_s": 3_600})).await;
+    let times = trail_times(positions_of(&snapshot, 1)[0]);
+    // 40 earlier fixes, 8 kept: every fifth from the oldest.
+    let expected: Vec<i64> = (0..8).map(|k| t0 + k * 5_000).collect();
+    assert_eq!(times, expected);
+    drop(p);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_trail_s_or_since_is_a_bad_request_naming_the_field() {
+    let env = TestEnv::new("history_bad").await;
+    let event = seed_event(&env, "public", &[device(1)]).await;
+    let p = Processor::start(&env, "a", &vars(&[("LIVE_TRAIL_MAX_S", "600")]));
+    wait_until("ready", || async { p.ready().await == Some(true) }).await;
+    let mut client = connect(p.ws_addr, None).await.expect("anonymous allowed");
+    let topic = format!("event:{event}");
+    for (field, value) in [
+        ("trail_s", json!(601)),
+        ("trail_s", json!(-1)),
+        ("trail_s", json!("60")),
+        ("since", json!(-1)),
+        ("since", json!(1.5)),
+    ] {
+        client
+            .send(json!({"type": "subscribe", "topic": topic, field: value}))
+            .await;
+        let answer = client.next().await;
+        assert_eq!(answer["type"], "error", "{answer}");
+        assert_eq!(answer["code"], "bad_request", "{answer}");
+        assert_eq!(answer["topic"], json!(topic));
+        let message = answer["message"].as_str().expect("a message");
+        assert!(message.contains(&format!("`{field}`")), "{answer}");
+    }
+    // The connection stays usable: the largest allowed trail is granted.
+    let snapshot = subscribe_with(&mut client, event, json!({"trail_s": 600})).await;
+    assert_eq!(snapshot["positions"], json!([]));
+    drop(p);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_sends_every_position_after_since_then_live_without_gap_or_repeat() {
+    let env = TestEnv::new("history_resume").await;
+    let event = seed_event(&env, "public", &[device(1), device(2), device(3)]).await;
+    let t0 = now_ms() - 60_000;
+    store_walk(&env, 1, t0, 6).await;
+    store_walk(&env, 2, t0, 3).await;
+    // Device 3 has nothing after `since`.
+    store(&env, 3, t0, LAT, false).await;
+    let p = Processor::start(&env, "a", &vars(&[]));
+    let mut client = client_once_mapped(&p, event, 1).await;
+
+    let since = t0 + 1_000;
+    let snapshot = subscribe_with(&mut client, event, json!({"since": since})).await;
+    assert!(snapshot.get("truncated").is_none(), "{snapshot}");
+    let times = |n| -> Vec<i64> {
+        positions_of(&snapshot, n)
+            .iter()
+            .map(|p| p["ts"].as_i64().expect("ts"))
+            .collect()
+    };
+    assert_eq!(times(1), (2..6).map(|s| t0 + s * 1_000).collect::<Vec<_>>());
+    assert_eq!(times(2), vec![t0 + 2_000]);
+    assert!(
+        times(3).is_empty(),
+        "a device with none after since is left out"
+    );
+
+    // Live positions follow: the one already in the snapshot is not repeated.
+    env.publish(&[
+        fix(1, t0 + 5_000, LAT + 5.0 * STEP),
+        fix(1, t0 + 6_000, LAT + 6.0 * STEP),
+    ])
+    .await;
+    let next = client.next().await;
+    assert_eq!(next["type"], "position");
+    assert_eq!(next["ts"], json!(t0 + 6_000), "{next}");
+    drop(p);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_over_the_maximum_is_the_newest_per_device_and_truncated() {
+    let env = TestEnv::new("history_truncated").await;
+    let event = seed_event(&env, "public", &[device(1), device(2)]).await;
+    let t0 = now_ms() - 60_000;
+    store_walk(&env, 1, t0, 3).await;
+    store_walk(&env, 2, t0, 2).await;
+    let p = Processor::start(&env, "a", &vars(&[("LIVE_RESUME_MAX_POSITIONS", "4")]));
+    let mut client = client_once_mapped(&p, event, 1).await;
+
+    let truncated = subscribe_with(&mut client, event, json!({"since": t0 - 1})).await;
+    assert_eq!(truncated["truncated"], json!(true), "{truncated}");
+    let mut heads: Vec<(String, i64)> = truncated["positions"]
+        .as_array()
+        .expect("positions")
+        .iter()
+        .map(|p| {
+            (
+                p["deviceId"].as_str().unwrap_or("").to_owned(),
+                p["ts"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    heads.sort();
+    assert_eq!(
+        heads,
+        vec![(device(1), t0 + 2_000), (device(2), t0 + 1_000)]
+    );
+
+    let complete = subscribe_with(&mut client, event, json!({"since": t0})).await;
+    assert!(complete.get("truncated").is_none(), "{complete}");
+    assert_eq!(complete["positions"].as_array().map(Vec::len), Some(3));
+    drop(p);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reconnects_with_since_misses_nothing_and_gets_nothing_twice() {
+    let env = TestEnv::new("history_reconnect").await;
+    let event = seed_event(&env, "public", &[device(1)]).await;
+    let t0 = now_ms() - 60_000;
+    store(&env, 1, t0, LAT, false).await;
+    let p = Processor::start(&env, "a", &vars(&[]));
+    let mut first = client_once_mapped(&p, event, 1).await;
+    first.subscribe(event).await;
+
+    let mut seen = vec![t0];
+    env.publish(&[
+        fix(1, t0 + 1_000, LAT + STEP),
+        fix(1, t0 + 2_000, LAT + 2.0 * STEP),
+    ])
+    .await;
+    for _ in 0..2 {
+        seen.push(first.next().await["ts"].as_i64().expect("ts"));
+    }
+    drop(first);
+    // While the client is away, more positions are accepted; some are stored by the time it
+    // comes back, the newest perhaps not yet: the live path's recent track has those.
+    let away: Vec<String> = (3..=12)
+        .map(|s| fix(1, t0 + s * 1_000, LAT + s as f64 * STEP))
+        .collect();
+    env.publish(&away).await;
+    wait_until("the processor accepted what was sent", || async {
+        p.metric("processor_live_broadcast_records_total")
+            .await
+            .is_some_and(|n| n >= 12.0)
+    })
+    .await;
+    let mut second = connect(p.ws_addr, None).await.expect("anonymous allowed");
+    let since = *seen.last().expect("something seen");
+    let snapshot = subscribe_with(&mut second, event, json!({"since": since})).await;
+    for position in positions_of(&snapshot, 1) {
+        seen.push(position["ts"].as_i64().expect("ts"));
+    }
+    let last = (13..=14)
+        .map(|s| fix(1, t0 + s * 1_000, LAT + s as f64 * STEP))
+        .collect::<Vec<_>>();
+    env.publish(&last).await;
+    while seen.last() != Some(&(t0 + 14_000)) {
+        seen.push(second.next().await["ts"].as_i64().expect("ts"));
+    }
+    let expected: Vec<i64> = (0..=14).map(|s| t0 + s * 1_000).collect();
+    assert_eq!(seen, expected, "every position once, in order");
+    drop(p);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trail_snapshot_larger_than_the_backpressure_threshold_is_delivered() {
+    let env = TestEnv::new("history_big").await;
+    let devices: Vec<String> = (1..=10).map(device).collect();
+    let event = seed_event(&env, "public", &devices).await;
+    let t0 = now_ms() - 600_000;
+    for n in 1..=10 {
+        store_walk(&env, n, t0, 101).await;
+    }
+    let p = Processor::start(
+        &env,
+        "a",
+        &vars(&[
+            ("LIVE_WS_CONFLATE_THRESHOLD_BYTES", "1024"),
+            ("LIVE_WS_BACKPRESSURE_THRESHOLD_BYTES", "4096"),
+        ]),
+    );
+    let mut client = client_once_mapped(&p, event, 1).await;
+    // Ten devices with 100 trail points each: some 40 KB, ten times the threshold.
+    let snapshot = subscribe_with(&mut client, event, json!({"trail_s": 3_600})).await;
+    assert!(snapshot.to_string().len() > 4 * 4_096);
+    for n in 1..=10 {
+        assert_eq!(trail_times(positions_of(&snapshot, n)[0]).len(), 100);
+    }
+    // The connection is still usable.
+    client.send(json!({"type": "ping"})).await;
+    assert_eq!(client.next().await, json!({"type": "pong"}));
+    drop(p);
+    env.cleanup().await;
+}

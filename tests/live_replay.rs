@@ -1,0 +1,224 @@
+//! Paced replay (contract section 5.1) against real Postgres, Redis, the real `processor`
+//! binary and real WebSocket clients. Speeds are high so that the tests are quick; what is
+//! checked is what is sent and in which order, never how long it took.
+
+mod support;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use support::live::{connect, seed_event, Client, SECRET};
+use support::{wait_until, Processor, TestEnv};
+
+const T0: i64 = 1_764_324_000_000;
+
+fn device(n: u64) -> String {
+    (356_307_070_000_000u64 + n).to_string()
+}
+
+async fn store(env: &TestEnv, n: u64, ts: i64, faulty: bool) {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts as u64);
+    env.pg()
+        .await
+        .execute(
+            "INSERT INTO positions (device_id, ts, latitude, longitude, altitude, angle, speed,
+                 satellites, priority, faulty, received_at)
+             VALUES ($1, $2, 54.68, 25.28, 0, 0, 0, 9, 0, $3, now())",
+            &[&device(n), &at, &faulty],
+        )
+        .await
+        .expect("insert a position");
+}
+
+/// A client of a ready processor whose device map has `event`'s devices.
+async fn client_once_mapped(p: &Processor, event: Uuid, n: u64) -> Client {
+    wait_until("ready", || async { p.ready().await == Some(true) }).await;
+    loop {
+        let mut client = connect(p.ws_addr, None).await.expect("anonymous allowed");
+        let snapshot = client.subscribe(event).await;
+        if snapshot.iter().any(|pos| pos["deviceId"] == device(n)) {
+            client
+                .send(json!({"type": "unsubscribe", "topic": format!("event:{event}")}))
+                .await;
+            assert_eq!(client.next().await["type"], "unsubscribed");
+            return client;
+        }
+        tokio::time::sleep(support::live::POLL).await;
+    }
+}
+
+fn replay(id: &str, event: Uuid, from: i64, to: i64, speed: f64) -> Value {
+    json!({"type": "replay", "id": id, "event": event.to_string(), "from": from, "to": to,
+           "speed": speed})
+}
+
+/// `(deviceId, ts - T0)` of the messages up to `replay_end` (which is checked).
+async fn played_to_the_end(client: &mut Client, topic: &str) -> Vec<(String, i64)> {
+    let mut played = Vec::new();
+    loop {
+        let message = client.next().await;
+        assert_eq!(message["topic"], topic, "{message}");
+        match message["type"].as_str() {
+            Some("position") => played.push((
+                message["deviceId"].as_str().unwrap_or("").to_owned(),
+                message["ts"].as_i64().unwrap_or(0) - T0,
+            )),
+            Some("replay_end") => return played,
+            _ => panic!("unexpected {message}"),
+        }
+    }
+}
+
+fn snapshot_of(message: &Value) -> Vec<(String, i64)> {
+    assert_eq!(message["type"], "snapshot", "{message}");
+    message["positions"]
+        .as_array()
+        .expect("positions")
+        .iter()
+        .map(|p| {
+            (
+                p["deviceId"].as_str().unwrap_or("").to_owned(),
+                p["ts"].as_i64().unwrap_or(0) - T0,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_sends_the_snapshot_at_from_then_every_position_in_order_then_replay_end() {
+    let env = TestEnv::new("replay_order").await;
+    let event = seed_event(&env, "public", &[device(1), device(2)]).await;
+    store(&env, 1, T0 - 5_000, false).await;
+    store(&env, 1, T0, false).await;
+    store(&env, 2, T0 - 1_000, false).await;
+    for s in 1..=30 {
+        store(&env, 1, T0 + s * 1_000, s == 7).await;
+        if s % 3 == 0 {
+            store(&env, 2, T0 + s * 1_000, false).await;
+        }
+    }
+    let p = Processor::start(
+        &env,
+        "a",
+        &[
+            ("LIVE_AUTH_JWT_SECRET", SECRET.to_owned()),
+            ("LIVE_DEVICE_EVENT_REFRESH_MS", "100".to_owned()),
+            // Several pages.
+            ("LIVE_REPLAY_READ_AHEAD", "8".to_owned()),
+        ],
+    );
+    let mut client = client_once_mapped(&p, event, 1).await;
+    client
+        .send(replay("r1", event, T0, T0 + 25_000, 1_000.0))
+        .await;
+    assert_eq!(
+        client.next().await,
+        json!({"type": "subscribed", "topic": "replay:r1"})
+    );
+    let mut snapshot = snapshot_of(&client.next().await);
+    snapshot.sort();
+    assert_eq!(snapshot, vec![(device(1), 0), (device(2), -1_000)]);
+    let played = played_to_the_end(&mut client, "replay:r1").await;
+    let mut expected = Vec::new();
+    for s in 1..=25 {
+        if s != 7 {
+            expected.push((device(1), s * 1_000));
+        }
+        if s % 3 == 0 {
+            expected.push((device(2), s * 1_000));
+        }
+    }
+    assert_eq!(played, expected, "non-faulty, from < ts <= to, in ts order");
+    drop(p);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_seek_and_speed_steer_a_replay() {
+    let env = TestEnv::new("replay_control").await;
+    let event = seed_event(&env, "public", &[device(1)]).await;
+    for s in 0..=100 {
+        store(&env, 1, T0 + s * 1_000, false).await;
+    }
+    let p = Processor::start(
+        &env,
+        "a",
+        &[
+            ("LIVE_AUTH_JWT_SECRET", SECRET.to_owned()),
+            ("LIVE_DEVICE_EVENT_REFRESH_MS", "100".to_owned()),
+        ],
+    );
+    let mut client = client_once_mapped(&p, event, 1).await;
+    // Slow enough never to reach the next position while the test runs on.
+    client.send(replay("r", event, T0, T0 + 100_000, 0.1)).await;
+    assert_eq!(client.next().await["type"], "subscribed");
+    assert_eq!(snapshot_of(&client.next().await), vec![(device(1), 0)]);
+    client
+        .send(json!({"type": "replay_control", "id": "r", "paused": true, "speed": 1000}))
+        .await;
+    // Seek near the end: a new snapshot there, then the rest at the new speed once resumed.
+    client
+        .send(json!({"type": "replay_control", "id": "r", "seek": T0 + 95_000}))
+        .await;
+    assert_eq!(snapshot_of(&client.next().await), vec![(device(1), 95_000)]);
+    client
+        .send(json!({"type": "replay_control", "id": "r", "paused": false}))
+        .await;
+    let played = played_to_the_end(&mut client, "replay:r").await;
+    let expected: Vec<(String, i64)> = (96..=100).map(|s| (device(1), s * 1_000)).collect();
+    assert_eq!(played, expected);
+    drop(p);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_over_the_limits_or_of_a_private_event_are_refused() {
+    let env = TestEnv::new("replay_limits").await;
+    let event = seed_event(&env, "public", &[device(1)]).await;
+    let private = seed_event(&env, "private", &[device(2)]).await;
+    store(&env, 1, T0, false).await;
+    let p = Processor::start(
+        &env,
+        "a",
+        &[
+            ("LIVE_AUTH_JWT_SECRET", SECRET.to_owned()),
+            ("LIVE_DEVICE_EVENT_REFRESH_MS", "100".to_owned()),
+            ("LIVE_REPLAY_MAX_PER_CONNECTION", "1".to_owned()),
+        ],
+    );
+    let mut client = client_once_mapped(&p, event, 1).await;
+    client
+        .send(replay("a", event, T0, T0 + 3_600_000, 0.1))
+        .await;
+    assert_eq!(client.next().await["type"], "subscribed");
+    assert_eq!(client.next().await["type"], "snapshot");
+    client.send(replay("b", event, T0, T0 + 1_000, 1.0)).await;
+    let refused = client.next().await;
+    assert_eq!(refused["code"], "limit_exceeded", "{refused}");
+    assert_eq!(refused["topic"], "replay:b");
+    client
+        .send(json!({"type": "unsubscribe", "topic": "replay:a"}))
+        .await;
+    assert_eq!(
+        client.next().await,
+        json!({"type": "unsubscribed", "topic": "replay:a"})
+    );
+    client.send(replay("c", private, T0, T0 + 1_000, 1.0)).await;
+    let forbidden = client.next().await;
+    assert_eq!(forbidden["code"], "forbidden", "{forbidden}");
+    assert_eq!(forbidden["topic"], "replay:c");
+    client
+        .send(
+            json!({"type": "replay", "id": "d", "event": event.to_string(), "from": T0,
+                     "to": T0 - 1, "speed": 1}),
+        )
+        .await;
+    let bad = client.next().await;
+    assert_eq!(bad["code"], "bad_request");
+    assert!(
+        bad["message"].as_str().unwrap_or("").contains("`to`"),
+        "{bad}"
+    );
+    drop(p);
+    env.cleanup().await;
+}
