@@ -6,7 +6,7 @@ mod support;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use support::live::{connect, seed_event, Client, SECRET};
+use support::live::{connect, seed_event, store_position, Client, SECRET};
 use support::{wait_until, Processor, TestEnv};
 
 const LAT: f64 = 54.68;
@@ -43,19 +43,8 @@ fn fix(n: u64, ts: i64, lat: f64) -> String {
     .to_string()
 }
 
-/// Stores a row as the durable path would have.
 async fn store(env: &TestEnv, n: u64, ts: i64, lat: f64, faulty: bool) {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts as u64);
-    env.pg()
-        .await
-        .execute(
-            "INSERT INTO positions (device_id, ts, latitude, longitude, altitude, angle, speed,
-                 satellites, priority, faulty, received_at)
-             VALUES ($1, $2, $3, $4, 0, 0, 0, 9, 0, $5, now())",
-            &[&device(n), &at, &lat, &LON, &faulty],
-        )
-        .await
-        .expect("insert a position");
+    store_position(env, &device(n), ts, lat, LON, faulty).await;
 }
 
 /// A device walking north, one stored fix a second for `seconds` seconds from `t0`.
@@ -80,22 +69,8 @@ async fn subscribe_with(client: &mut Client, event: Uuid, extra: Value) -> Value
     snapshot
 }
 
-/// Once the processor serves `device(n)` in snapshots of `event` (the device map is
-/// loaded), a fresh client.
 async fn client_once_mapped(p: &Processor, event: Uuid, n: u64) -> Client {
-    wait_until("ready", || async { p.ready().await == Some(true) }).await;
-    loop {
-        let mut client = connect(p.ws_addr, None).await.expect("anonymous allowed");
-        let snapshot = client.subscribe(event).await;
-        if snapshot.iter().any(|pos| pos["deviceId"] == device(n)) {
-            client
-                .send(json!({"type": "unsubscribe", "topic": format!("event:{event}")}))
-                .await;
-            assert_eq!(client.next().await["type"], "unsubscribed");
-            return client;
-        }
-        tokio::time::sleep(support::live::POLL).await;
-    }
+    support::live::client_once_mapped(p, event, &device(n)).await
 }
 
 fn positions_of(snapshot: &Value, n: u64) -> Vec<&Value> {

@@ -7,8 +7,8 @@ mod support;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use support::live::{connect, seed_event, Client, SECRET};
-use support::{wait_until, Processor, TestEnv};
+use support::live::{seed_event, store_position, Client, SECRET};
+use support::{Processor, TestEnv};
 
 const T0: i64 = 1_764_324_000_000;
 
@@ -17,34 +17,11 @@ fn device(n: u64) -> String {
 }
 
 async fn store(env: &TestEnv, n: u64, ts: i64, faulty: bool) {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts as u64);
-    env.pg()
-        .await
-        .execute(
-            "INSERT INTO positions (device_id, ts, latitude, longitude, altitude, angle, speed,
-                 satellites, priority, faulty, received_at)
-             VALUES ($1, $2, 54.68, 25.28, 0, 0, 0, 9, 0, $3, now())",
-            &[&device(n), &at, &faulty],
-        )
-        .await
-        .expect("insert a position");
+    store_position(env, &device(n), ts, 54.68, 25.28, faulty).await;
 }
 
-/// A client of a ready processor whose device map has `event`'s devices.
 async fn client_once_mapped(p: &Processor, event: Uuid, n: u64) -> Client {
-    wait_until("ready", || async { p.ready().await == Some(true) }).await;
-    loop {
-        let mut client = connect(p.ws_addr, None).await.expect("anonymous allowed");
-        let snapshot = client.subscribe(event).await;
-        if snapshot.iter().any(|pos| pos["deviceId"] == device(n)) {
-            client
-                .send(json!({"type": "unsubscribe", "topic": format!("event:{event}")}))
-                .await;
-            assert_eq!(client.next().await["type"], "unsubscribed");
-            return client;
-        }
-        tokio::time::sleep(support::live::POLL).await;
-    }
+    support::live::client_once_mapped(p, event, &device(n)).await
 }
 
 fn replay(id: &str, event: Uuid, from: i64, to: i64, speed: f64) -> Value {

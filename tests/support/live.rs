@@ -210,3 +210,44 @@ pub enum Frame {
 
 /// A short pause between polls of something with no event to await.
 pub const POLL: Duration = Duration::from_millis(50);
+
+/// Stores a `positions` row as the durable path would have.
+pub async fn store_position(
+    env: &TestEnv,
+    device: &str,
+    ts: i64,
+    lat: f64,
+    lon: f64,
+    faulty: bool,
+) {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ts as u64);
+    env.pg()
+        .await
+        .execute(
+            "INSERT INTO positions (device_id, ts, latitude, longitude, altitude, angle, speed,
+                 satellites, priority, faulty, received_at)
+             VALUES ($1, $2, $3, $4, 0, 0, 0, 9, 0, $5, now())",
+            &[&device, &at, &lat, &lon, &faulty],
+        )
+        .await
+        .expect("insert a position");
+}
+
+/// A client of a ready processor whose device map already holds `device` in `event` (its
+/// snapshot shows the device), left with no subscription. The map refresh has no event to
+/// await, so this subscribes again until it shows.
+pub async fn client_once_mapped(p: &super::Processor, event: Uuid, device: &str) -> Client {
+    super::wait_until("ready", || async { p.ready().await == Some(true) }).await;
+    loop {
+        let mut client = connect(p.ws_addr, None).await.expect("anonymous allowed");
+        let snapshot = client.subscribe(event).await;
+        if snapshot.iter().any(|pos| pos["deviceId"] == device) {
+            client
+                .send(json!({"type": "unsubscribe", "topic": format!("event:{event}")}))
+                .await;
+            assert_eq!(client.next().await["type"], "unsubscribed");
+            return client;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
