@@ -84,6 +84,18 @@ pub fn assert_none_broken<V: std::fmt::Display>(
     );
 }
 
+/// Runs `seed` twice, one run after the other, and panics unless both give the same
+/// `fingerprint` (e.g. the trace hash and the simulated time). Call it before running seeds
+/// in parallel: tokio numbers tasks process-wide, so a run replays exactly only alone.
+pub fn assert_replays<R, K>(seed: u64, run: impl Fn(u64) -> R, fingerprint: impl Fn(&R) -> K)
+where
+    K: PartialEq + std::fmt::Debug,
+{
+    let first = fingerprint(&run(seed));
+    let again = fingerprint(&run(seed));
+    assert_eq!(first, again, "seed {seed} is not deterministic");
+}
+
 /// Runs every seed, spread over the machine's cores; reports come back in seed order.
 pub fn run_all(seeds: &[u64], options: &RunOptions) -> Vec<RunReport> {
     run_parallel(seeds, |seed| run(seed, options))

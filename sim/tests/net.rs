@@ -6,19 +6,12 @@
 //! so a run is exactly reproducible when it runs alone (as `SIM_SEED=...` replays do).
 
 use sim::net::{run_net, run_net_with, NET_CI_SEEDS};
-use sim::seeds::{assert_none_broken, run_parallel, seeds, Broken};
+use sim::seeds::{assert_none_broken, assert_replays, run_parallel, seeds, Broken};
 
 #[test]
 fn network_layer_replays_and_keeps_every_invariant() {
     let all = seeds(NET_CI_SEEDS);
-    let first = run_net(all[0]);
-    let again = run_net(all[0]);
-    assert_eq!(
-        (first.trace_hash, first.sim_ms),
-        (again.trace_hash, again.sim_ms),
-        "seed {} is not deterministic",
-        all[0]
-    );
+    assert_replays(all[0], run_net, |r| (r.trace_hash, r.sim_ms));
 
     let reports = run_parallel(&all, run_net);
     for r in &reports {

@@ -8,19 +8,12 @@
 use sim::net::fanout::{run_fanout, run_fanout_with, CALM_LATENCY_BOUND_MS};
 use sim::net::instance::NetLiveDefect;
 use sim::net::FANOUT_CI_SEEDS;
-use sim::seeds::{assert_none_broken, run_parallel, seeds, Broken};
+use sim::seeds::{assert_none_broken, assert_replays, run_parallel, seeds, Broken};
 
 #[test]
 fn live_path_over_the_network_replays_and_keeps_every_invariant() {
     let all = seeds(FANOUT_CI_SEEDS);
-    let first = run_fanout(all[0]);
-    let again = run_fanout(all[0]);
-    assert_eq!(
-        (first.trace_hash, first.sim_ms),
-        (again.trace_hash, again.sim_ms),
-        "seed {} is not deterministic",
-        all[0]
-    );
+    assert_replays(all[0], run_fanout, |r| (r.trace_hash, r.sim_ms));
 
     let reports = run_parallel(&all, run_fanout);
     for r in &reports {

@@ -7,19 +7,12 @@
 
 use sim::net::gateway::{run_gateway, run_gateway_with, GatewayDefect};
 use sim::net::GATEWAY_CI_SEEDS;
-use sim::seeds::{assert_none_broken, run_parallel, seeds, Broken};
+use sim::seeds::{assert_none_broken, assert_replays, run_parallel, seeds, Broken};
 
 #[test]
 fn gateways_ack_only_what_is_on_the_stream_and_everything_is_stored_once() {
     let all = seeds(GATEWAY_CI_SEEDS);
-    let first = run_gateway(all[0]);
-    let again = run_gateway(all[0]);
-    assert_eq!(
-        (first.trace_hash, first.sim_ms),
-        (again.trace_hash, again.sim_ms),
-        "seed {} is not deterministic",
-        all[0]
-    );
+    assert_replays(all[0], run_gateway, |r| (r.trace_hash, r.sim_ms));
 
     let reports = run_parallel(&all, run_gateway);
     for r in &reports {
