@@ -81,8 +81,9 @@ async fn geojson_has_one_linestring_per_device_of_its_non_faulty_positions_in_th
              "properties": {"deviceId": device(1),
                             "timestamps": [T0 + 1_000, T0 + 3_000, T0 + 4_000]}},
             {"type": "Feature",
-             "geometry": {"type": "LineString", "coordinates": [[2.5, 1.25]]},
-             "properties": {"deviceId": device(2), "timestamps": [T0 + 1_500]}},
+             // One position: twice, as RFC 7946 wants two or more in a LineString.
+             "geometry": {"type": "LineString", "coordinates": [[2.5, 1.25], [2.5, 1.25]]},
+             "properties": {"deviceId": device(2), "timestamps": [T0 + 1_500, T0 + 1_500]}},
         ]})
     );
     drop(p);

@@ -6,7 +6,10 @@
 //! `[lon, lat]` (RFC 7946 order) and `properties.timestamps` (epoch milliseconds, one per
 //! coordinate), `properties.deviceId`. The coordinates are written as the rows come; the
 //! timestamps of the device being written are kept (8 bytes a point) and written after
-//! them: JSON members have no order, so `geometry` comes before `properties`.
+//! them: JSON members have no order, so `geometry` comes before `properties`. A device with
+//! one position in the window gets it twice (a line of zero length, and its timestamp
+//! twice): RFC 7946 wants two or more positions in a `LineString`, and a reader that
+//! checks would refuse the whole document over one such device.
 //! GPX 1.1: one `trk` per device named by its id, one `trkseg`, a `trkpt` per position.
 
 use std::fmt::Write as _;
@@ -111,6 +114,8 @@ pub struct TrackWriter {
     device: Option<String>,
     /// Its timestamps so far (GeoJSON).
     timestamps: Vec<i64>,
+    /// Its last coordinate, `[lon,lat]` (GeoJSON).
+    last: String,
     devices_written: usize,
 }
 
@@ -120,6 +125,7 @@ impl TrackWriter {
             format,
             device: None,
             timestamps: Vec::new(),
+            last: String::new(),
             devices_written: 0,
         }
     }
@@ -149,7 +155,9 @@ impl TrackWriter {
                 if !self.timestamps.is_empty() {
                     text.push(',');
                 }
-                let _ = write!(text, "[{},{}]", number(lon), number(lat));
+                self.last.clear();
+                let _ = write!(self.last, "[{},{}]", number(lon), number(lat));
+                text.push_str(&self.last);
                 self.timestamps.push(ts);
             }
             ExportFormat::Gpx => {
@@ -200,6 +208,11 @@ impl TrackWriter {
         };
         match self.format {
             ExportFormat::GeoJson => {
+                if let [only] = self.timestamps[..] {
+                    out.push(b',');
+                    out.extend_from_slice(self.last.as_bytes());
+                    self.timestamps.push(only);
+                }
                 out.extend_from_slice(br#"]},"properties":{"deviceId":"#);
                 // A string always serialises.
                 out.extend_from_slice(&serde_json::to_vec(&device).unwrap_or_default());
@@ -271,7 +284,7 @@ mod tests {
     }
 
     #[test]
-    fn geojson_has_one_linestring_per_device_with_its_timestamps() {
+    fn geojson_has_one_linestring_per_device_with_its_timestamps_and_two_positions_at_least() {
         let text = document(
             ExportFormat::GeoJson,
             &[
@@ -288,8 +301,8 @@ mod tests {
                  "geometry": {"type": "LineString", "coordinates": [[25.5, 54.5], [25.6, 54.6]]},
                  "properties": {"deviceId": "a", "timestamps": [1, 2]}},
                 {"type": "Feature",
-                 "geometry": {"type": "LineString", "coordinates": [[2.5, 1.5]]},
-                 "properties": {"deviceId": "b", "timestamps": [3]}},
+                 "geometry": {"type": "LineString", "coordinates": [[2.5, 1.5], [2.5, 1.5]]},
+                 "properties": {"deviceId": "b", "timestamps": [3, 3]}},
             ]})
         );
         let empty: serde_json::Value =
