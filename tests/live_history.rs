@@ -361,3 +361,91 @@ async fn a_trail_snapshot_larger_than_the_backpressure_threshold_is_delivered() 
     drop(p);
     env.cleanup().await;
 }
+
+/// Devices of snapshots answered from memory and from Postgres so far.
+async fn snapshot_sources(p: &Processor) -> (f64, f64) {
+    let memory = p
+        .metric("processor_live_snapshot_memory_devices_total")
+        .await
+        .expect("the metric is exported");
+    let postgres = p
+        .metric("processor_live_snapshot_postgres_devices_total")
+        .await
+        .expect("the metric is exported");
+    (memory, postgres)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_instance_saw_is_answered_from_memory_as_postgres_answers_it() {
+    let env = TestEnv::new("history_memory").await;
+    let event = seed_event(&env, "public", &[device(1)]).await;
+    // An old stored fix puts the device on the map; memory never saw it.
+    store(&env, 1, now_ms() - 600_000, LAT, false).await;
+    // No future allowance: every fix read after the start is known complete.
+    let settings = vars(&[("FAULTY_MAX_FUTURE_MS", "0")]);
+    let p = Processor::start(&env, "a", &settings);
+    let mut client = client_once_mapped(&p, event, 1).await;
+
+    // Fixes at the wall time they are sent (a device standing still), over more than a
+    // second of it, so that a one-second trail lies wholly within what memory saw.
+    let first = now_ms();
+    let mut times = vec![first];
+    env.publish(&[fix(1, first, LAT)]).await;
+    while *times.last().expect("one") < first + 1_500 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let ts = now_ms().max(times.last().expect("one") + 1);
+        env.publish(&[fix(1, ts, LAT)]).await;
+        times.push(ts);
+    }
+    let newest = *times.last().expect("one");
+    wait_until("the processor read every fix", || async {
+        p.metric("processor_live_broadcast_records_total")
+            .await
+            .is_some_and(|n| n >= times.len() as f64)
+    })
+    .await;
+
+    let before = snapshot_sources(&p).await;
+    let trail = subscribe_with(&mut client, event, json!({"trail_s": 1})).await;
+    let resume = subscribe_with(&mut client, event, json!({"since": first})).await;
+    let latest = subscribe_with(&mut client, event, json!({})).await;
+    let after = snapshot_sources(&p).await;
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (3.0, 0.0),
+        "three snapshots of one device, all from memory"
+    );
+    let trail_expected: Vec<i64> = times
+        .iter()
+        .copied()
+        .filter(|&t| t >= newest - 1_000 && t < newest)
+        .collect();
+    assert_eq!(positions_of(&trail, 1)[0]["ts"], json!(newest));
+    assert_eq!(trail_times(positions_of(&trail, 1)[0]), trail_expected);
+    let resumed: Vec<i64> = positions_of(&resume, 1)
+        .iter()
+        .map(|p| p["ts"].as_i64().expect("ts"))
+        .collect();
+    assert_eq!(resumed, times[1..].to_vec());
+    assert_eq!(positions_of(&latest, 1)[0]["ts"], json!(newest));
+
+    // Once stored, a new instance (memory empty) reads the same from Postgres.
+    let stored = times.len() as i64 + 1;
+    wait_until("every fix stored", || async {
+        env.count("SELECT count(*) FROM positions").await >= stored
+    })
+    .await;
+    drop(client);
+    drop(p);
+    let p = Processor::start(&env, "b", &settings);
+    let mut client = client_once_mapped(&p, event, 1).await;
+    let before = snapshot_sources(&p).await;
+    let trail_again = subscribe_with(&mut client, event, json!({"trail_s": 1})).await;
+    let resume_again = subscribe_with(&mut client, event, json!({"since": first})).await;
+    let after = snapshot_sources(&p).await;
+    assert_eq!(after.1 - before.1, 2.0, "both from Postgres");
+    assert_eq!(trail_again["positions"], trail["positions"]);
+    assert_eq!(resume_again["positions"], resume["positions"]);
+    drop(p);
+    env.cleanup().await;
+}

@@ -199,3 +199,67 @@ async fn replays_over_the_limits_or_of_a_private_event_are_refused() {
     drop(p);
     env.cleanup().await;
 }
+
+/// `ts - T0` of the trail of the snapshot's only position of device `n`.
+fn trail_of(message: &Value, n: u64) -> Vec<i64> {
+    let positions = message["positions"].as_array().expect("positions");
+    let position = positions
+        .iter()
+        .find(|p| p["deviceId"] == device(n))
+        .unwrap_or_else(|| panic!("device {n} in {message}"));
+    position["trail"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a trail in {position}"))
+        .iter()
+        .map(|point| point[0].as_i64().unwrap_or(0) - T0)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_with_trail_s_has_trails_in_its_snapshots_as_they_were_then() {
+    let env = TestEnv::new("replay_trail").await;
+    let event = seed_event(&env, "public", &[device(1)]).await;
+    for s in 0..=60 {
+        store(&env, 1, T0 + s * 1_000, s == 4).await;
+    }
+    let p = Processor::start(
+        &env,
+        "a",
+        &[
+            ("LIVE_AUTH_JWT_SECRET", SECRET.to_owned()),
+            ("LIVE_DEVICE_EVENT_REFRESH_MS", "100".to_owned()),
+            ("LIVE_TRAIL_MAX_S", "30".to_owned()),
+        ],
+    );
+    let mut client = client_once_mapped(&p, event, 1).await;
+    let mut request = replay("r", event, T0 + 10_000, T0 + 60_000, 0.1);
+    request["trail_s"] = json!(5);
+    client.send(request).await;
+    assert_eq!(client.next().await["type"], "subscribed");
+    let snapshot = client.next().await;
+    assert_eq!(snapshot_of(&snapshot), vec![(device(1), 10_000)]);
+    // The 5 s before 10 s, the faulty fix at 4 s left out; nothing after `from`.
+    assert_eq!(
+        trail_of(&snapshot, 1),
+        vec![5_000, 6_000, 7_000, 8_000, 9_000]
+    );
+    client
+        .send(json!({"type": "replay_control", "id": "r", "seek": T0 + 40_500}))
+        .await;
+    let sought = client.next().await;
+    assert_eq!(snapshot_of(&sought), vec![(device(1), 40_000)]);
+    assert_eq!(
+        trail_of(&sought, 1),
+        vec![35_000, 36_000, 37_000, 38_000, 39_000]
+    );
+
+    let mut too_long = replay("r2", event, T0, T0 + 1_000, 1.0);
+    too_long["trail_s"] = json!(31);
+    client.send(too_long).await;
+    let refused = client.next().await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "bad_request");
+    assert_eq!(refused["topic"], "replay:r2");
+    drop(p);
+    env.cleanup().await;
+}

@@ -366,6 +366,11 @@ pub struct LiveSettings {
     #[arg(long, env = "LIVE_TRAIL_MAX_POINTS", value_name = "LIVE_TRAIL_MAX_POINTS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub trail_max_points: u32,
 
+    /// Recent fixes kept in memory per device (about 48 bytes each), so that trails,
+    /// resumes and snapshots within them read no Postgres; 0 keeps none.
+    #[arg(long, env = "LIVE_TRAIL_MEMORY_POINTS", value_name = "LIVE_TRAIL_MEMORY_POINTS", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub trail_memory_points: u32,
+
     /// Positions a resumed snapshot (`since`) holds at most; with more, it holds the newest
     /// position per device and `truncated`.
     #[arg(long, env = "LIVE_RESUME_MAX_POSITIONS", value_name = "LIVE_RESUME_MAX_POSITIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

@@ -29,6 +29,11 @@ pub struct Metrics {
     pub live_conflated_messages: Counter,
     pub live_slow_consumer_closes: Counter,
     pub live_accept_errors: Counter,
+    /// Devices of snapshots answered from the instance's recent tracks, and from Postgres.
+    pub live_snapshot_memory_devices: Counter,
+    pub live_snapshot_postgres_devices: Counter,
+    /// Fixes held in the recent tracks.
+    pub live_track_points: Gauge,
     pub stream_trimmed_entries: Counter,
     pub stream_trim_passes: Counter,
 }
@@ -63,6 +68,9 @@ impl Metrics {
             live_conflated_messages: Counter::default(),
             live_slow_consumer_closes: Counter::default(),
             live_accept_errors: Counter::default(),
+            live_snapshot_memory_devices: Counter::default(),
+            live_snapshot_postgres_devices: Counter::default(),
+            live_track_points: Gauge::default(),
             stream_trimmed_entries: Counter::default(),
             stream_trim_passes: Counter::default(),
             registry: Registry::default(),
@@ -167,6 +175,21 @@ impl Metrics {
             "processor_live_accept_errors",
             "Failed accepts on LIVE_WS_ADDR or METRICS_ADDR (out of file descriptors or memory)",
             m.live_accept_errors.clone(),
+        );
+        r.register(
+            "processor_live_snapshot_memory_devices",
+            "Devices of snapshots answered from the instance's recent tracks (LIVE_TRAIL_MEMORY_POINTS)",
+            m.live_snapshot_memory_devices.clone(),
+        );
+        r.register(
+            "processor_live_snapshot_postgres_devices",
+            "Devices of snapshots read from Postgres (not seen since start, or history older than memory holds)",
+            m.live_snapshot_postgres_devices.clone(),
+        );
+        r.register(
+            "processor_live_track_points",
+            "Recent fixes held in memory for snapshots, over all devices",
+            m.live_track_points.clone(),
         );
         Metrics { registry, ..m }
     }

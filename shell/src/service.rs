@@ -260,6 +260,7 @@ pub fn live_config(config: &Config) -> LiveConfig {
         max_speed_kmh: config.faulty.max_speed_kmh,
         trail_max_s: live.trail_max_s,
         trail_max_points: live.trail_max_points as usize,
+        trail_memory_points: live.trail_memory_points as usize,
         resume_max_positions: live.resume_max_positions as usize,
         replay_read_ahead: live.replay_read_ahead as usize,
         replay_max_per_connection: live.replay_max_per_connection as usize,

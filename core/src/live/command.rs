@@ -101,13 +101,17 @@ pub enum Command {
         devices: Vec<String>,
         history: HistoryQuery,
     },
-    /// Load the newest non-faulty stored position at or before `at` of each of `devices`
-    /// and answer with [`Input::ReplaySnapshot`](super::Input::ReplaySnapshot).
+    /// Load the newest non-faulty stored position at or before `at` of each of `devices`,
+    /// and for a trail the rows [`HistoryQuery::Trail`] names before each of those, and
+    /// answer with [`Input::ReplaySnapshot`](super::Input::ReplaySnapshot).
     LoadReplaySnapshot {
         request: RequestId,
         conn: ConnId,
         devices: Vec<String>,
         at: UnixMillis,
+        /// [`HistoryQuery::Latest`](super::HistoryQuery::Latest), or a trail whose window
+        /// ends at each device's newest fix at or before `at`.
+        history: HistoryQuery,
     },
     /// Load at most `limit` non-faulty stored positions of `devices` with a replay key
     /// (ts, device) after `after` and `ts <= to`, in key order, and answer with

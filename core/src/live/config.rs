@@ -54,6 +54,10 @@ pub struct LiveConfig {
     /// `LIVE_TRAIL_MAX_POINTS`: points in one device's trail at most; more are thinned
     /// evenly, the oldest kept.
     pub trail_max_points: usize,
+    /// `LIVE_TRAIL_MEMORY_POINTS`: recent fixes the instance keeps per device in memory
+    /// ([`TrackStore`](super::TrackStore)), so that trails, resumes and snapshots of those
+    /// fixes read no Postgres; 0 keeps none.
+    pub trail_memory_points: usize,
     /// `LIVE_RESUME_MAX_POSITIONS`: positions a resumed snapshot (`since`) holds at most;
     /// with more, it holds the newest position per device and carries `truncated`.
     pub resume_max_positions: usize,
@@ -94,6 +98,7 @@ impl Default for LiveConfig {
             reanchor_after_fixes: 3,
             trail_max_s: 3_600,
             trail_max_points: 100,
+            trail_memory_points: 1_000,
             resume_max_positions: 10_000,
             replay_read_ahead: 1_000,
             replay_max_per_connection: 2,

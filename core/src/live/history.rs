@@ -50,14 +50,23 @@ pub(crate) fn trail_rows_per_device(max_points: usize) -> usize {
 /// At most `max` of `points`, spread evenly over them, the first (oldest) always kept, in
 /// their order. With no more than `max`, all of them.
 pub fn thin<T: Clone>(points: &[T], max: usize) -> Vec<T> {
-    let n = points.len();
-    if n <= max {
-        return points.to_vec();
-    }
-    // Index k*n/max for k in 0..max: strictly increasing (n > max), the first is 0.
-    (0..max)
-        .map(|k| points[(k as u128 * n as u128 / max as u128) as usize].clone())
+    thin_indices(points.len(), max)
+        .map(|i| points[i].clone())
         .collect()
+}
+
+/// The indices [`thin`] keeps of `n` points for at most `max`, increasing.
+pub(crate) fn thin_indices(n: usize, max: usize) -> impl Iterator<Item = usize> {
+    let kept = n.min(max);
+    // With n > max, index k*n/max for k in 0..max: strictly increasing, the first is 0;
+    // otherwise every index.
+    (0..kept).map(move |k| {
+        if n <= max {
+            k
+        } else {
+            (k as u128 * n as u128 / max as u128) as usize
+        }
+    })
 }
 
 /// Keeps the fixes (sorted by `ts`) the live path's per-device rules accept, judged from

@@ -36,6 +36,10 @@ pub(crate) struct Accepted {
 #[derive(Debug, Default)]
 pub struct FanoutBatch {
     pub(crate) positions: Vec<Accepted>,
+    /// Every position of a device in an event that passed the stateless faulty rules,
+    /// accepted or not, in stream order: what Postgres stores as non-faulty, for the
+    /// [`TrackStore`](super::TrackStore).
+    pub(crate) seen: Vec<(Arc<str>, Fix)>,
 }
 
 impl FanoutBatch {
@@ -117,7 +121,8 @@ impl Ingest {
         }
     }
 
-    /// The next batch for the shards; a read with no position for any event makes none.
+    /// The next batch for the shards and the track store; a read with no non-faulty
+    /// position for any event makes none.
     pub fn poll_batch(&mut self) -> Option<Arc<FanoutBatch>> {
         self.out.pop_front()
     }
@@ -147,6 +152,9 @@ impl Ingest {
                 self.stats.faulty_dropped += 1;
                 continue;
             }
+            let device: Arc<str> = Arc::from(position.device_id.as_str());
+            let fix = Fix::of(&position);
+            batch.seen.push((Arc::clone(&device), fix));
             match self.tracker.judge(&position) {
                 Verdict::Stale => {
                     self.stats.stale_dropped += 1;
@@ -168,12 +176,12 @@ impl Ingest {
                 })
                 .collect();
             batch.positions.push(Accepted {
-                device: Arc::from(position.device_id.as_str()),
-                fix: Fix::of(&position),
+                device,
+                fix,
                 frames,
             });
         }
-        if !batch.positions.is_empty() {
+        if !batch.seen.is_empty() {
             self.out.push_back(Arc::new(batch));
         }
     }

@@ -547,13 +547,23 @@ impl LiveHub {
             };
             (query, HeldPositions::every(cap, true))
         } else if options.trail_s > 0 {
-            let query = HistoryQuery::Trail {
-                window_ms: options.trail_s.saturating_mul(1_000),
-                max_rows_per_device: trail_rows_per_device(self.config.trail_max_points),
-            };
-            (query, HeldPositions::every(cap, true))
+            (
+                Self::trail_query(&self.config, options.trail_s),
+                HeldPositions::every(cap, true),
+            )
         } else {
             (HistoryQuery::Latest, HeldPositions::newest_only())
+        }
+    }
+
+    /// A snapshot with `trail_s` seconds of trail (0: none).
+    fn trail_query(config: &LiveConfig, trail_s: u64) -> HistoryQuery {
+        if trail_s == 0 {
+            return HistoryQuery::Latest;
+        }
+        HistoryQuery::Trail {
+            window_ms: trail_s.saturating_mul(1_000),
+            max_rows_per_device: trail_rows_per_device(config.trail_max_points),
         }
     }
 
@@ -965,6 +975,19 @@ impl LiveHub {
         let key = (conn, request.id.clone());
         self.replays.remove(&key);
         let topic = crate::wire::replay_topic(&request.id);
+        if request.trail_s > self.config.trail_max_s {
+            let reason = BadRequestReason::TrailTooLong {
+                max: self.config.trail_max_s,
+            };
+            self.bad_request(
+                conn,
+                BadRequest {
+                    reason,
+                    topic: Some(topic),
+                },
+            );
+            return;
+        }
         let mine = self.replays.keys().filter(|(c, _)| *c == conn).count();
         let limit = if mine >= self.config.replay_max_per_connection {
             Some(format!(
@@ -1042,6 +1065,10 @@ impl LiveHub {
 
     fn load_replay_snapshot(&mut self, key: &(ConnId, String)) {
         let request = self.registry.new_request();
+        let Some(trail_s) = self.replays.get(key).map(|r| r.trail_s) else {
+            return;
+        };
+        let history = Self::trail_query(&self.config, trail_s);
         let Some(replay) = self.replays.get_mut(key) else {
             return;
         };
@@ -1052,6 +1079,7 @@ impl LiveHub {
             conn: key.0,
             devices: replay.devices.clone(),
             at: replay.cursor.ts,
+            history,
         });
     }
 
@@ -1094,25 +1122,27 @@ impl LiveHub {
             if replay.phase != Phase::Snapshot {
                 return;
             }
-            // The newest row per device of the replay's devices, at or before the time.
+            // The newest row per device of the replay's devices at or before the time, with
+            // its trail: what a subscription's snapshot would have been then, without the
+            // live path's recent fixes (they are of now, not of then).
             let at = replay.cursor.ts.as_i64();
-            let mut newest: BTreeMap<String, WirePosition> = BTreeMap::new();
-            for row in rows {
-                if row.ts > at || replay.devices.binary_search(&row.device_id).is_err() {
-                    continue;
-                }
-                match newest.get(&row.device_id) {
-                    Some(kept) if kept.ts >= row.ts => {}
-                    _ => {
-                        newest.insert(row.device_id.clone(), row);
-                    }
-                }
-            }
+            let rows: Vec<WirePosition> = rows.into_iter().filter(|r| r.ts <= at).collect();
+            let no_recent = RecentTracks::default();
+            let known = Known {
+                devices: replay.devices.iter().map(String::as_str).collect(),
+                recent: &no_recent,
+                rule: self.config.jump_rule(),
+                trail_max_points: self.config.trail_max_points,
+                resume_max_positions: self.config.resume_max_positions,
+                overflowed: false,
+            };
+            let query = Self::trail_query(&self.config, replay.trail_s);
+            let positions = history::build(&known, query, rows).positions;
             replay.phase = Phase::Playing;
             replay.tick(self.now, true);
             let message = ServerMessage::Snapshot {
                 topic: replay.topic.clone(),
-                positions: newest.into_values().map(Into::into).collect(),
+                positions,
                 truncated: false,
             };
             self.stats.snapshots += 1;

@@ -5,7 +5,7 @@
 //! send to whom. It is pure: time is an input, every collection whose order reaches a
 //! command is ordered, and the same inputs give the same commands.
 //!
-//! Two machines, both fed through one input type:
+//! Three machines, each fed through one input type:
 //! - [`Ingest`] takes what this instance's broadcast group read ([`IngestInput`]) and
 //!   judges it once: decode, faulty rules, per-device order and jump rules, one finished
 //!   frame per (position, topic). Its [`FanoutBatch`]es go to every shard.
@@ -15,6 +15,8 @@
 //!   ([`LiveHub::poll_timeout`]). A client's view is the same whatever its shard: every
 //!   shard sees the same batches in the same order, and a connection's inputs all go to
 //!   its own shard.
+//! - [`TrackStore`] keeps the recent fixes the ingest saw per device ([`TrackInput`]) and
+//!   answers snapshots' history for the devices it holds completely.
 //!
 //! Rules, with the choices made where the contract is silent:
 //! - **Filtering.** A record is counted, decoded (decode errors are counted; logging them
@@ -37,8 +39,10 @@
 //!   A failed load is answered with an error ([`UNAVAILABLE_CODE`]) and `unsubscribed`.
 //!   Subscribing again to a subscribed topic starts over with a fresh snapshot.
 //! - **History** (contract section 5.1, `history.rs`). `trail_s` and `since` become a
-//!   [`HistoryQuery`] the shell answers from Postgres; the core merges the rows with each
-//!   device's recent live fixes (`recent.rs`: what Postgres may not have stored yet), runs
+//!   [`HistoryQuery`] the shell answers from the instance's [`TrackStore`] (recent fixes
+//!   the ingest saw, for the devices it holds completely) and Postgres (the others); the
+//!   core merges the rows with each device's recent live fixes (`recent.rs`: what Postgres
+//!   may not have stored yet), runs
 //!   the per-device rules over them, thins trails, and decides `truncated`. While such a
 //!   snapshot loads, every arriving position is held (up to `resume_max_positions`), not
 //!   only the newest, so that the track has no hole; the floors keep anything at or before
@@ -103,6 +107,7 @@ mod registry;
 mod replay;
 mod stats;
 mod timers;
+mod track_store;
 
 pub use auth::{Principal, Visibility, ADMIN_ROLE};
 pub use command::{close_code, close_reason, Command, ConnId, RequestId};
@@ -117,3 +122,4 @@ pub use machine::{
 };
 pub use replay::ReplayKey;
 pub use stats::LiveStats;
+pub use track_store::{HeldRows, TrackInput, TrackStore};

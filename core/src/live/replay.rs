@@ -43,6 +43,8 @@ pub(crate) struct Replay {
     /// The event's devices when the replay was granted.
     pub devices: Vec<String>,
     pub to: UnixMillis,
+    /// Trail seconds in each of its snapshots (0: none).
+    pub trail_s: u64,
     speed: f64,
     paused: bool,
     /// Event time shown, milliseconds (fractional: slow speeds advance by less than 1 ms a
@@ -66,6 +68,7 @@ impl Replay {
             event: request.event,
             devices: Vec::new(),
             to: UnixMillis(request.to),
+            trail_s: request.trail_s,
             speed: request.speed,
             paused: false,
             clock: request.from as f64,
@@ -209,6 +212,7 @@ mod tests {
             from,
             to,
             speed,
+            trail_s: 0,
         }
     }
 

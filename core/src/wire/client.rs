@@ -40,6 +40,9 @@ pub struct ReplayRequest {
     pub from: i64,
     pub to: i64,
     pub speed: f64,
+    /// `trail_s`: seconds of trail before each device's position in the replay's snapshots
+    /// (0 = none); checked against `LIVE_TRAIL_MAX_S` by the hub, as a subscription's is.
+    pub trail_s: u64,
 }
 
 /// A `replay_control` message: at least one of the three.
@@ -260,17 +263,19 @@ fn parse_replay(fields: &Fields) -> Result<ReplayRequest, BadRequest> {
     let speed = speed_field(fields)
         .flatten()
         .ok_or_else(|| bad(BadRequestReason::InvalidSpeed, &id))?;
-    match fields.get("trail_s") {
-        None | Some(Value::Null) => {}
-        Some(v) if v.as_u64().is_some() => {}
-        Some(_) => return Err(bad(BadRequestReason::InvalidTrail, &id)),
-    }
+    let trail_s = match fields.get("trail_s") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| bad(BadRequestReason::InvalidTrail, &id))?,
+    };
     Ok(ReplayRequest {
         id,
         event,
         from,
         to,
         speed,
+        trail_s,
     })
 }
 

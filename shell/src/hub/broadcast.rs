@@ -1,12 +1,14 @@
 //! The broadcast consumer: reads every record for this instance's clients, has the core's
 //! ingest judge it once, and hands the resulting batch to every shard.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use processor_core::live::{DeviceMap, Ingest, IngestInput, IngestStats, Input, LiveConfig};
+use processor_core::live::{
+    DeviceMap, Ingest, IngestInput, IngestStats, Input, LiveConfig, TrackInput, TrackStore,
+};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -26,6 +28,8 @@ pub struct BroadcastContext<B: BroadcastPort, C: Clock> {
     pub shards: Shards,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// Every non-faulty position read goes in, for the shards' snapshots.
+    pub tracks: Arc<Mutex<TrackStore>>,
 }
 
 /// Starts once the first device-to-event map is in (`map`), so that no position is read
@@ -53,10 +57,12 @@ pub async fn run<B: BroadcastPort, C: Clock>(
         shards,
         metrics,
         readiness,
+        tracks,
     } = ctx;
     let mut ingest = Ingest::new(&config);
     // `wait_for` marked the first map seen: take it here, later ones as they change.
     if let Some(first) = map.borrow_and_update().clone() {
+        track(&tracks, clock.now(), TrackInput::DeviceMap(&first));
         ingest.handle(clock.now(), IngestInput::DeviceMap(first));
     }
     let mut counted = IngestStats::default();
@@ -65,13 +71,17 @@ pub async fn run<B: BroadcastPort, C: Clock>(
     while !*stop.borrow() {
         if map.has_changed().unwrap_or(false) {
             if let Some(m) = map.borrow_and_update().clone() {
+                track(&tracks, clock.now(), TrackInput::DeviceMap(&m));
                 ingest.handle(clock.now(), IngestInput::DeviceMap(m));
             }
         }
         let r = match reader.as_mut() {
             Some(r) => r,
             None => match port.open().await {
-                Ok(r) => reader.insert(r),
+                Ok(r) => {
+                    track(&tracks, clock.now(), TrackInput::Reading);
+                    reader.insert(r)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "broadcast consumer cannot start yet");
                     readiness.set_broadcast_consumer(false);
@@ -84,8 +94,11 @@ pub async fn run<B: BroadcastPort, C: Clock>(
         match r.read(BATCH).await {
             Ok(entries) if entries.is_empty() => {}
             Ok(entries) => {
-                ingest.handle(clock.now(), IngestInput::Entries(entries));
+                let now = clock.now();
+                ingest.handle(now, IngestInput::Entries(entries));
                 while let Some(batch) = ingest.poll_batch() {
+                    let points = track(&tracks, now, TrackInput::Batch(&batch));
+                    metrics.live_track_points.set(points as i64);
                     if !shards.broadcast(|| Input::Batch(batch.clone())) {
                         break;
                     }
@@ -107,6 +120,17 @@ pub async fn run<B: BroadcastPort, C: Clock>(
     if let Err(error) = port.destroy().await {
         tracing::warn!(%error, "could not remove this instance's broadcast group");
     }
+}
+
+/// Feeds the track store; returns the fixes it holds.
+fn track(
+    store: &Mutex<TrackStore>,
+    now: processor_core::UnixMillis,
+    input: TrackInput<'_>,
+) -> usize {
+    let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+    store.handle(now, input);
+    store.len()
 }
 
 fn record(metrics: &Metrics, before: &IngestStats, now: &IngestStats) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use processor_core::live::LiveConfig;
+use processor_core::live::{LiveConfig, TrackStore};
 
 use crate::clock::Clock;
 use crate::edge::http::HttpLimits;
@@ -85,6 +85,8 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
         VISIBILITY_CACHE_SIZE,
     )));
     let history_loads = Arc::new(tokio::sync::Semaphore::new(HISTORY_LOADS));
+    // Written by the broadcast consumer, read by the shards' snapshot loads.
+    let tracks = Arc::new(Mutex::new(TrackStore::new_for(&plan.config)));
     let mut senders = Vec::new();
     let mut shard_tasks = Vec::new();
     for _ in 0..plan.shards.max(1) {
@@ -101,6 +103,7 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
                 visibility: visibility.clone(),
                 auth: plan.auth.clone(),
                 history_loads: history_loads.clone(),
+                tracks: tracks.clone(),
             },
             rx,
             tx.clone(),
@@ -134,6 +137,7 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
             shards: shards.clone(),
             metrics: plan.metrics,
             readiness: plan.readiness,
+            tracks,
         },
         map_rx,
         stop.clone(),

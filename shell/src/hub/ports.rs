@@ -47,11 +47,13 @@ pub trait LiveStore: Clone + Send + Sync + 'static {
 
     fn device_map(&self) -> impl Future<Output = Result<DeviceMap, Self::Error>> + Send;
 
-    /// The newest non-faulty stored position at or before `at` of each of `devices`.
+    /// The newest non-faulty stored position at or before `at` of each of `devices`, and
+    /// the trail rows `history` asks for before those.
     fn replay_snapshot(
         &self,
         devices: Vec<String>,
         at: UnixMillis,
+        history: HistoryQuery,
     ) -> impl Future<Output = Result<Vec<WirePosition>, Self::Error>> + Send;
 
     /// At most `limit` non-faulty stored positions of `devices` after the replay key
@@ -141,8 +143,9 @@ impl LiveStore for Pool {
         &self,
         devices: Vec<String>,
         at: UnixMillis,
+        history: HistoryQuery,
     ) -> Result<Vec<WirePosition>, QueryError> {
-        crate::postgres::replay::snapshot_at(self, &devices, at).await
+        crate::postgres::replay::snapshot_at(self, &devices, at, history).await
     }
 
     async fn replay_page(

@@ -8,14 +8,14 @@
 //! (pings, stalled writes) are the shard's one timer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use processor_core::live::{
     Command, ConnId, FanoutBatch, HistoryQuery, Input, LiveConfig, LiveHub, LiveStats,
-    LookupFailed, TokenRefused,
+    LookupFailed, TokenRefused, TrackStore,
 };
 use processor_core::UnixMillis;
 
@@ -45,6 +45,8 @@ pub struct ShardContext<S: LiveStore, C: Clock> {
     /// Permits for snapshots with history, shared by the shards (see
     /// [`HISTORY_LOADS`](super::live_path::HISTORY_LOADS)).
     pub history_loads: Arc<tokio::sync::Semaphore>,
+    /// The instance's recent tracks: snapshots read Postgres only for what it lacks.
+    pub tracks: Arc<Mutex<TrackStore>>,
 }
 
 struct Shard<S: LiveStore, C: Clock> {
@@ -226,11 +228,13 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                     request,
                     devices,
                     at,
+                    history,
                     ..
                 } => {
                     let (store, me) = (self.ctx.store.clone(), self.me.clone());
                     tokio::spawn(async move {
-                        let rows = store.replay_snapshot(devices, at).await.map_err(|error| {
+                        let rows = store.replay_snapshot(devices, at, history).await;
+                        let rows = rows.map_err(|error| {
                             tracing::warn!(%error, "replay snapshot load failed");
                             LookupFailed(error.to_string())
                         });
@@ -265,6 +269,30 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                     history,
                     ..
                 } => {
+                    let held = self
+                        .ctx
+                        .tracks
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .answer(&devices, history);
+                    let metrics = &self.ctx.metrics;
+                    let unknown = held.unknown.len();
+                    metrics
+                        .live_snapshot_memory_devices
+                        .inc_by((devices.len() - unknown) as u64);
+                    metrics
+                        .live_snapshot_postgres_devices
+                        .inc_by(unknown as u64);
+                    if held.unknown.is_empty() {
+                        self.hub.handle(
+                            self.ctx.clock.now(),
+                            Input::Snapshot {
+                                request,
+                                rows: Ok(held.rows),
+                            },
+                        );
+                        continue;
+                    }
                     let (store, me) = (self.ctx.store.clone(), self.me.clone());
                     let permits = self.ctx.history_loads.clone();
                     tokio::spawn(async move {
@@ -273,10 +301,17 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                             HistoryQuery::Latest => None,
                             _ => permits.acquire_owned().await.ok(),
                         };
-                        let rows = store.snapshot(devices, history).await.map_err(|error| {
-                            tracing::warn!(%error, "snapshot load failed");
-                            LookupFailed(error.to_string())
-                        });
+                        let rows = store
+                            .snapshot(held.unknown, history)
+                            .await
+                            .map(|mut stored| {
+                                stored.extend(held.rows);
+                                stored
+                            })
+                            .map_err(|error| {
+                                tracing::warn!(%error, "snapshot load failed");
+                                LookupFailed(error.to_string())
+                            });
                         let _ = me.send(ShardInput::Core(Input::Snapshot { request, rows }));
                     });
                 }

@@ -17,18 +17,23 @@ const TRAIL_DEVICES_PER_STATEMENT: usize = 200;
 /// Rows per resume page.
 const RESUME_PAGE_ROWS: i64 = 1_000;
 
-/// Per device, its newest non-faulty fix, then its non-faulty fixes in the window before
-/// it: every one when there are at most `$3`, else the `$3` the core's thinning would keep
-/// (index `floor(k * n / $3)` for k in 0..$3, the oldest first), so that what is read is
-/// bounded by the trail's size whatever the devices' rate. Both reads walk the positions
-/// key of one device.
-const TRAIL: &str = "
+/// Per device, its newest non-faulty fix (at or before `$4` with the bound), then its
+/// non-faulty fixes in the window before it: every one when there are at most `$3`, else
+/// the `$3` the core's thinning would keep (index `floor(k * n / $3)` for k in 0..$3, the
+/// oldest first), so that what is read is bounded by the trail's size whatever the
+/// devices' rate. Both reads walk the positions key of one device.
+macro_rules! trail_sql {
+    ($head_bound:literal) => {
+        concat!(
+            "
 SELECT x.device_id, x.latitude, x.longitude,
        floor(extract(epoch FROM x.ts) * 1000)::int8 AS ts_ms, x.speed, x.angle
 FROM unnest($1::text[]) AS d(device_id)
 CROSS JOIN LATERAL (
     SELECT s.ts FROM positions s
-    WHERE s.device_id = d.device_id AND NOT s.faulty
+    WHERE s.device_id = d.device_id AND NOT s.faulty",
+            $head_bound,
+            "
     ORDER BY s.ts DESC
     LIMIT 1
 ) h
@@ -44,7 +49,15 @@ CROSS JOIN LATERAL (
     WHERE w.n <= $3
        OR ((w.i * $3 + w.n - 1) / w.n < $3
            AND ((w.i * $3 + w.n - 1) / w.n) * w.n / $3 = w.i)
-) x";
+) x"
+        )
+    };
+}
+
+/// Trails before each device's newest fix.
+const TRAIL: &str = trail_sql!("");
+/// Trails before each device's newest fix at or before a time (a replay's snapshot).
+const TRAIL_AT: &str = trail_sql!(" AND s.ts <= $4");
 
 /// One page of a device's non-faulty fixes after a fix time, along the positions key.
 const RESUME_PAGE: &str = "
@@ -69,7 +82,7 @@ pub async fn load_history(
             window_ms,
             max_rows_per_device,
         } => {
-            rows.extend(load_trails(pool, devices, window_ms, max_rows_per_device).await?);
+            rows.extend(load_trails(pool, devices, window_ms, max_rows_per_device, None).await?);
         }
         HistoryQuery::Since { since, max_rows } => {
             rows.extend(load_since(pool, devices, since, max_rows).await?);
@@ -78,23 +91,38 @@ pub async fn load_history(
     Ok(rows)
 }
 
-async fn load_trails(
+/// The trail rows of `devices` (without their newest fixes), before their newest fix or,
+/// with `at`, before their newest fix at or before `at`.
+pub(crate) async fn load_trails(
     pool: &Pool,
     devices: &[String],
     window_ms: u64,
     max_rows_per_device: usize,
+    at: Option<processor_core::UnixMillis>,
 ) -> Result<Vec<WirePosition>, QueryError> {
     let client = pool.get().await?;
-    let statement = client.prepare_cached(TRAIL).await?;
+    let statement = client
+        .prepare_cached(if at.is_some() { TRAIL_AT } else { TRAIL })
+        .await?;
+    let at = at.map(to_system_time);
     let window = i64::try_from(window_ms).unwrap_or(i64::MAX);
     let per_device = i64::try_from(max_rows_per_device)
         .unwrap_or(i64::MAX)
         .max(1);
     let mut out = Vec::new();
     for chunk in devices.chunks(TRAIL_DEVICES_PER_STATEMENT) {
-        let rows = client
-            .query(&statement, &[&chunk, &window, &per_device])
-            .await?;
+        let rows = match &at {
+            Some(at) => {
+                client
+                    .query(&statement, &[&chunk, &window, &per_device, at])
+                    .await?
+            }
+            None => {
+                client
+                    .query(&statement, &[&chunk, &window, &per_device])
+                    .await?
+            }
+        };
         for row in &rows {
             out.push(wire(row)?);
         }

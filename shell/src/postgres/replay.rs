@@ -5,11 +5,12 @@ use std::time::SystemTime;
 
 use deadpool_postgres::Pool;
 
-use processor_core::live::ReplayKey;
+use processor_core::live::{HistoryQuery, ReplayKey};
 use processor_core::wire::WirePosition;
 use processor_core::UnixMillis;
 
 use super::events::QueryError;
+use super::history::load_trails;
 use crate::clock::to_system_time;
 
 /// Per device, its newest non-faulty fix at or before `$2`: a backward probe of the
@@ -44,23 +45,33 @@ LIMIT $5";
 const FIRST_SLICE_MS: i64 = 60_000;
 const MAX_SLICE_MS: i64 = 24 * 3_600_000;
 
+/// The newest non-faulty row of each of `devices` at or before `at`, and the trail rows
+/// `history` asks for before those (in no particular order).
 pub async fn snapshot_at(
     pool: &Pool,
     devices: &[String],
     at: UnixMillis,
+    history: HistoryQuery,
 ) -> Result<Vec<WirePosition>, QueryError> {
     if devices.is_empty() {
         return Ok(Vec::new());
     }
-    let client = pool.get().await?;
-    let statement = client.prepare_cached(SNAPSHOT_AT).await?;
-    let rows = client
-        .query(&statement, &[&devices, &to_system_time(at)])
-        .await?;
-    rows.iter()
-        .map(wire)
-        .collect::<Result<_, _>>()
-        .map_err(QueryError::from)
+    let mut out: Vec<WirePosition> = {
+        let client = pool.get().await?;
+        let statement = client.prepare_cached(SNAPSHOT_AT).await?;
+        let rows = client
+            .query(&statement, &[&devices, &to_system_time(at)])
+            .await?;
+        rows.iter().map(wire).collect::<Result<_, _>>()?
+    };
+    if let HistoryQuery::Trail {
+        window_ms,
+        max_rows_per_device,
+    } = history
+    {
+        out.extend(load_trails(pool, devices, window_ms, max_rows_per_device, Some(at)).await?);
+    }
+    Ok(out)
 }
 
 /// At most `limit` positions after `after` up to `to`, in key order; fewer only when there

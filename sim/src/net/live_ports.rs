@@ -84,6 +84,7 @@ impl LiveStore for NetLiveStore {
         &self,
         _devices: Vec<String>,
         _at: processor_core::UnixMillis,
+        _history: HistoryQuery,
     ) -> Result<Vec<WirePosition>, String> {
         Err("replays are not simulated".to_owned())
     }
