@@ -68,10 +68,13 @@ pub struct LiveTasks {
     broadcast: JoinHandle<()>,
 }
 
-/// Snapshots with history (a trail or a resume) loading at once, over all shards. One such
-/// load can read hundreds of thousands of index entries; more wait their turn (their
-/// subscriptions hold what arrives meanwhile), so that subscribers cannot take the pool the
-/// durable path writes through, nor turn their message rate into Postgres load.
+/// Connections snapshots with history (a trail or a resume) read Postgres over at once,
+/// over all shards: a resume takes one, a trail [`TRAIL_CONNECTIONS`]. One such load can
+/// read hundreds of thousands of rows; more wait their turn (their subscriptions hold what
+/// arrives meanwhile), so that subscribers cannot take the pool the durable path writes
+/// through, nor turn their message rate into Postgres load.
+///
+/// [`TRAIL_CONNECTIONS`]: crate::postgres::history::TRAIL_CONNECTIONS
 pub const HISTORY_LOADS: usize = 2;
 
 /// Starts the WebSocket server, the shards, the device map refresh and the broadcast

@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::live::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::postgres::events::VisibilityCache;
+use crate::postgres::history::TRAIL_CONNECTIONS;
 
 use super::conn_io::{ConnIo, Flushed};
 use super::input::ShardInput;
@@ -297,9 +298,14 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                     let permits = self.ctx.history_loads.clone();
                     tokio::spawn(async move {
                         // The newest position per device is cheap; history waits its turn.
-                        let _permit = match history {
-                            HistoryQuery::Latest => None,
-                            _ => permits.acquire_owned().await.ok(),
+                        let connections = match history {
+                            HistoryQuery::Latest => 0,
+                            HistoryQuery::Since { .. } => 1,
+                            HistoryQuery::Trail { .. } => TRAIL_CONNECTIONS as u32,
+                        };
+                        let _permits = match connections {
+                            0 => None,
+                            n => permits.acquire_many_owned(n).await.ok(),
                         };
                         let rows = store
                             .snapshot(held.unknown, history)

@@ -14,6 +14,10 @@ use crate::clock::to_system_time;
 /// Devices per trail statement: a statement returns at most this many devices' samples.
 const TRAIL_DEVICES_PER_STATEMENT: usize = 200;
 
+/// Connections one trail load reads over at most (see [`load_trails`]); the shell's
+/// history permits count them.
+pub const TRAIL_CONNECTIONS: usize = 2;
+
 /// Rows per resume page.
 const RESUME_PAGE_ROWS: i64 = 1_000;
 
@@ -92,8 +96,30 @@ pub async fn load_history(
 }
 
 /// The trail rows of `devices` (without their newest fixes), before their newest fix or,
-/// with `at`, before their newest fix at or before `at`.
+/// with `at`, before their newest fix at or before `at`. More devices than one statement
+/// takes are read over [`TRAIL_CONNECTIONS`] connections at once: a trail statement spends
+/// its time on heap pages (a device's rows are spread over as many pages as it has rows),
+/// which two backends visit in half the time.
 pub(crate) async fn load_trails(
+    pool: &Pool,
+    devices: &[String],
+    window_ms: u64,
+    max_rows_per_device: usize,
+    at: Option<processor_core::UnixMillis>,
+) -> Result<Vec<WirePosition>, QueryError> {
+    let parts = devices
+        .len()
+        .div_ceil(TRAIL_DEVICES_PER_STATEMENT)
+        .clamp(1, TRAIL_CONNECTIONS);
+    let part_len = devices.len().div_ceil(parts).max(1);
+    let reads = devices
+        .chunks(part_len)
+        .map(|part| load_trail_part(pool, part, window_ms, max_rows_per_device, at));
+    let parts = futures_util::future::try_join_all(reads).await?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+async fn load_trail_part(
     pool: &Pool,
     devices: &[String],
     window_ms: u64,
