@@ -1,22 +1,23 @@
-//! `loadgen`: C WebSocket clients over E events, measuring what the live path delivers.
+//! The live-path clients (`loadgen` without a subcommand; scripts/bench-live.sh): C
+//! WebSocket clients over E events, measuring what the live path delivers.
 //!
 //! Client i subscribes to event i mod E, whose UUID follows the Node.js baseline's rule
 //! (`00000000-0000-4000-8000-<e as 12 hex digits>`), so the same command measures both.
 //! Latency is receive time minus the position's fix time: `fleet stream` stamps fixes with
 //! the wall clock as it publishes, so this is XADD to client receive (same machine clock).
 
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
+use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio_tungstenite::tungstenite::Message;
 
-#[derive(Parser)]
-#[command(name = "loadgen", about = "WebSocket clients measuring live delivery")]
-struct Cli {
+use super::frame::fix_ts;
+
+#[derive(Args)]
+pub struct LiveArgs {
     #[arg(long, default_value = "ws://127.0.0.1:8080/live")]
     url: String,
     #[arg(long, default_value_t = 1_000)]
@@ -44,42 +45,11 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The `ts` of a position message, read without parsing the rest.
-fn fix_ts(text: &str) -> Option<i64> {
-    let start = text.find(r#""ts":"#)? + 5;
-    let digits: &str = &text[start..];
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
-}
-
 fn event_uuid(e: usize) -> String {
     format!("00000000-0000-4000-8000-{e:012x}")
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(cli: Cli) -> Result<(), String> {
+pub async fn run(cli: LiveArgs) -> Result<(), String> {
     let latency = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 600_000, 3).map_err(|e| e.to_string())?,
     ));
