@@ -14,13 +14,14 @@
 # Phases, and the JSON line each prints on stdout (after an "environment" line: date,
 # machine, commit, versions, sizes):
 #
-# trail_load  (trail or replay) TRAIL_DEVICES devices (1000) that reported at 1 Hz for the
-#             last TRAIL_S seconds (600): `fleet preload` XADDs TRAIL_DEVICES x TRAIL_S fixes
-#             to the stream the running processor reads, in fix-time order per device,
-#             interleaved across devices, as fast as Redis takes them (no duplicates, late
-#             uploads or faulty fixes), so the live path sees every one (a warm instance).
+# trail_load  (trail or replay) TRAIL_DEVICES devices (1000) report at 1 Hz in real time
+#             (`fleet stream`, fix time = now; no duplicates, late uploads or faulty fixes)
+#             for TRAIL_S + WARM_S seconds (600 + 10) to the stream the running processor
+#             reads: a warm instance, which has read the whole trail window of every device
+#             (its memory answers a device's window from FAULTY_MAX_FUTURE_MS after it
+#             started reading, set to 5000 here; the default, 60 s, would need WARM_S=70).
 #             Waits until the durable group has stored and acked all of them. Prints the
-#             XADD time and rate, the time until all were stored, and what the live path
+#             feed time and rate, the time until all were stored, and what the live path
 #             read (`live_records`; `orphan_records` must be 0).
 # trail       SUBSCRIBES times (50), one after the other, a new connection subscribes to
 #             the event with {"trail_s": TRAIL_S}: the time from sending `subscribe` to
@@ -63,18 +64,19 @@
 # LIVE_TRAIL_MAX_POINTS; LIVE_REPLAY_MAX_PER_CONNECTION, to allow more replays per
 # connection; DATABASE_POOL_SIZE).
 #
-# QUICK=1 changes the defaults to TRAIL_DEVICES=50 TRAIL_S=120 SUBSCRIBES=10
+# QUICK=1 changes the defaults to TRAIL_DEVICES=50 TRAIL_S=30 SUBSCRIBES=10
 # RESTART_SUBSCRIBES=3 EXPORT_N=50000 EXPORT_DEVICES=50 (each still settable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-  : "${TRAIL_DEVICES:=50}" "${TRAIL_S:=120}" "${SUBSCRIBES:=10}" "${RESTART_SUBSCRIBES:=3}"
+  : "${TRAIL_DEVICES:=50}" "${TRAIL_S:=30}" "${SUBSCRIBES:=10}" "${RESTART_SUBSCRIBES:=3}"
   : "${EXPORT_N:=50000}" "${EXPORT_DEVICES:=50}"
 fi
 TRAIL_DEVICES=${TRAIL_DEVICES:-1000}
 TRAIL_S=${TRAIL_S:-600}
+WARM_S=${WARM_S:-10}
 SUBSCRIBES=${SUBSCRIBES:-50}
 RESTART_SUBSCRIBES=${RESTART_SUBSCRIBES:-5}
 REPLAY_SPEED=${REPLAY_SPEED:-60}
@@ -101,7 +103,7 @@ die() {
   exit 1
 }
 
-for v in TRAIL_DEVICES TRAIL_S SUBSCRIBES RESTART_SUBSCRIBES REPLAYS REPLAYS_PER_CONNECTION \
+for v in TRAIL_DEVICES TRAIL_S WARM_S SUBSCRIBES RESTART_SUBSCRIBES REPLAYS REPLAYS_PER_CONNECTION \
   EXPORT_N EXPORT_DEVICES LOAD_TIMEOUT; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
@@ -301,7 +303,8 @@ start_processor() {
   t0=$(now_ns)
   DATABASE_URL="$db" REDIS_TELEMETRY_STREAM="$stream" DEAD_LETTER_STREAM="$stream:dead-letter" \
     LIVE_WS_ADDR="127.0.0.1:$ws_port" METRICS_ADDR="127.0.0.1:$metrics_port" \
-    INSTANCE_ID=bench-history MIGRATE_ON_START=false LOG_LEVEL="${LOG_LEVEL:-warn}" \
+    INSTANCE_ID=bench-history MIGRATE_ON_START=false \
+    FAULTY_MAX_FUTURE_MS="${FAULTY_MAX_FUTURE_MS:-5000}" LOG_LEVEL="${LOG_LEVEL:-warn}" \
     "${svc_pin[@]}" "$PROCESSOR" >>"$plog" 2>&1 &
   pid=$!
   pids+=("$pid")
@@ -318,14 +321,16 @@ metric() {
 
 # ---------------------------------------------------------------- trail data, through the stream
 if [ "$want_trail" = 1 ] || [ "$want_replay" = 1 ]; then
-  n_trail=$((TRAIL_DEVICES * TRAIL_S))
-  log "publishing $n_trail positions ($TRAIL_DEVICES devices x $TRAIL_S s at 1 Hz) to $stream"
+  log "streaming $TRAIL_DEVICES devices at 1 Hz for $((TRAIL_S + WARM_S)) s to $stream"
   t0=$(now_ns)
-  "${load_pin[@]}" "$FLEET" --stream "$stream" --devices "$TRAIL_DEVICES" --interval-ms 1000 \
+  "${load_pin[@]}" "$FLEET" --stream "$stream" --devices "$TRAIL_DEVICES" \
     --duplicate-rate 0 --late-rate 0 --null-island-rate 0 --no-fix-rate 0 \
-    preload --count "$n_trail" >"$tmp/preload.out" 2>"$tmp/preload.err" ||
-    { cat "$tmp/preload.err" >&2; die "fleet preload failed"; }
+    stream --rate "$TRAIL_DEVICES" --duration-s "$((TRAIL_S + WARM_S))" \
+    >"$tmp/preload.out" 2>"$tmp/preload.err" ||
+    { cat "$tmp/preload.err" >&2; die "fleet stream failed"; }
   t1=$(now_ns)
+  n_trail=$(sed -n 's/.*"entries":\([0-9]*\).*/\1/p' "$tmp/preload.out")
+  [[ $n_trail =~ ^[0-9]+$ ]] || die "fleet stream printed no entry count: $(cat "$tmp/preload.out")"
   # Stored and acked: the durable group has no lag and nothing pending (XINFO GROUPS in
   # --raw form is one line per name and per value).
   drained() {
