@@ -41,6 +41,13 @@
 #             against "expected_positions_per_replay" (every stored position of the
 #             window). Replays still running after twice the expected time plus 30 s are
 #             cut off and counted up to their last position ("finished" < "replays").
+# mixed       The live and durable paths with and without replays running beside them:
+#             the trail event's devices report in real time again (`fleet stream`, 1 Hz
+#             each) while MIXED_CLIENTS (20) clients (`loadgen` without a subcommand, all
+#             subscribed to the event) measure MIXED_S (30) seconds of it: fix time to
+#             receive p50/p99, messages/s, and the rows the durable path stored a second.
+#             "label":"alone", then "label":"with_replays": the same while REPLAYS (20)
+#             replays at REPLAYS_SPEED (10) run over the stored window.
 # export_load (export) EXPORT_N positions (1,000,000) over EXPORT_DEVICES devices (1000),
 #             one a second per device, interleaved across devices as live data is,
 #             inserted straight into `positions` with one INSERT ... SELECT, then VACUUM
@@ -86,7 +93,9 @@ REPLAYS_PER_CONNECTION=${REPLAYS_PER_CONNECTION:-2}
 EXPORT_N=${EXPORT_N:-1000000}
 EXPORT_DEVICES=${EXPORT_DEVICES:-1000}
 RSS_EVERY=${RSS_EVERY:-0.05}
-PHASES=${PHASES:-trail replay export}
+PHASES=${PHASES:-trail replay mixed export}
+MIXED_CLIENTS=${MIXED_CLIENTS:-20}
+MIXED_S=${MIXED_S:-30}
 PIN=${PIN:-1}
 SERVICE_CPUS=${SERVICE_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
@@ -103,7 +112,7 @@ die() {
   exit 1
 }
 
-for v in TRAIL_DEVICES TRAIL_S WARM_S SUBSCRIBES RESTART_SUBSCRIBES REPLAYS REPLAYS_PER_CONNECTION \
+for v in MIXED_CLIENTS MIXED_S TRAIL_DEVICES TRAIL_S WARM_S SUBSCRIBES RESTART_SUBSCRIBES REPLAYS REPLAYS_PER_CONNECTION \
   EXPORT_N EXPORT_DEVICES LOAD_TIMEOUT; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
@@ -114,13 +123,14 @@ done
 [[ $KEEP == [01] ]] || die "KEEP must be 0 or 1 (got '$KEEP')"
 [ "$TRAIL_S" -le "${LIVE_TRAIL_MAX_S:-3600}" ] || die "TRAIL_S must be at most LIVE_TRAIL_MAX_S (${LIVE_TRAIL_MAX_S:-3600})"
 [ "$EXPORT_DEVICES" -le "$EXPORT_N" ] || die "EXPORT_DEVICES must not exceed EXPORT_N"
-want_trail=0 want_replay=0 want_export=0
+want_trail=0 want_replay=0 want_mixed=0 want_export=0
 for p in $PHASES; do
   case $p in
     trail) want_trail=1 ;;
     replay) want_replay=1 ;;
+    mixed) want_mixed=1 ;;
     export) want_export=1 ;;
-    *) die "PHASES: unknown phase '$p' (trail, replay, export)" ;;
+    *) die "PHASES: unknown phase '$p' (trail, replay, mixed, export)" ;;
   esac
 done
 
@@ -320,7 +330,7 @@ metric() {
 }
 
 # ---------------------------------------------------------------- trail data, through the stream
-if [ "$want_trail" = 1 ] || [ "$want_replay" = 1 ]; then
+if [ "$want_trail" = 1 ] || [ "$want_replay" = 1 ] || [ "$want_mixed" = 1 ]; then
   log "streaming $TRAIL_DEVICES devices at 1 Hz for $((TRAIL_S + WARM_S)) s to $stream"
   t0=$(now_ns)
   "${load_pin[@]}" "$FLEET" --stream "$stream" --devices "$TRAIL_DEVICES" \
@@ -393,6 +403,41 @@ if [ "$want_replay" = 1 ]; then
   replay_run "$REPLAY_SPEED" 1
   log "replay: $REPLAYS at once at speed $REPLAYS_SPEED"
   replay_run "$REPLAYS_SPEED" "$REPLAYS"
+fi
+
+# ---------------------------------------------------------------- live and durable beside replays
+# mixed_run LABEL REPLAYS(0: none)
+mixed_run() {
+  local c0 c1 m0 m1 t0 t1 rows0 rows1 fleet_pid replays_pid="" extra=""
+  rows0=$(metric processor_durable_rows_written_total)
+  c0=$(cpu_ticks "$pid") m0=$(busy_ticks) t0=$(now_ns)
+  "${load_pin[@]}" "$FLEET" --stream "$stream" --devices "$TRAIL_DEVICES" --seed 2 \
+    --duplicate-rate 0 --late-rate 0 --null-island-rate 0 --no-fix-rate 0 \
+    stream --rate "$TRAIL_DEVICES" --duration-s "$((MIXED_S + 15))" \
+    >"$tmp/mixed-fleet.out" 2>"$tmp/mixed-fleet.err" &
+  fleet_pid=$!
+  if [ "$2" -gt 0 ]; then
+    "${load_pin[@]}" "$LOADGEN" replay --url "$ws_url" --event "$trail_event" \
+      --from "$replay_from" --to "$replay_to" --speed "$REPLAYS_SPEED" --replays "$2" \
+      --per-connection "$REPLAYS_PER_CONNECTION" >"$tmp/mixed-replay.out" 2>"$tmp/mixed-replay.err" &
+    replays_pid=$!
+  fi
+  run_load "$tmp/mixed.out" "$LOADGEN" --url "$ws_url" --event "$trail_event" \
+    --clients "$MIXED_CLIENTS" --duration-s "$MIXED_S"
+  t1=$(now_ns) c1=$(cpu_ticks "$pid") m1=$(busy_ticks)
+  rows1=$(metric processor_durable_rows_written_total)
+  if [ -n "$replays_pid" ]; then
+    wait "$replays_pid" || { cat "$tmp/mixed-replay.err" >&2; die "the replays beside the live load failed"; }
+    extra=",\"replays\":$2,\"replays_speed\":$REPLAYS_SPEED,\"replays_pace_min\":$(sed -n 's/.*"pace_min":\([0-9.]*\).*/\1/p' "$tmp/mixed-replay.out")"
+  fi
+  wait "$fleet_pid" || { cat "$tmp/mixed-fleet.err" >&2; die "fleet stream failed"; }
+  merge "$(cat "$tmp/mixed.out")" "\"label\":\"$1\",\"stored_rows_per_s\":$(awk -v n="$((rows1 - rows0))" -v t="$((t1 - t0))" 'BEGIN {printf "%.0f", n / (t / 1e9)}')$extra,\"processor_cores\":$(cores "$c0" "$c1" "$t0" "$t1"),\"loadgen_cores\":$load_cores,\"machine_cores\":$(cores "$m0" "$m1" "$t0" "$t1")"
+}
+if [ "$want_mixed" = 1 ]; then
+  log "mixed: $MIXED_CLIENTS live clients for $MIXED_S s, alone"
+  mixed_run alone 0
+  log "mixed: the same beside $REPLAYS replays at speed $REPLAYS_SPEED"
+  mixed_run with_replays "$REPLAYS"
 fi
 
 # ---------------------------------------------------------------- export

@@ -330,6 +330,56 @@ fn duplicates_are_one_row_acked_together_after_commit() {
 }
 
 #[test]
+fn reads_arriving_while_every_write_is_in_flight_go_out_as_one_write() {
+    let mut w = started();
+    // Two writes in flight: the slots are taken.
+    w.handle_read(T0, vec![entry(1, "A", T0)]);
+    let (first, _, _) = one_write(drain(&mut w));
+    w.handle_read(at(1), vec![entry(2, "B", T0)]);
+    let (second, _, _) = one_write(drain(&mut w));
+    // A trickle of small reads meanwhile, one of them a duplicate of the other's key.
+    w.handle_read(at(2), vec![entry(3, "D", T0), entry(4, "C", T0)]);
+    let (writes, _) = split_writes(drain(&mut w));
+    assert!(writes.is_empty(), "no slot: the rows wait");
+    w.handle_read(at(3), vec![entry(5, "C", at(5)), entry(6, "D", T0)]);
+    w.handle_read(at(4), vec![entry(7, "E", T0)]);
+    let (writes, _) = split_writes(drain(&mut w));
+    assert!(writes.is_empty());
+
+    w.handle_write(at(10), first, Ok(1));
+    let (_, rows, _) = one_write(drain(&mut w));
+    assert_eq!(
+        keys(&rows),
+        vec![
+            key("C", T0, &[4]),
+            key("C", at(5), &[5]),
+            key("D", T0, &[3, 6]),
+            key("E", T0, &[7]),
+        ],
+        "one write of everything that waited, in key order, one row per key"
+    );
+    w.handle_write(at(11), second, Ok(1));
+    let (writes, _) = split_writes(drain(&mut w));
+    assert!(writes.is_empty(), "nothing left over");
+}
+
+#[test]
+fn a_waiting_write_takes_no_more_than_a_batch() {
+    let mut w = started();
+    w.handle_read(T0, vec![entry(1, "A", T0)]);
+    let (first, _, _) = one_write(drain(&mut w));
+    w.handle_read(T0, vec![entry(2, "A", at(1))]);
+    let _ = drain(&mut w);
+    let trickle: Vec<_> = (0..12).map(|n| entry(10 + n, "B", at(n as i64))).collect();
+    for e in trickle {
+        w.handle_read(T0, vec![e]);
+    }
+    w.handle_write(at(10), first, Ok(1));
+    let (_, rows, _) = one_write(drain(&mut w));
+    assert_eq!(rows.len(), 10, "batch_size");
+}
+
+#[test]
 fn same_device_different_fix_times_are_separate_rows() {
     let mut w = started();
     w.handle_read(T0, vec![entry(1, "A", T0), entry(2, "A", at(1))]);

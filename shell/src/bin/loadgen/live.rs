@@ -24,6 +24,9 @@ pub struct LiveArgs {
     clients: usize,
     #[arg(long, default_value_t = 10)]
     events: usize,
+    /// Every client subscribes to this event instead (`--events` is then ignored).
+    #[arg(long)]
+    event: Option<uuid::Uuid>,
     /// Measure for this long after every client has subscribed.
     #[arg(long, default_value_t = 30)]
     duration_s: u64,
@@ -63,7 +66,10 @@ pub async fn run(cli: LiveArgs) -> Result<(), String> {
             .map_err(|e| format!("client {i} cannot connect: {e}"))?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         ready.push(ready_rx);
-        let topic = format!("event:{}", event_uuid(i % cli.events.max(1)));
+        let topic = match cli.event {
+            Some(event) => format!("event:{event}"),
+            None => format!("event:{}", event_uuid(i % cli.events.max(1))),
+        };
         let (latency, totals, measuring) = (latency.clone(), totals.clone(), measuring.clone());
         let idle = cli.idle;
         tasks.push(tokio::spawn(async move {
