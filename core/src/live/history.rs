@@ -120,29 +120,40 @@ pub(crate) fn build(known: &Known<'_>, query: HistoryQuery, rows: Vec<WirePositi
     }
 }
 
+/// Per device of the event, its fixes in increasing `ts`, one per `ts`.
+type Tracks<'a> = BTreeMap<&'a str, Vec<Fix>>;
+
 /// Per device of the event, its fixes by `ts`: stored rows, then the recent live fixes at
 /// times Postgres did not have (with `all_recent` false, only those newer than the newest
 /// stored one).
-fn merge<'a>(
-    known: &Known<'a>,
-    rows: Vec<WirePosition>,
-    all_recent: bool,
-) -> BTreeMap<&'a str, BTreeMap<i64, Fix>> {
-    let mut tracks: BTreeMap<&str, BTreeMap<i64, Fix>> = BTreeMap::new();
+fn merge<'a>(known: &Known<'a>, rows: Vec<WirePosition>, all_recent: bool) -> Tracks<'a> {
+    // Rows come grouped by device (each statement reads a device at a time, and the track
+    // store answers a device at once): one look-up per run of a device, not per row, as a
+    // trail of 1,000 devices is 100,000 rows.
+    let mut runs: Vec<(&'a str, Vec<Fix>)> = Vec::new();
     for row in rows {
-        let Some(&device) = known.devices.get(row.device_id.as_str()) else {
-            continue;
+        let fix = Fix {
+            ts: UnixMillis(row.ts),
+            lat: row.lat,
+            lon: row.lon,
+            speed: row.speed,
+            course: row.course,
         };
-        tracks.entry(device).or_default().insert(
-            row.ts,
-            Fix {
-                ts: UnixMillis(row.ts),
-                lat: row.lat,
-                lon: row.lon,
-                speed: row.speed,
-                course: row.course,
-            },
-        );
+        match runs.last_mut() {
+            Some((device, fixes)) if *device == row.device_id.as_str() => fixes.push(fix),
+            _ => {
+                if let Some(&device) = known.devices.get(row.device_id.as_str()) {
+                    runs.push((device, vec![fix]));
+                }
+            }
+        }
+    }
+    let mut tracks: Tracks<'a> = BTreeMap::new();
+    for (device, fixes) in runs {
+        tracks.entry(device).or_default().extend(fixes);
+    }
+    for track in tracks.values_mut() {
+        sort_unique(track);
     }
     for &device in &known.devices {
         let mut recent = known.recent.track(device).peekable();
@@ -150,25 +161,39 @@ fn merge<'a>(
             continue;
         }
         let track = tracks.entry(device).or_default();
-        let stored = track.last_key_value().map(|(ts, _)| *ts);
-        for fix in recent {
-            if all_recent || stored.is_none_or(|s| fix.ts.as_i64() > s) {
-                track.entry(fix.ts.as_i64()).or_insert(fix);
-            }
+        let stored = track.last().map(|f| f.ts);
+        let before = track.len();
+        track.extend(recent.filter(|fix| all_recent || stored.is_none_or(|s| fix.ts > s)));
+        if track.len() > before {
+            // Stable: on a tie in `ts` the stored row, which came first, is kept.
+            sort_unique(track);
         }
     }
     tracks
 }
 
+/// Sorts by `ts`, keeping the first of equal times.
+fn sort_unique(track: &mut Vec<Fix>) {
+    track.sort_by_key(|f| f.ts);
+    track.dedup_by_key(|f| f.ts);
+}
+
+/// The fixes of `track` with `from <= ts < to`.
+fn between(track: &[Fix], from: i64, to: i64) -> &[Fix] {
+    let lo = track.partition_point(|f| f.ts.as_i64() < from);
+    let hi = track.partition_point(|f| f.ts.as_i64() < to).max(lo);
+    &track[lo..hi]
+}
+
 /// The newest fix per device.
-fn latest(tracks: &BTreeMap<&str, BTreeMap<i64, Fix>>, truncated: bool) -> Built {
+fn latest(tracks: &Tracks<'_>, truncated: bool) -> Built {
     let mut built = Built {
         positions: Vec::with_capacity(tracks.len()),
         floors: BTreeMap::new(),
         truncated,
     };
     for (&device, track) in tracks {
-        if let Some((_, fix)) = track.last_key_value() {
+        if let Some(fix) = track.last() {
             built.positions.push(fix.to_wire(device).into());
             built.floors.insert(Arc::from(device), fix.ts);
         }
@@ -178,7 +203,7 @@ fn latest(tracks: &BTreeMap<&str, BTreeMap<i64, Fix>>, truncated: bool) -> Built
 
 /// The newest fix per device, each with the fixes of the `window_ms` before it that pass
 /// the rules, thinned.
-fn trails(known: &Known<'_>, tracks: &BTreeMap<&str, BTreeMap<i64, Fix>>, window_ms: u64) -> Built {
+fn trails(known: &Known<'_>, tracks: &Tracks<'_>, window_ms: u64) -> Built {
     let mut built = latest(tracks, false);
     for position in &mut built.positions {
         let head = &position.position;
@@ -187,7 +212,7 @@ fn trails(known: &Known<'_>, tracks: &BTreeMap<&str, BTreeMap<i64, Fix>>, window
             .saturating_sub(i64::try_from(window_ms).unwrap_or(i64::MAX));
         let window = tracks
             .get(head.device_id.as_str())
-            .map(|t| t.range(start..head.ts).map(|(_, f)| *f).collect::<Vec<_>>())
+            .map(|t| between(t, start, head.ts).to_vec())
             .unwrap_or_default();
         let points: Vec<_> = ruled(window, known.rule)
             .into_iter()
@@ -200,16 +225,12 @@ fn trails(known: &Known<'_>, tracks: &BTreeMap<&str, BTreeMap<i64, Fix>>, window
 
 /// Every fix after `since` per device that passes the rules, in `ts` order; or, with more
 /// than the resume may hold, the newest per device and `truncated`.
-fn resume(
-    known: &Known<'_>,
-    tracks: &BTreeMap<&str, BTreeMap<i64, Fix>>,
-    since: UnixMillis,
-) -> Built {
+fn resume(known: &Known<'_>, tracks: &Tracks<'_>, since: UnixMillis) -> Built {
     let after = since.as_i64().saturating_add(1);
     let mut per_device = Vec::with_capacity(tracks.len());
     let mut total = 0usize;
     for (&device, track) in tracks {
-        let fixes = ruled(track.range(after..).map(|(_, f)| *f), known.rule);
+        let fixes = ruled(between(track, after, i64::MAX).iter().copied(), known.rule);
         total = total.saturating_add(fixes.len());
         if total > known.resume_max_positions {
             return latest(tracks, true);
