@@ -12,6 +12,7 @@
 pub mod checker;
 pub mod defect;
 pub mod driver;
+pub mod store;
 
 pub use checker::{LiveViolation, LiveViolationKind};
 pub use defect::LiveDefect;
