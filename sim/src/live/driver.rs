@@ -2354,11 +2354,16 @@ impl Live {
                         }
                     }
                     // Truncated only with more than the maximum to send, or more than it
-                    // arriving while the snapshot loaded (judged when every device of the
-                    // event is one the model follows).
+                    // arriving while the snapshot loaded (judged when no device joined or
+                    // left the event since the client asked: what a device that left sent
+                    // meanwhile was held all the same).
                     let event = topic.event_id();
                     let members = self.map.values().filter(|e| e.contains(&event)).count();
-                    if members == judged.len() {
+                    let stable = self
+                        .changed
+                        .iter()
+                        .all(|((_, e), v)| *e != event || *v <= version);
+                    if stable && members == judged.len() {
                         let mut all_after = 0usize;
                         let mut arrived = 0usize;
                         for device in &judged {
