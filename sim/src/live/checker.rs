@@ -211,12 +211,13 @@ impl ClientView {
                     Some(Sub::AwaitingSnapshot) => {
                         self.subs.insert(topic.clone(), Sub::Live);
                     }
-                    // The answer to an earlier subscribe, read after the client asked again.
-                    Some(Sub::Requested) => {}
-                    // A replay's seek: it starts over at the new time.
-                    Some(Sub::Live) if topic.starts_with("replay:") => {
+                    // A replay's seek: it starts over at the new time (also when the client
+                    // has since started the replay again and reads what the old one sent).
+                    Some(Sub::Live | Sub::Requested) if topic.starts_with("replay:") => {
                         self.forget_topic(&topic);
                     }
+                    // The answer to an earlier subscribe, read after the client asked again.
+                    Some(Sub::Requested) => {}
                     _ => broken.push((LiveViolationKind::UnexpectedSnapshot, topic.clone())),
                 }
                 for p in value["positions"].as_array().into_iter().flatten() {
