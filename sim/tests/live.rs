@@ -1,6 +1,6 @@
 //! The live hub's model layer: every CI seed keeps every invariant (sharding changing no
-//! client's view among them), a seed replays to the same trace, and each planted defect is
-//! caught within the CI seed budget.
+//! client's view, resumes without gap or repeat and paced replays among them), a seed
+//! replays to the same trace, and each planted defect is caught within the CI seed budget.
 
 use sim::live::{
     run_live, run_live_all, LiveDefect, LiveOptions, LiveReport, LiveViolationKind, LIVE_CI_SEEDS,
@@ -16,7 +16,8 @@ fn live_invariants_hold_for_every_seed() {
                     .unwrap_or_else(|e: String| panic!("SIM_LIVE_DEFECT: {e}"))
             })
             .unwrap_or_default(),
-        trace_keep: 0,
+        per_shard_timer: std::env::var("SIM_LIVE_PER_SHARD_TIMER").is_ok_and(|v| v == "1"),
+        ..LiveOptions::default()
     };
     let reports = run_live_all(&seeds(LIVE_CI_SEEDS), &options);
     let failed: Vec<_> = reports.iter().filter(|r| !r.ok()).collect();
@@ -34,12 +35,27 @@ fn live_invariants_hold_for_every_seed() {
     let revoked = sum(|r| r.stats.revoked_subscriptions);
     let rate_limited = sum(|r| r.stats.rate_limited);
     let over_rate = sum(|r| r.over_rate);
+    let resumes = sum(|r| r.resumes);
+    let truncated = sum(|r| r.truncated_resumes);
+    let late_rows = sum(|r| r.resumes_with_late_rows);
+    let followed = sum(|r| r.resumes_followed);
+    let trails = sum(|r| r.trails);
+    let replays = sum(|r| r.replays);
+    let replays_ended = sum(|r| r.replays_ended);
+    let replay_positions = sum(|r| r.replay_positions);
+    let to_slow = sum(|r| r.replay_positions_slow);
+    let steers = sum(|r| r.replay_steers);
+    let seeks = sum(|r| r.replay_seeks);
+    let with_replays = reports.iter().filter(|r| r.replays_on).count();
     eprintln!(
         "{} seeds ({three_shards} on 3 shards, the rest on 2): {frames} frames read, {conflated} positions conflated, {slow_consumers} slow consumers closed, {write_timeouts} write timeouts, {ping_timeouts} ping timeouts",
         reports.len()
     );
     eprintln!(
         "  {expiries} connections closed at their token's expiry, {renewals} tokens renewed and {refusals} refused, {visibility_changes} visibility changes, {revoked} subscriptions ended by a re-check, {rate_limited} messages over the rate ({over_rate} by the model's bucket)"
+    );
+    eprintln!(
+        "  {resumes} complete resumes ({late_rows} with stored rows the live path had dropped) and {truncated} truncated, followed live {followed} times; {trails} trails; {replays} replays in {with_replays} seeds, {replays_ended} ended, {replay_positions} positions ({to_slow} to slow readers), {steers} controls ({seeks} seeks)"
     );
     let broken: Vec<_> = failed
         .iter()
@@ -66,26 +82,41 @@ fn live_invariants_hold_for_every_seed() {
         assert!(expiries > 0 && renewals > 0 && refusals > 0);
         assert!(visibility_changes > 0 && revoked > 0);
         assert!(rate_limited > 0);
+        // Resumes complete and truncated, with late stored rows among them, followed live;
+        // trails; replays that play to their end, steered and sought.
+        assert!(resumes > 0 && truncated > 0 && late_rows > 0 && followed > 0);
+        assert!(trails > 0);
+        assert!(replays > 0 && replays_ended > 0 && replay_positions > 0 && to_slow > 0);
+        assert!(steers > 0 && seeks > 0);
     }
 }
 
 #[test]
 fn a_live_seed_replays_to_the_same_trace() {
     let seed = seeds(1)[0];
-    let a = run_live(seed, &LiveOptions::default());
-    let b = run_live(seed, &LiveOptions::default());
-    assert_eq!(
-        a.trace_hash, b.trace_hash,
-        "seed {seed} is not deterministic"
-    );
-    let other = run_live(seed ^ 1, &LiveOptions::default());
-    assert_ne!(a.trace_hash, other.trace_hash, "the trace ignores the seed");
+    // With replays and without (the seed draws it otherwise).
+    for replays in [true, false] {
+        let options = LiveOptions {
+            replays: Some(replays),
+            ..LiveOptions::default()
+        };
+        let a = run_live(seed, &options);
+        let b = run_live(seed, &options);
+        assert_eq!(
+            a.trace_hash, b.trace_hash,
+            "seed {seed} is not deterministic (replays {replays})"
+        );
+        let other = run_live(seed ^ 1, &options);
+        assert_ne!(a.trace_hash, other.trace_hash, "the trace ignores the seed");
+    }
 }
 
 fn catches(test: &str, defect: LiveDefect, kind: LiveViolationKind, budget: usize) {
+    // The defects of the live path before history need none, and run at the cost they had.
     let options = LiveOptions {
         defect,
-        trace_keep: 0,
+        without_history: defect != LiveDefect::ResumeNotFloored,
+        ..LiveOptions::default()
     };
     let all = seeds(budget);
     let reports = run_live_all(&all, &options);
@@ -191,5 +222,17 @@ fn teeth_rate_not_passed_on() {
         LiveDefect::RateNotPassedOn,
         LiveViolationKind::RateMisjudged,
         LIVE_CI_SEEDS / 30,
+    );
+}
+
+/// A resume that forgets its floors sends again what its snapshot held (the positions that
+/// arrived while it loaded): caught by the model's judgement of the resumed track.
+#[test]
+fn teeth_resume_not_floored() {
+    catches(
+        "teeth_resume_not_floored",
+        LiveDefect::ResumeNotFloored,
+        LiveViolationKind::ResumeMismatch,
+        LIVE_CI_SEEDS / 10,
     );
 }

@@ -1,11 +1,17 @@
-//! What each simulated WebSocket client saw, judged frame by frame as it arrives.
+//! What each simulated WebSocket client saw, judged frame by frame as it arrives, and the
+//! judgements of history (resumes, trails, replays) the driver asks for with the model's
+//! facts.
 //!
-//! The checker knows only what a client can know (the frames, in order) plus the reference
-//! model's list of faulty fixes; the final "nothing lost" judgement is made by the driver,
-//! which holds the model.
+//! [`ClientView`] knows only what a client can know (the frames, in order) plus the
+//! reference model's list of faulty fixes; the final "nothing lost" judgement is made by the
+//! driver, which holds the model. What a resume or a replay must show is computed here from
+//! what the model counted (the fixes the live path accepted, the rows the model store
+//! holds), never with the core's history or replay code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+use processor_core::live::RequestId;
 
 /// A broken guarantee of the live path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,6 +80,34 @@ pub enum LiveViolationKind {
     /// A connection closed for too many bad messages other than at the model's
     /// `max_bad_messages`-th (`bad_request`s and messages over the rate), or not closed then.
     BadMessageLimit,
+    /// A resumed subscription (`since`, not `truncated`) whose positions of a device, its
+    /// snapshot's and then the live ones, are not exactly the fixes after `since` the live
+    /// path accepted (and the stored rows the snapshot was answered with), or, where the hub
+    /// may have conflated the live ones (a slow reader, positions parked), not part of them
+    /// in order: a gap, a repeat, one too many, out of order; or what the client saw before
+    /// it left contradicts them; or a complete resume holding more than the maximum.
+    ResumeMismatch,
+    /// A truncated resume without exactly the newest position of each device, or truncated
+    /// with no more than the maximum to send (nor arriving while it loaded).
+    ResumeTruncated,
+    /// A trail point that is no stored or accepted fix of its device, out of order, outside
+    /// its window, or more points than the maximum.
+    TrailWrong,
+    /// A replay position sent before the replay's clock (its start plus the time elapsed
+    /// since its snapshot times the speed, paused time not counted) reached its `ts`, or
+    /// `replay_end` before the clock reached `to`.
+    ReplayEarly,
+    /// A replay that did not send every stored position of its window after its start
+    /// (`from`, or the seek target) exactly once in key order, then `replay_end`: one
+    /// missing, repeated, out of order or not stored, a wrong snapshot, a replay frame or
+    /// load the model has no replay for, or a load for the wrong devices or time.
+    ReplayMismatch,
+    /// More positions held for a replay (read and not sent) than the read-ahead bound, or
+    /// a page asked for that would make it so.
+    ReplayReadAhead,
+    /// When the run went quiet, a replay of a client that reads and did not pause it has
+    /// not ended.
+    ReplayUnfinished,
 }
 
 #[derive(Debug, Clone)]
@@ -98,11 +132,17 @@ enum Sub {
     Live,
 }
 
-/// One client's view: its subscriptions and, per (topic, device), the newest `ts` it got.
+/// One client's view: its subscriptions and, per (topic, device), the newest `ts` it got
+/// and every `ts` it got since the topic's last `subscribed`.
 #[derive(Debug, Default)]
 pub struct ClientView {
     subs: BTreeMap<String, Sub>,
     pub last: BTreeMap<(String, String), i64>,
+    /// Per (event topic, device), the `ts` of every position read since the topic's last
+    /// `subscribed`, snapshot and live alike, in the order read.
+    pub seen: BTreeMap<(String, String), Vec<i64>>,
+    /// Per event topic, the `ts` of the last position read (snapshot or live).
+    pub last_read: BTreeMap<String, i64>,
     pub frames: u64,
 }
 
@@ -116,9 +156,29 @@ impl ClientView {
             .collect()
     }
 
-    /// The client sent `subscribe` for `topic`.
+    /// Whether the snapshot of the client's last `subscribe` of `topic` has been read.
+    pub fn is_live(&self, topic: &str) -> bool {
+        self.subs.get(topic) == Some(&Sub::Live)
+    }
+
+    /// The client sent `subscribe` for `topic` (or `replay` for its `replay:<id>`).
     pub fn requested(&mut self, topic: &str) {
         self.subs.insert(topic.to_owned(), Sub::Requested);
+    }
+
+    /// Per device, every `ts` read of `topic` since its last `subscribed`.
+    pub fn track(&self, topic: &str) -> BTreeMap<String, Vec<i64>> {
+        self.seen
+            .range((topic.to_owned(), String::new())..)
+            .take_while(|((t, _), _)| t == topic)
+            .map(|((_, d), ts)| (d.clone(), ts.clone()))
+            .collect()
+    }
+
+    fn forget_topic(&mut self, topic: &str) {
+        self.last.retain(|(t, _), _| t != topic);
+        self.seen.retain(|(t, _), _| t != topic);
+        self.last_read.remove(topic);
     }
 
     /// Takes one text frame; returns what it broke.
@@ -140,15 +200,21 @@ impl ClientView {
         match value["type"].as_str() {
             Some("subscribed") => {
                 self.subs.insert(topic.clone(), Sub::AwaitingSnapshot);
-                self.last.retain(|(t, _), _| *t != topic);
+                self.forget_topic(&topic);
             }
-            Some("unsubscribed") => {
+            // Nothing more of a replay follows its end.
+            Some("unsubscribed") | Some("replay_end") => {
                 self.subs.remove(&topic);
             }
             Some("snapshot") => {
                 match self.subs.get(&topic) {
                     Some(Sub::AwaitingSnapshot) => {
                         self.subs.insert(topic.clone(), Sub::Live);
+                    }
+                    // A replay's seek: it starts over at the new time (also when the client
+                    // has since started the replay again and reads what the old one sent).
+                    Some(Sub::Live | Sub::Requested) if topic.starts_with("replay:") => {
+                        self.forget_topic(&topic);
                     }
                     // The answer to an earlier subscribe, read after the client asked again.
                     Some(Sub::Requested) => {}
@@ -217,5 +283,343 @@ impl ClientView {
             ));
         }
         *last = (*last).max(ts);
+        // Replays are judged where they are sent, against the model's replay.
+        if topic.starts_with("event:") {
+            self.seen
+                .entry((topic.to_owned(), device.to_owned()))
+                .or_default()
+                .push(ts);
+            self.last_read.insert(topic.to_owned(), ts);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Resume
+
+/// What a resumed subscription must show of one device from `since` on, in `ts` order:
+/// every fix after `since` the live path accepted (as the model counted them: non-faulty,
+/// newer than the device's newest before), and the stored rows after `since` the snapshot
+/// was answered with that the live path never accepted (late uploads it dropped as older
+/// than the device's newest, which Postgres stores all the same and a resume reads).
+pub fn resumed_track(accepted: &[i64], stored_extra: &BTreeSet<i64>, since: i64) -> Vec<i64> {
+    let start = accepted.partition_point(|ts| *ts <= since);
+    let mut all: BTreeSet<i64> = accepted[start..].iter().copied().collect();
+    all.extend(stored_extra.range(since.saturating_add(1)..));
+    all.into_iter().collect()
+}
+
+/// Judges one device of a resumed subscription: `after` (the `ts` of its snapshot's
+/// positions, then of the live ones, as read) must be `expected` exactly, and what the
+/// client saw before it left, after `since`, must be part of it (so the union of before
+/// and after over the span is the expected track). With `gaps` (the hub may have conflated
+/// the live part), `after` need only be part of `expected`, in order, without repeats. The
+/// difference, described, if any.
+pub fn judge_resumed(
+    device: &str,
+    since: i64,
+    before: &[i64],
+    after: &[i64],
+    expected: &[i64],
+    gaps: bool,
+) -> Option<String> {
+    let contradicted: Vec<i64> = before
+        .iter()
+        .copied()
+        .filter(|ts| *ts > since && expected.binary_search(ts).is_err())
+        .collect();
+    let fits = if gaps {
+        after.windows(2).all(|w| w[0] < w[1])
+            && after.iter().all(|ts| expected.binary_search(ts).is_ok())
+    } else {
+        after == expected
+    };
+    if fits && contradicted.is_empty() {
+        return None;
+    }
+    let want: BTreeSet<i64> = expected.iter().copied().collect();
+    let mut got = BTreeSet::new();
+    let repeated: Vec<i64> = after
+        .iter()
+        .copied()
+        .filter(|ts| !got.insert(*ts))
+        .collect();
+    let missing: Vec<i64> = if gaps {
+        Vec::new()
+    } else {
+        want.difference(&got).copied().collect()
+    };
+    let extra: Vec<i64> = got.difference(&want).copied().collect();
+    let ordered = after.windows(2).all(|w| w[0] < w[1]);
+    Some(format!(
+        "{device} since {since}: missing {}, not accepted {}, repeated {}{}{}; got {} expected {}",
+        few(&missing),
+        few(&extra),
+        few(&repeated),
+        if ordered { "" } else { ", out of order" },
+        if contradicted.is_empty() {
+            String::new()
+        } else {
+            format!(", seen before and not accepted {}", few(&contradicted))
+        },
+        few(after),
+        few(expected),
+    ))
+}
+
+/// A list, cut for a violation's text.
+fn few(list: &[i64]) -> String {
+    const SHOWN: usize = 8;
+    let shown: Vec<String> = list.iter().take(SHOWN).map(i64::to_string).collect();
+    if list.len() > SHOWN {
+        format!("[{}, ... {} in all]", shown.join(", "), list.len())
+    } else {
+        format!("[{}]", shown.join(", "))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Replay
+
+/// Where a replay is, as the model holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayPhase {
+    /// Its event's visibility is being looked up (this request).
+    Authorizing(RequestId),
+    /// Granted or sought: its snapshot is due.
+    Loading,
+    /// Its snapshot went out: positions follow as its clock reaches them.
+    Playing,
+}
+
+/// One replay as the model holds it: its window, its clock (kept apart from the hub's: the
+/// start plus the time elapsed since the snapshot went out times the speed of the moment,
+/// paused time not counted) and what it must send, judged on every command its hub gives.
+/// The hub's own clock also stops while the client is behind or a page is awaited, so it
+/// never runs ahead of this one: this one is the bound the contract states.
+#[derive(Debug, Clone)]
+pub struct ReplayModel {
+    pub id: String,
+    pub from: i64,
+    pub to: i64,
+    pub speed: f64,
+    pub paused: bool,
+    /// The event's devices when the replay was granted.
+    pub devices: Vec<String>,
+    pub phase: ReplayPhase,
+    /// The time of the current snapshot: `from`, or the last seek target (at most `to`).
+    pub start: i64,
+    /// The stored keys (ts, device) with `start < ts <= to`: what the replay must send.
+    pub expected: Vec<(i64, String)>,
+    pub next: usize,
+    clock: f64,
+    clock_at: i64,
+    /// Positions read by pages and not sent yet.
+    pub held: usize,
+    /// Where the next page starts: the key of the last row read (the start, before any).
+    pub cursor: (i64, String),
+    /// The snapshot load and the page load the hub waits for.
+    pub snapshot_load: Option<RequestId>,
+    pub page_load: Option<RequestId>,
+}
+
+impl ReplayModel {
+    pub fn new(id: String, from: i64, to: i64, speed: f64, request: RequestId) -> ReplayModel {
+        ReplayModel {
+            id,
+            from,
+            to,
+            speed,
+            paused: false,
+            devices: Vec::new(),
+            phase: ReplayPhase::Authorizing(request),
+            start: from,
+            expected: Vec::new(),
+            next: 0,
+            clock: from as f64,
+            clock_at: 0,
+            held: 0,
+            cursor: (from, String::new()),
+            snapshot_load: None,
+            page_load: None,
+        }
+    }
+
+    pub fn topic(&self) -> String {
+        format!("replay:{}", self.id)
+    }
+
+    /// The model's clock at `now`.
+    fn advance(&mut self, now: i64) {
+        if self.phase == ReplayPhase::Playing && !self.paused && now > self.clock_at {
+            self.clock += (now - self.clock_at) as f64 * self.speed;
+        }
+        self.clock_at = self.clock_at.max(now);
+    }
+
+    /// `replay_control`'s pause and speed, as the hub took it at `now`.
+    pub fn steer(&mut self, now: i64, speed: Option<f64>, paused: Option<bool>) {
+        self.advance(now);
+        if let Some(speed) = speed {
+            self.speed = speed;
+        }
+        if let Some(paused) = paused {
+            self.paused = paused;
+        }
+    }
+
+    /// A seek to `at` at `now`: what was read is dropped, a snapshot at the new time is due
+    /// (after the grant, when it is still being authorized).
+    pub fn seek(&mut self, at: i64, now: i64) {
+        self.advance(now);
+        self.start = at.min(self.to);
+        self.expected.clear();
+        self.next = 0;
+        self.held = 0;
+        self.cursor = (self.start, String::new());
+        self.snapshot_load = None;
+        self.page_load = None;
+        if self.phase == ReplayPhase::Playing {
+            self.phase = ReplayPhase::Loading;
+        }
+    }
+
+    /// The snapshot went out at `now` with `got` (device, ts); `want` is what the store
+    /// holds at the start, `expected` the keys the replay must then send.
+    pub fn snapshot_sent(
+        &mut self,
+        now: i64,
+        got: &[(String, i64)],
+        want: &[(String, i64)],
+        expected: Vec<(i64, String)>,
+    ) -> Vec<(LiveViolationKind, String)> {
+        let mut broken = Vec::new();
+        if self.phase != ReplayPhase::Loading {
+            broken.push((
+                LiveViolationKind::ReplayMismatch,
+                format!("{}: a snapshot in phase {:?}", self.topic(), self.phase),
+            ));
+        }
+        if got != want {
+            broken.push((
+                LiveViolationKind::ReplayMismatch,
+                format!(
+                    "{}: snapshot at {} holds {got:?}; the store's newest per device at that time are {want:?}",
+                    self.topic(),
+                    self.start
+                ),
+            ));
+        }
+        self.phase = ReplayPhase::Playing;
+        self.clock = self.start as f64;
+        self.clock_at = now;
+        self.expected = expected;
+        self.next = 0;
+        broken
+    }
+
+    /// A position went out at `now`.
+    pub fn position_sent(
+        &mut self,
+        now: i64,
+        ts: i64,
+        device: &str,
+    ) -> Vec<(LiveViolationKind, String)> {
+        self.advance(now);
+        let mut broken = Vec::new();
+        let topic = self.topic();
+        match self.expected.get(self.next) {
+            Some((t, d)) if *t == ts && d == device && self.phase == ReplayPhase::Playing => {}
+            want => broken.push((
+                LiveViolationKind::ReplayMismatch,
+                format!(
+                    "{topic}: sent {device} {ts} in phase {:?}; next due {want:?} ({} of {} sent)",
+                    self.phase,
+                    self.next,
+                    self.expected.len()
+                ),
+            )),
+        }
+        if (ts as f64) > self.clock {
+            broken.push((
+                LiveViolationKind::ReplayEarly,
+                format!(
+                    "{topic}: {device} {ts} sent at {now}, the clock at {} (speed {}, paused {})",
+                    self.clock, self.speed, self.paused
+                ),
+            ));
+        }
+        // Past a mismatch, the rest is judged from where the hub is.
+        if let Some(i) = self.expected[self.next.min(self.expected.len())..]
+            .iter()
+            .position(|(t, d)| *t == ts && d == device)
+        {
+            self.next += i + 1;
+        }
+        self.held = self.held.saturating_sub(1);
+        broken
+    }
+
+    /// `replay_end` went out at `now`.
+    pub fn end_sent(&mut self, now: i64) -> Vec<(LiveViolationKind, String)> {
+        self.advance(now);
+        let mut broken = Vec::new();
+        let topic = self.topic();
+        if self.phase != ReplayPhase::Playing || self.next < self.expected.len() {
+            broken.push((
+                LiveViolationKind::ReplayMismatch,
+                format!(
+                    "{topic}: replay_end in phase {:?} after {} of {} positions; the first not sent {:?}",
+                    self.phase,
+                    self.next,
+                    self.expected.len(),
+                    self.expected.get(self.next)
+                ),
+            ));
+        }
+        if self.clock < self.to as f64 {
+            broken.push((
+                LiveViolationKind::ReplayEarly,
+                format!(
+                    "{topic}: replay_end at {now}, the clock at {} before `to` {}",
+                    self.clock, self.to
+                ),
+            ));
+        }
+        broken
+    }
+
+    /// A page of `limit` asked for: what is held plus `limit` stays within `read_ahead`.
+    pub fn page_asked(
+        &mut self,
+        request: RequestId,
+        limit: usize,
+        read_ahead: usize,
+    ) -> Option<String> {
+        self.page_load = Some(request);
+        (self.held + limit > read_ahead).then(|| {
+            format!(
+                "{}: a page of {limit} asked with {} held (read-ahead {read_ahead})",
+                self.topic(),
+                self.held
+            )
+        })
+    }
+
+    /// The page the hub waits for was answered with the rows of keys `rows`, in key order:
+    /// those after the start are held until sent.
+    pub fn page_answered(&mut self, rows: &[(i64, String)], read_ahead: usize) -> Option<String> {
+        self.page_load = None;
+        self.held += rows.iter().filter(|(ts, _)| *ts > self.start).count();
+        if let Some(last) = rows.last() {
+            self.cursor = self.cursor.clone().max(last.clone());
+        }
+        (self.held > read_ahead).then(|| {
+            format!(
+                "{}: {} positions held (read-ahead {read_ahead})",
+                self.topic(),
+                self.held
+            )
+        })
     }
 }

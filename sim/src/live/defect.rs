@@ -9,16 +9,18 @@
 //! comparison with the reference). The defects of the edge's rules (token expiry, visibility
 //! re-checks, message rate) are shell mistakes around a correct hub, in both systems alike,
 //! and caught by the reference model's own token deadlines, claims and token bucket.
+//! [`LiveDefect::ResumeNotFloored`] is a resume that forgets its floors, caught by the
+//! model's judgement of what a resumed client must see.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use processor_core::faulty::fault_reason;
 use processor_core::live::{
-    close_code, Command, ConnId, DeviceMap, Input, LiveConfig, LiveHub, LiveStats, RequestId,
-    Visibility,
+    close_code, Command, ConnId, DeviceMap, HistoryQuery, Input, LiveConfig, LiveHub, LiveStats,
+    RequestId, Visibility,
 };
-use processor_core::websocket::ClientFrame;
+use processor_core::websocket::{ClientFrame, Frame};
 use processor_core::wire::{position_frame, Topic};
 use processor_core::{Position, UnixMillis};
 use uuid::Uuid;
@@ -49,6 +51,10 @@ pub enum LiveDefect {
     /// The hub is built with no message rate (a shell that does not pass
     /// `LIVE_WS_MAX_MESSAGES_PER_S` on), while the clients' budget is the configured one.
     RateNotPassedOn,
+    /// A resume (`since`) forgets its floors: the positions that arrived while its snapshot
+    /// loaded, which the snapshot already holds (the live path's recent fixes are merged
+    /// in), follow it all the same.
+    ResumeNotFloored,
 }
 
 impl std::str::FromStr for LiveDefect {
@@ -64,8 +70,9 @@ impl std::str::FromStr for LiveDefect {
             "expiry-ignored" => Ok(LiveDefect::ExpiryIgnored),
             "visibility-cached-forever" => Ok(LiveDefect::VisibilityCachedForever),
             "rate-not-passed-on" => Ok(LiveDefect::RateNotPassedOn),
+            "resume-not-floored" => Ok(LiveDefect::ResumeNotFloored),
             other => Err(format!(
-                "unknown live defect {other:?} (none, snapshot-not-held-back, order-not-enforced, unbounded-queue, map-to-first-shard-only, expiry-ignored, visibility-cached-forever, rate-not-passed-on)"
+                "unknown live defect {other:?} (none, snapshot-not-held-back, order-not-enforced, unbounded-queue, map-to-first-shard-only, expiry-ignored, visibility-cached-forever, rate-not-passed-on, resume-not-floored)"
             )),
         }
     }
@@ -90,6 +97,12 @@ pub struct SimHub {
     cached: BTreeMap<Uuid, Visibility>,
     /// The configuration the simulation asked for (the hub's may differ under a defect).
     config: LiveConfig,
+    /// `ResumeNotFloored`: the resumes loading, and the position frames each got meanwhile
+    /// (until its snapshot goes out, when they follow it).
+    resume_loads: BTreeMap<RequestId, (ConnId, Topic)>,
+    resume_held: BTreeMap<(ConnId, Topic), Vec<Frame>>,
+    /// Resumes answered whose snapshot has not gone out yet.
+    resume_answered: BTreeSet<(ConnId, Topic)>,
 }
 
 impl SimHub {
@@ -111,6 +124,9 @@ impl SimHub {
             authorizing: BTreeMap::new(),
             cached: BTreeMap::new(),
             config,
+            resume_loads: BTreeMap::new(),
+            resume_held: BTreeMap::new(),
+            resume_answered: BTreeSet::new(),
         }
     }
 
@@ -125,6 +141,18 @@ impl SimHub {
 
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
         self.inner.poll_timeout()
+    }
+
+    /// Whether the hub holds positions of `conn` parked (its queue over the conflate
+    /// threshold): a newer one of the same (topic, device) would then replace one.
+    pub fn parks(&self, conn: ConnId) -> bool {
+        match (
+            self.inner.buffered_bytes(conn),
+            self.inner.queued_bytes(conn),
+        ) {
+            (Some(buffered), Some(queued)) => buffered > queued,
+            _ => false,
+        }
     }
 
     pub fn poll_command(&mut self) -> Option<Command> {
@@ -151,11 +179,30 @@ impl SimHub {
                 request,
                 conn,
                 topic,
+                history,
                 ..
             } => {
                 self.loading.insert(*request, (*conn, *topic));
+                if self.defect == LiveDefect::ResumeNotFloored
+                    && matches!(history, HistoryQuery::Since { .. })
+                {
+                    self.resume_loads.insert(*request, (*conn, *topic));
+                    self.resume_held.insert((*conn, *topic), Vec::new());
+                }
             }
             Command::Send { conn, frame } => {
+                if !self.resume_answered.is_empty() {
+                    if let Some(topic) = snapshot_topic(frame.payload()) {
+                        if self.resume_answered.remove(&(*conn, topic)) {
+                            let held = self.resume_held.remove(&(*conn, topic));
+                            self.extra.extend(
+                                held.into_iter()
+                                    .flatten()
+                                    .map(|frame| Command::Send { conn: *conn, frame }),
+                            );
+                        }
+                    }
+                }
                 // Which subscriptions are live matters to the position defects only (and
                 // reading every snapshot costs).
                 if self.reads_positions() {
@@ -186,6 +233,13 @@ impl SimHub {
     fn forget(&mut self, conn: ConnId) {
         self.loading.retain(|_, (c, _)| *c != conn);
         self.live.retain(|(c, _)| *c != conn);
+        self.forget_resumes(|(c, _)| *c == conn);
+    }
+
+    fn forget_resumes(&mut self, gone: impl Fn(&(ConnId, Topic)) -> bool) {
+        self.resume_loads.retain(|_, key| !gone(key));
+        self.resume_held.retain(|key, _| !gone(key));
+        self.resume_answered.retain(|key| !gone(key));
     }
 
     /// Takes one input, as [`LiveHub::handle`] does.
@@ -212,12 +266,20 @@ impl SimHub {
                 if let Some(topic) = text_topic(text) {
                     self.live.remove(&(*conn, topic));
                     self.loading.retain(|_, s| *s != (*conn, topic));
+                    self.forget_resumes(|key| *key == (*conn, topic));
                 }
             }
             Input::Written { .. } if self.defect == LiveDefect::UnboundedQueue => return,
             Input::Closed { conn } => self.forget(*conn),
-            Input::Snapshot { request, .. } => {
+            Input::Snapshot { request, rows } => {
                 self.loading.remove(request);
+                if let Some(key) = self.resume_loads.remove(request) {
+                    if rows.is_ok() {
+                        self.resume_answered.insert(key);
+                    } else {
+                        self.resume_held.remove(&key);
+                    }
+                }
             }
             Input::DeviceMap(map) => {
                 if self.defect == LiveDefect::MapToFirstShardOnly
@@ -240,7 +302,9 @@ impl SimHub {
     pub fn reads_positions(&self) -> bool {
         matches!(
             self.defect,
-            LiveDefect::SnapshotNotHeldBack | LiveDefect::OrderNotEnforced
+            LiveDefect::SnapshotNotHeldBack
+                | LiveDefect::OrderNotEnforced
+                | LiveDefect::ResumeNotFloored
         )
     }
 
@@ -267,6 +331,23 @@ impl SimHub {
             .unwrap_or_default();
         let targets: Vec<(ConnId, Topic)> = match self.defect {
             LiveDefect::SnapshotNotHeldBack => self.loading.values().copied().collect(),
+            LiveDefect::ResumeNotFloored => {
+                // What the live path accepts: newer than the device's newest.
+                let newest = self
+                    .newest
+                    .entry(position.device_id.clone())
+                    .or_insert(i64::MIN);
+                let newer = position.ts.as_i64() > *newest;
+                *newest = (*newest).max(position.ts.as_i64());
+                if newer {
+                    for ((_, topic), held) in &mut self.resume_held {
+                        if events.contains(&topic.event_id()) {
+                            held.push(position_frame(topic, position));
+                        }
+                    }
+                }
+                return;
+            }
             LiveDefect::OrderNotEnforced => {
                 let newest = self
                     .newest
