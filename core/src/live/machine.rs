@@ -697,6 +697,18 @@ impl LiveHub {
     fn advance(&mut self, now: UnixMillis) {
         // A clock that steps back must not make timers fire late; keep the newest.
         self.now = self.now.max(now);
+        // Every replay's clock catches up under the state it ran in since it was last
+        // brought up, before this input changes anything (a page, a drained or filled
+        // queue, a pause): what a replay plays never depends on how often the hub is told
+        // the time, and time it waited is never played.
+        let conns: Vec<ConnId> = self.replays.keys().map(|(conn, _)| *conn).collect();
+        let mut last = None;
+        for conn in conns {
+            if last != Some(conn) {
+                self.tick_replays_of(conn);
+                last = Some(conn);
+            }
+        }
     }
 
     fn ping_interval(&self) -> u64 {
@@ -1198,6 +1210,20 @@ impl LiveHub {
         self.registry
             .get(conn)
             .is_none_or(|c| c.out.queued() > threshold)
+    }
+
+    /// Brings the clocks of `conn`'s replays to now under the state they ran in, before
+    /// something changes that state: time a replay waited (for a page, or for its client)
+    /// must not count as played, whenever the hub last heard the time.
+    fn tick_replays_of(&mut self, conn: ConnId) {
+        let (now, blocked) = (self.now, self.blocked(conn));
+        for (_, replay) in self
+            .replays
+            .range_mut((conn, String::new())..)
+            .take_while(|((c, _), _)| *c == conn)
+        {
+            replay.tick(now, blocked);
+        }
     }
 
     fn pump_replays_of(&mut self, conn: ConnId) {

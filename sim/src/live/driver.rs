@@ -63,10 +63,12 @@
 //!   never holds more than the read-ahead bound; and when the run is quiet every replay of
 //!   a client that reads has ended.
 //!
-//! With replays, every hub is told the time at each deadline of any (a spurious `Timeout`
-//! must do nothing): the replay clock of the core depends on when its hub is told the time,
-//! so the single-shard reference, which holds every connection's deadlines, would pace a
-//! replay differently from its shard ([`LiveOptions::per_shard_timer`] shows it).
+//! Only the hub whose deadline is due is told the time, as in the shell (unless
+//! [`LiveOptions::per_shard_timer`] is off: then every hub is told at each deadline of any,
+//! which a spurious `Timeout` must leave without effect). The single-shard reference, which
+//! holds every connection's deadlines, is woken more often than a shard: a replay's pace
+//! must not depend on that (it did, before the hub brought every replay's clock up at each
+//! input).
 //!
 //! Per connection the model also keeps its own copy of what the hub must know (contract
 //! section 5), never asking the hub: the token's claims and `exp`, a token bucket of the
@@ -157,9 +159,8 @@ pub struct LiveOptions {
     /// No history at all: no resumes, trails or replays (the planted defects of the live
     /// path before history need none, and run at the cost they had).
     pub without_history: bool,
-    /// Tell only the hubs whose deadline it is the time even in runs with replays (as the
-    /// shell's per-shard timers do), instead of every hub at each deadline: shows the
-    /// replay clock's dependence on when a hub is told the time as `ShardDiverged`.
+    /// Tell only the hubs whose deadline it is the time (as the shell's per-shard timers
+    /// do), instead of every hub at each deadline in runs with replays.
     pub per_shard_timer: bool,
 }
 
@@ -998,11 +999,13 @@ impl Live {
                     Some(request),
                 ),
                 Command::VerifyToken { conn, token } => (conn, Got::VerifyToken(token), None),
+                // The simulated replays ask for no trail (`history` is `Latest`).
                 Command::LoadReplaySnapshot {
                     request,
                     conn,
                     devices,
                     at,
+                    ..
                 } => (conn, Got::ReplaySnapshot(devices, at), Some(request)),
                 Command::LoadReplayPage {
                     request,
@@ -1182,6 +1185,7 @@ impl Live {
                 conn,
                 devices,
                 at,
+                ..
             } => {
                 self.trace.record(format_args!(
                     "replay snapshot load {conn} {request} at {at:?}"
