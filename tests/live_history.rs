@@ -449,3 +449,44 @@ async fn what_the_instance_saw_is_answered_from_memory_as_postgres_answers_it() 
     drop(p);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trail_of_more_devices_than_one_statement_reads_is_read_whole_from_postgres() {
+    let env = TestEnv::new("history_many").await;
+    // More devices than two trail statements take (200 each), so the read is split over
+    // two connections, each with more than one statement.
+    let devices: Vec<String> = (1..=450).map(device).collect();
+    let event = seed_event(&env, "public", &devices).await;
+    let t0 = now_ms() - 600_000;
+    // Device n: fixes at 0..=n%4 s, walking north; its newest is at (n % 4) s.
+    env.pg()
+        .await
+        .execute(
+            "INSERT INTO positions (device_id, ts, latitude, longitude, altitude, angle, speed,
+                 satellites, priority, faulty, received_at)
+             SELECT d, to_timestamp(0) + ($1::int8 + s * 1000) * interval '1 millisecond',
+                    $2::float8 + s * $3::float8, $4::float8, 0, 0,
+                    0, 9, 0, false, now()
+             FROM unnest($5::text[]) WITH ORDINALITY AS u(d, n),
+                  generate_series(0, n % 4) AS s",
+            &[&t0, &LAT, &STEP, &LON, &devices],
+        )
+        .await
+        .expect("store the fixes");
+    let p = Processor::start(&env, "a", &vars(&[]));
+    let mut client = client_once_mapped(&p, event, 450).await;
+    let before = snapshot_sources(&p).await;
+    let snapshot = subscribe_with(&mut client, event, json!({"trail_s": 60})).await;
+    let after = snapshot_sources(&p).await;
+    assert_eq!(after.1 - before.1, 450.0, "every device from Postgres");
+    for n in 1..=450u64 {
+        let newest = (n % 4) as i64;
+        let one = positions_of(&snapshot, n);
+        assert_eq!(one.len(), 1, "device {n}");
+        assert_eq!(one[0]["ts"], json!(t0 + newest * 1_000), "device {n}");
+        let expected: Vec<i64> = (0..newest).map(|s| t0 + s * 1_000).collect();
+        assert_eq!(trail_times(one[0]), expected, "device {n}");
+    }
+    drop(p);
+    env.cleanup().await;
+}

@@ -715,23 +715,27 @@ impl LiveHub {
         self.config.ping_interval_ms.max(1)
     }
 
+    /// A `trail_s` over `LIVE_TRAIL_MAX_S` is a `bad_request` naming `topic`; true when it
+    /// was.
+    fn refuse_long_trail(&mut self, conn: ConnId, trail_s: u64, topic: String) -> bool {
+        if trail_s <= self.config.trail_max_s {
+            return false;
+        }
+        let reason = BadRequestReason::TrailTooLong {
+            max: self.config.trail_max_s,
+        };
+        let topic = Some(topic);
+        self.bad_request(conn, BadRequest { reason, topic });
+        true
+    }
+
     fn subscribe(&mut self, conn: ConnId, topic: Topic, options: SubscribeOptions) {
+        if self.refuse_long_trail(conn, options.trail_s, topic.to_string()) {
+            return;
+        }
         let Some(c) = self.registry.get(conn) else {
             return;
         };
-        if options.trail_s > self.config.trail_max_s {
-            let reason = BadRequestReason::TrailTooLong {
-                max: self.config.trail_max_s,
-            };
-            self.bad_request(
-                conn,
-                BadRequest {
-                    reason,
-                    topic: Some(topic.to_string()),
-                },
-            );
-            return;
-        }
         if !c.subs.contains_key(&topic) && c.subs.len() >= self.config.max_subscriptions {
             let message = format!(
                 "at most {} topics per connection",
@@ -987,17 +991,7 @@ impl LiveHub {
         let key = (conn, request.id.clone());
         self.replays.remove(&key);
         let topic = crate::wire::replay_topic(&request.id);
-        if request.trail_s > self.config.trail_max_s {
-            let reason = BadRequestReason::TrailTooLong {
-                max: self.config.trail_max_s,
-            };
-            self.bad_request(
-                conn,
-                BadRequest {
-                    reason,
-                    topic: Some(topic),
-                },
-            );
+        if self.refuse_long_trail(conn, request.trail_s, topic.clone()) {
             return;
         }
         let mine = self.replays.keys().filter(|(c, _)| *c == conn).count();
