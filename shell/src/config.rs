@@ -249,7 +249,7 @@ pub struct FaultySettings {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseSettings {
     /// Connections in the Postgres pool.
-    #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub pool_size: u32,
 
     /// Longest wait to open a Postgres connection.
