@@ -31,6 +31,15 @@ impl Drop for Running {
     }
 }
 
+/// Sends a signal (`-STOP`, `-CONT`) to a running helper process.
+fn signal(running: &Running, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &running.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {which} failed");
+}
+
 /// What `fleet seed` printed: `KEY=value` lines.
 fn seed(env: &TestEnv) -> BTreeMap<String, String> {
     let out = Command::new(env!("CARGO_BIN_EXE_fleet"))
@@ -173,7 +182,7 @@ async fn the_map_shows_moving_devices_and_a_private_event_needs_its_token() {
         ],
     );
     wait_until("ready", || async { processor.ready().await == Some(true) }).await;
-    let _fleet = fleet_stream(&env);
+    let fleet = fleet_stream(&env);
     let (_driver, driver_addr) = chromedriver().await;
     let profile = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{}-chromium", env.name));
@@ -236,7 +245,7 @@ async fn the_map_shows_moving_devices_and_a_private_event_needs_its_token() {
     tiles_come_from_the_configured_template_under_the_positions(&browser, &env, &public).await;
 
     trails_then_a_resume_without_a_hole(&env, &browser, &page, &public).await;
-    a_replay_plays_what_was_stored_then_back_to_live(&env, &browser).await;
+    a_replay_plays_what_was_stored_then_back_to_live(&env, &browser, &fleet).await;
 
     // The private event without a token: a "needs a token" state, not an error; nothing drawn.
     browser
@@ -282,7 +291,7 @@ async fn the_map_shows_moving_devices_and_a_private_event_needs_its_token() {
     browser.close().await.expect("close the browser");
     let _ = std::fs::remove_dir_all(&profile);
     // Stopped before the clean-up, so that neither recreates the test's stream after it.
-    drop((_fleet, processor));
+    drop((fleet, processor));
     env.cleanup().await;
 }
 
@@ -657,8 +666,21 @@ async fn trails_then_a_resume_without_a_hole(
 }
 
 /// A replay of a few seconds the page has drawn, chosen in its form at 10x: it ends, and
-/// shows per device exactly the positions stored in that window; then back to live.
-async fn a_replay_plays_what_was_stored_then_back_to_live(env: &TestEnv, browser: &Client) {
+/// shows per device its trail as it was at `from` and exactly the positions stored in the
+/// window after it; then back to live.
+async fn a_replay_plays_what_was_stored_then_back_to_live(
+    env: &TestEnv,
+    browser: &Client,
+    fleet: &Running,
+) {
+    // A replay shows what is stored when it reads: the fleet is paused (its late uploads
+    // too) and every entry it published is stored first, so that what the replay reads is
+    // what the comparison below reads.
+    signal(fleet, "-STOP");
+    wait_until("everything published is stored", || async {
+        env.durable_lag().await == Some(0) && env.pending().await == 0
+    })
+    .await;
     let state = page_state(browser).await;
     let first = device_ids(&state)
         .iter()
@@ -700,6 +722,20 @@ async fn a_replay_plays_what_was_stored_then_back_to_live(env: &TestEnv, browser
             .map(|t| t.iter().filter_map(Value::as_i64).collect())
             .unwrap_or_default();
         assert!(times.first().is_some_and(|t| *t <= from), "{id}: {times:?}");
+        // The replay's snapshot at `from` with its trail (the page asks for 600 s): every
+        // stored non-faulty fix of the device up to `from`, as the run is shorter than that.
+        let until_from: Vec<i64> = times.iter().copied().filter(|t| *t <= from).collect();
+        let rows = pg
+            .query(
+                "SELECT floor(extract(epoch FROM ts) * 1000)::int8 FROM positions
+                 WHERE device_id = $1 AND NOT faulty AND ts <= to_timestamp($2::int8 / 1000.0)
+                 ORDER BY ts",
+                &[&id, &from],
+            )
+            .await
+            .expect("read what was stored up to from");
+        let stored_until: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(until_from, stored_until, "device {id}: the trail at from");
         let played: Vec<i64> = times.into_iter().filter(|t| *t > from).collect();
         let rows = pg
             .query(
@@ -714,6 +750,7 @@ async fn a_replay_plays_what_was_stored_then_back_to_live(env: &TestEnv, browser
         let stored: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
         assert_eq!(played, stored, "device {id}");
     }
+    signal(fleet, "-CONT");
     browser
         .find(Locator::Id("replay-live"))
         .await

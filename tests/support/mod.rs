@@ -143,6 +143,42 @@ impl TestEnv {
         }
     }
 
+    /// Entries of the stream the durable group has not read yet (`lag` of XINFO GROUPS);
+    /// `None` while the group does not exist or Redis cannot tell.
+    pub async fn durable_lag(&self) -> Option<i64> {
+        let mut redis = self.redis().await;
+        let groups: redis::Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.stream)
+            .query_async(&mut redis)
+            .await
+            .ok()?;
+        let redis::Value::Array(groups) = groups else {
+            return None;
+        };
+        groups.iter().find_map(|group| {
+            let redis::Value::Array(fields) = group else {
+                return None;
+            };
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(
+                        |kv| matches!(&kv[0], redis::Value::BulkString(k) if k == name.as_bytes()),
+                    )
+                    .map(|kv| kv[1].clone())
+            };
+            match (field("name"), field("lag")) {
+                (Some(redis::Value::BulkString(n)), Some(redis::Value::Int(lag)))
+                    if n == b"durable-write" =>
+                {
+                    Some(lag)
+                }
+                _ => None,
+            }
+        })
+    }
+
     /// The dead-letter stream's entries as field maps.
     pub async fn dead_letters(&self) -> Vec<std::collections::BTreeMap<String, String>> {
         self.stream_entries(&self.dead_letter).await

@@ -372,6 +372,8 @@
     if (replay === null) send({ type: "unsubscribe", topic: state.topic });
     const message = {
       type: "replay", id: REPLAY_ID, event: state.topic.slice("event:".length), from, to, speed,
+      // Each device's track as it was at `from`, as a live subscribe shows it now.
+      trail_s: TRAIL_S,
     };
     if (!send(message)) {
       setError("bad_input", "not connected");
