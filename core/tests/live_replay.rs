@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use processor_core::live::{
-    self, Command, ConnId, DeviceMap, Input, LiveConfig, LiveHub, Principal, ReplayKey, RequestId,
-    Visibility,
+    self, Command, ConnId, DeviceMap, HistoryQuery, Input, LiveConfig, LiveHub, Principal,
+    ReplayKey, RequestId, Visibility,
 };
 use processor_core::wire::WirePosition;
 use processor_core::UnixMillis;
@@ -359,6 +359,82 @@ fn a_seek_sends_a_snapshot_at_its_time_and_continues_from_there() {
     });
     h.advance_to(6_000);
     assert_eq!(shape(&h.messages(1)), vec![pos(51_000)]);
+}
+
+#[test]
+fn seeks_while_a_snapshot_loads_wait_for_it_and_load_the_last_time_sought() {
+    let mut h = Harness::new();
+    h.start(1, "r", EVENT, 0, 100_000, 1.0);
+    let (first, _, _) = h.snapshot_request();
+    h.messages(1);
+    for at in [10_000, 20_000, 30_000] {
+        h.text(
+            1,
+            json!({"type": "replay_control", "id": "r", "seek": T0 + at}),
+        );
+        assert!(h.take_requests().is_empty(), "one snapshot load at a time");
+    }
+    // The load in flight answers for its old time: dropped, and the last seek loaded.
+    h.input(Input::ReplaySnapshot {
+        request: first,
+        rows: Ok(vec![row("A", 0)]),
+    });
+    assert!(
+        h.messages(1).is_empty(),
+        "no snapshot of a time no longer shown"
+    );
+    let (last, _, at) = h.snapshot_request();
+    assert_eq!(at, UnixMillis(T0 + 30_000));
+    h.input(Input::ReplaySnapshot {
+        request: last,
+        rows: Ok(vec![row("A", 29_000)]),
+    });
+    let snapshot = h.messages(1);
+    assert_eq!(shape(&snapshot), vec![kind("snapshot")]);
+    assert_eq!(snapshot[0]["positions"][0]["ts"], T0 + 29_000);
+}
+
+#[test]
+fn a_replay_with_a_trail_asks_for_one_within_the_maximum() {
+    let mut h = Harness::new();
+    h.text(
+        1,
+        json!({"type": "replay", "id": "r", "event": EVENT, "from": T0, "to": T0 + 1_000,
+               "speed": 1, "trail_s": 60}),
+    );
+    let request = match &h.take_requests()[..] {
+        [Command::Authorize { request, .. }] => *request,
+        other => panic!("expected Authorize, got {other:?}"),
+    };
+    h.input(Input::Visibility {
+        request,
+        visibility: Ok(Visibility::Public),
+    });
+    match &h.take_requests()[..] {
+        [Command::LoadReplaySnapshot { history, .. }] => assert!(
+            matches!(
+                history,
+                HistoryQuery::Trail {
+                    window_ms: 60_000,
+                    ..
+                }
+            ),
+            "{history:?}"
+        ),
+        other => panic!("expected a replay snapshot load, got {other:?}"),
+    }
+    let max = LiveConfig::default().trail_max_s;
+    h.text(
+        1,
+        json!({"type": "replay", "id": "r2", "event": EVENT, "from": T0, "to": T0 + 1_000,
+               "speed": 1, "trail_s": max + 1}),
+    );
+    assert!(h.take_requests().is_empty());
+    let refused = h.messages(1);
+    assert_eq!(
+        refused.last().map(|m| m["code"].clone()),
+        Some(json!("bad_request"))
+    );
 }
 
 #[test]

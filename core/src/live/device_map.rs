@@ -61,6 +61,11 @@ impl DeviceMap {
             .flat_map(|devices| devices.iter().map(String::as_str))
     }
 
+    /// Every device in at least one event, in order.
+    pub(crate) fn devices(&self) -> impl Iterator<Item = &str> {
+        self.by_device.keys().map(String::as_str)
+    }
+
     /// Devices in at least one event.
     pub fn len(&self) -> usize {
         self.by_device.len()

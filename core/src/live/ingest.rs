@@ -18,7 +18,7 @@ use super::config::LiveConfig;
 use super::device_map::DeviceMap;
 use super::ordering::{Fix, Tracker, Verdict};
 use crate::decode::decode_position;
-use crate::faulty::{fault_reason, FaultyThresholds};
+use crate::faulty::{fault_reason, FaultReason, FaultyThresholds};
 use crate::stream::EntryId;
 use crate::websocket::Frame;
 use crate::wire::{position_frame, Topic};
@@ -40,6 +40,9 @@ pub struct FanoutBatch {
     /// accepted or not, in stream order: what Postgres stores as non-faulty, for the
     /// [`TrackStore`](super::TrackStore).
     pub(crate) seen: Vec<(Arc<str>, Fix)>,
+    /// Fix times of positions of devices in an event dropped as in the future: the durable
+    /// path judges that rule at its own, later, time and may store them as non-faulty.
+    pub(crate) future: Vec<(Arc<str>, UnixMillis)>,
 }
 
 impl FanoutBatch {
@@ -148,8 +151,13 @@ impl Ingest {
                 self.stats.orphan_records += 1;
                 continue;
             };
-            if fault_reason(&position, now, &self.faulty).is_some() {
+            if let Some(reason) = fault_reason(&position, now, &self.faulty) {
                 self.stats.faulty_dropped += 1;
+                if reason == FaultReason::InTheFuture {
+                    batch
+                        .future
+                        .push((Arc::from(position.device_id.as_str()), position.ts));
+                }
                 continue;
             }
             let device: Arc<str> = Arc::from(position.device_id.as_str());
@@ -181,7 +189,7 @@ impl Ingest {
                 frames,
             });
         }
-        if !batch.seen.is_empty() {
+        if !batch.seen.is_empty() || !batch.future.is_empty() {
             self.out.push_back(Arc::new(batch));
         }
     }

@@ -1079,6 +1079,7 @@ impl LiveHub {
             return;
         };
         replay.request = Some((request, 0));
+        replay.snapshot_at = Some(replay.cursor.ts);
         self.replay_requests.insert(request, key.clone());
         self.out.push_back(Command::LoadReplaySnapshot {
             request,
@@ -1111,6 +1112,11 @@ impl LiveHub {
             return;
         }
         replay.request = None;
+        if snapshot && replay.snapshot_at != Some(replay.cursor.ts) {
+            // Sought elsewhere while it loaded, whatever its answer: now the time sought last.
+            self.load_replay_snapshot(&key);
+            return;
+        }
         let rows = match rows {
             Ok(rows) => rows,
             Err(_) => {
@@ -1186,6 +1192,16 @@ impl LiveHub {
                 replay.seek(UnixMillis(at), now);
                 replay.phase = Phase::Authorizing;
                 replay.request = authorizing;
+                return;
+            }
+            if replay.phase == Phase::Snapshot && replay.request.is_some() {
+                // One snapshot load at a time, whatever the rate of seeks (a trail snapshot
+                // of a large event reads Postgres for a second): the one in flight is
+                // answered for its old time, dropped, and the time sought last loaded then.
+                let (in_flight, loading_at) = (replay.request, replay.snapshot_at);
+                replay.seek(UnixMillis(at), now);
+                replay.request = in_flight;
+                replay.snapshot_at = loading_at;
                 return;
             }
             // What was read or loading for the old time is dropped: its answer is ignored.

@@ -54,6 +54,8 @@ pub(crate) struct Replay {
     pub phase: Phase,
     /// The look-up or load in flight, and for a page how many rows it asked for.
     pub request: Option<(RequestId, usize)>,
+    /// The time the snapshot load in flight was asked for.
+    pub snapshot_at: Option<UnixMillis>,
     buffer: VecDeque<WirePosition>,
     pub cursor: ReplayKey,
     /// The time of the last snapshot: positions at it are in the snapshot.
@@ -75,6 +77,7 @@ impl Replay {
             last_tick: now,
             phase: Phase::Authorizing,
             request: None,
+            snapshot_at: None,
             buffer: VecDeque::new(),
             cursor: ReplayKey {
                 ts: UnixMillis(request.from),

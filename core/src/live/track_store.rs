@@ -14,11 +14,14 @@
 //! starts at the later of the device's first recorded fix and the time the ingest started
 //! reading plus `FAULTY_MAX_FUTURE_MS` (a fix appended before reading started, and so never
 //! read, has an earlier `ts`, or it was faulty), and moves up as the oldest fix is evicted
-//! (at most `points_per_device` are kept). Everything else (devices not seen since the
-//! start, windows reaching further back) is left to Postgres: the store names those
-//! devices, and the shell reads them.
+//! (at most `points_per_device` are kept). A device new to the map starts likewise from the
+//! map's time (its fixes as an orphan were read and not kept); a fix dropped as in the
+//! future moves its device's start past it (the durable path judges that rule later, and
+//! may store it). Everything else (devices not seen since the start, windows reaching
+//! further back) is left to Postgres: the store names those devices, and the shell reads
+//! them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::device_map::DeviceMap;
@@ -42,10 +45,21 @@ pub enum TrackInput<'a> {
 
 /// The answer of [`TrackStore::answer`]: rows for the devices memory could answer, read as
 /// Postgres would read them, and the devices Postgres must answer.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct HeldRows {
-    pub rows: Vec<WirePosition>,
+    /// Copied out under the shell's lock; made wire rows (a string each) after it.
+    fixes: Vec<(Arc<str>, Fix)>,
     pub unknown: Vec<String>,
+}
+
+impl HeldRows {
+    /// The rows memory answered, as the statements would have returned them.
+    pub fn into_rows(self) -> Vec<WirePosition> {
+        self.fixes
+            .into_iter()
+            .map(|(device, fix)| fix.to_wire(&device))
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -69,6 +83,8 @@ pub struct TrackStore {
     devices: BTreeMap<Arc<str>, Track>,
     /// Fixes held over all devices.
     points: usize,
+    /// The devices of the map last applied.
+    mapped: BTreeSet<Arc<str>>,
 }
 
 impl TrackStore {
@@ -88,6 +104,7 @@ impl TrackStore {
             map_version: None,
             devices: BTreeMap::new(),
             points: 0,
+            mapped: BTreeSet::new(),
         }
     }
 
@@ -97,13 +114,14 @@ impl TrackStore {
             TrackInput::Reading => {
                 self.devices.clear();
                 self.points = 0;
-                self.started_at = now
-                    .as_i64()
-                    .saturating_add(i64::try_from(self.max_future_ms).unwrap_or(i64::MAX));
+                self.started_at = self.future_bound(now);
             }
             TrackInput::Batch(batch) => {
                 if self.points_per_device == 0 {
                     return;
+                }
+                for (device, ts) in &batch.future {
+                    self.unsure(device, ts.as_i64());
                 }
                 for (device, fix) in &batch.seen {
                     self.record(device, *fix);
@@ -122,6 +140,18 @@ impl TrackStore {
                     }
                     keep
                 });
+                // A device new to the map was an orphan until now: its fixes were read and
+                // not kept, yet stored. Memory knows it only from what arrives next, and a
+                // fix read before now is not newer than now plus the future bound.
+                let joined_from = self.future_bound(now);
+                let mapped: BTreeSet<Arc<str>> = map.devices().map(Arc::from).collect();
+                for device in mapped.difference(&self.mapped) {
+                    self.devices.entry(Arc::clone(device)).or_insert(Track {
+                        fixes: VecDeque::new(),
+                        complete_from: joined_from,
+                    });
+                }
+                self.mapped = mapped;
             }
         }
     }
@@ -133,6 +163,36 @@ impl TrackStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn future_bound(&self, now: UnixMillis) -> i64 {
+        now.as_i64()
+            .saturating_add(i64::try_from(self.max_future_ms).unwrap_or(i64::MAX))
+    }
+
+    /// A fix of `device` at `ts` was dropped as in the future, and the durable path, which
+    /// judges that rule later, may store it: memory cannot answer for the device up to it.
+    fn unsure(&mut self, device: &Arc<str>, ts: i64) {
+        if self.started_at == i64::MAX {
+            return;
+        }
+        let from = ts.saturating_add(1);
+        let track = match self.devices.get_mut(device) {
+            Some(track) => track,
+            None => self.devices.entry(Arc::clone(device)).or_insert(Track {
+                fixes: VecDeque::new(),
+                complete_from: from,
+            }),
+        };
+        track.complete_from = track.complete_from.max(from);
+        while track
+            .fixes
+            .front()
+            .is_some_and(|f| f.ts.as_i64() < track.complete_from)
+        {
+            track.fixes.pop_front();
+            self.points -= 1;
+        }
     }
 
     fn record(&mut self, device: &Arc<str>, fix: Fix) {
@@ -180,7 +240,7 @@ impl TrackStore {
         let mut held = HeldRows::default();
         let mut since_rows = 0usize;
         for device in devices {
-            let Some(track) = self.devices.get(device.as_str()) else {
+            let Some((key, track)) = self.devices.get_key_value(device.as_str()) else {
                 held.unknown.push(device.clone());
                 continue;
             };
@@ -190,7 +250,7 @@ impl TrackStore {
             };
             let newest_ts = newest.ts.as_i64();
             match query {
-                HistoryQuery::Latest => held.rows.push(newest.to_wire(device)),
+                HistoryQuery::Latest => held.fixes.push((Arc::clone(key), *newest)),
                 HistoryQuery::Trail {
                     window_ms,
                     max_rows_per_device,
@@ -201,13 +261,13 @@ impl TrackStore {
                         held.unknown.push(device.clone());
                         continue;
                     }
-                    held.rows.push(newest.to_wire(device));
+                    held.fixes.push((Arc::clone(key), *newest));
                     let first = track.fixes.partition_point(|f| f.ts.as_i64() < start);
                     let end = track.fixes.len() - 1;
                     let n = end.saturating_sub(first);
-                    held.rows.extend(
+                    held.fixes.extend(
                         thin_indices(n, max_rows_per_device)
-                            .map(|i| track.fixes[first + i].to_wire(device)),
+                            .map(|i| (Arc::clone(key), track.fixes[first + i])),
                     );
                 }
                 HistoryQuery::Since { since, max_rows } => {
@@ -216,7 +276,7 @@ impl TrackStore {
                         held.unknown.push(device.clone());
                         continue;
                     }
-                    held.rows.push(newest.to_wire(device));
+                    held.fixes.push((Arc::clone(key), *newest));
                     // Like the paged read: one row past `max_rows` tells the hub there are
                     // too many, and nothing more is needed.
                     if since_rows > max_rows {
@@ -224,7 +284,7 @@ impl TrackStore {
                     }
                     let first = track.fixes.partition_point(|f| f.ts.as_i64() < after);
                     for fix in track.fixes.range(first..) {
-                        held.rows.push(fix.to_wire(device));
+                        held.fixes.push((Arc::clone(key), *fix));
                         since_rows += 1;
                         if since_rows > max_rows {
                             break;
@@ -267,6 +327,7 @@ mod tests {
                 .iter()
                 .map(|(d, ts)| (Arc::from(*d), fix(*ts)))
                 .collect(),
+            future: Vec::new(),
         }
     }
 
@@ -323,7 +384,7 @@ mod tests {
         store.handle(UnixMillis(START), TrackInput::Batch(&batch(&[("a", T0)])));
         let held = store.answer(&devices(&["a"]), HistoryQuery::Latest);
         assert!(held.unknown.is_empty());
-        assert_eq!(ts_of(&held.rows), vec![T0]);
+        assert_eq!(ts_of(&held.clone().into_rows()), vec![T0]);
     }
 
     #[test]
@@ -344,7 +405,7 @@ mod tests {
         let window: Vec<i64> = (199..299).map(|i| T0 + i * 1_000).collect();
         let mut expected = vec![newest];
         expected.extend(thin(&window, 10));
-        assert_eq!(ts_of(&held.rows), expected);
+        assert_eq!(ts_of(&held.clone().into_rows()), expected);
     }
 
     #[test]
@@ -364,7 +425,10 @@ mod tests {
         );
         let held = store.answer(&devices(&["a"]), query(10_000));
         assert!(held.unknown.is_empty());
-        assert_eq!(ts_of(&held.rows), vec![T0 + 20_000, T0 + 10_000]);
+        assert_eq!(
+            ts_of(&held.clone().into_rows()),
+            vec![T0 + 20_000, T0 + 10_000]
+        );
     }
 
     #[test]
@@ -381,7 +445,10 @@ mod tests {
         assert_eq!(store.answer(&devices(&["a"]), since(T0)).unknown.len(), 1);
         let held = store.answer(&devices(&["a"]), since(T0 + 1));
         assert!(held.unknown.is_empty());
-        assert_eq!(ts_of(&held.rows), vec![T0 + 4, T0 + 2, T0 + 3, T0 + 4]);
+        assert_eq!(
+            ts_of(&held.clone().into_rows()),
+            vec![T0 + 4, T0 + 2, T0 + 3, T0 + 4]
+        );
         // A late fix from before what memory is complete for is not taken.
         store.handle(UnixMillis(START), TrackInput::Batch(&batch(&[("a", T0)])));
         assert_eq!(store.len(), 3);
@@ -404,8 +471,11 @@ mod tests {
                 max_rows: 100,
             },
         );
-        assert_eq!(ts_of(&held.rows), vec![T0 + 5, T0 + 1, T0 + 3, T0 + 5]);
-        assert_ne!(held.rows[2].lat, 0.5);
+        assert_eq!(
+            ts_of(&held.clone().into_rows()),
+            vec![T0 + 5, T0 + 1, T0 + 3, T0 + 5]
+        );
+        assert_ne!(held.clone().into_rows()[2].lat, 0.5);
         assert_eq!(store.len(), 3);
     }
 
@@ -425,8 +495,18 @@ mod tests {
                 max_rows: 3,
             },
         );
-        let a = held.rows.iter().filter(|r| r.device_id == "a").count();
-        let b = held.rows.iter().filter(|r| r.device_id == "b").count();
+        let a = held
+            .clone()
+            .into_rows()
+            .iter()
+            .filter(|r| r.device_id == "a")
+            .count();
+        let b = held
+            .clone()
+            .into_rows()
+            .iter()
+            .filter(|r| r.device_id == "b")
+            .count();
         assert_eq!((a, b), (5, 1));
     }
 
@@ -443,6 +523,56 @@ mod tests {
         assert_eq!(store.len(), 1);
         let held = store.answer(&devices(&["a", "b"]), HistoryQuery::Latest);
         assert_eq!(held.unknown, devices(&["b"]));
+    }
+
+    #[test]
+    fn a_device_new_to_the_map_is_known_only_from_now_plus_the_future_bound() {
+        let mut store = reading(10);
+        store.handle(UnixMillis(START), TrackInput::DeviceMap(&map(1, &["a"])));
+        // While "b" was an orphan, a fix at T0 + 100 was read and not kept; then it joins,
+        // and a late fix from before arrives first.
+        let joined = T0 + 200;
+        store.handle(
+            UnixMillis(joined - MAX_FUTURE as i64),
+            TrackInput::DeviceMap(&map(2, &["a", "b"])),
+        );
+        store.handle(
+            UnixMillis(START),
+            TrackInput::Batch(&batch(&[("b", T0 + 90)])),
+        );
+        let held = store.answer(&devices(&["b"]), HistoryQuery::Latest);
+        assert_eq!(held.unknown, devices(&["b"]), "Postgres has T0 + 100");
+        store.handle(
+            UnixMillis(START),
+            TrackInput::Batch(&batch(&[("b", joined)])),
+        );
+        let held = store.answer(&devices(&["b"]), HistoryQuery::Latest);
+        assert_eq!(ts_of(&held.clone().into_rows()), vec![joined]);
+    }
+
+    #[test]
+    fn a_fix_dropped_as_in_the_future_makes_memory_unsure_up_to_it() {
+        let mut store = reading(10);
+        store.handle(
+            UnixMillis(START),
+            TrackInput::Batch(&batch(&[("a", T0), ("a", T0 + 1)])),
+        );
+        let mut future = batch(&[]);
+        future.future.push((Arc::from("a"), UnixMillis(T0 + 50)));
+        store.handle(UnixMillis(START), TrackInput::Batch(&future));
+        assert!(store.is_empty());
+        let held = store.answer(&devices(&["a"]), HistoryQuery::Latest);
+        assert_eq!(
+            held.unknown,
+            devices(&["a"]),
+            "the durable path may store T0 + 50"
+        );
+        store.handle(
+            UnixMillis(START),
+            TrackInput::Batch(&batch(&[("a", T0 + 40), ("a", T0 + 60)])),
+        );
+        let held = store.answer(&devices(&["a"]), HistoryQuery::Latest);
+        assert_eq!(ts_of(&held.clone().into_rows()), vec![T0 + 60]);
     }
 
     #[test]
@@ -529,7 +659,7 @@ mod tests {
             ] {
                 let held = store.answer(&devices(&["a"]), query);
                 if held.unknown.is_empty() {
-                    prop_assert_eq!(ts_of(&held.rows), reference(&fixes, query), "{:?}", query);
+                    prop_assert_eq!(ts_of(&held.clone().into_rows()), reference(&fixes, query), "{:?}", query);
                 }
             }
             // Memory always answers the newest, and a trail as long as it holds.

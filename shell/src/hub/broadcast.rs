@@ -62,7 +62,8 @@ pub async fn run<B: BroadcastPort, C: Clock>(
     let mut ingest = Ingest::new(&config);
     // `wait_for` marked the first map seen: take it here, later ones as they change.
     if let Some(first) = map.borrow_and_update().clone() {
-        track(&tracks, clock.now(), TrackInput::DeviceMap(&first));
+        let points = track(&tracks, clock.now(), TrackInput::DeviceMap(&first));
+        metrics.live_track_points.set(points as i64);
         ingest.handle(clock.now(), IngestInput::DeviceMap(first));
     }
     let mut counted = IngestStats::default();
@@ -71,7 +72,8 @@ pub async fn run<B: BroadcastPort, C: Clock>(
     while !*stop.borrow() {
         if map.has_changed().unwrap_or(false) {
             if let Some(m) = map.borrow_and_update().clone() {
-                track(&tracks, clock.now(), TrackInput::DeviceMap(&m));
+                let points = track(&tracks, clock.now(), TrackInput::DeviceMap(&m));
+                metrics.live_track_points.set(points as i64);
                 ingest.handle(clock.now(), IngestInput::DeviceMap(m));
             }
         }
@@ -79,7 +81,8 @@ pub async fn run<B: BroadcastPort, C: Clock>(
             Some(r) => r,
             None => match port.open().await {
                 Ok(r) => {
-                    track(&tracks, clock.now(), TrackInput::Reading);
+                    let points = track(&tracks, clock.now(), TrackInput::Reading);
+                    metrics.live_track_points.set(points as i64);
                     reader.insert(r)
                 }
                 Err(error) => {

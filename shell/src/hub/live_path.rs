@@ -76,6 +76,8 @@ pub struct LiveTasks {
 ///
 /// [`TRAIL_CONNECTIONS`]: crate::postgres::history::TRAIL_CONNECTIONS
 pub const HISTORY_LOADS: usize = 2;
+// A trail takes up to TRAIL_CONNECTIONS permits at once: fewer permits would never serve it.
+const _: () = assert!(HISTORY_LOADS >= crate::postgres::history::TRAIL_CONNECTIONS);
 
 /// Starts the WebSocket server, the shards, the device map refresh and the broadcast
 /// consumer; they run until `stop` turns true.

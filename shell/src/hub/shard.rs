@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::live::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::postgres::events::VisibilityCache;
-use crate::postgres::history::TRAIL_CONNECTIONS;
+use crate::postgres::history::trail_parts;
 
 use super::conn_io::{ConnIo, Flushed};
 use super::input::ShardInput;
@@ -233,7 +233,16 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                     ..
                 } => {
                     let (store, me) = (self.ctx.store.clone(), self.me.clone());
+                    let permits = self.ctx.history_loads.clone();
                     tokio::spawn(async move {
+                        // A trail at the replay time reads as much as a live one.
+                        let _permits = match history {
+                            HistoryQuery::Trail { .. } => permits
+                                .acquire_many_owned(trail_connections(devices.len()))
+                                .await
+                                .ok(),
+                            _ => None,
+                        };
                         let rows = store.replay_snapshot(devices, at, history).await;
                         let rows = rows.map_err(|error| {
                             tracing::warn!(%error, "replay snapshot load failed");
@@ -270,26 +279,28 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                     history,
                     ..
                 } => {
-                    let held = self
+                    let mut held = self
                         .ctx
                         .tracks
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .answer(&devices, history);
+                    let unknown_devices = std::mem::take(&mut held.unknown);
+                    let held_rows = held.into_rows();
                     let metrics = &self.ctx.metrics;
-                    let unknown = held.unknown.len();
+                    let unknown = unknown_devices.len();
                     metrics
                         .live_snapshot_memory_devices
                         .inc_by((devices.len() - unknown) as u64);
                     metrics
                         .live_snapshot_postgres_devices
                         .inc_by(unknown as u64);
-                    if held.unknown.is_empty() {
+                    if unknown_devices.is_empty() {
                         self.hub.handle(
                             self.ctx.clock.now(),
                             Input::Snapshot {
                                 request,
-                                rows: Ok(held.rows),
+                                rows: Ok(held_rows),
                             },
                         );
                         continue;
@@ -301,17 +312,17 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                         let connections = match history {
                             HistoryQuery::Latest => 0,
                             HistoryQuery::Since { .. } => 1,
-                            HistoryQuery::Trail { .. } => TRAIL_CONNECTIONS as u32,
+                            HistoryQuery::Trail { .. } => trail_connections(unknown),
                         };
                         let _permits = match connections {
                             0 => None,
                             n => permits.acquire_many_owned(n).await.ok(),
                         };
                         let rows = store
-                            .snapshot(held.unknown, history)
+                            .snapshot(unknown_devices, history)
                             .await
                             .map(|mut stored| {
-                                stored.extend(held.rows);
+                                stored.extend(held_rows);
                                 stored
                             })
                             .map_err(|error| {
@@ -439,4 +450,10 @@ fn record_gauges(metrics: &Metrics, before: &LiveStats, now: &LiveStats) {
     metrics
         .live_subscriptions
         .inc_by(delta(before.subscriptions, now.subscriptions));
+}
+
+/// History permits a trail read of `devices` devices takes: one per connection it reads
+/// over.
+fn trail_connections(devices: usize) -> u32 {
+    u32::try_from(trail_parts(devices)).unwrap_or(1)
 }

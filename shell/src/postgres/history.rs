@@ -18,6 +18,14 @@ const TRAIL_DEVICES_PER_STATEMENT: usize = 200;
 /// history permits count them.
 pub const TRAIL_CONNECTIONS: usize = 2;
 
+/// Connections a trail read of `devices` devices uses: one per statement, up to
+/// [`TRAIL_CONNECTIONS`].
+pub fn trail_parts(devices: usize) -> usize {
+    devices
+        .div_ceil(TRAIL_DEVICES_PER_STATEMENT)
+        .clamp(1, TRAIL_CONNECTIONS)
+}
+
 /// Rows per resume page.
 const RESUME_PAGE_ROWS: i64 = 1_000;
 
@@ -107,10 +115,7 @@ pub(crate) async fn load_trails(
     max_rows_per_device: usize,
     at: Option<processor_core::UnixMillis>,
 ) -> Result<Vec<WirePosition>, QueryError> {
-    let parts = devices
-        .len()
-        .div_ceil(TRAIL_DEVICES_PER_STATEMENT)
-        .clamp(1, TRAIL_CONNECTIONS);
+    let parts = trail_parts(devices.len());
     let part_len = devices.len().div_ceil(parts).max(1);
     let reads = devices
         .chunks(part_len)

@@ -420,6 +420,9 @@ pub struct ReplayModel {
     pub cursor: (i64, String),
     /// The snapshot load and the page load the hub waits for.
     pub snapshot_load: Option<RequestId>,
+    /// A seek came while a snapshot load was in flight: the hub loads the time sought last
+    /// once that one is answered, not at the seek.
+    pub superseded: bool,
     pub page_load: Option<RequestId>,
 }
 
@@ -441,6 +444,7 @@ impl ReplayModel {
             held: 0,
             cursor: (from, String::new()),
             snapshot_load: None,
+            superseded: false,
             page_load: None,
         }
     }
@@ -477,6 +481,7 @@ impl ReplayModel {
         self.next = 0;
         self.held = 0;
         self.cursor = (self.start, String::new());
+        self.superseded |= self.phase == ReplayPhase::Loading && self.snapshot_load.is_some();
         self.snapshot_load = None;
         self.page_load = None;
         if self.phase == ReplayPhase::Playing {

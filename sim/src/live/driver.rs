@@ -1909,7 +1909,7 @@ impl Live {
         else {
             return;
         };
-        if matches!(replay.phase, ReplayPhase::Authorizing(_)) {
+        if matches!(replay.phase, ReplayPhase::Authorizing(_)) || replay.superseded {
             return;
         }
         let want = UnixMillis(at.min(replay.to));
@@ -2910,7 +2910,10 @@ impl Live {
                 }
             });
             match (replay, &load) {
-                (Some(replay), ReplayLoad::Snapshot(..)) => replay.snapshot_load = Some(request),
+                (Some(replay), ReplayLoad::Snapshot(..)) => {
+                    replay.snapshot_load = Some(request);
+                    replay.superseded = false;
+                }
                 (Some(replay), ReplayLoad::Page(.., limit)) => {
                     if let Some(over) = replay.page_asked(request, *limit, read_ahead) {
                         broken.push((LiveViolationKind::ReplayReadAhead, over));
