@@ -404,6 +404,21 @@ fn a_resume_at_the_maximum_is_complete() {
 }
 
 #[test]
+fn a_resume_whose_read_was_cut_is_truncated_even_if_the_rules_leave_fewer() {
+    let mut h = Harness::new();
+    let (load, _, _) = h.subscribe(json!({"since": T0}));
+    // 9 rows after since: the read stopped one past the maximum (8), so more may follow
+    // in the table. Two are glitches the jump rule drops: 7 would pass, but the resume
+    // cannot be complete.
+    let mut rows = walk("A", 7, 7);
+    rows.push(row("A", 8_000, LAT + 1.0));
+    rows.push(row("A", 9_000, LAT + 1.0));
+    let sent = h.answer(load, rows);
+    assert_eq!(sent[0]["truncated"], true, "{}", sent[0]);
+    assert_eq!(by_device(&sent[0], "A").len(), 1, "the newest per device");
+}
+
+#[test]
 fn a_resume_passes_the_jump_rule() {
     let mut h = Harness::new();
     let (load, _, _) = h.subscribe(json!({"since": T0}));

@@ -112,10 +112,24 @@ pub(crate) fn build(known: &Known<'_>, query: HistoryQuery, rows: Vec<WirePositi
     // were left out on purpose. A resume's rows are complete, and a recent fix older than
     // the newest stored one may still be on its way (inserts run concurrently).
     let all_recent = matches!(query, HistoryQuery::Since { .. });
+    // The reads stop one row past `max_rows` of the rows after `since`: then some are
+    // missing, even if the rules would leave fewer than the maximum of those read.
+    let cut = match query {
+        HistoryQuery::Since { since, max_rows } => {
+            let after: BTreeSet<(&str, i64)> = rows
+                .iter()
+                .filter(|r| r.ts > since.as_i64())
+                .map(|r| (r.device_id.as_str(), r.ts))
+                .collect();
+            after.len() > max_rows
+        }
+        _ => false,
+    };
     let tracks = merge(known, rows, all_recent);
     match query {
         HistoryQuery::Latest => latest(&tracks, false),
         HistoryQuery::Trail { window_ms, .. } => trails(known, &tracks, window_ms),
+        HistoryQuery::Since { .. } if cut => latest(&tracks, true),
         HistoryQuery::Since { since, .. } => resume(known, &tracks, since),
     }
 }
