@@ -701,13 +701,9 @@ impl LiveHub {
         // brought up, before this input changes anything (a page, a drained or filled
         // queue, a pause): what a replay plays never depends on how often the hub is told
         // the time, and time it waited is never played.
-        let conns: Vec<ConnId> = self.replays.keys().map(|(conn, _)| *conn).collect();
-        let mut last = None;
-        for conn in conns {
-            if last != Some(conn) {
-                self.tick_replays_of(conn);
-                last = Some(conn);
-            }
+        let threshold = self.config.conflate_threshold_bytes;
+        for ((conn, _), replay) in self.replays.iter_mut() {
+            replay.tick(self.now, is_blocked(&self.registry, threshold, *conn));
         }
     }
 
@@ -1216,24 +1212,7 @@ impl LiveHub {
     }
 
     fn blocked(&self, conn: ConnId) -> bool {
-        let threshold = self.config.conflate_threshold_bytes;
-        self.registry
-            .get(conn)
-            .is_none_or(|c| c.out.queued() > threshold)
-    }
-
-    /// Brings the clocks of `conn`'s replays to now under the state they ran in, before
-    /// something changes that state: time a replay waited (for a page, or for its client)
-    /// must not count as played, whenever the hub last heard the time.
-    fn tick_replays_of(&mut self, conn: ConnId) {
-        let (now, blocked) = (self.now, self.blocked(conn));
-        for (_, replay) in self
-            .replays
-            .range_mut((conn, String::new())..)
-            .take_while(|((c, _), _)| *c == conn)
-        {
-            replay.tick(now, blocked);
-        }
+        is_blocked(&self.registry, self.config.conflate_threshold_bytes, conn)
     }
 
     fn pump_replays_of(&mut self, conn: ConnId) {
@@ -1302,4 +1281,12 @@ impl LiveHub {
             self.out.push_back(command);
         }
     }
+}
+
+/// A connection with more than `threshold` bytes queued (or gone) is behind: its replays'
+/// clocks stop.
+fn is_blocked(registry: &Registry, threshold: u64, conn: ConnId) -> bool {
+    registry
+        .get(conn)
+        .is_none_or(|c| c.out.queued() > threshold)
 }

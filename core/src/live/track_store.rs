@@ -21,7 +21,7 @@
 //! further back) is left to Postgres: the store names those devices, and the shell reads
 //! them.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use super::device_map::DeviceMap;
@@ -40,7 +40,7 @@ pub enum TrackInput<'a> {
     /// What the ingest read: its `seen` fixes are recorded.
     Batch(&'a FanoutBatch),
     /// The device map in use: devices no longer in it are forgotten.
-    DeviceMap(&'a DeviceMap),
+    DeviceMap(&'a Arc<DeviceMap>),
 }
 
 /// The answer of [`TrackStore::answer`]: rows for the devices memory could answer, read as
@@ -78,13 +78,11 @@ pub struct TrackStore {
     /// No fix before this can be known complete: reading started at this time minus
     /// `max_future_ms` (`i64::MAX` before it starts).
     started_at: i64,
-    /// The version of the device map last applied (an older one is a late refresh).
-    map_version: Option<u64>,
+    /// The device map last applied (an older one is a late refresh).
+    map: Arc<DeviceMap>,
     devices: BTreeMap<Arc<str>, Track>,
     /// Fixes held over all devices.
     points: usize,
-    /// The devices of the map last applied.
-    mapped: BTreeSet<Arc<str>>,
 }
 
 impl TrackStore {
@@ -101,10 +99,9 @@ impl TrackStore {
             points_per_device,
             max_future_ms,
             started_at: i64::MAX,
-            map_version: None,
+            map: Arc::new(DeviceMap::default()),
             devices: BTreeMap::new(),
             points: 0,
-            mapped: BTreeSet::new(),
         }
     }
 
@@ -128,10 +125,9 @@ impl TrackStore {
                 }
             }
             TrackInput::DeviceMap(map) => {
-                if map.version() <= self.map_version {
+                if !map.supersedes(&self.map) {
                     return;
                 }
-                self.map_version = map.version();
                 let points = &mut self.points;
                 self.devices.retain(|device, track| {
                     let keep = map.events_of(device).is_some();
@@ -144,14 +140,18 @@ impl TrackStore {
                 // not kept, yet stored. Memory knows it only from what arrives next, and a
                 // fix read before now is not newer than now plus the future bound.
                 let joined_from = self.future_bound(now);
-                let mapped: BTreeSet<Arc<str>> = map.devices().map(Arc::from).collect();
-                for device in mapped.difference(&self.mapped) {
-                    self.devices.entry(Arc::clone(device)).or_insert(Track {
-                        fixes: VecDeque::new(),
-                        complete_from: joined_from,
-                    });
+                for device in map.devices() {
+                    if self.map.events_of(device).is_none() && !self.devices.contains_key(device) {
+                        self.devices.insert(
+                            Arc::from(device),
+                            Track {
+                                fixes: VecDeque::new(),
+                                complete_from: joined_from,
+                            },
+                        );
+                    }
                 }
-                self.mapped = mapped;
+                self.map = Arc::clone(map);
             }
         }
     }
@@ -341,15 +341,15 @@ mod tests {
         names.iter().map(|d| d.to_string()).collect()
     }
 
-    fn map(version: u64, names: &[&str]) -> DeviceMap {
+    fn map(version: u64, names: &[&str]) -> Arc<DeviceMap> {
         let event = Uuid::from_u128(1);
-        DeviceMap::new(
+        Arc::new(DeviceMap::new(
             version,
             names
                 .iter()
                 .map(|d| (d.to_string(), BTreeSet::from([event])))
                 .collect(),
-        )
+        ))
     }
 
     fn ts_of(rows: &[WirePosition]) -> Vec<i64> {

@@ -12,6 +12,8 @@ use uuid::Uuid;
 use processor_core::live::Visibility;
 use processor_core::wire::server::WirePosition;
 
+use super::position_row::position_row;
+
 /// The device-to-event map: every device of every entry, with the entry's event.
 const DEVICE_MAP: &str = "
 SELECT ed.device_id, e.event_id
@@ -212,18 +214,7 @@ pub async fn load_snapshot(
     let client = pool.get().await?;
     let statement = client.prepare_cached(SNAPSHOT).await?;
     let rows = client.query(&statement, &[&devices]).await?;
-    rows.iter()
-        .map(|row| {
-            Ok(WirePosition {
-                device_id: row.try_get(0)?,
-                lat: row.try_get(1)?,
-                lon: row.try_get(2)?,
-                ts: row.try_get(3)?,
-                speed: row.try_get(4)?,
-                course: row.try_get(5)?,
-            })
-        })
-        .collect()
+    rows.iter().map(|row| Ok(position_row(row)?)).collect()
 }
 
 /// Event visibilities read recently, each trusted for `ttl_ms` after it was read. Holds at

@@ -3,12 +3,11 @@
 //! a trail or a resume is decided by the core.
 
 use deadpool_postgres::Pool;
-use tokio_postgres::Row;
-
 use processor_core::live::HistoryQuery;
 use processor_core::wire::WirePosition;
 
 use super::events::{load_snapshot, QueryError};
+use super::position_row::position_row;
 use crate::clock::to_system_time;
 
 /// Devices per trail statement: a statement returns at most this many devices' samples.
@@ -155,7 +154,7 @@ async fn load_trail_part(
             }
         };
         for row in &rows {
-            out.push(wire(row)?);
+            out.push(position_row(row)?);
         }
     }
     Ok(out)
@@ -179,7 +178,7 @@ async fn load_since(
                 .query(&statement, &[device, &after, &RESUME_PAGE_ROWS])
                 .await?;
             for row in &rows {
-                out.push(wire(row)?);
+                out.push(position_row(row)?);
                 after = row.try_get(6)?;
                 if out.len() > max_rows {
                     break 'devices;
@@ -191,15 +190,4 @@ async fn load_since(
         }
     }
     Ok(out)
-}
-
-fn wire(row: &Row) -> Result<WirePosition, tokio_postgres::Error> {
-    Ok(WirePosition {
-        device_id: row.try_get(0)?,
-        lat: row.try_get(1)?,
-        lon: row.try_get(2)?,
-        ts: row.try_get(3)?,
-        speed: row.try_get(4)?,
-        course: row.try_get(5)?,
-    })
 }

@@ -3,6 +3,7 @@
 pub mod events;
 pub mod history;
 pub mod pool;
+pub mod position_row;
 pub mod positions;
 pub mod replay;
 pub mod tracks;

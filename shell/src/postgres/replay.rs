@@ -11,6 +11,7 @@ use processor_core::UnixMillis;
 
 use super::events::QueryError;
 use super::history::load_trails;
+use super::position_row::position_row;
 use crate::clock::to_system_time;
 
 /// Per device, its newest non-faulty fix at or before `$2`: a backward probe of the
@@ -66,7 +67,7 @@ pub async fn snapshot_at(
         let rows = client
             .query(&statement, &[&devices, &to_system_time(at)])
             .await?;
-        rows.iter().map(wire).collect::<Result<_, _>>()?
+        rows.iter().map(position_row).collect::<Result<_, _>>()?
     };
     if let HistoryQuery::Trail {
         window_ms,
@@ -110,22 +111,11 @@ pub async fn page(
             slice = slice.saturating_mul(2).min(MAX_SLICE_MS);
         }
         for row in &rows {
-            out.push(wire(row)?);
+            out.push(position_row(row)?);
         }
         // The next slice starts after this one (fix times are whole milliseconds).
         start = UnixMillis(end.as_i64().saturating_add(1));
         device = String::new();
     }
     Ok(out)
-}
-
-fn wire(row: &tokio_postgres::Row) -> Result<WirePosition, tokio_postgres::Error> {
-    Ok(WirePosition {
-        device_id: row.try_get(0)?,
-        lat: row.try_get(1)?,
-        lon: row.try_get(2)?,
-        ts: row.try_get(3)?,
-        speed: row.try_get(4)?,
-        course: row.try_get(5)?,
-    })
 }
