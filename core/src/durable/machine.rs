@@ -43,8 +43,6 @@ struct PendingWrite {
     rows: Arc<[WriteRow]>,
     attempts: u32,
     state: WriteState,
-    /// New rows may join it while it waits for a slot.
-    mergeable: bool,
 }
 
 #[derive(Debug)]
@@ -90,6 +88,10 @@ pub struct DurableWriter {
     writes: BTreeMap<WriteId, PendingWrite>,
     queue: VecDeque<WriteId>,
     writes_in_flight: usize,
+    /// Rows read and not in a write yet, with each key's place: they go out as one write
+    /// when a slot is free or a batch is full.
+    open: Vec<WriteRow>,
+    open_keys: BTreeMap<(String, i64), usize>,
 
     next_dead_letter_id: u64,
     dead_letters: BTreeMap<DeadLetterId, PendingDeadLetter>,
@@ -121,6 +123,8 @@ impl DurableWriter {
             next_write_id: 0,
             writes: BTreeMap::new(),
             queue: VecDeque::new(),
+            open: Vec::new(),
+            open_keys: BTreeMap::new(),
             writes_in_flight: 0,
             next_dead_letter_id: 0,
             dead_letters: BTreeMap::new(),
@@ -385,8 +389,7 @@ impl DurableWriter {
     /// or a pending drain can hand back what a write is still storing.
     fn ingest(&mut self, entries: Vec<StreamEntry>, deleted: Vec<EntryId>) {
         let mut dead = Vec::new();
-        let mut rows: Vec<WriteRow> = Vec::new();
-        let mut by_key: BTreeMap<(String, i64), usize> = BTreeMap::new();
+        let size = self.config.batch_size.max(1);
         for id in deleted {
             if self.held.insert(id) {
                 self.stats.records += 1;
@@ -416,84 +419,57 @@ impl DurableWriter {
                     });
                 }
                 Ok(position) => {
-                    let key = (position.device_id.clone(), position.ts.as_i64());
-                    let payload = entry.payload.clone().unwrap_or_default();
-                    if let Some(&index) = by_key.get(&key) {
-                        rows[index].entries.push((entry.id, entry.deliveries));
-                        rows[index].payloads.push(payload);
-                    } else {
-                        by_key.insert(key, rows.len());
-                        rows.push(WriteRow {
-                            faulty: is_faulty(&position, self.now, &self.config.faulty),
-                            position,
-                            received_at: self.now,
-                            entries: vec![(entry.id, entry.deliveries)],
-                            payloads: vec![payload],
-                        });
-                    }
+                    let row = WriteRow {
+                        faulty: is_faulty(&position, self.now, &self.config.faulty),
+                        position,
+                        received_at: self.now,
+                        entries: vec![(entry.id, entry.deliveries)],
+                        payloads: vec![entry.payload.unwrap_or_default()],
+                    };
+                    self.add_to_open(row, size);
                 }
             }
         }
         if !dead.is_empty() {
             self.queue_dead_letters(dead);
         }
-        // One lock order for every writer (the key's own order: device ids are in the "C"
-        // collation): concurrent transactions cannot deadlock on the positions key.
+    }
+
+    /// Rows join the open write, one row per key (duplicates of a key carry all their
+    /// entries), and wait there until a slot is free (`pump`) or the batch is full. Under a
+    /// steady trickle every read brings a few entries while both writes are in flight;
+    /// written a read a write, each would cost a commit, and the writer stored a few rows
+    /// per commit time (measured: 1,000 positions a second arriving, about 240 stored a
+    /// second, 3 rows a write). Open, a write takes what arrived while the others
+    /// committed.
+    fn add_to_open(&mut self, row: WriteRow, size: usize) {
+        let key = (row.position.device_id.clone(), row.position.ts.as_i64());
+        if let Some(&i) = self.open_keys.get(&key) {
+            self.open[i].entries.extend(row.entries);
+            self.open[i].payloads.extend(row.payloads);
+            return;
+        }
+        self.open_keys.insert(key, self.open.len());
+        self.open.push(row);
+        if self.open.len() >= size {
+            self.seal_open();
+        }
+    }
+
+    /// Queues the open write, its rows in the key's order: one lock order for every writer
+    /// (device ids are in the "C" collation), so that concurrent transactions cannot
+    /// deadlock on the positions key.
+    fn seal_open(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        let mut rows = std::mem::take(&mut self.open);
+        self.open_keys.clear();
         rows.sort_by(|a, b| {
             (a.position.device_id.as_str(), a.position.ts)
                 .cmp(&(b.position.device_id.as_str(), b.position.ts))
         });
-        let size = self.config.batch_size.max(1);
-        let rows = self.top_up_queued(rows, size);
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<WriteRow> = rows.by_ref().take(size).collect();
-            self.queue_write(chunk.into(), false);
-        }
-    }
-
-    /// Moves what fits of `rows` (sorted) into the newest write still waiting for a slot,
-    /// and returns the rest. Under a steady trickle every read brings a few entries while
-    /// both writes are in flight; written as they came, each would cost a commit, and the
-    /// writer would store a few rows per commit time (measured: 1,000 positions a second
-    /// arriving, about 240 stored a second, 3 rows a write). Merged, a write takes what
-    /// arrived while the others committed. A key in both keeps one row with both entries.
-    fn top_up_queued(&mut self, rows: Vec<WriteRow>, size: usize) -> Vec<WriteRow> {
-        let Some(write) = self.queue.back().and_then(|id| self.writes.get_mut(id)) else {
-            return rows;
-        };
-        if !write.mergeable
-            || write.attempts > 0
-            || !matches!(write.state, WriteState::Queued)
-            || write.rows.len() >= size
-        {
-            return rows;
-        }
-        let mut merged: Vec<WriteRow> = write.rows.to_vec();
-        let mut by_key: BTreeMap<(String, i64), usize> = merged
-            .iter()
-            .enumerate()
-            .map(|(i, r)| ((r.position.device_id.clone(), r.position.ts.as_i64()), i))
-            .collect();
-        let mut rest = Vec::new();
-        for row in rows {
-            let key = (row.position.device_id.clone(), row.position.ts.as_i64());
-            if let Some(&i) = by_key.get(&key) {
-                merged[i].entries.extend(row.entries);
-                merged[i].payloads.extend(row.payloads);
-            } else if merged.len() < size {
-                by_key.insert(key, merged.len());
-                merged.push(row);
-            } else {
-                rest.push(row);
-            }
-        }
-        merged.sort_by(|a, b| {
-            (a.position.device_id.as_str(), a.position.ts)
-                .cmp(&(b.position.device_id.as_str(), b.position.ts))
-        });
-        write.rows = merged.into();
-        rest
+        self.queue_write(rows.into(), false);
     }
 
     fn queue_write(&mut self, rows: Arc<[WriteRow]>, front: bool) {
@@ -505,8 +481,6 @@ impl DurableWriter {
                 rows,
                 attempts: 0,
                 state: WriteState::Queued,
-                // The halves of a rejected write isolate a bad row: they stay as they are.
-                mergeable: !front,
             },
         );
         if front {
@@ -599,6 +573,9 @@ impl DurableWriter {
             }
         }
         while self.writes_in_flight < self.config.max_in_flight.max(1) {
+            if self.queue.is_empty() {
+                self.seal_open();
+            }
             let Some(id) = self.queue.pop_front() else {
                 break;
             };
