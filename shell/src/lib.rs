@@ -10,6 +10,7 @@ pub mod edge;
 pub mod gateway;
 pub mod health;
 pub mod hub;
+pub mod instance;
 pub mod live;
 pub mod logging;
 pub mod map_page;

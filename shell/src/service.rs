@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -16,15 +15,16 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::edge::open_files;
 use crate::hub::ports::RedisBroadcast;
+use crate::hub::IngestPlacement;
+use crate::instance::{self, InstancePorts, InstanceSettings, SideTask};
 use crate::live::auth::Authenticator;
 use crate::map_page::MapPage;
 use crate::metrics::Metrics;
 use crate::postgres::{connect_one, create_pool, PositionStore};
 use crate::readiness::Readiness;
 use crate::redis_stream::broadcast::BroadcastGroup;
-use crate::redis_stream::group::ConsumerRemoval;
 use crate::redis_stream::{control_connection, DurableStream};
-use crate::{durable, health, hub, migrate, ops_server, stop_signal, trimmer};
+use crate::{durable, health, migrate, ops_server, stop_signal, trimmer};
 
 /// First and longest delay between attempts to reach Redis or Postgres at start-up.
 const START_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -47,7 +47,6 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     let readiness = Arc::new(Readiness::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(stop_signal::stop_on_signal(stop_tx));
-    // The metrics endpoint outlives the rest, so a scrape can see the shutdown through.
     let (ops_stop_tx, ops_stop_rx) = watch::channel(false);
 
     let auth = Authenticator::from_settings(&config.live)
@@ -128,114 +127,86 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     };
     let pool = create_pool(&config).map_err(|e| ServiceError::Startup(with_causes(&e)))?;
     let store = PositionStore::new(pool.clone());
-    // The live path: WebSocket server, hub shards, broadcast consumer, device map refresh.
-    let live = hub::start(
-        hub::LivePlan {
-            config: live_config(&config),
-            shards: config.live.shards(),
-            store: pool.clone(),
-            clock: SystemClock,
-            metrics: metrics.clone(),
-            readiness: readiness.clone(),
-            auth,
-            listener: ws_listener,
-            broadcast: RedisBroadcast {
-                client: redis.clone(),
-                control: control.clone(),
-                group: BroadcastGroup {
-                    stream: config.telemetry_stream.clone(),
-                    prefix: config.live.broadcast_group_prefix.clone(),
-                    instance: instance_id.clone(),
-                },
-                ttl: Duration::from_millis(config.live.broadcast_group_ttl_ms),
-                block: BROADCAST_BLOCK,
-            },
-            map_refresh: Duration::from_millis(config.live.device_event_refresh_ms),
-            ingest: hub::IngestPlacement::OwnThread,
-            limits: config.live.http_limits(),
-            max_connections: open_files::fit_connections(
-                config.live.max_connections as usize,
-                "LIVE_WS_MAX_CONNECTIONS",
-            ),
-            map_page,
+    let ports = InstancePorts {
+        durable_stream: durable::ports::RedisStream {
+            client: redis.clone(),
+            control: control.clone(),
+            stream: stream.clone(),
+            block: Duration::from_millis(config.durable.block_ms),
         },
-        stop_rx.clone(),
-    );
-
-    let health = tokio::spawn(health::run(
-        control.clone(),
-        stream.clone(),
-        store.clone(),
-        readiness.clone(),
-        metrics.clone(),
-        stop_rx.clone(),
-    ));
+        durable_store: store.clone(),
+        live_store: pool.clone(),
+        listener: ws_listener,
+        broadcast: RedisBroadcast {
+            client: redis.clone(),
+            control: control.clone(),
+            group: BroadcastGroup {
+                stream: config.telemetry_stream.clone(),
+                prefix: config.live.broadcast_group_prefix.clone(),
+                instance: instance_id.clone(),
+            },
+            ttl: Duration::from_millis(config.live.broadcast_group_ttl_ms),
+            block: BROADCAST_BLOCK,
+        },
+        clock: SystemClock,
+    };
+    let settings = InstanceSettings {
+        live: live_config(&config),
+        durable: durable_config(&config),
+        shards: config.live.shards(),
+        map_refresh: Duration::from_millis(config.live.device_event_refresh_ms),
+        ingest: IngestPlacement::OwnThread,
+        limits: config.live.http_limits(),
+        max_connections: open_files::fit_connections(
+            config.live.max_connections as usize,
+            "LIVE_WS_MAX_CONNECTIONS",
+        ),
+        map_page,
+        auth,
+        grace: Duration::from_millis(config.shutdown_grace_ms),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    };
+    let mut side_tasks: Vec<SideTask> = Vec::new();
+    let (health_conn, health_stream, health_readiness, health_metrics) =
+        (control.clone(), stream, readiness, metrics.clone());
+    side_tasks.push(Box::new(move |stop| {
+        Box::pin(health::run(
+            health_conn,
+            health_stream,
+            store,
+            health_readiness,
+            health_metrics,
+            stop,
+        ))
+    }));
     // Off (0) by default: trimming is a retention choice the operator makes.
-    let trimmer = (config.durable.trim_interval_ms > 0).then(|| {
-        tokio::spawn(trimmer::run(
+    if config.durable.trim_interval_ms > 0 {
+        let (conn, stream, group) = (
             control.clone(),
             config.telemetry_stream.clone(),
             config.durable.group.clone(),
+        );
+        let (interval, metrics) = (
             Duration::from_millis(config.durable.trim_interval_ms),
             metrics.clone(),
-            stop_rx.clone(),
-        ))
-    });
-    let durable = tokio::spawn(durable::run(
-        durable::DurableContext {
-            stream: durable::ports::RedisStream {
-                client: redis.clone(),
-                control: control.clone(),
-                stream: stream.clone(),
-                block: Duration::from_millis(config.durable.block_ms),
-            },
-            store,
-            clock: SystemClock,
-            metrics: metrics.clone(),
-            readiness: readiness.clone(),
-            core: durable_config(&config),
-            grace: Duration::from_millis(config.shutdown_grace_ms),
-        },
-        stop_rx.clone(),
-    ));
-
-    // Everything below returns only after a stop was asked for: clients are closed with 1001
-    // first, the map refresh and the broadcast consumer stop, the durable consumer settles
-    // what it holds, then the metrics endpoint goes.
-    live.join().await;
-    let _ = durable.await;
-    // The durable reader has ended: this consumer reads nothing more. Without this, every
-    // restart under a new INSTANCE_ID (the default has the pid) would leave one more
-    // consumer in the group.
-    remove_durable_consumer(&stream, control.clone()).await;
-    if let Some(trimmer) = trimmer {
-        let _ = trimmer.await;
+        );
+        side_tasks.push(Box::new(move |stop| {
+            Box::pin(trimmer::run(conn, stream, group, interval, metrics, stop))
+        }));
     }
-    let _ = health.await;
+
+    instance::run(ports, settings, side_tasks, stop_rx, |stage| {
+        tracing::debug!(?stage, "shutdown stage done")
+    })
+    .await;
+    // The metrics endpoint outlives the rest, so that a scrape can see the shutdown through.
     let _ = ops_stop_tx.send(true);
     let _ = ops.await;
     drop(control);
     pool.close();
     tracing::info!("processor stopped");
     Ok(())
-}
-
-async fn remove_durable_consumer(stream: &DurableStream, mut control: ConnectionManager) {
-    match stream.remove_consumer_unless_pending(&mut control).await {
-        Ok(ConsumerRemoval::Removed) => {
-            tracing::info!(consumer = %stream.consumer, "durable consumer removed from the group")
-        }
-        Ok(ConsumerRemoval::KeptWithPending) => tracing::warn!(
-            consumer = %stream.consumer,
-            "durable consumer kept in the group: it holds pending entries, which another \
-             instance claims after DURABLE_CLAIM_IDLE_MS"
-        ),
-        Err(error) => tracing::warn!(
-            consumer = %stream.consumer,
-            error = %with_causes(&error),
-            "cannot remove the durable consumer from the group"
-        ),
-    }
 }
 
 pub fn live_config(config: &Config) -> LiveConfig {

@@ -286,6 +286,20 @@ impl MemStream {
             .unwrap_or_default()
     }
 
+    /// The removal script of the durable consumer (`XPENDING` for the consumer, then
+    /// `XGROUP DELCONSUMER` only when it holds nothing). True when it was removed.
+    pub fn remove_consumer_unless_pending(&mut self, consumer: &str) -> bool {
+        if self
+            .consumers
+            .get(consumer)
+            .is_some_and(|ids| !ids.is_empty())
+        {
+            return false;
+        }
+        self.consumers.remove(consumer);
+        true
+    }
+
     /// Consumers the group knows, with how many entries each has pending.
     pub fn consumers(&self) -> BTreeMap<String, usize> {
         self.consumers

@@ -18,8 +18,8 @@ fn live_path_over_the_network_replays_and_keeps_every_invariant() {
     let reports = run_parallel(&all, run_fanout);
     for r in &reports {
         eprintln!(
-            "seed {}: {} entries, {} frames in {} sessions, {} conflated, calm latency at most {} ms, {} ms simulated",
-            r.seed, r.entries, r.frames, r.sessions, r.conflated, r.calm_latency_max_ms, r.sim_ms
+            "seed {}: {} entries, {} frames in {} sessions, {} conflated, calm latency at most {} ms, p1 stopped at {:?} ms, {} ms simulated",
+            r.seed, r.entries, r.frames, r.sessions, r.conflated, r.calm_latency_max_ms, r.stopped_at, r.sim_ms
         );
     }
     let broken: Vec<_> = reports
@@ -42,6 +42,10 @@ fn live_path_over_the_network_replays_and_keeps_every_invariant() {
         assert!(
             reports.iter().any(|r| r.conflated > 0),
             "no slow client was ever conflated"
+        );
+        assert!(
+            reports.iter().any(|r| r.stopped_at.is_some()),
+            "no instance was ever asked to stop"
         );
     }
 

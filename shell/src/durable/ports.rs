@@ -12,6 +12,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 
 use crate::postgres::PositionStore;
+pub use crate::redis_stream::group::ConsumerRemoval;
 use crate::redis_stream::{blocking_connection, DurableStream, StreamError};
 use processor_core::durable::{ClaimResult, DeadLetter, ReadFrom, WriteFailure, WriteRow};
 use processor_core::stream::{EntryId, StreamEntry};
@@ -40,6 +41,10 @@ pub trait StreamPort: Clone + Send + Sync + 'static {
         &self,
         entries: &[DeadLetter],
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Removes this consumer from the group, unless it holds pending entries (those stay
+    /// for another instance to claim).
+    fn leave(&self) -> impl Future<Output = Result<ConsumerRemoval, Self::Error>> + Send;
 }
 
 /// Blocking reads of the durable group.
@@ -102,6 +107,11 @@ impl StreamPort for RedisStream {
     async fn dead_letter(&self, entries: &[DeadLetter]) -> Result<(), StreamError> {
         let mut conn = self.control.clone();
         self.stream.dead_letter(&mut conn, entries).await
+    }
+
+    async fn leave(&self) -> Result<ConsumerRemoval, StreamError> {
+        let mut conn = self.control.clone();
+        self.stream.remove_consumer_unless_pending(&mut conn).await
     }
 }
 

@@ -406,7 +406,10 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
             self.feed(now, input);
         }
         self.write(now);
-        for (_, io) in self.conns.drain() {
+        // In connection order, not the map's (random) one: a simulated run replays by seed.
+        let mut conns: Vec<_> = self.conns.drain().collect();
+        conns.sort_unstable_by_key(|(conn, _)| *conn);
+        for (_, io) in conns {
             io.drop_now();
         }
         let counters = self.hub.counters();

@@ -186,6 +186,16 @@ impl fmt::Debug for Authenticator {
     }
 }
 
+fn hs256_verifier(secret: &str) -> Result<Verifier, AuthConfigError> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(AuthConfigError::ShortSecret { len: secret.len() });
+    }
+    Ok(Verifier::Key {
+        key: DecodingKey::from_secret(secret.as_bytes()),
+        algorithm: Algorithm::HS256,
+    })
+}
+
 /// The claims this module reads; others are ignored. Kept as raw JSON so that a claim of
 /// the wrong type is reported as such.
 #[derive(Deserialize)]
@@ -205,15 +215,7 @@ impl Authenticator {
     pub fn from_settings(settings: &LiveSettings) -> Result<Authenticator, AuthConfigError> {
         let verifier = match (&settings.jwt_secret, &settings.jwt_public_key_file) {
             (Some(_), Some(_)) => return Err(AuthConfigError::BothKeysSet),
-            (Some(secret), None) => {
-                if secret.len() < MIN_SECRET_BYTES {
-                    return Err(AuthConfigError::ShortSecret { len: secret.len() });
-                }
-                Verifier::Key {
-                    key: DecodingKey::from_secret(secret.as_bytes()),
-                    algorithm: Algorithm::HS256,
-                }
-            }
+            (Some(secret), None) => hs256_verifier(secret)?,
             (None, Some(path)) => {
                 let pem = std::fs::read(path).map_err(|source| AuthConfigError::ReadKeyFile {
                     path: path.clone(),
@@ -232,6 +234,14 @@ impl Authenticator {
         Ok(Authenticator {
             verifier,
             allow_anonymous: settings.allow_anonymous,
+        })
+    }
+
+    /// Tokens signed with an HS256 `secret` (at least 32 bytes), without the settings.
+    pub fn hs256(secret: &str, allow_anonymous: bool) -> Result<Authenticator, AuthConfigError> {
+        Ok(Authenticator {
+            verifier: hs256_verifier(secret)?,
+            allow_anonymous,
         })
     }
 

@@ -3,8 +3,9 @@
 //! appending positions, and WebSocket clients on client hosts, fast and slow, connected to
 //! either instance, one of them with a token for a private event. Faults: a partition from
 //! Redis and one from Postgres (healed), an instance crashed and bounced, sometimes another
-//! crashed for good, and a skewed clock. A device joins an event mid-run; another is in no
-//! event.
+//! crashed for good, and a skewed clock; in about a third of the runs, `p1` is asked to stop
+//! (as by SIGTERM) once it reaches Redis again. A device joins an event mid-run; another is
+//! in no event.
 //!
 //! Judged on every run:
 //! - every frame, as it arrives (the live model's checker): snapshot before any position of
@@ -19,6 +20,9 @@
 //! - the orphan counter of an instance that never crashed equals the records of the device
 //!   in no event;
 //! - the group of an instance crashed for good is removed; no other is;
+//! - a stopped instance went through the shutdown stages in the contract's order, closed its
+//!   clients with 1001, destroyed its broadcast group before it left the durable group, left
+//!   it with nothing pending, and read nothing after that;
 //! - the durable invariants of [`super::scenario`]: nothing acked before it is safe, every
 //!   distinct position stored, nothing left pending, undecodable entries dead-lettered.
 
@@ -32,13 +36,15 @@ use uuid::Uuid;
 use processor_core::durable::DurableConfig;
 use processor_core::faulty::FaultyThresholds;
 use processor_core::live::{LiveConfig, Visibility};
+use processor_shell::instance::{Departure, Stage};
 use processor_shell::metrics::Metrics;
+use tokio::sync::watch;
 
 use super::instance::{self, InstancePlan, NetLiveDefect, TOKEN_SECRET};
 use super::scenario::judge_durable;
 use super::schedule::{world, Fault, FaultSchedule, TICK};
 use super::servers::{now_ms, Servers};
-use super::ws_client::{self, ClientPlan, Observed};
+use super::ws_client::{self, ClientPlan, Observed, ObservedState};
 use crate::rng::SimRng;
 use crate::store::PositionKey;
 use crate::traffic::T0;
@@ -96,6 +102,8 @@ pub struct FanoutReport {
     pub calm_latency_max_ms: u64,
     pub conflated: u64,
     pub sessions: usize,
+    /// When (ms into the run) `p1` was asked to stop, if it was.
+    pub stopped_at: Option<u64>,
     pub sim_ms: u64,
 }
 
@@ -116,9 +124,11 @@ struct FaultPlan {
     redis_outages: Vec<(&'static str, u64, u64)>,
     /// When `p2` could not reach Postgres.
     postgres_outage: (u64, u64),
+    /// When `p1` is asked to stop (as by SIGTERM), if it is.
+    stop_at: Option<u64>,
 }
 
-fn plan_faults(rng: &mut SimRng) -> FaultPlan {
+fn plan_faults(seed: u64, rng: &mut SimRng) -> FaultPlan {
     let mut faults = Vec::new();
     let mut unsettled = Vec::new();
     let mut crashed = BTreeSet::new();
@@ -150,6 +160,21 @@ fn plan_faults(rng: &mut SimRng) -> FaultPlan {
         crashed.insert("p2");
         dead_for_good = Some("p2");
     }
+    // Drawn from a generator of its own, so that the other faults of a seed stay as they
+    // were before stops were simulated. Never with p2 dead as well: nothing would be left.
+    let mut stops = SimRng::new(seed ^ 0x5709_0000);
+    // Once p1 reaches Redis again: a stop while cut off cannot settle, nor leave the group.
+    let reachable_from = redis_outages
+        .iter()
+        .filter(|(i, ..)| *i == "p1")
+        .map(|(_, _, to)| to + SETTLE_MS)
+        .max()
+        .unwrap_or(0);
+    let stop_at = (dead_for_good.is_none() && stops.chance(0.35)).then(|| {
+        let at = reachable_from + stops.range(0, 8_000);
+        unsettled.push((at, at + SETTLE_MS * 2));
+        at
+    });
     FaultPlan {
         faults,
         unsettled,
@@ -158,6 +183,7 @@ fn plan_faults(rng: &mut SimRng) -> FaultPlan {
         join_at,
         redis_outages,
         postgres_outage,
+        stop_at,
     }
 }
 
@@ -425,8 +451,13 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
     let observed = Observed::default();
     let mut sim = world(seed, BUDGET, &servers);
     let skew_ms = rng.range_i64(-30_000, 30_000);
+    let mut fault_plan = plan_faults(seed, &mut rng);
     let mut metrics = BTreeMap::new();
+    // Held to the end: a dropped sender would stop its instance.
+    let mut stops = BTreeMap::new();
     for (name, skew_ms) in [("p1", 0), ("p2", skew_ms)] {
+        let (stop_tx, stop) = watch::channel(false);
+        stops.insert(name, stop_tx);
         let plan = InstancePlan {
             name,
             skew_ms,
@@ -436,6 +467,7 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
             group_ttl: GROUP_TTL,
             metrics: Arc::new(Metrics::new(name)),
             defect,
+            stop,
         };
         metrics.insert(name, plan.metrics.clone());
         let s = servers.clone();
@@ -449,7 +481,6 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
             ws_client::run(plan.clone(), o.clone())
         });
     }
-    let mut fault_plan = plan_faults(&mut rng);
     let traffic = draw_traffic(&mut rng);
     let (s, o, join_at) = (servers.clone(), observed.clone(), fault_plan.join_at);
     sim.client("gateway", gateway(s, o, traffic, join_at));
@@ -458,9 +489,16 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
     let mut violations = Vec::new();
     let mut final_due_at = None;
     let mut gateway_done = false;
+    let stopping = fault_plan.stop_at.map(|at| ("p1", at));
     loop {
         let elapsed = sim.elapsed().as_millis() as u64;
         faults.apply_due(&mut sim, &servers);
+        if let Some((name, at)) = stopping {
+            if elapsed >= at && !*stops[name].borrow() {
+                servers.note(format_args!("{} {name} asked to stop", now_ms()));
+                let _ = stops[name].send(true);
+            }
+        }
         match sim.step() {
             Ok(done) => gateway_done |= done,
             Err(e) => {
@@ -474,6 +512,7 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
                 && observed.lock().traffic_done
                 && durable_quiet(&servers)
                 && groups_settled(&servers, fault_plan.dead_for_good)
+                && stopped(&servers, stopping)
             {
                 // Time for reconnects and resubscriptions before the last round.
                 final_due_at = Some(elapsed + SETTLE_MS);
@@ -578,6 +617,7 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
     for (at, name) in &servers.lock().live.removed {
         let since_start = at.saturating_sub(T0);
         let excused = fault_plan.dead_for_good == Some(name.as_str())
+            || stopping.is_some_and(|(n, at)| n == name.as_str() && since_start >= at)
             || fault_plan.redis_outages.iter().any(|(i, from, to)| {
                 *i == name.as_str()
                     && *from <= since_start
@@ -606,12 +646,16 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
     let alive: BTreeSet<String> = ["p1", "p2"]
         .into_iter()
         .filter(|n| Some(*n) != fault_plan.dead_for_good)
+        .filter(|n| stopping.is_none_or(|(s, _)| s != *n))
         .map(str::to_owned)
         .collect();
     if groups != alive {
         violations.push(format!(
             "broadcast groups {groups:?} at the end, instances alive {alive:?}"
         ));
+    }
+    if let Some((name, at)) = stopping {
+        judge_stop(&servers, &seen, &plans, name, at, &mut violations);
     }
     let conflated = metrics
         .values()
@@ -637,6 +681,7 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
         calm_latency_max_ms,
         conflated,
         sessions: seen.clients.values().map(|l| l.sessions.len()).sum(),
+        stopped_at: fault_plan.stop_at,
         sim_ms: sim.elapsed().as_millis() as u64,
     }
 }
@@ -663,6 +708,94 @@ fn durable_quiet(servers: &Servers) -> bool {
             .values()
             .flatten()
             .all(|k| state.store.rows().contains_key(k))
+}
+
+/// The instance asked to stop, if any, went through every stage.
+fn stopped(servers: &Servers, stopping: Option<(&str, u64)>) -> bool {
+    stopping.is_none_or(|(name, _)| {
+        servers
+            .lock()
+            .stages
+            .iter()
+            .any(|(_, n, stage)| n == name && *stage == Stage::Stopped)
+    })
+}
+
+/// The contract's shutdown (§7), as the world saw it: the stages in order; every client
+/// connected when the stop came closed with 1001; the broadcast group destroyed by its own
+/// instance before the durable consumer left (a slow client only has to be let go); the consumer removed, so none of its entries
+/// pending (nothing else failed here), and nothing read after that. Nothing uncommitted
+/// acked and nothing committed lost are the durable invariants, judged on every run.
+fn judge_stop(
+    servers: &Servers,
+    seen: &ObservedState,
+    plans: &[ClientPlan],
+    name: &str,
+    asked_at: u64,
+    violations: &mut Vec<String>,
+) {
+    let state = servers.lock();
+    let stages: Vec<(u64, Stage)> = state
+        .stages
+        .iter()
+        .filter(|(_, n, _)| n == name)
+        .map(|(at, _, stage)| (*at, *stage))
+        .collect();
+    let order: Vec<Stage> = stages.iter().map(|(_, s)| *s).collect();
+    let expected = [
+        Stage::LiveStopped,
+        Stage::DurableStopped,
+        Stage::LeftGroup(Departure::Left),
+        Stage::Stopped,
+    ];
+    if order != expected {
+        violations.push(format!(
+            "{name} stopped in stages {order:?}, not {expected:?}"
+        ));
+    }
+    let asked = asked_at + T0;
+    for (client, log) in &seen.clients {
+        let cut = log
+            .sessions
+            .iter()
+            .filter(|s| s.instance == name && s.closed_at.is_none_or(|c| c >= asked));
+        // A slow client may not read what was queued before the close frame within the
+        // linger the server gives it; only that it was let go is asked of it.
+        let slow = plans.iter().any(|p| p.name == *client && p.slow);
+        for session in cut {
+            if session.closed_at.is_none() {
+                violations.push(format!(
+                    "{client} is still connected to {name}, which stopped"
+                ));
+            } else if !slow && session.close_code != Some(1001) {
+                violations.push(format!(
+                    "{client} on {name}, connected when it was asked to stop, ended with close code {:?}, not 1001",
+                    session.close_code
+                ));
+            }
+        }
+    }
+    let destroyed = state.live.destroyed.iter().find(|(_, n)| n == name);
+    let left = state.departures.iter().find(|(_, c, _)| c == name);
+    match (destroyed, left) {
+        (Some((d, _)), Some((l, _, removed))) => {
+            if d > l {
+                violations.push(format!(
+                    "{name} left the durable group at {} ms, before it destroyed its broadcast group at {} ms",
+                    l - T0,
+                    d - T0
+                ));
+            }
+            if !removed {
+                violations.push(format!(
+                    "{name} stopped cleanly with entries of its own still pending"
+                ));
+            }
+        }
+        (d, l) => violations.push(format!(
+            "{name} stopped without destroying its broadcast group ({d:?}) or leaving the durable group ({l:?})"
+        )),
+    }
 }
 
 /// The group of an instance dead for good is gone.

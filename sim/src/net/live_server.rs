@@ -70,6 +70,8 @@ pub struct LiveTables {
     pub heartbeats: BTreeMap<String, u64>,
     /// Groups removed as dead: (when, whose).
     pub removed: Vec<(u64, String)>,
+    /// Groups their own instance destroyed on its way out: (when, whose).
+    pub destroyed: Vec<(u64, String)>,
     pub events: BTreeMap<Uuid, (String, Visibility)>,
     /// `entry_devices` joined with `entries`: device to its events.
     pub members: BTreeMap<String, BTreeSet<Uuid>>,
@@ -150,6 +152,7 @@ pub async fn execute(servers: &Servers, request: LiveRequest) -> LiveResponse {
                 LiveRequest::DestroyGroup { instance } => {
                     live.groups.remove(&instance);
                     live.heartbeats.remove(&instance);
+                    live.destroyed.push((now, instance));
                     LiveResponse::Done
                 }
                 LiveRequest::Visibility(event) => LiveResponse::Visibility(

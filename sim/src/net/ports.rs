@@ -10,7 +10,7 @@ use processor_core::durable::{ClaimResult, DeadLetter, ReadFrom, WriteFailure, W
 use processor_core::stream::{EntryId, StreamEntry};
 use processor_core::UnixMillis;
 use processor_shell::clock::Clock;
-use processor_shell::durable::ports::{BlockingReader, StorePort, StreamPort};
+use processor_shell::durable::ports::{BlockingReader, ConsumerRemoval, StorePort, StreamPort};
 
 use super::servers::{Request, Response, Servers, POSTGRES_PORT, REDIS_PORT};
 
@@ -106,6 +106,17 @@ impl StreamPort for NetStream {
         call(&self.servers, "redis", REDIS_PORT, request, Duration::ZERO)
             .await
             .map(|_| ())
+    }
+
+    async fn leave(&self) -> Result<ConsumerRemoval, String> {
+        let request = Request::Leave {
+            consumer: self.consumer.clone(),
+        };
+        match call(&self.servers, "redis", REDIS_PORT, request, Duration::ZERO).await? {
+            Response::Left(true) => Ok(ConsumerRemoval::Removed),
+            Response::Left(false) => Ok(ConsumerRemoval::KeptWithPending),
+            other => Err(format!("unexpected answer to a leave: {other:?}")),
+        }
     }
 }
 

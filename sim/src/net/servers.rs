@@ -19,6 +19,8 @@ use turmoil::net::{TcpListener, TcpStream};
 use processor_core::durable::{ClaimResult, DeadLetter, ReadFrom, WriteRow};
 use processor_core::stream::{EntryId, StreamEntry};
 
+use processor_shell::instance::Stage;
+
 use super::live_server::{self, LiveRequest, LiveResponse, LiveTables};
 use crate::store::{MemStore, PositionKey};
 use crate::stream::{Delivery, MemStream};
@@ -43,6 +45,10 @@ pub enum Request {
         count: usize,
     },
     Ack(Vec<EntryId>),
+    /// The durable consumer leaves the group unless it holds pending entries.
+    Leave {
+        consumer: String,
+    },
     DeadLetter(Vec<DeadLetter>),
     Write(Vec<WriteRow>),
     Live(LiveRequest),
@@ -57,6 +63,8 @@ pub enum Response {
     Done,
     Written(u64),
     Live(LiveResponse),
+    /// Whether the consumer was removed.
+    Left(bool),
 }
 
 /// What the observer found wrong while serving.
@@ -77,6 +85,10 @@ pub struct State {
     pub violations: Vec<NetViolation>,
     /// The broadcast groups, heartbeats and events tables of the live path.
     pub live: LiveTables,
+    /// Shutdown stages instances went through: (server time, instance, stage).
+    pub stages: Vec<(u64, String, Stage)>,
+    /// Durable consumers that left the group: (server time, consumer, removed).
+    pub departures: Vec<(u64, String, bool)>,
     /// Per instance, the entries whose broadcast read answer reached it (a read whose answer
     /// a partition lost is gone for that instance: the group reads with NOACK).
     pub broadcast_received: BTreeMap<String, Vec<EntryId>>,
@@ -231,6 +243,7 @@ async fn execute(servers: &Servers, request: Request) -> Response {
             count,
             block_ms,
         } => {
+            check_not_departed(&mut servers.lock(), &consumer, "read");
             let got = servers
                 .block(block_ms, |state, now| {
                     let got = match from {
@@ -256,6 +269,7 @@ async fn execute(servers: &Servers, request: Request) -> Response {
         } => {
             let mut state = servers.lock();
             let now = now_ms();
+            check_not_departed(&mut state, &consumer, "claim");
             let claim = state
                 .stream
                 .autoclaim(&consumer, min_idle_ms, cursor, count, now);
@@ -270,6 +284,14 @@ async fn execute(servers: &Servers, request: Request) -> Response {
             state.stream.ack(&ids);
             record(&mut state, format_args!("{now} ack {ids:?}"));
             Response::Done
+        }
+        Request::Leave { consumer } => {
+            let mut state = servers.lock();
+            let now = now_ms();
+            let removed = state.stream.remove_consumer_unless_pending(&consumer);
+            record(&mut state, format_args!("{now} leave {consumer} {removed}"));
+            state.departures.push((now, consumer, removed));
+            Response::Left(removed)
         }
         Request::DeadLetter(entries) => {
             let mut state = servers.lock();
@@ -301,6 +323,21 @@ async fn execute(servers: &Servers, request: Request) -> Response {
             );
             Response::Written(written)
         }
+    }
+}
+
+/// A consumer that left the group reads nothing more: it left once everything was settled.
+fn check_not_departed(state: &mut State, consumer: &str, what: &str) {
+    if state
+        .departures
+        .iter()
+        .any(|(_, c, removed)| *removed && c == consumer)
+    {
+        let at_ms = now_ms();
+        state.violations.push(NetViolation {
+            at_ms,
+            what: format!("{consumer} sent a {what} after it left the durable group"),
+        });
     }
 }
 

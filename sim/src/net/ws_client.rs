@@ -48,6 +48,8 @@ pub struct Session {
     pub open: bool,
     /// When it ended (simulated ms), if it did.
     pub closed_at: Option<u64>,
+    /// The code of the server's close frame, if one came.
+    pub close_code: Option<u16>,
     /// Per topic, since when the client has had its snapshot (and so gets it live).
     pub live_since: BTreeMap<String, u64>,
     /// Every (topic, device, ts) it got, in a snapshot or live.
@@ -207,7 +209,17 @@ async fn session(
                     retry.push((now_ms() + RESUBSCRIBE.as_millis() as u64, topic));
                 }
             }
-            Message::Close(_) => return Err("closed by the server".to_owned()),
+            Message::Close(frame) => {
+                if let Some(s) = observed
+                    .lock()
+                    .clients
+                    .get_mut(&plan.name)
+                    .and_then(|log| log.sessions.last_mut())
+                {
+                    s.close_code = frame.map(|f| u16::from(f.code));
+                }
+                return Err("closed by the server".to_owned());
+            }
             _ => {}
         }
         let now = now_ms();
