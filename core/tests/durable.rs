@@ -9,7 +9,7 @@ use serde_json::json;
 
 use processor_core::durable::{
     ClaimResult, Command, DeadLetter, DeadLetterId, DurableConfig, DurableStats, DurableWriter,
-    ReadFrom, WriteFailure, WriteId, WriteRow,
+    Input, ReadFrom, WriteFailure, WriteId, WriteRow,
 };
 use processor_core::faulty::FaultyThresholds;
 use processor_core::stream::{EntryId, StreamEntry};
@@ -168,9 +168,9 @@ fn started_with(config: DurableConfig) -> DurableWriter {
         drain(&mut w),
         vec![read(pending(ZERO), batch), claim(ZERO, batch)]
     );
-    w.handle_claimed(T0, ClaimResult::default());
+    w.handle(T0, Input::Claimed(Ok(ClaimResult::default())));
     assert_eq!(drain(&mut w), vec![]);
-    w.handle_read(T0, vec![]);
+    w.handle(T0, Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![read(ReadFrom::New, batch)]);
     w
 }
@@ -208,7 +208,7 @@ fn startup_drains_pending_then_claims() {
 fn an_empty_pending_read_switches_to_new() {
     let mut w = DurableWriter::new(config(), T0);
     drain(&mut w);
-    w.handle_read(T0, vec![]);
+    w.handle(T0, Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![read(ReadFrom::New, 10)]);
 }
 
@@ -216,27 +216,27 @@ fn an_empty_pending_read_switches_to_new() {
 fn a_pending_drain_continues_after_the_last_entry_until_empty() {
     let mut w = DurableWriter::new(config(), T0);
     drain(&mut w);
-    w.handle_read(
+    w.handle(
         T0,
-        vec![
+        Input::Read(Ok(vec![
             delivered(entry(1, "A", T0), 2),
             delivered(entry(2, "B", T0), 2),
-        ],
+        ])),
     );
     let (_, rows, rest) = one_write(drain(&mut w));
     assert_eq!(keys(&rows), vec![key("A", T0, &[1]), key("B", T0, &[2])]);
     assert_eq!(rest, vec![read(pending(id(2)), 10)]);
-    w.handle_read(T0, vec![]);
+    w.handle(T0, Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![read(ReadFrom::New, 10)]);
 }
 
 #[test]
 fn a_read_of_new_entries_keeps_reading_new_ones() {
     let mut w = started();
-    w.handle_read(T0, vec![entry(1, "A", T0)]);
+    w.handle(T0, Input::Read(Ok(vec![entry(1, "A", T0)])));
     let (_, _, rest) = one_write(drain(&mut w));
     assert_eq!(rest, vec![read(ReadFrom::New, 10)]);
-    w.handle_read(T0, vec![]);
+    w.handle(T0, Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![read(ReadFrom::New, 10)]);
 }
 
@@ -249,13 +249,13 @@ fn reads_ask_only_for_the_room_left() {
             .map(|n| entry(n, &format!("D{n:03}"), T0))
             .collect()
     };
-    w.handle_read(T0, batch(0));
+    w.handle(T0, Input::Read(Ok(batch(0))));
     let (_, rest) = split_writes(drain(&mut w));
     assert_eq!(rest, vec![read(ReadFrom::New, 10)]);
-    w.handle_read(T0, batch(10));
+    w.handle(T0, Input::Read(Ok(batch(10))));
     let (_, rest) = split_writes(drain(&mut w));
     assert_eq!(rest, vec![read(ReadFrom::New, 10)]);
-    w.handle_read(T0, batch(20));
+    w.handle(T0, Input::Read(Ok(batch(20))));
     let (writes, rest) = split_writes(drain(&mut w));
     // Two writes already in flight: the third waits, and there is no room for a read.
     assert!(writes.is_empty());
@@ -266,35 +266,35 @@ fn reads_ask_only_for_the_room_left() {
 #[test]
 fn a_failed_read_drains_pending_from_the_start_after_a_back_off() {
     let mut w = started();
-    w.handle_read(T0, vec![entry(1, "A", T0)]);
+    w.handle(T0, Input::Read(Ok(vec![entry(1, "A", T0)])));
     drain(&mut w);
-    w.handle_read_failed(at(5));
+    w.handle(at(5), Input::Read(Err("read failed".into())));
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.poll_timeout(), Some(at(105)));
-    w.handle_timeout(at(104));
+    w.handle(at(104), Input::Timeout);
     assert_eq!(drain(&mut w), vec![]);
-    w.handle_timeout(at(105));
+    w.handle(at(105), Input::Timeout);
     assert_eq!(drain(&mut w), vec![read(pending(ZERO), 10)]);
 
     // A second failure in a row backs off longer.
-    w.handle_read_failed(at(200));
+    w.handle(at(200), Input::Read(Err("read failed".into())));
     assert_eq!(w.poll_timeout(), Some(at(400)));
-    w.handle_timeout(at(400));
+    w.handle(at(400), Input::Timeout);
     assert_eq!(drain(&mut w), vec![read(pending(ZERO), 10)]);
 
     // The drain skips what is already held, then goes back to new entries.
-    w.handle_read(at(401), vec![entry(1, "A", T0)]);
+    w.handle(at(401), Input::Read(Ok(vec![entry(1, "A", T0)])));
     assert_eq!(drain(&mut w), vec![read(pending(id(1)), 10)]);
-    w.handle_read(at(402), vec![]);
+    w.handle(at(402), Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![read(ReadFrom::New, 10)]);
 }
 
 #[test]
 fn a_stream_lost_during_a_read_redrains_after_it() {
     let mut w = started();
-    w.handle_stream_lost(T0);
+    w.handle(T0, Input::Acked(Err("connection lost".into())));
     assert_eq!(drain(&mut w), vec![]);
-    w.handle_read(T0, vec![]);
+    w.handle(T0, Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![read(pending(ZERO), 10)]);
 }
 
@@ -307,7 +307,7 @@ fn duplicates_are_one_row_acked_together_after_commit() {
     let first = delivered(entry(1, "356307042441013", T0), 1);
     let second = delivered(entry(2, "356307042441013", T0), 4);
     let second_payload = second.payload.clone().unwrap();
-    w.handle_read(at(10), vec![first.clone(), second]);
+    w.handle(at(10), Input::Read(Ok(vec![first.clone(), second])));
     let (write, rows, rest) = one_write(drain(&mut w));
     assert_eq!(rest, vec![read(ReadFrom::New, 10)]);
     assert_eq!(
@@ -322,7 +322,7 @@ fn duplicates_are_one_row_acked_together_after_commit() {
     );
     assert_eq!(w.held(), 2);
 
-    w.handle_write(at(20), write, Ok(1));
+    w.handle(at(20), Input::Written(write, Ok(1)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1), id(2)])]);
     assert_eq!(w.held(), 0);
     assert_eq!(w.stats().rows_written, 1);
@@ -333,20 +333,26 @@ fn duplicates_are_one_row_acked_together_after_commit() {
 fn reads_arriving_while_every_write_is_in_flight_go_out_as_one_write() {
     let mut w = started();
     // Two writes in flight: the slots are taken.
-    w.handle_read(T0, vec![entry(1, "A", T0)]);
+    w.handle(T0, Input::Read(Ok(vec![entry(1, "A", T0)])));
     let (first, _, _) = one_write(drain(&mut w));
-    w.handle_read(at(1), vec![entry(2, "B", T0)]);
+    w.handle(at(1), Input::Read(Ok(vec![entry(2, "B", T0)])));
     let (second, _, _) = one_write(drain(&mut w));
     // A trickle of small reads meanwhile, one of them a duplicate of the other's key.
-    w.handle_read(at(2), vec![entry(3, "D", T0), entry(4, "C", T0)]);
+    w.handle(
+        at(2),
+        Input::Read(Ok(vec![entry(3, "D", T0), entry(4, "C", T0)])),
+    );
     let (writes, _) = split_writes(drain(&mut w));
     assert!(writes.is_empty(), "no slot: the rows wait");
-    w.handle_read(at(3), vec![entry(5, "C", at(5)), entry(6, "D", T0)]);
-    w.handle_read(at(4), vec![entry(7, "E", T0)]);
+    w.handle(
+        at(3),
+        Input::Read(Ok(vec![entry(5, "C", at(5)), entry(6, "D", T0)])),
+    );
+    w.handle(at(4), Input::Read(Ok(vec![entry(7, "E", T0)])));
     let (writes, _) = split_writes(drain(&mut w));
     assert!(writes.is_empty());
 
-    w.handle_write(at(10), first, Ok(1));
+    w.handle(at(10), Input::Written(first, Ok(1)));
     let (_, rows, _) = one_write(drain(&mut w));
     assert_eq!(
         keys(&rows),
@@ -358,7 +364,7 @@ fn reads_arriving_while_every_write_is_in_flight_go_out_as_one_write() {
         ],
         "one write of everything that waited, in key order, one row per key"
     );
-    w.handle_write(at(11), second, Ok(1));
+    w.handle(at(11), Input::Written(second, Ok(1)));
     let (writes, _) = split_writes(drain(&mut w));
     assert!(writes.is_empty(), "nothing left over");
 }
@@ -366,15 +372,15 @@ fn reads_arriving_while_every_write_is_in_flight_go_out_as_one_write() {
 #[test]
 fn a_waiting_write_takes_no_more_than_a_batch() {
     let mut w = started();
-    w.handle_read(T0, vec![entry(1, "A", T0)]);
+    w.handle(T0, Input::Read(Ok(vec![entry(1, "A", T0)])));
     let (first, _, _) = one_write(drain(&mut w));
-    w.handle_read(T0, vec![entry(2, "A", at(1))]);
+    w.handle(T0, Input::Read(Ok(vec![entry(2, "A", at(1))])));
     let _ = drain(&mut w);
     let trickle: Vec<_> = (0..12).map(|n| entry(10 + n, "B", at(n as i64))).collect();
     for e in trickle {
-        w.handle_read(T0, vec![e]);
+        w.handle(T0, Input::Read(Ok(vec![e])));
     }
-    w.handle_write(at(10), first, Ok(1));
+    w.handle(at(10), Input::Written(first, Ok(1)));
     let (_, rows, _) = one_write(drain(&mut w));
     assert_eq!(rows.len(), 10, "batch_size");
 }
@@ -382,7 +388,10 @@ fn a_waiting_write_takes_no_more_than_a_batch() {
 #[test]
 fn same_device_different_fix_times_are_separate_rows() {
     let mut w = started();
-    w.handle_read(T0, vec![entry(1, "A", T0), entry(2, "A", at(1))]);
+    w.handle(
+        T0,
+        Input::Read(Ok(vec![entry(1, "A", T0), entry(2, "A", at(1))])),
+    );
     let (_, rows, _) = one_write(drain(&mut w));
     assert_eq!(keys(&rows), vec![key("A", T0, &[1]), key("A", at(1), &[2])]);
 }
@@ -390,25 +399,27 @@ fn same_device_different_fix_times_are_separate_rows() {
 #[test]
 fn nothing_is_acked_before_the_write_commits() {
     let mut w = started();
-    w.handle_read(T0, vec![entry(1, "A", T0), entry(2, "B", T0)]);
+    w.handle(
+        T0,
+        Input::Read(Ok(vec![entry(1, "A", T0), entry(2, "B", T0)])),
+    );
     let (write, _, rest) = one_write(drain(&mut w));
     assert_no_acks(&rest);
 
     // Time passing, further reads and claims do not ack it.
     let mut seen = Vec::new();
-    w.handle_timeout(at(10_000));
+    w.handle(at(10_000), Input::Timeout);
     seen.extend(drain(&mut w));
-    w.handle_claimed(at(10_001), ClaimResult::default());
+    w.handle(at(10_001), Input::Claimed(Ok(ClaimResult::default())));
     seen.extend(drain(&mut w));
-    w.handle_read(at(10_002), vec![]);
+    w.handle(at(10_002), Input::Read(Ok(vec![])));
     seen.extend(drain(&mut w));
-    w.handle_write(
+    w.handle(
         at(10_003),
-        write,
-        Err(WriteFailure::Transient("down".into())),
+        Input::Written(write, Err(WriteFailure::Transient("down".into()))),
     );
     seen.extend(drain(&mut w));
-    w.handle_timeout(at(20_000));
+    w.handle(at(20_000), Input::Timeout);
     seen.extend(drain(&mut w));
     assert_no_acks(&seen);
     assert_eq!(w.held(), 2);
@@ -418,19 +429,19 @@ fn nothing_is_acked_before_the_write_commits() {
         retry.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
         vec![write]
     );
-    w.handle_write(at(20_000), write, Ok(2));
+    w.handle(at(20_000), Input::Written(write, Ok(2)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1), id(2)])]);
 }
 
 #[test]
 fn an_answer_for_a_write_not_in_flight_is_ignored() {
     let mut w = started();
-    w.handle_read(T0, vec![entry(1, "A", T0)]);
+    w.handle(T0, Input::Read(Ok(vec![entry(1, "A", T0)])));
     let (write, _, _) = one_write(drain(&mut w));
-    w.handle_write(T0, write, Ok(1));
+    w.handle(T0, Input::Written(write, Ok(1)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1)])]);
-    w.handle_write(T0, write, Ok(1));
-    w.handle_write(T0, WriteId(99), Ok(1));
+    w.handle(T0, Input::Written(write, Ok(1)));
+    w.handle(T0, Input::Written(WriteId(99), Ok(1)));
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.stats().rows_written, 1);
 }
@@ -438,16 +449,16 @@ fn an_answer_for_a_write_not_in_flight_is_ignored() {
 #[test]
 fn rows_are_sorted_by_device_then_fix_time() {
     let mut w = started();
-    w.handle_read(
+    w.handle(
         T0,
-        vec![
+        Input::Read(Ok(vec![
             entry(1, "B", at(2)),
             entry(2, "A", at(5)),
             entry(3, "B", at(1)),
             entry(4, "A", at(-3)),
             entry(5, "10", at(0)),
             entry(6, "9", at(0)),
-        ],
+        ])),
     );
     let (_, rows, _) = one_write(drain(&mut w));
     // Device ids order as text: "10" before "9".
@@ -471,9 +482,11 @@ fn rows_beyond_the_batch_size_are_split_and_in_flight_writes_are_capped() {
         max_in_flight: 2,
         ..config()
     });
-    w.handle_read(
+    w.handle(
         T0,
-        (1..=5).map(|n| entry(n, &format!("D{n}"), T0)).collect(),
+        Input::Read(Ok((1..=5)
+            .map(|n| entry(n, &format!("D{n}"), T0))
+            .collect())),
     );
     let (writes, _) = split_writes(drain(&mut w));
     assert_eq!(writes.len(), 2);
@@ -485,7 +498,7 @@ fn rows_beyond_the_batch_size_are_split_and_in_flight_writes_are_capped() {
         keys(&writes[1].1),
         vec![key("D3", T0, &[3]), key("D4", T0, &[4])]
     );
-    w.handle_write(T0, writes[1].0, Ok(2));
+    w.handle(T0, Input::Written(writes[1].0, Ok(2)));
     let (third, rest) = split_writes(drain(&mut w));
     assert_eq!(rest[0], Command::Ack(vec![id(3), id(4)]));
     assert_eq!(third.len(), 1);
@@ -505,16 +518,16 @@ fn the_faulty_flag_follows_the_rules_at_the_time_given() {
     let enough_satellites = payload_json(json!({
         "device_id": "T", "timestamp": now.as_i64(), "latitude": 1, "longitude": 1, "satellites": 3,
     }));
-    w.handle_read(
+    w.handle(
         now,
-        vec![
+        Input::Read(Ok(vec![
             entry(1, "F0", now.plus(60_000)),
             entry(2, "F1", now.plus(60_001)),
             raw_entry(3, Some(&at_zero[..])),
             raw_entry(4, Some(&few_satellites[..])),
             raw_entry(5, Some(&enough_satellites[..])),
             entry(6, "P", T0),
-        ],
+        ])),
     );
     let (_, rows, _) = one_write(drain(&mut w));
     let flags: Vec<(&str, bool, UnixMillis)> = rows
@@ -537,8 +550,11 @@ fn the_faulty_flag_follows_the_rules_at_the_time_given() {
 #[test]
 fn a_clock_stepping_back_does_not_move_now_back() {
     let mut w = started();
-    w.handle_timeout(at(5_000));
-    w.handle_read(at(1_000), vec![entry(1, "A", at(5_000 + 60_001))]);
+    w.handle(at(5_000), Input::Timeout);
+    w.handle(
+        at(1_000),
+        Input::Read(Ok(vec![entry(1, "A", at(5_000 + 60_001))])),
+    );
     let (_, rows, _) = one_write(drain(&mut w));
     assert_eq!((rows[0].faulty, rows[0].received_at), (true, at(5_000)));
 }
@@ -551,14 +567,14 @@ fn decode_errors_are_dead_lettered_then_acked() {
     let mut w = started();
     let not_json: &[u8] = b"{not json";
     let no_lat = payload_json(json!({"device_id": "A", "timestamp": 0, "longitude": 1}));
-    w.handle_read(
+    w.handle(
         T0,
-        vec![
+        Input::Read(Ok(vec![
             raw_entry(1, Some(not_json)),
             raw_entry(2, None),
             entry(3, "A", T0),
             raw_entry(4, Some(&no_lat[..])),
-        ],
+        ])),
     );
     let (write, _, rest) = one_write(drain(&mut w));
     assert_eq!(
@@ -589,10 +605,10 @@ fn decode_errors_are_dead_lettered_then_acked() {
     );
     assert_eq!(w.stats().decode_errors, 3);
 
-    w.handle_dead_lettered(T0, DeadLetterId(0), Ok(()));
+    w.handle(T0, Input::DeadLettered(DeadLetterId(0), Ok(())));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1), id(2), id(4)])]);
     assert_eq!(w.held(), 1);
-    w.handle_write(T0, write, Ok(1));
+    w.handle(T0, Input::Written(write, Ok(1)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(3)])]);
     assert_eq!(w.stats().dead_lettered, 3);
 }
@@ -600,15 +616,15 @@ fn decode_errors_are_dead_lettered_then_acked() {
 #[test]
 fn a_failed_dead_letter_is_retried_and_acked_only_once_stored() {
     let mut w = started();
-    w.handle_read(T0, vec![raw_entry(1, Some(b"[]"))]);
+    w.handle(T0, Input::Read(Ok(vec![raw_entry(1, Some(b"[]"))])));
     let first = drain(&mut w);
     let Command::DeadLetter { id: dl, entries } = first[0].clone() else {
         panic!("expected a dead letter first, got {first:?}");
     };
-    w.handle_dead_lettered(at(1), dl, Err("redis away".into()));
+    w.handle(at(1), Input::DeadLettered(dl, Err("redis away".into())));
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.poll_timeout(), Some(at(101)));
-    w.handle_timeout(at(101));
+    w.handle(at(101), Input::Timeout);
     assert_eq!(
         drain(&mut w),
         vec![Command::DeadLetter {
@@ -616,11 +632,11 @@ fn a_failed_dead_letter_is_retried_and_acked_only_once_stored() {
             entries: entries.clone()
         }]
     );
-    w.handle_dead_lettered(at(102), dl, Err("redis away".into()));
+    w.handle(at(102), Input::DeadLettered(dl, Err("redis away".into())));
     assert_eq!(w.poll_timeout(), Some(at(302)));
-    w.handle_timeout(at(302));
+    w.handle(at(302), Input::Timeout);
     assert_eq!(drain(&mut w), vec![Command::DeadLetter { id: dl, entries }]);
-    w.handle_dead_lettered(at(303), dl, Ok(()));
+    w.handle(at(303), Input::DeadLettered(dl, Ok(())));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1)])]);
     assert_eq!(w.held(), 0);
 }
@@ -631,19 +647,21 @@ fn a_failed_dead_letter_is_retried_and_acked_only_once_stored() {
 #[test]
 fn a_transient_failure_retries_the_same_rows_after_the_back_off() {
     let mut w = started();
-    w.handle_read(T0, vec![entry(1, "A", T0), entry(2, "B", T0)]);
+    w.handle(
+        T0,
+        Input::Read(Ok(vec![entry(1, "A", T0), entry(2, "B", T0)])),
+    );
     let (write, rows, _) = one_write(drain(&mut w));
 
-    w.handle_write(
+    w.handle(
         at(50),
-        write,
-        Err(WriteFailure::Transient("timeout".into())),
+        Input::Written(write, Err(WriteFailure::Transient("timeout".into()))),
     );
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.poll_timeout(), Some(at(150)));
-    w.handle_timeout(at(149));
+    w.handle(at(149), Input::Timeout);
     assert_eq!(drain(&mut w), vec![]);
-    w.handle_timeout(at(150));
+    w.handle(at(150), Input::Timeout);
     let retried = drain(&mut w);
     assert_eq!(
         retried,
@@ -656,11 +674,14 @@ fn a_transient_failure_retries_the_same_rows_after_the_back_off() {
     // Doubling, then capped at retry_max_ms.
     let mut now = at(150);
     for delay in [200, 400, 800, 1_000, 1_000] {
-        w.handle_write(now, write, Err(WriteFailure::Transient("deadlock".into())));
+        w.handle(
+            now,
+            Input::Written(write, Err(WriteFailure::Transient("deadlock".into()))),
+        );
         assert_eq!(drain(&mut w), vec![]);
         assert_eq!(w.poll_timeout(), Some(now.plus(delay)));
         now = now.plus(delay);
-        w.handle_timeout(now);
+        w.handle(now, Input::Timeout);
         assert_eq!(
             drain(&mut w),
             vec![Command::Write {
@@ -671,18 +692,21 @@ fn a_transient_failure_retries_the_same_rows_after_the_back_off() {
     }
     assert_eq!(w.stats().write_retries, 6);
 
-    w.handle_write(now, write, Ok(2));
+    w.handle(now, Input::Written(write, Ok(2)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1), id(2)])]);
 }
 
 #[test]
 fn a_transient_failure_leaves_delivery_counts_alone() {
     let mut w = started();
-    w.handle_read(T0, vec![delivered(entry(1, "A", T0), 3)]);
+    w.handle(T0, Input::Read(Ok(vec![delivered(entry(1, "A", T0), 3)])));
     let (write, _, _) = one_write(drain(&mut w));
     // At max_deliveries already: a transient failure still must not dead-letter it.
-    w.handle_write(T0, write, Err(WriteFailure::Transient("down".into())));
-    w.handle_timeout(at(100));
+    w.handle(
+        T0,
+        Input::Written(write, Err(WriteFailure::Transient("down".into()))),
+    );
+    w.handle(at(100), Input::Timeout);
     let (writes, rest) = split_writes(drain(&mut w));
     assert_eq!(writes[0].1[0].entries, vec![(id(1), 3)]);
     assert!(rest.is_empty(), "{rest:?}");
@@ -692,14 +716,14 @@ fn a_transient_failure_leaves_delivery_counts_alone() {
 // Rejected rows
 
 fn four_rows(w: &mut DurableWriter, deliveries: u64) -> (WriteId, Arc<[WriteRow]>) {
-    w.handle_read(
+    w.handle(
         T0,
-        vec![
+        Input::Read(Ok(vec![
             delivered(entry(1, "A", T0), deliveries),
             delivered(entry(2, "B", T0), deliveries),
             delivered(entry(3, "C", T0), deliveries),
             delivered(entry(4, "D", T0), deliveries),
-        ],
+        ])),
     );
     let (write, rows, _) = one_write(drain(w));
     (write, rows)
@@ -717,7 +741,7 @@ fn a_rejected_write_is_halved_until_the_bad_row_stands_alone() {
     let mut w = started();
     let (write, _) = four_rows(&mut w, 1);
 
-    w.handle_write(T0, write, rejected());
+    w.handle(T0, Input::Written(write, rejected()));
     let (halves, rest) = split_writes(drain(&mut w));
     assert_eq!(rest, vec![]);
     let [(ab, ab_rows), (cd, cd_rows)] = &halves[..] else {
@@ -726,10 +750,10 @@ fn a_rejected_write_is_halved_until_the_bad_row_stands_alone() {
     assert_eq!(keys(ab_rows), vec![key("A", T0, &[1]), key("B", T0, &[2])]);
     assert_eq!(keys(cd_rows), vec![key("C", T0, &[3]), key("D", T0, &[4])]);
 
-    w.handle_write(T0, *ab, Ok(2));
+    w.handle(T0, Input::Written(*ab, Ok(2)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1), id(2)])]);
 
-    w.handle_write(T0, *cd, rejected());
+    w.handle(T0, Input::Written(*cd, rejected()));
     let (quarters, rest) = split_writes(drain(&mut w));
     assert_eq!(rest, vec![]);
     let [(c, c_rows), (d, d_rows)] = &quarters[..] else {
@@ -738,11 +762,11 @@ fn a_rejected_write_is_halved_until_the_bad_row_stands_alone() {
     assert_eq!(keys(c_rows), vec![key("C", T0, &[3])]);
     assert_eq!(keys(d_rows), vec![key("D", T0, &[4])]);
 
-    w.handle_write(T0, *d, Ok(1));
+    w.handle(T0, Input::Written(*d, Ok(1)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(4)])]);
 
     // Alone and rejected, delivered once of three: released for a later delivery.
-    w.handle_write(T0, *c, rejected());
+    w.handle(T0, Input::Written(*c, rejected()));
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.held(), 0);
     assert_eq!(
@@ -762,13 +786,15 @@ fn a_rejected_write_is_halved_until_the_bad_row_stands_alone() {
 fn a_rejected_row_index_splits_that_row_out_directly() {
     let mut w = started();
     let (write, _) = four_rows(&mut w, 1);
-    w.handle_write(
+    w.handle(
         T0,
-        write,
-        Err(WriteFailure::Rejected {
-            reason: "bad".into(),
-            row: Some(2),
-        }),
+        Input::Written(
+            write,
+            Err(WriteFailure::Rejected {
+                reason: "bad".into(),
+                row: Some(2),
+            }),
+        ),
     );
     let (parts, _) = split_writes(drain(&mut w));
     let parts: Vec<Vec<RowKey>> = parts.iter().map(|(_, rows)| keys(rows)).collect();
@@ -788,13 +814,15 @@ fn a_rejected_row_index_past_the_batch_is_ignored_and_the_write_halved() {
     for bad in [3, 4, 5, usize::MAX] {
         let mut w = started();
         let (write, _) = four_rows(&mut w, 1);
-        w.handle_write(
+        w.handle(
             T0,
-            write,
-            Err(WriteFailure::Rejected {
-                reason: "bad".into(),
-                row: Some(bad),
-            }),
+            Input::Written(
+                write,
+                Err(WriteFailure::Rejected {
+                    reason: "bad".into(),
+                    row: Some(bad),
+                }),
+            ),
         );
         let (parts, rest) = split_writes(drain(&mut w));
         assert_eq!(rest, vec![], "{bad}");
@@ -818,15 +846,17 @@ fn a_rejected_row_index_past_the_batch_is_ignored_and_the_write_halved() {
 #[test]
 fn a_lone_rejected_row_named_by_index_is_settled_not_split() {
     let mut w = started();
-    w.handle_read(T0, vec![delivered(entry(1, "A", T0), 2)]);
+    w.handle(T0, Input::Read(Ok(vec![delivered(entry(1, "A", T0), 2)])));
     let (write, _, _) = one_write(drain(&mut w));
-    w.handle_write(
+    w.handle(
         T0,
-        write,
-        Err(WriteFailure::Rejected {
-            reason: "bad".into(),
-            row: Some(0),
-        }),
+        Input::Written(
+            write,
+            Err(WriteFailure::Rejected {
+                reason: "bad".into(),
+                row: Some(0),
+            }),
+        ),
     );
     // Released for a later delivery, as with no index: nothing is written again.
     assert_eq!(drain(&mut w), vec![]);
@@ -837,9 +867,9 @@ fn a_lone_rejected_row_named_by_index_is_settled_not_split() {
 #[test]
 fn a_lone_rejected_row_below_max_deliveries_is_released() {
     let mut w = started();
-    w.handle_read(T0, vec![delivered(entry(1, "A", T0), 2)]);
+    w.handle(T0, Input::Read(Ok(vec![delivered(entry(1, "A", T0), 2)])));
     let (write, _, _) = one_write(drain(&mut w));
-    w.handle_write(T0, write, rejected());
+    w.handle(T0, Input::Written(write, rejected()));
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.held(), 0);
     assert_eq!(w.stats().dead_lettered, 0);
@@ -848,9 +878,9 @@ fn a_lone_rejected_row_below_max_deliveries_is_released() {
 #[test]
 fn a_lone_rejected_row_at_max_deliveries_is_dead_lettered_then_acked() {
     let mut w = started();
-    w.handle_read(T0, vec![delivered(entry(1, "A", T0), 3)]);
+    w.handle(T0, Input::Read(Ok(vec![delivered(entry(1, "A", T0), 3)])));
     let (write, _, _) = one_write(drain(&mut w));
-    w.handle_write(T0, write, rejected());
+    w.handle(T0, Input::Written(write, rejected()));
     assert_eq!(
         drain(&mut w),
         vec![Command::DeadLetter {
@@ -863,7 +893,7 @@ fn a_lone_rejected_row_at_max_deliveries_is_dead_lettered_then_acked() {
         }]
     );
     assert_eq!(w.held(), 1);
-    w.handle_dead_lettered(T0, DeadLetterId(0), Ok(()));
+    w.handle(T0, Input::DeadLettered(DeadLetterId(0), Ok(())));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1)])]);
     assert_eq!(w.held(), 0);
     assert_eq!(w.stats().dead_lettered, 1);
@@ -872,15 +902,15 @@ fn a_lone_rejected_row_at_max_deliveries_is_dead_lettered_then_acked() {
 #[test]
 fn a_rejected_row_of_duplicates_settles_each_entry_by_its_own_count() {
     let mut w = started();
-    w.handle_read(
+    w.handle(
         T0,
-        vec![
+        Input::Read(Ok(vec![
             delivered(entry(1, "A", T0), 5),
             delivered(entry(2, "A", T0), 1),
-        ],
+        ])),
     );
     let (write, _, _) = one_write(drain(&mut w));
-    w.handle_write(T0, write, rejected());
+    w.handle(T0, Input::Written(write, rejected()));
     let commands = drain(&mut w);
     let [Command::DeadLetter { entries, .. }] = &commands[..] else {
         panic!("expected one dead letter, got {commands:?}");
@@ -896,23 +926,23 @@ fn a_rejected_row_of_duplicates_settles_each_entry_by_its_own_count() {
 #[test]
 fn a_released_row_comes_back_through_a_claim_and_is_dead_lettered_at_the_limit() {
     let mut w = started();
-    w.handle_read(T0, vec![delivered(entry(1, "A", T0), 2)]);
+    w.handle(T0, Input::Read(Ok(vec![delivered(entry(1, "A", T0), 2)])));
     let (write, _, _) = one_write(drain(&mut w));
-    w.handle_write(T0, write, rejected());
+    w.handle(T0, Input::Written(write, rejected()));
     drain(&mut w);
 
-    w.handle_timeout(at(10_000));
+    w.handle(at(10_000), Input::Timeout);
     assert_eq!(drain(&mut w), vec![claim(ZERO, 10)]);
-    w.handle_claimed(
+    w.handle(
         at(10_001),
-        ClaimResult {
+        Input::Claimed(Ok(ClaimResult {
             next_cursor: ZERO,
             entries: vec![delivered(entry(1, "A", T0), 3)],
             deleted: vec![],
-        },
+        })),
     );
     let (again, _, _) = one_write(drain(&mut w));
-    w.handle_write(at(10_002), again, rejected());
+    w.handle(at(10_002), Input::Written(again, rejected()));
     let commands = drain(&mut w);
     assert!(
         matches!(&commands[..], [Command::DeadLetter { entries, .. }] if entries[0].source_id == id(1)),
@@ -926,19 +956,19 @@ fn a_released_row_comes_back_through_a_claim_and_is_dead_lettered_at_the_limit()
 #[test]
 fn claims_sweep_page_by_page_then_wait_for_the_interval() {
     let mut w = started();
-    w.handle_timeout(at(9_999));
+    w.handle(at(9_999), Input::Timeout);
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.poll_timeout(), Some(at(10_000)));
-    w.handle_timeout(at(10_000));
+    w.handle(at(10_000), Input::Timeout);
     assert_eq!(drain(&mut w), vec![claim(ZERO, 10)]);
 
-    w.handle_claimed(
+    w.handle(
         at(10_001),
-        ClaimResult {
+        Input::Claimed(Ok(ClaimResult {
             next_cursor: EntryId::new(77, 1),
             entries: vec![delivered(entry(1, "A", T0), 2)],
             deleted: vec![id(2)],
-        },
+        })),
     );
     let (_, rows, rest) = one_write(drain(&mut w));
     assert_eq!(rows[0].entries, vec![(id(1), 2)]);
@@ -957,7 +987,7 @@ fn claims_sweep_page_by_page_then_wait_for_the_interval() {
         ]
     );
 
-    w.handle_claimed(at(10_002), ClaimResult::default());
+    w.handle(at(10_002), Input::Claimed(Ok(ClaimResult::default())));
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.poll_timeout(), Some(at(20_002)));
 }
@@ -965,17 +995,17 @@ fn claims_sweep_page_by_page_then_wait_for_the_interval() {
 #[test]
 fn a_claim_skips_entries_already_held() {
     let mut w = started();
-    w.handle_read(T0, vec![entry(1, "A", T0)]);
+    w.handle(T0, Input::Read(Ok(vec![entry(1, "A", T0)])));
     drain(&mut w);
-    w.handle_timeout(at(10_000));
+    w.handle(at(10_000), Input::Timeout);
     drain(&mut w);
-    w.handle_claimed(
+    w.handle(
         at(10_000),
-        ClaimResult {
+        Input::Claimed(Ok(ClaimResult {
             next_cursor: ZERO,
             entries: vec![delivered(entry(1, "A", T0), 2)],
             deleted: vec![],
-        },
+        })),
     );
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.stats().records, 1);
@@ -984,20 +1014,20 @@ fn a_claim_skips_entries_already_held() {
 #[test]
 fn a_failed_claim_starts_over_at_the_next_interval() {
     let mut w = started();
-    w.handle_timeout(at(10_000));
+    w.handle(at(10_000), Input::Timeout);
     drain(&mut w);
-    w.handle_claimed(
+    w.handle(
         at(10_000),
-        ClaimResult {
+        Input::Claimed(Ok(ClaimResult {
             next_cursor: EntryId::new(5, 0),
             ..ClaimResult::default()
-        },
+        })),
     );
     assert_eq!(drain(&mut w), vec![claim(EntryId::new(5, 0), 10)]);
-    w.handle_claim_failed(at(10_001));
+    w.handle(at(10_001), Input::Claimed(Err("claim failed".into())));
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.poll_timeout(), Some(at(20_001)));
-    w.handle_timeout(at(20_001));
+    w.handle(at(20_001), Input::Timeout);
     assert_eq!(drain(&mut w), vec![claim(ZERO, 10)]);
 }
 
@@ -1012,25 +1042,31 @@ fn a_full_writer_does_not_ask_to_be_woken_for_what_it_cannot_do() {
         max_in_flight: 1,
         ..config()
     });
-    w.handle_read(T0, vec![entry(1, "A", T0), entry(2, "B", T0)]);
+    w.handle(
+        T0,
+        Input::Read(Ok(vec![entry(1, "A", T0), entry(2, "B", T0)])),
+    );
     let (first, _, rest) = one_write(drain(&mut w));
     assert_eq!(rest, vec![read(ReadFrom::New, 2)]);
-    w.handle_read(T0, vec![entry(3, "C", T0), entry(4, "D", T0)]);
+    w.handle(
+        T0,
+        Input::Read(Ok(vec![entry(3, "C", T0), entry(4, "D", T0)])),
+    );
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.held(), 4);
 
     // The claim sweep falls due while nothing can be taken in.
-    w.handle_timeout(at(10_000));
+    w.handle(at(10_000), Input::Timeout);
     assert_eq!(drain(&mut w), vec![]);
     assert_no_busy_timer(&w, at(10_000));
-    w.handle_timeout(at(20_000));
+    w.handle(at(20_000), Input::Timeout);
     assert_eq!(drain(&mut w), vec![]);
     assert_no_busy_timer(&w, at(20_000));
 
     // Room again: the second write and the overdue claim go out; the claim takes the
     // room (claims go first: under a steady stream, reads would otherwise always take it),
     // and the read follows once the sweep is done, so `max_held` is never overshot.
-    w.handle_write(at(20_001), first, Ok(2));
+    w.handle(at(20_001), Input::Written(first, Ok(2)));
     let (second, rest) = split_writes(drain(&mut w));
     assert_eq!(second.len(), 1);
     assert_eq!(
@@ -1044,7 +1080,7 @@ fn a_full_writer_does_not_ask_to_be_woken_for_what_it_cannot_do() {
             },
         ]
     );
-    w.handle_claimed(at(20_002), ClaimResult::default());
+    w.handle(at(20_002), Input::Claimed(Ok(ClaimResult::default())));
     assert_eq!(drain(&mut w), vec![read(ReadFrom::New, 2)]);
 }
 
@@ -1054,31 +1090,37 @@ fn a_full_writer_does_not_ask_to_be_woken_for_what_it_cannot_do() {
 #[test]
 fn shutdown_stops_reads_and_claims_but_settles_what_is_held() {
     let mut w = started();
-    w.handle_read(T0, vec![entry(1, "A", T0), raw_entry(2, Some(b"null"))]);
+    w.handle(
+        T0,
+        Input::Read(Ok(vec![entry(1, "A", T0), raw_entry(2, Some(b"null"))])),
+    );
     let commands = drain(&mut w);
     let (write, _, _) = one_write(commands);
 
-    w.handle_shutdown(at(1));
+    w.handle(at(1), Input::Shutdown);
     assert_eq!(drain(&mut w), vec![]);
     assert!(!w.is_stopped());
 
     // The read that was in flight still counts, and what it brought is settled too.
-    w.handle_read(at(2), vec![entry(3, "B", T0)]);
+    w.handle(at(2), Input::Read(Ok(vec![entry(3, "B", T0)])));
     let (late, _, rest) = one_write(drain(&mut w));
     assert_eq!(rest, vec![]);
 
     // No claim sweep and no read however long it takes.
-    w.handle_write(at(3), write, Err(WriteFailure::Transient("down".into())));
+    w.handle(
+        at(3),
+        Input::Written(write, Err(WriteFailure::Transient("down".into()))),
+    );
     assert_eq!(w.poll_timeout(), Some(at(103)));
-    w.handle_timeout(at(50_000));
+    w.handle(at(50_000), Input::Timeout);
     let (retry, rest) = split_writes(drain(&mut w));
     assert_eq!(retry.len(), 1);
     assert_eq!(rest, vec![]);
     assert!(!w.is_stopped());
 
-    w.handle_write(at(50_001), write, Ok(1));
-    w.handle_write(at(50_002), late, Ok(1));
-    w.handle_dead_lettered(at(50_003), DeadLetterId(0), Ok(()));
+    w.handle(at(50_001), Input::Written(write, Ok(1)));
+    w.handle(at(50_002), Input::Written(late, Ok(1)));
+    w.handle(at(50_003), Input::DeadLettered(DeadLetterId(0), Ok(())));
     assert_eq!(
         drain(&mut w),
         vec![
@@ -1089,17 +1131,17 @@ fn shutdown_stops_reads_and_claims_but_settles_what_is_held() {
     );
     assert!(w.is_stopped());
     assert_eq!(w.poll_timeout(), None);
-    w.handle_timeout(at(100_000));
+    w.handle(at(100_000), Input::Timeout);
     assert_eq!(drain(&mut w), vec![]);
 }
 
 #[test]
 fn shutdown_while_idle_stops_once_the_read_returns() {
     let mut w = started();
-    w.handle_shutdown(T0);
+    w.handle(T0, Input::Shutdown);
     assert_eq!(drain(&mut w), vec![]);
     assert!(!w.is_stopped());
-    w.handle_read(T0, vec![]);
+    w.handle(T0, Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![]);
     assert!(w.is_stopped());
 }
@@ -1108,11 +1150,11 @@ fn shutdown_while_idle_stops_once_the_read_returns() {
 fn shutdown_with_a_claim_in_flight_waits_for_it() {
     let mut w = DurableWriter::new(config(), T0);
     drain(&mut w);
-    w.handle_shutdown(T0);
-    w.handle_read(T0, vec![]);
+    w.handle(T0, Input::Shutdown);
+    w.handle(T0, Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![]);
     assert!(!w.is_stopped());
-    w.handle_claimed(T0, ClaimResult::default());
+    w.handle(T0, Input::Claimed(Ok(ClaimResult::default())));
     assert_eq!(drain(&mut w), vec![]);
     assert!(w.is_stopped());
 }
@@ -1295,9 +1337,10 @@ impl Shell {
         // sees it.
         let entries = self.deliver(ids);
         if fail {
-            self.w.handle_read_failed(self.now);
+            self.w
+                .handle(self.now, Input::Read(Err("read failed".into())));
         } else {
-            self.w.handle_read(self.now, entries);
+            self.w.handle(self.now, Input::Read(Ok(entries)));
         }
     }
 
@@ -1306,20 +1349,21 @@ impl Shell {
             return;
         };
         if fail {
-            self.w.handle_claim_failed(self.now);
+            self.w
+                .handle(self.now, Input::Claimed(Err("claim failed".into())));
             return;
         }
         let mut ids = self.pending.range(cursor..).map(|(id, _)| *id);
         let page: Vec<EntryId> = ids.by_ref().take(count).collect();
         let next_cursor = ids.next().unwrap_or_default();
         let entries = self.deliver(page);
-        self.w.handle_claimed(
+        self.w.handle(
             self.now,
-            ClaimResult {
+            Input::Claimed(Ok(ClaimResult {
                 next_cursor,
                 entries,
                 deleted: vec![],
-            },
+            })),
         );
     }
 
@@ -1345,7 +1389,7 @@ impl Shell {
                 row: Some(pick % rows.len()),
             }),
         };
-        self.w.handle_write(self.now, id, outcome);
+        self.w.handle(self.now, Input::Written(id, outcome));
     }
 
     fn answer_dead_letter(&mut self, pick: usize, ok: bool) {
@@ -1355,17 +1399,17 @@ impl Shell {
         let (id, entries) = self.dead.remove(pick % self.dead.len());
         if ok {
             self.settled.extend(entries.iter().map(|d| d.source_id));
-            self.w.handle_dead_lettered(self.now, id, Ok(()));
+            self.w.handle(self.now, Input::DeadLettered(id, Ok(())));
         } else {
             self.w
-                .handle_dead_lettered(self.now, id, Err("down".into()));
+                .handle(self.now, Input::DeadLettered(id, Err("down".into())));
         }
     }
 
     fn tick(&mut self) {
         let next = self.w.poll_timeout().unwrap_or(self.now.plus(1_000));
         self.now = next.max(self.now.plus(1));
-        self.w.handle_timeout(self.now);
+        self.w.handle(self.now, Input::Timeout);
     }
 
     fn apply(&mut self, action: &Action) {
@@ -1375,7 +1419,9 @@ impl Shell {
             Action::Write { pick, outcome } => self.answer_write(*pick, *outcome),
             Action::DeadLetter { pick, ok } => self.answer_dead_letter(*pick, *ok),
             Action::Tick => self.tick(),
-            Action::StreamLost => self.w.handle_stream_lost(self.now),
+            Action::StreamLost => self
+                .w
+                .handle(self.now, Input::Acked(Err("connection lost".into()))),
         }
         self.collect();
     }
@@ -1406,7 +1452,7 @@ proptest! {
             prop_assert!(shell.w.held() <= 2 * config.max_held(), "held {}", shell.w.held());
         }
 
-        shell.w.handle_shutdown(shell.now);
+        shell.w.handle(shell.now, Input::Shutdown);
         shell.collect();
         let mut rounds = 0;
         while !shell.w.is_stopped() {

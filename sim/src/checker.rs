@@ -56,7 +56,7 @@ pub enum ViolationKind {
     OrphanLost,
     /// The run did not go quiet after healing, or the instances did not stop.
     Liveness,
-    /// After `handle_timeout(now)` a writer issued nothing, yet `poll_timeout` still asked to
+    /// After `Input::Timeout` at `now` a writer issued nothing, yet `poll_timeout` still asked to
     /// be woken at or before `now`: a shell trusting it spins.
     StaleDeadline,
 }

@@ -6,10 +6,8 @@
 
 use std::collections::VecDeque;
 
-use processor_core::durable::{
-    ClaimResult, Command, DeadLetterId, DurableStats, DurableWriter, WriteFailure, WriteId,
-};
-use processor_core::stream::{EntryId, StreamEntry};
+use processor_core::durable::{Command, DurableStats, DurableWriter, Input};
+use processor_core::stream::EntryId;
 use processor_core::UnixMillis;
 
 /// A defect planted in the driver around the writer.
@@ -124,58 +122,8 @@ impl SimWriter {
         self.inner.stats()
     }
 
-    pub fn handle_read(&mut self, now: UnixMillis, entries: Vec<StreamEntry>) {
+    pub fn handle(&mut self, now: UnixMillis, input: Input) {
         self.saw(now);
-        self.inner.handle_read(now, entries);
-    }
-
-    pub fn handle_read_failed(&mut self, now: UnixMillis) {
-        self.saw(now);
-        self.inner.handle_read_failed(now);
-    }
-
-    pub fn handle_stream_lost(&mut self, now: UnixMillis) {
-        self.saw(now);
-        self.inner.handle_stream_lost(now);
-    }
-
-    pub fn handle_claimed(&mut self, now: UnixMillis, result: ClaimResult) {
-        self.saw(now);
-        self.inner.handle_claimed(now, result);
-    }
-
-    pub fn handle_claim_failed(&mut self, now: UnixMillis) {
-        self.saw(now);
-        self.inner.handle_claim_failed(now);
-    }
-
-    pub fn handle_write(
-        &mut self,
-        now: UnixMillis,
-        id: WriteId,
-        outcome: Result<u64, WriteFailure>,
-    ) {
-        self.saw(now);
-        self.inner.handle_write(now, id, outcome);
-    }
-
-    pub fn handle_dead_lettered(
-        &mut self,
-        now: UnixMillis,
-        id: DeadLetterId,
-        outcome: Result<(), String>,
-    ) {
-        self.saw(now);
-        self.inner.handle_dead_lettered(now, id, outcome);
-    }
-
-    pub fn handle_timeout(&mut self, now: UnixMillis) {
-        self.saw(now);
-        self.inner.handle_timeout(now);
-    }
-
-    pub fn handle_shutdown(&mut self, now: UnixMillis) {
-        self.saw(now);
-        self.inner.handle_shutdown(now);
+        self.inner.handle(now, input);
     }
 }

@@ -2,25 +2,15 @@
 
 use std::fmt;
 
-use processor_core::durable::{
-    ClaimResult, Command, DeadLetterId, ReadFrom, WriteFailure, WriteId,
-};
+use processor_core::durable::{Command, Input, ReadFrom};
 use processor_core::stream::StreamEntry;
 
 /// Identifies one command in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId(pub u64);
 
-/// What the shell would hand back to the writer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
-    Read(Result<Vec<StreamEntry>, String>),
-    Claimed(Result<ClaimResult, String>),
-    Written(WriteId, Result<u64, WriteFailure>),
-    DeadLettered(DeadLetterId, Result<(), String>),
-    /// An ack failed: the shell reports a lost stream connection.
-    AckFailed(String),
-}
+/// What the shell would hand back to the writer: the core's own input type.
+pub type Answer = Input;
 
 /// Where a command is.
 #[derive(Debug, Clone, PartialEq)]

@@ -394,7 +394,7 @@ impl Swarm {
                 self.stale[slot] = true;
                 let held = self.world.instance(slot).map_or(0, |i| i.writer.held());
                 let detail = format!(
-                    "slot {slot}: after handle_timeout at t={now} nothing was issued and poll_timeout is still t={deadline} (held {held}, max_held {})",
+                    "slot {slot}: after a timeout input at t={now} nothing was issued and poll_timeout is still t={deadline} (held {held}, max_held {})",
                     self.world.config().max_held()
                 );
                 self.world.violation(ViolationKind::StaleDeadline, detail);

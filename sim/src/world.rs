@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use processor_core::durable::{
-    Command, DeadLetter, DurableConfig, DurableWriter, ReadFrom, WriteFailure,
+    Command, DeadLetter, DurableConfig, DurableWriter, Input, ReadFrom, WriteFailure,
 };
 use processor_core::stream::EntryId;
 use processor_core::UnixMillis;
@@ -290,7 +290,7 @@ impl World {
         let t = instance.now(now);
         self.trace
             .record(format_args!("t={now} slot={slot} shutdown"));
-        instance.writer.handle_shutdown(t);
+        instance.writer.handle(t, Input::Shutdown);
         self.drain(slot);
     }
 
@@ -303,7 +303,7 @@ impl World {
         let t = instance.now(now);
         self.trace
             .record(format_args!("t={now} slot={slot} timeout"));
-        instance.writer.handle_timeout(t);
+        instance.writer.handle(t, Input::Timeout);
         self.drain(slot)
     }
 
@@ -502,14 +502,14 @@ impl World {
             Command::Ack(ids) => {
                 self.stats.acks += 1;
                 if fault == OpFault::Before {
-                    return Some(Answer::AckFailed("connection refused".into()));
+                    return Some(Answer::Acked(Err("connection refused".into())));
                 }
                 self.checker.on_ack(&ids);
                 self.stream.ack(&ids);
                 if fault == OpFault::None {
                     None
                 } else {
-                    Some(Answer::AckFailed("connection reset".into()))
+                    Some(Answer::Acked(Err("connection reset".into())))
                 }
             }
         }
@@ -539,16 +539,7 @@ impl World {
             id.0,
             AnswerText(&answer)
         ));
-        let writer = &mut instance.writer;
-        match answer {
-            Answer::Read(Ok(entries)) => writer.handle_read(t, entries),
-            Answer::Read(Err(_)) => writer.handle_read_failed(t),
-            Answer::Claimed(Ok(result)) => writer.handle_claimed(t, result),
-            Answer::Claimed(Err(_)) => writer.handle_claim_failed(t),
-            Answer::Written(id, outcome) => writer.handle_write(t, id, outcome),
-            Answer::DeadLettered(id, outcome) => writer.handle_dead_lettered(t, id, outcome),
-            Answer::AckFailed(_) => writer.handle_stream_lost(t),
-        }
+        instance.writer.handle(t, answer);
         self.drain(slot);
     }
 

@@ -69,18 +69,18 @@ pub struct ClaimResult {
 /// A command for the shell.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Read up to `count` entries; answer with `handle_read` or `handle_read_failed`.
+    /// Read up to `count` entries; answer with `Input::Read`.
     Read { from: ReadFrom, count: usize },
     /// Claim up to `count` entries idle for `min_idle_ms`, from `cursor`; answer with
-    /// `handle_claimed` or `handle_claim_failed`.
+    /// `Input::Claimed`.
     Claim {
         cursor: EntryId,
         min_idle_ms: u64,
         count: usize,
     },
-    /// Store these rows in one transaction, idempotently; answer with `handle_write`.
+    /// Store these rows in one transaction, idempotently; answer with `Input::Written`.
     Write { id: WriteId, rows: Arc<[WriteRow]> },
-    /// Add these entries to the dead-letter stream; answer with `handle_dead_lettered`.
+    /// Add these entries to the dead-letter stream; answer with `Input::DeadLettered`.
     DeadLetter {
         id: DeadLetterId,
         entries: Vec<DeadLetter>,

@@ -8,6 +8,7 @@ use super::command::{
     ClaimResult, Command, DeadLetter, DeadLetterId, ReadFrom, WriteFailure, WriteId, WriteRow,
 };
 use super::config::DurableConfig;
+use super::input::Input;
 use crate::decode::decode_position;
 use crate::faulty::is_faulty;
 use crate::stream::{EntryId, StreamEntry};
@@ -53,13 +54,13 @@ struct PendingDeadLetter {
     retry_at: Option<UnixMillis>,
 }
 
-/// The durable-write state machine. After every `handle_*` call, drain [`poll_command`]
-/// until it returns `None`, then wait at most until [`poll_timeout`] before calling
-/// [`handle_timeout`].
+/// The durable-write state machine. After every [`handle`], drain [`poll_command`] until it
+/// returns `None`, then wait at most until [`poll_timeout`] before handing it
+/// [`Input::Timeout`].
 ///
+/// [`handle`]: DurableWriter::handle
 /// [`poll_command`]: DurableWriter::poll_command
 /// [`poll_timeout`]: DurableWriter::poll_timeout
-/// [`handle_timeout`]: DurableWriter::handle_timeout
 #[derive(Debug)]
 pub struct DurableWriter {
     config: DurableConfig,
@@ -135,17 +136,37 @@ impl DurableWriter {
         writer
     }
 
+    /// Takes one input at `now`; what follows from it is polled with
+    /// [`poll_command`](DurableWriter::poll_command).
+    pub fn handle(&mut self, now: UnixMillis, input: Input) {
+        self.advance(now);
+        match input {
+            Input::Timeout => {}
+            Input::Shutdown => self.stopping = true,
+            Input::Read(Ok(entries)) => self.read(entries),
+            Input::Read(Err(_)) => self.read_failed(now),
+            Input::Claimed(Ok(result)) => self.claimed(now, result),
+            Input::Claimed(Err(_)) => self.claim_failed(now),
+            Input::Written(id, outcome) => self.written(now, id, outcome),
+            Input::DeadLettered(id, outcome) => self.dead_lettered(now, id, outcome.is_ok()),
+            Input::Acked(Ok(())) => {}
+            // The pending list may hold entries this writer no longer tracks.
+            Input::Acked(Err(_)) => self.stream_lost(),
+        }
+        self.pump();
+    }
+
     /// The next command, if any.
     pub fn poll_command(&mut self) -> Option<Command> {
         self.out.pop_front()
     }
 
-    /// When [`handle_timeout`](DurableWriter::handle_timeout) should be called next.
+    /// When [`Input::Timeout`] is due next.
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
         let mut next: Option<UnixMillis> = None;
         let mut consider = |t: UnixMillis| next = Some(next.map_or(t, |n| n.min(t)));
         // With no room to take entries in, a due read or claim cannot go out; reporting its
-        // (past) time would have the shell call `handle_timeout` in a busy loop. The ack or
+        // (past) time would have the shell send `Input::Timeout` in a busy loop. The ack or
         // release that makes room pumps them out.
         if self.room() > 0 {
             if self.read_in_flight.is_none() && self.may_read() {
@@ -189,22 +210,7 @@ impl DurableWriter {
             && self.dead_letters.is_empty()
     }
 
-    /// Time passed; retries and claim sweeps that are due go out.
-    pub fn handle_timeout(&mut self, now: UnixMillis) {
-        self.advance(now);
-        self.pump();
-    }
-
-    /// Stop reading and claiming; settle what is held.
-    pub fn handle_shutdown(&mut self, now: UnixMillis) {
-        self.advance(now);
-        self.stopping = true;
-        self.pump();
-    }
-
-    /// The answer to a [`Command::Read`].
-    pub fn handle_read(&mut self, now: UnixMillis, entries: Vec<StreamEntry>) {
-        self.advance(now);
+    fn read(&mut self, entries: Vec<StreamEntry>) {
         let from = self.read_in_flight.take();
         self.read_reserved = 0;
         self.read_failures = 0;
@@ -221,12 +227,9 @@ impl DurableWriter {
             };
         }
         self.ingest(entries, Vec::new());
-        self.pump();
     }
 
-    /// A [`Command::Read`] failed (connection lost, group missing, timeout).
-    pub fn handle_read_failed(&mut self, now: UnixMillis) {
-        self.advance(now);
+    fn read_failed(&mut self, now: UnixMillis) {
         self.read_in_flight = None;
         self.read_reserved = 0;
         self.read_failures = self.read_failures.saturating_add(1);
@@ -237,13 +240,11 @@ impl DurableWriter {
             after: EntryId::default(),
         };
         self.redrain = false;
-        self.pump();
     }
 
-    /// The stream connection was lost outside a read (an ack or dead-letter failed): the
-    /// pending list may hold entries this writer no longer tracks, so it is drained again.
-    pub fn handle_stream_lost(&mut self, now: UnixMillis) {
-        self.advance(now);
+    /// The stream connection was lost outside a read (an ack failed): the pending list may
+    /// hold entries this writer no longer tracks, so it is drained again.
+    fn stream_lost(&mut self) {
         if self.read_in_flight.is_some() {
             self.redrain = true;
         } else {
@@ -251,12 +252,9 @@ impl DurableWriter {
                 after: EntryId::default(),
             };
         }
-        self.pump();
     }
 
-    /// One page of the answer to a [`Command::Claim`].
-    pub fn handle_claimed(&mut self, now: UnixMillis, result: ClaimResult) {
-        self.advance(now);
+    fn claimed(&mut self, now: UnixMillis, result: ClaimResult) {
         self.claim_in_flight = false;
         self.claim_reserved = 0;
         if result.next_cursor == EntryId::default() {
@@ -266,27 +264,17 @@ impl DurableWriter {
             self.claim_cursor = Some(result.next_cursor);
         }
         self.ingest(result.entries, result.deleted);
-        self.pump();
     }
 
-    /// A [`Command::Claim`] failed; the sweep starts over at the next interval.
-    pub fn handle_claim_failed(&mut self, now: UnixMillis) {
-        self.advance(now);
+    /// The sweep starts over at the next interval.
+    fn claim_failed(&mut self, now: UnixMillis) {
         self.claim_in_flight = false;
         self.claim_reserved = 0;
         self.claim_cursor = None;
         self.next_claim_at = now.plus(self.config.claim_interval_ms);
-        self.pump();
     }
 
-    /// The outcome of a [`Command::Write`]: `Ok(rows newly inserted)` once committed.
-    pub fn handle_write(
-        &mut self,
-        now: UnixMillis,
-        id: WriteId,
-        outcome: Result<u64, WriteFailure>,
-    ) {
-        self.advance(now);
+    fn written(&mut self, now: UnixMillis, id: WriteId, outcome: Result<u64, WriteFailure>) {
         let Some(write) = self.writes.get_mut(&id) else {
             return;
         };
@@ -322,35 +310,23 @@ impl DurableWriter {
                 }
             }
         }
-        self.pump();
     }
 
-    /// The outcome of a [`Command::DeadLetter`].
-    pub fn handle_dead_lettered(
-        &mut self,
-        now: UnixMillis,
-        id: DeadLetterId,
-        outcome: Result<(), String>,
-    ) {
-        self.advance(now);
-        match outcome {
-            Ok(()) => {
-                if let Some(done) = self.dead_letters.remove(&id) {
-                    self.stats.dead_lettered += done.entries.len() as u64;
-                    let ids = done.entries.iter().map(|d| d.source_id).collect();
-                    self.ack(ids);
-                }
+    fn dead_lettered(&mut self, now: UnixMillis, id: DeadLetterId, copied: bool) {
+        if copied {
+            if let Some(done) = self.dead_letters.remove(&id) {
+                self.stats.dead_lettered += done.entries.len() as u64;
+                let ids = done.entries.iter().map(|d| d.source_id).collect();
+                self.ack(ids);
             }
-            Err(_) => {
-                let min = self.config.retry_min_ms;
-                let max = self.config.retry_max_ms;
-                if let Some(pending) = self.dead_letters.get_mut(&id) {
-                    pending.attempts = pending.attempts.saturating_add(1);
-                    pending.retry_at = Some(now.plus(backoff_ms(pending.attempts, min, max)));
-                }
+        } else {
+            let min = self.config.retry_min_ms;
+            let max = self.config.retry_max_ms;
+            if let Some(pending) = self.dead_letters.get_mut(&id) {
+                pending.attempts = pending.attempts.saturating_add(1);
+                pending.retry_at = Some(now.plus(backoff_ms(pending.attempts, min, max)));
             }
         }
-        self.pump();
     }
 
     /// Entries that may still be asked for without passing `max_held`.

@@ -18,10 +18,12 @@
 mod backoff;
 mod command;
 mod config;
+mod input;
 mod machine;
 
 pub use command::{
     ClaimResult, Command, DeadLetter, DeadLetterId, ReadFrom, WriteFailure, WriteId, WriteRow,
 };
 pub use config::DurableConfig;
+pub use input::{Input, StreamFailure};
 pub use machine::{DurableStats, DurableWriter};

@@ -2,8 +2,7 @@
 
 use tokio::sync::mpsc;
 
-use processor_core::durable::ReadFrom;
-use processor_core::stream::StreamEntry;
+use processor_core::durable::{Input, ReadFrom, StreamFailure};
 
 use super::ports::BlockingReader;
 
@@ -16,11 +15,14 @@ pub struct ReadRequest {
 pub async fn serve<R: BlockingReader>(
     mut reader: R,
     mut requests: mpsc::Receiver<ReadRequest>,
-    results: mpsc::UnboundedSender<Result<Vec<StreamEntry>, R::Error>>,
+    results: mpsc::UnboundedSender<Input>,
 ) {
     while let Some(request) = requests.recv().await {
         let result = reader.read(request.from, request.count).await;
-        if results.send(result).is_err() {
+        if results
+            .send(Input::Read(result.map_err(StreamFailure::new)))
+            .is_err()
+        {
             return;
         }
     }

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use processor_core::durable::{
-    ClaimResult, Command, DeadLetterId, DurableConfig, DurableWriter, WriteFailure, WriteId,
+    Command, DurableConfig, DurableWriter, Input, StreamFailure, WriteFailure,
 };
-use processor_core::stream::StreamEntry;
 
 use super::ports::{StorePort, StreamPort};
 use super::reader::{self, ReadRequest};
@@ -29,23 +28,15 @@ pub struct DurableContext<S, P, C> {
     pub grace: Duration,
 }
 
-enum Done<E> {
-    Read(Result<Vec<StreamEntry>, E>),
-    Claimed(Result<ClaimResult, E>),
-    Written(WriteId, Result<u64, WriteFailure>),
-    DeadLettered(DeadLetterId, Result<(), E>),
-    Acked(Result<(), E>),
-}
-
 /// Runs until `stop` turns true and everything held is settled (or the grace time is over).
 pub async fn run<S: StreamPort, P: StorePort, C: Clock>(
     ctx: DurableContext<S, P, C>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done<S::Error>>();
+    // Every answer, the reader's included, comes back as the core's input.
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Input>();
     let (read_tx, read_rx) = mpsc::channel::<ReadRequest>(1);
-    let (read_result_tx, mut read_result_rx) = mpsc::unbounded_channel();
-    let reader = tokio::spawn(reader::serve(ctx.stream.reader(), read_rx, read_result_tx));
+    let reader = tokio::spawn(reader::serve(ctx.stream.reader(), read_rx, done_tx.clone()));
 
     let mut core = DurableWriter::new(ctx.core.clone(), ctx.clock.now());
     let mut stats = core.stats();
@@ -72,7 +63,7 @@ pub async fn run<S: StreamPort, P: StorePort, C: Clock>(
             _ = stop.wait_for(|s| *s), if give_up_at.is_none() => {
                 tracing::info!(held = core.held(), "durable consumer stopping: settling what it holds");
                 give_up_at = Some(tokio::time::Instant::now() + ctx.grace);
-                core.handle_shutdown(ctx.clock.now());
+                core.handle(ctx.clock.now(), Input::Shutdown);
             }
             _ = tokio::time::sleep_until(give_up_at.unwrap_or_else(tokio::time::Instant::now)), if give_up_at.is_some() => {
                 tracing::warn!(
@@ -82,11 +73,7 @@ pub async fn run<S: StreamPort, P: StorePort, C: Clock>(
                 break;
             }
             _ = tokio::time::sleep(timer.unwrap_or(Duration::MAX)), if timer.is_some() => {
-                core.handle_timeout(ctx.clock.now());
-            }
-            Some(result) = read_result_rx.recv() => {
-                outstanding -= 1;
-                feed(&ctx, &mut core, Done::Read(result));
+                core.handle(ctx.clock.now(), Input::Timeout);
             }
             Some(done) = done_rx.recv() => {
                 outstanding -= 1;
@@ -106,7 +93,7 @@ fn execute<S: StreamPort, P: StorePort, C: Clock>(
     ctx: &DurableContext<S, P, C>,
     command: Command,
     read_tx: &mpsc::Sender<ReadRequest>,
-    done: &mpsc::UnboundedSender<Done<S::Error>>,
+    done: &mpsc::UnboundedSender<Input>,
 ) -> usize {
     match command {
         Command::Read { from, count } => {
@@ -124,7 +111,7 @@ fn execute<S: StreamPort, P: StorePort, C: Clock>(
             let (stream, done) = (ctx.stream.clone(), done.clone());
             tokio::spawn(async move {
                 let result = stream.claim(cursor, min_idle_ms, count).await;
-                let _ = done.send(Done::Claimed(result));
+                let _ = done.send(Input::Claimed(result.map_err(StreamFailure::new)));
             });
         }
         Command::Write { id, rows } => {
@@ -137,7 +124,7 @@ fn execute<S: StreamPort, P: StorePort, C: Clock>(
                         .durable_write_seconds
                         .observe(started.elapsed().as_secs_f64());
                 }
-                let _ = done.send(Done::Written(id, result));
+                let _ = done.send(Input::Written(id, result));
             });
         }
         Command::DeadLetter { id, entries } => {
@@ -147,65 +134,48 @@ fn execute<S: StreamPort, P: StorePort, C: Clock>(
             let (stream, done) = (ctx.stream.clone(), done.clone());
             tokio::spawn(async move {
                 let result = stream.dead_letter(&entries).await;
-                let _ = done.send(Done::DeadLettered(id, result));
+                let _ = done.send(Input::DeadLettered(id, result.map_err(StreamFailure::new)));
             });
         }
         Command::Ack(ids) => {
             let (stream, done) = (ctx.stream.clone(), done.clone());
             tokio::spawn(async move {
                 let result = stream.ack(&ids).await;
-                let _ = done.send(Done::Acked(result));
+                let _ = done.send(Input::Acked(result.map_err(StreamFailure::new)));
             });
         }
     }
     1
 }
 
+/// Logs what an answer says and keeps readiness up to date, then hands it to the core.
 fn feed<S: StreamPort, P: StorePort, C: Clock>(
     ctx: &DurableContext<S, P, C>,
     core: &mut DurableWriter,
-    done: Done<S::Error>,
+    input: Input,
 ) {
-    let now = ctx.clock.now();
-    match done {
-        Done::Read(Ok(entries)) => {
-            ctx.readiness.set_redis(true);
-            core.handle_read(now, entries);
-        }
-        Done::Read(Err(error)) => {
+    match &input {
+        Input::Read(Ok(_)) => ctx.readiness.set_redis(true),
+        Input::Read(Err(error)) => {
             tracing::warn!(%error, "durable read failed; retrying");
             ctx.readiness.set_redis(false);
-            core.handle_read_failed(now);
         }
-        Done::Claimed(Ok(result)) => core.handle_claimed(now, result),
-        Done::Claimed(Err(error)) => {
-            tracing::warn!(%error, "claiming idle entries failed");
-            core.handle_claim_failed(now);
+        Input::Claimed(Err(error)) => tracing::warn!(%error, "claiming idle entries failed"),
+        Input::Written(_, Ok(_)) => ctx.readiness.set_postgres(true),
+        Input::Written(_, Err(WriteFailure::Transient(reason))) => {
+            ctx.readiness.set_postgres(false);
+            tracing::warn!(%reason, "insert failed; will retry the same rows");
         }
-        Done::Written(id, result) => {
-            match &result {
-                Ok(_) => ctx.readiness.set_postgres(true),
-                Err(WriteFailure::Transient(reason)) => {
-                    ctx.readiness.set_postgres(false);
-                    tracing::warn!(%reason, "insert failed; will retry the same rows");
-                }
-                Err(WriteFailure::Rejected { reason, .. }) => {
-                    tracing::warn!(%reason, "Postgres rejected a row; isolating it");
-                }
-            }
-            core.handle_write(now, id, result);
+        Input::Written(_, Err(WriteFailure::Rejected { reason, .. })) => {
+            tracing::warn!(%reason, "Postgres rejected a row; isolating it");
         }
-        Done::DeadLettered(id, result) => {
-            let result = result.map_err(|error| {
-                tracing::warn!(%error, "writing to the dead-letter stream failed; will retry");
-                error.to_string()
-            });
-            core.handle_dead_lettered(now, id, result);
+        Input::DeadLettered(_, Err(error)) => {
+            tracing::warn!(%error, "writing to the dead-letter stream failed; will retry")
         }
-        Done::Acked(Ok(())) => {}
-        Done::Acked(Err(error)) => {
-            tracing::warn!(%error, "ack failed; the entries stay pending and are read again");
-            core.handle_stream_lost(now);
+        Input::Acked(Err(error)) => {
+            tracing::warn!(%error, "ack failed; the entries stay pending and are read again")
         }
+        _ => {}
     }
+    core.handle(ctx.clock.now(), input);
 }
