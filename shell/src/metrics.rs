@@ -29,6 +29,15 @@ pub struct Metrics {
     pub live_conflated_messages: Counter,
     pub live_slow_consumer_closes: Counter,
     pub live_accept_errors: Counter,
+    pub live_position_deliveries: Counter,
+    pub live_dropped_messages: Counter,
+    pub live_ping_timeout_closes: Counter,
+    pub live_protocol_error_closes: Counter,
+    pub live_token_expiry_closes: Counter,
+    pub live_rate_limited_messages: Counter,
+    pub live_revoked_subscriptions: Counter,
+    pub live_snapshots: Counter,
+    pub live_lookup_failures: Counter,
     /// Devices of snapshots answered from the instance's recent tracks, and from Postgres.
     pub live_snapshot_memory_devices: Counter,
     pub live_snapshot_postgres_devices: Counter,
@@ -68,6 +77,15 @@ impl Metrics {
             live_conflated_messages: Counter::default(),
             live_slow_consumer_closes: Counter::default(),
             live_accept_errors: Counter::default(),
+            live_position_deliveries: Counter::default(),
+            live_dropped_messages: Counter::default(),
+            live_ping_timeout_closes: Counter::default(),
+            live_protocol_error_closes: Counter::default(),
+            live_token_expiry_closes: Counter::default(),
+            live_rate_limited_messages: Counter::default(),
+            live_revoked_subscriptions: Counter::default(),
+            live_snapshots: Counter::default(),
+            live_lookup_failures: Counter::default(),
             live_snapshot_memory_devices: Counter::default(),
             live_snapshot_postgres_devices: Counter::default(),
             live_track_points: Gauge::default(),
@@ -170,6 +188,51 @@ impl Metrics {
             "processor_live_slow_consumer_closes",
             "Connections closed with 1013 for a full outbound buffer",
             m.live_slow_consumer_closes.clone(),
+        );
+        r.register(
+            "processor_live_position_deliveries",
+            "Position messages meant for a subscriber: sent, conflated, dropped or still waiting",
+            m.live_position_deliveries.clone(),
+        );
+        r.register(
+            "processor_live_dropped_messages",
+            "Position messages not sent: covered by the snapshot, or their subscription or connection ended first",
+            m.live_dropped_messages.clone(),
+        );
+        r.register(
+            "processor_live_ping_timeout_closes",
+            "Connections closed for not answering pings",
+            m.live_ping_timeout_closes.clone(),
+        );
+        r.register(
+            "processor_live_protocol_error_closes",
+            "Connections closed for a WebSocket protocol violation (1002, 1007)",
+            m.live_protocol_error_closes.clone(),
+        );
+        r.register(
+            "processor_live_token_expiry_closes",
+            "Connections closed with 4001 when their token expired",
+            m.live_token_expiry_closes.clone(),
+        );
+        r.register(
+            "processor_live_rate_limited_messages",
+            "Client messages over LIVE_WS_MAX_MESSAGES_PER_S, not acted on",
+            m.live_rate_limited_messages.clone(),
+        );
+        r.register(
+            "processor_live_revoked_subscriptions",
+            "Subscriptions ended with forbidden after a re-check (visibility or token change)",
+            m.live_revoked_subscriptions.clone(),
+        );
+        r.register(
+            "processor_live_snapshots",
+            "Snapshots sent",
+            m.live_snapshots.clone(),
+        );
+        r.register(
+            "processor_live_lookup_failures",
+            "Visibility look-ups and snapshot loads that failed (Postgres away)",
+            m.live_lookup_failures.clone(),
         );
         r.register(
             "processor_live_accept_errors",

@@ -169,25 +169,29 @@ impl LiveHub {
         .min()
     }
 
-    /// The cumulative counters, with the gauges (`connections`, `subscriptions`, `waiting`)
-    /// left at zero: cheap enough to read after every input, where [`stats`](Self::stats)
-    /// walks every connection.
+    /// The cumulative counters, with the gauges (`connections`, `subscriptions`) left at
+    /// zero, so that counters of several shards add up.
     pub fn counters(&self) -> LiveStats {
         LiveStats {
             connections: 0,
             subscriptions: 0,
-            waiting: 0,
             ..self.stats
         }
     }
 
+    /// The counters and the gauges; no walk over the connections.
     pub fn stats(&self) -> LiveStats {
         LiveStats {
             connections: self.registry.len() as u64,
             subscriptions: self.registry.subscriptions(),
-            waiting: self.registry.conns().map(|c| c.waiting()).sum(),
             ..self.stats
         }
+    }
+
+    /// Position messages held while a snapshot loads or parked while a client catches up,
+    /// over every connection (a walk of them all: for checks, not for every metrics pass).
+    pub fn waiting(&self) -> u64 {
+        self.registry.conns().map(|c| c.waiting()).sum()
     }
 
     /// True while the hub knows `conn` (connected and not closed).

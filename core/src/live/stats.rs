@@ -1,13 +1,14 @@
 //! Counters and gauges of the live path, for metrics.
 
-/// Cumulative counts (and three gauges) of one live hub shard; the ingest counts the
+/// Cumulative counts (and two gauges) of one live hub shard; the ingest counts the
 /// records ([`IngestStats`](super::IngestStats)).
 ///
 /// Every position message meant for a subscriber is a *delivery*; each delivery ends up in
 /// exactly one of `fanout_messages` (sent), `conflated_messages` (replaced by a newer one of
 /// the same device and topic before it went out), `dropped_messages` (not sent: covered by
-/// the snapshot, or its subscription or connection ended first) or, for now, `waiting`
-/// (held while a snapshot loads, or parked while the client catches up).
+/// the snapshot, or its subscription or connection ended first) or, for now, waiting (held
+/// while a snapshot loads, or parked while the client catches up: `LiveHub::waiting`, which
+/// walks every connection and so is not part of these).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LiveStats {
     /// Position messages meant for a subscriber (see above).
@@ -41,6 +42,4 @@ pub struct LiveStats {
     pub connections: u64,
     /// Gauge: subscriptions that got `subscribed` (`processor_live_subscriptions`).
     pub subscriptions: u64,
-    /// Gauge: position messages held or parked.
-    pub waiting: u64,
 }

@@ -435,6 +435,52 @@ fn record_counters(metrics: &Metrics, before: &LiveStats, now: &LiveStats) {
     metrics
         .live_conflated_messages
         .inc_by(now.conflated_messages - before.conflated_messages);
+    let pairs = [
+        (
+            &metrics.live_position_deliveries,
+            before.position_deliveries,
+            now.position_deliveries,
+        ),
+        (
+            &metrics.live_dropped_messages,
+            before.dropped_messages,
+            now.dropped_messages,
+        ),
+        (
+            &metrics.live_ping_timeout_closes,
+            before.ping_timeouts,
+            now.ping_timeouts,
+        ),
+        (
+            &metrics.live_protocol_error_closes,
+            before.protocol_errors,
+            now.protocol_errors,
+        ),
+        (
+            &metrics.live_token_expiry_closes,
+            before.token_expiries,
+            now.token_expiries,
+        ),
+        (
+            &metrics.live_rate_limited_messages,
+            before.rate_limited,
+            now.rate_limited,
+        ),
+        (
+            &metrics.live_revoked_subscriptions,
+            before.revoked_subscriptions,
+            now.revoked_subscriptions,
+        ),
+        (&metrics.live_snapshots, before.snapshots, now.snapshots),
+        (
+            &metrics.live_lookup_failures,
+            before.lookup_failures,
+            now.lookup_failures,
+        ),
+    ];
+    for (counter, before, now) in pairs {
+        counter.inc_by(now - before);
+    }
     // A socket that took nothing within the write timeout is a slow consumer too.
     metrics.live_slow_consumer_closes.inc_by(
         (now.slow_consumer_closes + now.write_timeouts)

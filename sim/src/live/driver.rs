@@ -689,7 +689,6 @@ fn add(a: LiveStats, b: LiveStats) -> LiveStats {
         lookup_failures,
         connections,
         subscriptions,
-        waiting,
     } = b;
     LiveStats {
         position_deliveries: a.position_deliveries + position_deliveries,
@@ -707,7 +706,6 @@ fn add(a: LiveStats, b: LiveStats) -> LiveStats {
         lookup_failures: a.lookup_failures + lookup_failures,
         connections: a.connections + connections,
         subscriptions: a.subscriptions + subscriptions,
-        waiting: a.waiting + waiting,
     }
 }
 
