@@ -802,7 +802,12 @@ async fn a_client_that_stops_reading_is_conflated_and_catches_up_to_the_newest_f
     );
     // Each fix published after `slow` subscribed was a delivery to it, sent or conflated;
     // both subscriptions got a snapshot.
-    metric_reaches(&p, "processor_live_position_deliveries_total", published as f64).await;
+    metric_reaches(
+        &p,
+        "processor_live_position_deliveries_total",
+        published as f64,
+    )
+    .await;
     metric_reaches(&p, "processor_live_snapshots_total", 2.0).await;
     drop(p);
     env.cleanup().await;

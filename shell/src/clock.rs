@@ -34,14 +34,6 @@ impl Clock for SystemClock {
     }
 }
 
-/// A fix time as the `SystemTime` Postgres' `timestamptz` takes.
-pub fn to_system_time(t: UnixMillis) -> SystemTime {
-    match u64::try_from(t.as_i64()) {
-        Ok(ms) => UNIX_EPOCH + Duration::from_millis(ms),
-        Err(_) => UNIX_EPOCH - Duration::from_millis(t.as_i64().unsigned_abs()),
-    }
-}
-
 /// Monotonic time as the core takes it for deadlines: milliseconds since this clock was
 /// made. tokio's clock, so that it is simulated time under turmoil.
 #[derive(Debug, Clone, Copy)]

@@ -22,17 +22,17 @@ use tokio::sync::watch;
 use processor_core::durable::DurableConfig;
 use processor_core::live::LiveConfig;
 
+use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::durable::ports::{ConsumerRemoval, StorePort, StreamPort};
 use crate::durable::{self, DurableContext};
 use crate::edge::http::HttpLimits;
-use crate::hub::ports::{BroadcastPort, LiveStore};
-use crate::hub::{self, IngestPlacement, LivePlan};
-use crate::live::auth::Authenticator;
+use crate::http::Listener;
+use crate::live::ports::{BroadcastPort, LiveStore};
+use crate::live::{self, IngestPlacement, LivePlan};
 use crate::map_page::MapPage;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::websocket::Listener;
 
 /// What an instance runs against: the service's Redis, Postgres and TCP listener, or the
 /// simulation's servers reached over simulated TCP.
@@ -112,7 +112,7 @@ pub async fn run<DS, DP, LS, L, B, C>(
     let (live_stop_tx, live_stop) = watch::channel(false);
     let (durable_stop_tx, durable_stop) = watch::channel(false);
     let (side_stop_tx, side_stop) = watch::channel(false);
-    let live = hub::start(
+    let live_path = live::start(
         LivePlan {
             config: settings.live,
             shards: settings.shards,
@@ -151,7 +151,7 @@ pub async fn run<DS, DP, LS, L, B, C>(
 
     let _ = stop.wait_for(|s| *s).await;
     let _ = live_stop_tx.send(true);
-    live.join().await;
+    live_path.join().await;
     on_stage(Stage::LiveStopped);
     let _ = durable_stop_tx.send(true);
     let _ = durable.await;

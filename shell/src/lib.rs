@@ -2,6 +2,7 @@
 //! state machines against Redis, Postgres and WebSockets. No business rule lives here.
 
 pub mod admin;
+pub mod auth;
 pub mod causes;
 pub mod clock;
 pub mod config;
@@ -9,7 +10,7 @@ pub mod durable;
 pub mod edge;
 pub mod gateway;
 pub mod health;
-pub mod hub;
+pub mod http;
 pub mod instance;
 pub mod live;
 pub mod logging;
@@ -23,4 +24,3 @@ pub mod redis_stream;
 pub mod service;
 pub mod stop_signal;
 pub mod trimmer;
-pub mod websocket;

@@ -10,14 +10,14 @@ use processor_core::durable::DurableConfig;
 use processor_core::faulty::FaultyThresholds;
 use processor_core::live::LiveConfig;
 
+use crate::auth::Authenticator;
 use crate::causes::with_causes;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::edge::open_files;
-use crate::hub::ports::RedisBroadcast;
-use crate::hub::IngestPlacement;
 use crate::instance::{self, InstancePorts, InstanceSettings, SideTask};
-use crate::live::auth::Authenticator;
+use crate::live::ports::RedisBroadcast;
+use crate::live::IngestPlacement;
 use crate::map_page::MapPage;
 use crate::metrics::Metrics;
 use crate::postgres::{connect_one, create_pool, PositionStore};

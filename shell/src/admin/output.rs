@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::http::event_route::{event_json, rfc3339};
 use crate::postgres::events::EventDetails;
-use crate::websocket::event_route::{event_json, rfc3339};
 
 use super::csv_import::ImportSummary;
 use super::devices::Assigned;

@@ -11,7 +11,7 @@ use super::connection::{serve_tracker, Gateway};
 use crate::clock::Clock;
 use crate::edge::accept::{next_connection, AcceptBackoff};
 use crate::edge::slots::ConnectionSlots;
-use crate::websocket::Listener;
+use crate::http::Listener;
 
 pub async fn serve_tcp<L, A, C>(
     mut listener: L,

@@ -8,7 +8,7 @@ use processor_core::wire::WirePosition;
 
 use super::events::{load_snapshot, QueryError};
 use super::position_row::position_row;
-use crate::clock::to_system_time;
+use super::position_row::to_system_time;
 
 /// Devices per trail statement: a statement returns at most this many devices' samples.
 const TRAIL_DEVICES_PER_STATEMENT: usize = 200;

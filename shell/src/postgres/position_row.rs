@@ -1,5 +1,5 @@
-//! The one shape every position read returns: device, latitude, longitude, fix time in
-//! epoch milliseconds, speed, angle, in that column order.
+//! The one shape every position read returns (device, latitude, longitude, fix time in
+//! epoch milliseconds, speed, angle, in that column order), and fix times as Postgres takes them.
 
 use tokio_postgres::Row;
 
@@ -15,4 +15,13 @@ pub fn position_row(row: &Row) -> Result<WirePosition, tokio_postgres::Error> {
         speed: row.try_get(4)?,
         course: row.try_get(5)?,
     })
+}
+
+/// A fix time as the `SystemTime` Postgres' `timestamptz` takes.
+pub fn to_system_time(t: processor_core::UnixMillis) -> std::time::SystemTime {
+    use std::time::{Duration, UNIX_EPOCH};
+    match u64::try_from(t.as_i64()) {
+        Ok(ms) => UNIX_EPOCH + Duration::from_millis(ms),
+        Err(_) => UNIX_EPOCH - Duration::from_millis(t.as_i64().unsigned_abs()),
+    }
 }

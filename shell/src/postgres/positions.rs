@@ -11,7 +11,7 @@ use tokio_postgres::types::Json;
 use processor_core::durable::{WriteFailure, WriteRow};
 use processor_core::AttributeValue;
 
-use crate::clock::to_system_time;
+use super::position_row::to_system_time;
 
 /// One round trip and one implicit transaction per batch. Arrays keep a single statement
 /// text for every batch size (multi-row VALUES would cache a plan per size and hit the

@@ -12,7 +12,7 @@ use processor_core::UnixMillis;
 use super::events::QueryError;
 use super::history::load_trails;
 use super::position_row::position_row;
-use crate::clock::to_system_time;
+use super::position_row::to_system_time;
 
 /// Per device, its newest non-faulty fix at or before `$2`: a backward probe of the
 /// positions key from that time.

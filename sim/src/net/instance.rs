@@ -9,10 +9,10 @@ use tokio::sync::watch;
 
 use processor_core::durable::DurableConfig;
 use processor_core::live::LiveConfig;
+use processor_shell::auth::Authenticator;
 use processor_shell::edge::http::HttpLimits;
-use processor_shell::hub::IngestPlacement;
 use processor_shell::instance::{self, InstancePorts, InstanceSettings};
-use processor_shell::live::auth::Authenticator;
+use processor_shell::live::IngestPlacement;
 use processor_shell::map_page::MapPage;
 use processor_shell::metrics::Metrics;
 use processor_shell::readiness::Readiness;

@@ -11,10 +11,10 @@ use uuid::Uuid;
 use processor_core::live::{HistoryQuery, Visibility};
 use processor_core::stream::EntryId;
 use processor_core::wire::WirePosition;
-use processor_shell::hub::ports::{BroadcastPort, BroadcastReader, DeviceMap, LiveStore};
+use processor_shell::http::Listener;
+use processor_shell::live::ports::{BroadcastPort, BroadcastReader, EventMembers, LiveStore};
 use processor_shell::postgres::events::{EventDetails, PublicEvent};
 use processor_shell::postgres::tracks::TrackPoint;
-use processor_shell::websocket::Listener;
 
 use super::live_server::{LiveRequest, LiveResponse};
 use super::ports::call;
@@ -110,7 +110,7 @@ impl LiveStore for NetLiveStore {
         Err("exports are not simulated".to_owned())
     }
 
-    async fn device_map(&self) -> Result<DeviceMap, String> {
+    async fn device_map(&self) -> Result<EventMembers, String> {
         match self.ask(LiveRequest::DeviceMap).await? {
             LiveResponse::DeviceMap(map) => Ok(map),
             other => unexpected("a device map load", other),

@@ -25,7 +25,7 @@ use crate::redis_stream::broadcast::BroadcastGroup;
 use crate::redis_stream::{blocking_connection, StreamError};
 
 /// Device id to the events it belongs to through an entry.
-pub type DeviceMap = BTreeMap<String, BTreeSet<Uuid>>;
+pub type EventMembers = BTreeMap<String, BTreeSet<Uuid>>;
 
 /// The look-ups of the live path.
 pub trait LiveStore: Clone + Send + Sync + 'static {
@@ -45,7 +45,7 @@ pub trait LiveStore: Clone + Send + Sync + 'static {
         history: HistoryQuery,
     ) -> impl Future<Output = Result<Vec<WirePosition>, Self::Error>> + Send;
 
-    fn device_map(&self) -> impl Future<Output = Result<DeviceMap, Self::Error>> + Send;
+    fn device_map(&self) -> impl Future<Output = Result<EventMembers, Self::Error>> + Send;
 
     /// The newest non-faulty stored position at or before `at` of each of `devices`, and
     /// the trail rows `history` asks for before those.
@@ -135,7 +135,7 @@ impl LiveStore for Pool {
         crate::postgres::history::load_history(self, &devices, history).await
     }
 
-    async fn device_map(&self) -> Result<DeviceMap, QueryError> {
+    async fn device_map(&self) -> Result<EventMembers, QueryError> {
         events::load_device_map(self).await
     }
 

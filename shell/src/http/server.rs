@@ -20,14 +20,14 @@ use tokio::sync::{oneshot, watch};
 use processor_core::live::{ConnId, Input};
 use processor_core::UnixMillis;
 
+use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::edge::accept::{next_connection, AcceptBackoff};
 use crate::edge::http::{self, FirstRequest, HttpLimits};
 use crate::edge::slots::ConnectionSlots;
-use crate::hub::ports::LiveStore;
-use crate::hub::socket::Socket;
-use crate::hub::{reader, ShardInput, Shards};
-use crate::live::auth::Authenticator;
+use crate::live::ports::LiveStore;
+use crate::live::socket::Socket;
+use crate::live::{reader, ShardInput, Shards};
 use crate::map_page::{Asset, MapPage};
 use crate::metrics::Metrics;
 

@@ -19,9 +19,9 @@ use uuid::Uuid;
 use processor_core::live::Visibility;
 use processor_core::UnixMillis;
 
+use crate::auth::Authenticator;
 use crate::clock::Clock;
-use crate::hub::ports::LiveStore;
-use crate::live::auth::Authenticator;
+use crate::live::ports::LiveStore;
 use crate::postgres::events::EventDetails;
 
 /// How long one event's details are served again: spectators opening the map at the start

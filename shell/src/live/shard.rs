@@ -19,8 +19,8 @@ use processor_core::live::{
 };
 use processor_core::UnixMillis;
 
+use crate::auth::Authenticator;
 use crate::clock::Clock;
-use crate::live::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::postgres::events::VisibilityCache;
 use crate::postgres::history::trail_parts;

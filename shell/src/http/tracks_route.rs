@@ -28,9 +28,10 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use processor_core::wire::{parse_export_query, ExportFormat, ExportWindow, TrackWriter};
 use processor_core::UnixMillis;
 
-use crate::clock::{to_system_time, Clock};
-use crate::hub::ports::LiveStore;
-use crate::live::auth::Authenticator;
+use crate::auth::Authenticator;
+use crate::clock::Clock;
+use crate::live::ports::LiveStore;
+use crate::postgres::position_row::to_system_time;
 
 use super::event_route::{authorized_event, json_response, DetailsCache};
 

@@ -502,7 +502,7 @@ fn config_errors_name_the_variable() {
         .starts_with("LIVE_AUTH_JWT_PUBLIC_KEY_FILE: "));
 
     // Not PEM at all: this test file.
-    let not_pem = config_error(None, Some("../../shell/src/live/auth_tests.rs"), true);
+    let not_pem = config_error(None, Some("../../shell/src/auth_tests.rs"), true);
     assert!(
         not_pem
             .to_string()

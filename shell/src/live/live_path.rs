@@ -10,15 +10,15 @@ use tokio::task::JoinHandle;
 
 use processor_core::live::{LiveConfig, TrackStore};
 
+use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::edge::http::HttpLimits;
 use crate::edge::slots::ConnectionSlots;
-use crate::live::auth::Authenticator;
+use crate::http::{self, Listener, WsContext};
 use crate::map_page::MapPage;
 use crate::metrics::Metrics;
 use crate::postgres::events::VisibilityCache;
 use crate::readiness::Readiness;
-use crate::websocket::{self, Listener, WsContext};
 
 use super::broadcast::{self, BroadcastContext};
 use super::input::Shards;
@@ -117,7 +117,7 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
         senders.push(tx);
     }
     let shards = Shards::new(senders);
-    let server = tokio::spawn(websocket::serve(
+    let server = tokio::spawn(http::serve(
         plan.listener,
         Arc::new(
             WsContext::new(
