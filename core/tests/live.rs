@@ -2364,3 +2364,84 @@ fn a_re_check_answered_while_the_topic_is_authorized_again_leaves_it_to_its_own_
     assert_eq!(lines[0], send(1, &subscribed(E1)));
     assert!(lines[1].starts_with("load "), "{lines:?}");
 }
+
+fn cached_config() -> LiveConfig {
+    LiveConfig {
+        visibility_cache_ms: 1_000,
+        ..config()
+    }
+}
+
+fn render_all(commands: &[Command]) -> Vec<String> {
+    commands.iter().map(render).collect()
+}
+
+#[test]
+fn a_visibility_read_answers_the_event_s_other_subscriptions_until_it_is_stale() {
+    let mut fx = Fx::with(cached_config());
+    for conn in 1..=3 {
+        fx.connect(conn, anon());
+    }
+    fx.at(2_000);
+    let (lines, _) = fx.authorize(1, E1, Visibility::Public);
+    assert_eq!(lines, granted(E1, "A,B,D"));
+    // Within the TTL: no look-up, the same answer at once.
+    fx.at(2_999);
+    assert_eq!(
+        render_all(&fx.sub_text(2, E1)),
+        vec![
+            send(2, &subscribed(E1)),
+            format!("load r3 c2 event:{E1} [A,B,D]"),
+        ]
+    );
+    // Stale: the store is asked again.
+    fx.at(3_000);
+    assert_eq!(
+        render_all(&fx.sub_text(3, E1)),
+        vec![format!("authorize r4 c3 event:{E1}")]
+    );
+}
+
+#[test]
+fn a_cached_answer_that_forbids_is_given_without_a_look_up() {
+    let mut fx = Fx::with(cached_config());
+    fx.connect(1, anon());
+    fx.connect(2, anon());
+    let (lines, _) = fx.authorize(1, E2, Visibility::Private);
+    assert_eq!(lines, forbidden(E2));
+    assert_eq!(
+        render_all(&fx.sub_text(2, E2)),
+        vec![send(
+            2,
+            &error("forbidden", Some(&format!("event:{E2}")), FORBIDDEN_MESSAGE)
+        )]
+    );
+}
+
+#[test]
+fn a_failed_look_up_is_not_kept() {
+    let mut fx = Fx::with(cached_config());
+    fx.connect(1, anon());
+    fx.connect(2, anon());
+    let request = match fx.sub_text(1, E1).as_slice() {
+        [Command::Authorize { request, .. }] => *request,
+        other => panic!("expected one Authorize, got {other:?}"),
+    };
+    fx.visibility(request, Err(failed()));
+    assert_eq!(
+        render_all(&fx.sub_text(2, E1)),
+        vec![format!("authorize r1 c2 event:{E1}")]
+    );
+}
+
+#[test]
+fn without_a_ttl_every_subscription_is_looked_up() {
+    let mut fx = Fx::new();
+    fx.connect(1, anon());
+    fx.connect(2, anon());
+    fx.authorize(1, E1, Visibility::Public);
+    assert_eq!(
+        render_all(&fx.sub_text(2, E1)),
+        vec![format!("authorize r2 c2 event:{E1}")]
+    );
+}

@@ -27,7 +27,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use hyper::http::{header, request, HeaderMap, Uri};
+use hyper::http::{header, HeaderMap, Uri};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use processor_core::live::{Grant, Principal};
@@ -136,11 +136,6 @@ impl AuthError {
         }
     }
 
-    /// Body text of the 401 response.
-    pub fn response_body(&self) -> String {
-        format!("unauthorized: {self}\n")
-    }
-
     /// Value of the 401 response's `WWW-Authenticate` header (RFC 6750). Fixed strings
     /// only, so that nothing from the request is echoed.
     pub fn www_authenticate(&self) -> &'static str {
@@ -245,28 +240,6 @@ impl Authenticator {
         })
     }
 
-    /// The algorithm tokens must use, if any key is configured.
-    pub fn algorithm(&self) -> Option<Algorithm> {
-        match &self.verifier {
-            Verifier::None => None,
-            Verifier::Key { algorithm, .. } => Some(*algorithm),
-        }
-    }
-
-    /// Whether clients without a token are accepted.
-    pub fn allows_anonymous(&self) -> bool {
-        self.allow_anonymous
-    }
-
-    /// Authenticates an upgrade request from its parts; see [`Self::authenticate`].
-    pub fn authenticate_parts(
-        &self,
-        parts: &request::Parts,
-        now_unix_s: u64,
-    ) -> Result<Principal, AuthError> {
-        self.authenticate(&parts.headers, &parts.uri, now_unix_s)
-    }
-
     /// Authenticates an upgrade request from its headers and URI: the bearer token, else
     /// the `access_token` query parameter, else anonymous if allowed. `now_unix_s` is the
     /// current time in seconds since the epoch, against which `exp` and `nbf` are checked.
@@ -298,12 +271,6 @@ impl Authenticator {
                 .verify_grant(&token, now_unix_s)
                 .map(|grant| (grant.principal, Some(grant.expires_at))),
         }
-    }
-
-    /// Verifies one token and returns the principal its claims grant.
-    pub fn verify_token(&self, token: &str, now_unix_s: u64) -> Result<Principal, AuthError> {
-        self.verify_grant(token, now_unix_s)
-            .map(|grant| grant.principal)
     }
 
     /// Verifies one token and returns what its claims grant, until its `exp`.

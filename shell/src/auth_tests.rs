@@ -9,6 +9,44 @@ use uuid::Uuid;
 
 use super::*;
 
+/// Shorthands of the tests over the authenticator's entry points.
+trait Shorthands {
+    fn authenticate_parts(
+        &self,
+        parts: &hyper::http::request::Parts,
+        now: u64,
+    ) -> Result<Principal, AuthError>;
+    fn verify_token(&self, token: &str, now: u64) -> Result<Principal, AuthError>;
+    /// The algorithm tokens must use, if any key is configured.
+    fn algorithm(&self) -> Option<Algorithm>;
+    fn allows_anonymous(&self) -> bool;
+}
+
+impl Shorthands for Authenticator {
+    fn authenticate_parts(
+        &self,
+        parts: &hyper::http::request::Parts,
+        now: u64,
+    ) -> Result<Principal, AuthError> {
+        self.authenticate(&parts.headers, &parts.uri, now)
+    }
+
+    fn verify_token(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
+        self.verify_grant(token, now).map(|grant| grant.principal)
+    }
+
+    fn algorithm(&self) -> Option<Algorithm> {
+        match &self.verifier {
+            Verifier::None => None,
+            Verifier::Key { algorithm, .. } => Some(*algorithm),
+        }
+    }
+
+    fn allows_anonymous(&self) -> bool {
+        self.allow_anonymous
+    }
+}
+
 const SECRET: &str = "test-secret-of-reasonable-length";
 const NOW: u64 = 1_764_324_000;
 const EVENT_A: &str = "6f1c2d3e-4a5b-4c6d-8e7f-901234567890";
@@ -82,7 +120,7 @@ fn valid_claims() -> Value {
     json!({"exp": NOW + 600, "events": [EVENT_A.to_uppercase()], "sub": "user-1"})
 }
 
-fn request(auth: Option<&str>, uri: &str) -> request::Parts {
+fn request(auth: Option<&str>, uri: &str) -> hyper::http::request::Parts {
     let mut builder = Request::builder().uri(uri);
     if let Some(auth) = auth {
         builder = builder.header(header::AUTHORIZATION, auth);
@@ -579,7 +617,6 @@ fn error_text_never_contains_the_token() {
             for text in [
                 err.to_string(),
                 format!("{err:?}"),
-                err.response_body(),
                 err.www_authenticate().to_owned(),
             ] {
                 assert!(!text.contains(token.as_str()), "{text}");

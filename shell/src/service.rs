@@ -220,9 +220,13 @@ pub fn live_config(config: &Config) -> LiveConfig {
         ping_interval_ms: live.ping_interval_ms,
         write_timeout_ms: live.write_timeout_ms,
         max_messages_per_s: live.max_messages_per_s,
-        // A subscription's visibility is looked up again at the map's pace; the shard's
-        // short cache answers most of those look-ups.
+        // A subscription's visibility is looked up again at the map's pace; the hub's short
+        // cache of visibilities answers most of those look-ups.
         visibility_recheck_ms: live.device_event_refresh_ms,
+        // Many subscribers of one event ask for its visibility at once (a race start, a
+        // reconnect wave): one read answers them all for a few seconds.
+        visibility_cache_ms: 5_000,
+        visibility_cache_entries: 10_000,
         faulty: FaultyThresholds {
             min_satellites: config.faulty.min_satellites,
             max_future_ms: config.faulty.max_future_ms,

@@ -80,8 +80,9 @@ pub enum Command {
         code: u16,
         reason: &'static str,
     },
-    /// Look up the visibility of `topic.event_id()` (a short cache is fine) and answer with
-    /// [`Input::Visibility`](super::Input::Visibility). The decision itself is the hub's.
+    /// Look up the visibility of `topic.event_id()` in the store and answer with
+    /// [`Input::Visibility`](super::Input::Visibility). The hub asks only when its own
+    /// cache of recent answers has none; the decision is the hub's.
     Authorize {
         request: RequestId,
         conn: ConnId,

@@ -35,6 +35,12 @@ pub struct LiveConfig {
     /// made private (or deleted) stops reaching those it no longer allows
     /// (`LIVE_DEVICE_EVENT_REFRESH_MS`).
     pub visibility_recheck_ms: u64,
+    /// How long an event's visibility, once read, answers the hub's look-ups of it
+    /// (subscriptions, re-checks and replays of any connection) without asking the store;
+    /// 0 (the default here; the service sets 5 s) asks every time.
+    pub visibility_cache_ms: u64,
+    /// Events whose visibility the hub holds at most.
+    pub visibility_cache_entries: usize,
     /// `FAULTY_MIN_SATELLITES`, `FAULTY_MAX_FUTURE_MS`: the stateless faulty rules.
     pub faulty: FaultyThresholds,
     /// `FAULTY_MAX_SPEED_KMH`: a fix implying a faster jump from the device's last accepted
@@ -92,6 +98,8 @@ impl Default for LiveConfig {
             write_timeout_ms: 10_000,
             max_messages_per_s: 20,
             visibility_recheck_ms: 5_000,
+            visibility_cache_ms: 0,
+            visibility_cache_entries: 10_000,
             faulty: FaultyThresholds::default(),
             max_speed_kmh: 500.0,
             reanchor_gap_ms: 10 * 60 * 1_000,

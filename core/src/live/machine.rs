@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use super::auth::{Principal, Visibility};
 use super::command::{close_code, close_reason, Command, ConnId, RequestId};
 use super::config::LiveConfig;
@@ -18,6 +20,7 @@ use super::registry::{Registry, SubState};
 use super::replay::{Phase, Replay};
 use super::stats::LiveStats;
 use super::timers::Deadlines;
+use super::visibility_cache::VisibilityCache;
 use crate::websocket::{ClientFrame, Frame, FrameError};
 use crate::wire::{
     frame, parse_client_message, BadRequest, BadRequestReason, ClientMessage, ErrorCode,
@@ -75,10 +78,15 @@ pub struct LiveHub {
     replays: BTreeMap<(ConnId, String), Replay>,
     /// What each replay look-up or load in flight is for.
     replay_requests: BTreeMap<RequestId, (ConnId, String)>,
+    visibility: VisibilityCache,
+    /// Visibility look-ups out to the store, by the event they ask about.
+    looking_up: BTreeMap<RequestId, Uuid>,
 }
 
 impl LiveHub {
     pub fn new(config: LiveConfig, now: UnixMillis) -> LiveHub {
+        let visibility =
+            VisibilityCache::new(config.visibility_cache_ms, config.visibility_cache_entries);
         LiveHub {
             config,
             now,
@@ -96,6 +104,8 @@ impl LiveHub {
             scratch: Vec::new(),
             replays: BTreeMap::new(),
             replay_requests: BTreeMap::new(),
+            visibility,
+            looking_up: BTreeMap::new(),
         }
     }
 
@@ -116,10 +126,18 @@ impl LiveHub {
             Input::Visibility {
                 request,
                 visibility,
-            } => match visibility {
-                Ok(v) => self.authorization(request, v),
-                Err(failed) => self.authorization_failed(request, failed),
-            },
+            } => {
+                let event = self.looking_up.remove(&request);
+                match visibility {
+                    Ok(v) => {
+                        if let Some(event) = event {
+                            self.visibility.insert(event, v, self.now);
+                        }
+                        self.authorization(request, v)
+                    }
+                    Err(failed) => self.authorization_failed(request, failed),
+                }
+            }
             Input::TokenVerified { conn, result } => match result {
                 Ok(grant) => self.token_accepted(conn, grant),
                 Err(refused) => self.token_refused(conn, refused),
@@ -352,11 +370,24 @@ impl LiveHub {
     fn recheck(&mut self, conn: ConnId, topic: Topic) {
         let request = self.registry.new_request();
         self.rechecks.insert(request, (conn, topic));
-        self.out.push_back(Command::Authorize {
-            request,
-            conn,
-            topic,
-        });
+        self.authorize(request, conn, topic);
+    }
+
+    /// Has `request` (registered by the caller) answered from the visibilities read
+    /// recently, or asks the store.
+    fn authorize(&mut self, request: RequestId, conn: ConnId, topic: Topic) {
+        let event = topic.event_id();
+        match self.visibility.get(event, self.now) {
+            Some(visibility) => self.authorization(request, visibility),
+            None => {
+                self.looking_up.insert(request, event);
+                self.out.push_back(Command::Authorize {
+                    request,
+                    conn,
+                    topic,
+                });
+            }
+        }
     }
 
     /// The answer to a re-check: a subscription its connection may no longer hold ends with
@@ -756,11 +787,7 @@ impl LiveHub {
         let request = self.registry.new_request();
         self.registry
             .set_sub(conn, topic, SubState::Authorizing { request, options });
-        self.out.push_back(Command::Authorize {
-            request,
-            conn,
-            topic,
-        });
+        self.authorize(request, conn, topic);
     }
 
     fn unsubscribe(&mut self, conn: ConnId, topic: Topic) {
@@ -1014,11 +1041,7 @@ impl LiveHub {
         replay.request = Some((id, 0));
         self.replays.insert(key.clone(), replay);
         self.replay_requests.insert(id, key);
-        self.out.push_back(Command::Authorize {
-            request: id,
-            conn,
-            topic: Topic(request.event),
-        });
+        self.authorize(id, conn, Topic(request.event));
     }
 
     /// The answer to a replay's visibility look-up (`None`: it failed): `subscribed` and the

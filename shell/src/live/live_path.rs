@@ -17,17 +17,12 @@ use crate::edge::slots::ConnectionSlots;
 use crate::http::{self, Listener, WsContext};
 use crate::map_page::MapPage;
 use crate::metrics::Metrics;
-use crate::postgres::events::VisibilityCache;
 use crate::readiness::Readiness;
 
 use super::broadcast::{self, BroadcastContext};
 use super::input::Shards;
 use super::ports::{BroadcastPort, LiveStore};
 use super::shard::{self, ShardContext};
-
-/// How long an event's visibility is trusted before it is read again.
-const VISIBILITY_TTL_MS: u64 = 5_000;
-const VISIBILITY_CACHE_SIZE: usize = 10_000;
 
 pub struct LivePlan<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort> {
     pub config: LiveConfig,
@@ -85,10 +80,6 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
     plan: LivePlan<S, C, L, B>,
     stop: watch::Receiver<bool>,
 ) -> LiveTasks {
-    let visibility = Arc::new(Mutex::new(VisibilityCache::new(
-        VISIBILITY_TTL_MS,
-        VISIBILITY_CACHE_SIZE,
-    )));
     let history_loads = Arc::new(tokio::sync::Semaphore::new(HISTORY_LOADS));
     // Written by the broadcast consumer, read by the shards' snapshot loads.
     let tracks = Arc::new(Mutex::new(TrackStore::new_for(&plan.config)));
@@ -105,7 +96,6 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
                 store: plan.store.clone(),
                 clock: plan.clock.clone(),
                 metrics: plan.metrics.clone(),
-                visibility: visibility.clone(),
                 auth: plan.auth.clone(),
                 history_loads: history_loads.clone(),
                 tracks: tracks.clone(),

@@ -22,7 +22,6 @@ use processor_core::UnixMillis;
 use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::postgres::events::VisibilityCache;
 use crate::postgres::history::trail_parts;
 
 use super::conn_io::{ConnIo, Flushed};
@@ -40,7 +39,6 @@ pub struct ShardContext<S: LiveStore, C: Clock> {
     pub clock: C,
     pub metrics: Arc<Metrics>,
     /// Shared by the shards: one look-up serves every shard's subscribers of an event.
-    pub visibility: Arc<Mutex<VisibilityCache>>,
     /// Verifies the tokens clients send in `auth` messages.
     pub auth: Authenticator,
     /// Permits for snapshots with history, shared by the shards (see
@@ -179,30 +177,9 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                 }
                 Command::Authorize { request, topic, .. } => {
                     let event = topic.event_id();
-                    let now = self.ctx.clock.now().as_i64().max(0) as u64;
-                    let cached = self
-                        .ctx
-                        .visibility
-                        .lock()
-                        .ok()
-                        .and_then(|c| c.get(event, now));
-                    if let Some(visibility) = cached {
-                        self.hub.handle(
-                            self.ctx.clock.now(),
-                            Input::Visibility {
-                                request,
-                                visibility: Ok(visibility),
-                            },
-                        );
-                        continue;
-                    }
-                    let (store, clock) = (self.ctx.store.clone(), self.ctx.clock.clone());
-                    let (cache, me) = (self.ctx.visibility.clone(), self.me.clone());
+                    let (store, me) = (self.ctx.store.clone(), self.me.clone());
                     tokio::spawn(async move {
                         let visibility = store.visibility(event).await;
-                        if let (Ok(v), Ok(mut c)) = (&visibility, cache.lock()) {
-                            c.insert(event, *v, clock.now().as_i64().max(0) as u64);
-                        }
                         let visibility = visibility.map_err(|error| {
                             tracing::warn!(%error, "event visibility look-up failed");
                             LookupFailed(error.to_string())

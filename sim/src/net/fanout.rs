@@ -193,6 +193,8 @@ fn live_config() -> LiveConfig {
         conflate_threshold_bytes: 2 * 1024,
         backpressure_threshold_bytes: 256 * 1024,
         ping_interval_ms: 1_000,
+        // As the service runs it.
+        visibility_cache_ms: 5_000,
         ..LiveConfig::default()
     }
 }

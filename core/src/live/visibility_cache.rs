@@ -1,0 +1,194 @@
+//! [`VisibilityCache`]: event visibilities a hub read recently, so that a subscription, a
+//! re-check or a replay of an event looked up a moment ago is answered without asking the
+//! store again.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use uuid::Uuid;
+
+use super::auth::Visibility;
+use crate::UnixMillis;
+
+/// Event visibilities read recently, each trusted for `ttl_ms` after it was read. Holds at
+/// most `capacity` events; inserting one more evicts the one stored longest ago. A TTL or
+/// capacity of 0 holds nothing.
+#[derive(Debug)]
+pub struct VisibilityCache {
+    ttl_ms: u64,
+    capacity: usize,
+    entries: BTreeMap<Uuid, Cached>,
+    /// Insertion order, oldest first. An event inserted again leaves its earlier
+    /// `(seq, event)` here; such stale pairs are skipped when evicting and compacted away.
+    order: VecDeque<(u64, Uuid)>,
+    next_seq: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    visibility: Visibility,
+    stored_at: UnixMillis,
+    seq: u64,
+}
+
+impl VisibilityCache {
+    pub fn new(ttl_ms: u64, capacity: usize) -> VisibilityCache {
+        VisibilityCache {
+            ttl_ms,
+            capacity,
+            entries: BTreeMap::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// The visibility stored for `event` if it is still fresh at `now`. An entry stored
+    /// "in the future" (the clock went back) is not trusted.
+    pub fn get(&self, event: Uuid, now: UnixMillis) -> Option<Visibility> {
+        let cached = self.entries.get(&event)?;
+        let age = now.since(cached.stored_at);
+        let fresh = age >= 0 && (age as u64) < self.ttl_ms;
+        fresh.then_some(cached.visibility)
+    }
+
+    pub fn insert(&mut self, event: Uuid, visibility: Visibility, now: UnixMillis) {
+        if self.capacity == 0 || self.ttl_ms == 0 {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let cached = Cached {
+            visibility,
+            stored_at: now,
+            seq,
+        };
+        if self.entries.insert(event, cached).is_none() {
+            while self.entries.len() > self.capacity {
+                self.evict_oldest(event);
+            }
+        }
+        self.order.push_back((seq, event));
+        if self.order.len() > self.capacity.saturating_mul(2) {
+            let entries = &self.entries;
+            self.order
+                .retain(|(seq, event)| entries.get(event).is_some_and(|c| c.seq == *seq));
+        }
+    }
+
+    /// Removes the entry stored longest ago, other than `keep` (the one being inserted,
+    /// not yet in `order`).
+    fn evict_oldest(&mut self, keep: Uuid) {
+        while let Some((seq, event)) = self.order.pop_front() {
+            if event != keep && self.entries.get(&event).is_some_and(|c| c.seq == seq) {
+                self.entries.remove(&event);
+                return;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn at(ms: i64) -> UnixMillis {
+        UnixMillis(ms)
+    }
+
+    #[test]
+    fn a_fresh_entry_is_returned_until_the_ttl_is_over() {
+        let mut cache = VisibilityCache::new(1_000, 10);
+        cache.insert(id(1), Visibility::Private, at(5_000));
+        assert_eq!(cache.get(id(1), at(5_000)), Some(Visibility::Private));
+        assert_eq!(cache.get(id(1), at(5_999)), Some(Visibility::Private));
+        assert_eq!(cache.get(id(1), at(6_000)), None);
+        assert_eq!(cache.get(id(1), at(60_000)), None);
+        assert_eq!(cache.get(id(2), at(5_000)), None);
+    }
+
+    #[test]
+    fn an_entry_from_the_future_is_not_trusted() {
+        let mut cache = VisibilityCache::new(1_000, 10);
+        cache.insert(id(1), Visibility::Public, at(5_000));
+        assert_eq!(cache.get(id(1), at(4_999)), None);
+    }
+
+    #[test]
+    fn unknown_is_cached_like_any_other_answer() {
+        let mut cache = VisibilityCache::new(1_000, 10);
+        cache.insert(id(1), Visibility::Unknown, at(0));
+        assert_eq!(cache.get(id(1), at(10)), Some(Visibility::Unknown));
+    }
+
+    #[test]
+    fn a_ttl_or_capacity_of_zero_holds_nothing() {
+        for (ttl, capacity) in [(0, 10), (1_000, 0)] {
+            let mut cache = VisibilityCache::new(ttl, capacity);
+            cache.insert(id(1), Visibility::Public, at(0));
+            assert!(cache.is_empty());
+            assert_eq!(cache.get(id(1), at(0)), None);
+        }
+    }
+
+    #[test]
+    fn inserting_again_replaces_and_restarts_the_ttl() {
+        let mut cache = VisibilityCache::new(1_000, 10);
+        cache.insert(id(1), Visibility::Public, at(0));
+        cache.insert(id(1), Visibility::Private, at(900));
+        assert_eq!(cache.get(id(1), at(1_500)), Some(Visibility::Private));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn the_oldest_entry_is_evicted_when_full() {
+        let mut cache = VisibilityCache::new(10_000, 2);
+        cache.insert(id(1), Visibility::Public, at(0));
+        cache.insert(id(2), Visibility::Public, at(1));
+        cache.insert(id(3), Visibility::Private, at(2));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(id(1), at(3)), None);
+        assert_eq!(cache.get(id(2), at(3)), Some(Visibility::Public));
+        assert_eq!(cache.get(id(3), at(3)), Some(Visibility::Private));
+    }
+
+    #[test]
+    fn a_reinserted_entry_counts_as_new_for_eviction() {
+        let mut cache = VisibilityCache::new(10_000, 2);
+        cache.insert(id(1), Visibility::Public, at(0));
+        cache.insert(id(2), Visibility::Public, at(1));
+        cache.insert(id(1), Visibility::Private, at(2));
+        cache.insert(id(3), Visibility::Public, at(3));
+        assert_eq!(cache.get(id(2), at(4)), None);
+        assert_eq!(cache.get(id(1), at(4)), Some(Visibility::Private));
+        assert_eq!(cache.get(id(3), at(4)), Some(Visibility::Public));
+    }
+
+    #[test]
+    fn many_reinserts_keep_the_order_queue_bounded() {
+        let mut cache = VisibilityCache::new(10_000, 3);
+        for t in 0..1_000i64 {
+            cache.insert(id((t % 2) as u128), Visibility::Public, at(t));
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(cache.order.len() <= 6);
+        cache.insert(id(7), Visibility::Private, at(1_000));
+        cache.insert(id(8), Visibility::Private, at(1_001));
+        assert_eq!(cache.len(), 3);
+        // Of the two reinserted over and over, the one written less recently went first.
+        assert_eq!(cache.get(id(0), at(1_002)), None);
+        assert_eq!(cache.get(id(1), at(1_002)), Some(Visibility::Public));
+    }
+}
