@@ -30,5 +30,5 @@ pub mod wire;
 
 pub use decode::{decode_position, CodecError, MAX_PAYLOAD_BYTES};
 pub use millis::UnixMillis;
-pub use mono::MonoMillis;
+pub use mono::{MonoMillis, Now};
 pub use position::{AttributeValue, Position};

@@ -19,3 +19,12 @@ impl MonoMillis {
         self.0.saturating_sub(earlier.0)
     }
 }
+
+/// Both clocks, read together as an input arrives: the monotonic one for deadlines, the
+/// wall one for the rules that mean a wall-clock instant (a fix "in the future", the time
+/// a position was received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub mono: MonoMillis,
+    pub wall: crate::UnixMillis,
+}

@@ -13,7 +13,7 @@ use processor_core::durable::{
 };
 use processor_core::faulty::FaultyThresholds;
 use processor_core::stream::{EntryId, StreamEntry};
-use processor_core::{decode_position, UnixMillis};
+use processor_core::{decode_position, MonoMillis, Now, UnixMillis};
 
 const T0: UnixMillis = UnixMillis(1_764_324_000_000);
 const ZERO: EntryId = EntryId::new(0, 0);
@@ -33,6 +33,22 @@ fn config() -> DurableConfig {
             min_timestamp: processor_core::UnixMillis(i64::MIN),
         },
     }
+}
+
+/// Monotonic time in these tests runs with the wall clock, from far enough back that no
+/// test's time is before it; a test of a wall-clock step builds its `Now` itself.
+const MONO_AT_T0: u64 = 1 << 40;
+
+fn clocks(wall: UnixMillis) -> Now {
+    Now {
+        mono: MonoMillis((MONO_AT_T0 as i64 + wall.since(T0)) as u64),
+        wall,
+    }
+}
+
+/// A deadline, as the wall-clock instant it falls on in these tests.
+fn wall_of(deadline: MonoMillis) -> UnixMillis {
+    UnixMillis(T0.as_i64() + deadline.0 as i64 - MONO_AT_T0 as i64)
 }
 
 fn at(ms: i64) -> UnixMillis {
@@ -163,14 +179,14 @@ fn assert_no_acks(commands: &[Command]) {
 /// a read of new entries is in flight.
 fn started_with(config: DurableConfig) -> DurableWriter {
     let batch = config.batch_size;
-    let mut w = DurableWriter::new(config, T0);
+    let mut w = DurableWriter::new(config, clocks(T0));
     assert_eq!(
         drain(&mut w),
         vec![read(pending(ZERO), batch), claim(ZERO, batch)]
     );
-    w.handle(T0, Input::Claimed(Ok(ClaimResult::default())));
+    w.handle(clocks(T0), Input::Claimed(Ok(ClaimResult::default())));
     assert_eq!(drain(&mut w), vec![]);
-    w.handle(T0, Input::Read(Ok(vec![])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![read(ReadFrom::New, batch)]);
     w
 }
@@ -181,7 +197,7 @@ fn started() -> DurableWriter {
 
 /// A poll_timeout in the past or present would make the shell spin.
 fn assert_no_busy_timer(w: &DurableWriter, now: UnixMillis) {
-    if let Some(t) = w.poll_timeout() {
+    if let Some(t) = w.poll_timeout().map(wall_of) {
         assert!(
             t > now,
             "timer {t} is not after now {now}: the shell would spin"
@@ -194,7 +210,7 @@ fn assert_no_busy_timer(w: &DurableWriter, now: UnixMillis) {
 
 #[test]
 fn startup_drains_pending_then_claims() {
-    let mut w = DurableWriter::new(config(), T0);
+    let mut w = DurableWriter::new(config(), clocks(T0));
     assert_eq!(
         drain(&mut w),
         vec![read(pending(ZERO), 10), claim(ZERO, 10)]
@@ -206,18 +222,18 @@ fn startup_drains_pending_then_claims() {
 
 #[test]
 fn an_empty_pending_read_switches_to_new() {
-    let mut w = DurableWriter::new(config(), T0);
+    let mut w = DurableWriter::new(config(), clocks(T0));
     drain(&mut w);
-    w.handle(T0, Input::Read(Ok(vec![])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![read(ReadFrom::New, 10)]);
 }
 
 #[test]
 fn a_pending_drain_continues_after_the_last_entry_until_empty() {
-    let mut w = DurableWriter::new(config(), T0);
+    let mut w = DurableWriter::new(config(), clocks(T0));
     drain(&mut w);
     w.handle(
-        T0,
+        clocks(T0),
         Input::Read(Ok(vec![
             delivered(entry(1, "A", T0), 2),
             delivered(entry(2, "B", T0), 2),
@@ -226,17 +242,17 @@ fn a_pending_drain_continues_after_the_last_entry_until_empty() {
     let (_, rows, rest) = one_write(drain(&mut w));
     assert_eq!(keys(&rows), vec![key("A", T0, &[1]), key("B", T0, &[2])]);
     assert_eq!(rest, vec![read(pending(id(2)), 10)]);
-    w.handle(T0, Input::Read(Ok(vec![])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![read(ReadFrom::New, 10)]);
 }
 
 #[test]
 fn a_read_of_new_entries_keeps_reading_new_ones() {
     let mut w = started();
-    w.handle(T0, Input::Read(Ok(vec![entry(1, "A", T0)])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![entry(1, "A", T0)])));
     let (_, _, rest) = one_write(drain(&mut w));
     assert_eq!(rest, vec![read(ReadFrom::New, 10)]);
-    w.handle(T0, Input::Read(Ok(vec![])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![read(ReadFrom::New, 10)]);
 }
 
@@ -249,13 +265,13 @@ fn reads_ask_only_for_the_room_left() {
             .map(|n| entry(n, &format!("D{n:03}"), T0))
             .collect()
     };
-    w.handle(T0, Input::Read(Ok(batch(0))));
+    w.handle(clocks(T0), Input::Read(Ok(batch(0))));
     let (_, rest) = split_writes(drain(&mut w));
     assert_eq!(rest, vec![read(ReadFrom::New, 10)]);
-    w.handle(T0, Input::Read(Ok(batch(10))));
+    w.handle(clocks(T0), Input::Read(Ok(batch(10))));
     let (_, rest) = split_writes(drain(&mut w));
     assert_eq!(rest, vec![read(ReadFrom::New, 10)]);
-    w.handle(T0, Input::Read(Ok(batch(20))));
+    w.handle(clocks(T0), Input::Read(Ok(batch(20))));
     let (writes, rest) = split_writes(drain(&mut w));
     // Two writes already in flight: the third waits, and there is no room for a read.
     assert!(writes.is_empty());
@@ -266,35 +282,35 @@ fn reads_ask_only_for_the_room_left() {
 #[test]
 fn a_failed_read_drains_pending_from_the_start_after_a_back_off() {
     let mut w = started();
-    w.handle(T0, Input::Read(Ok(vec![entry(1, "A", T0)])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![entry(1, "A", T0)])));
     drain(&mut w);
-    w.handle(at(5), Input::Read(Err("read failed".into())));
+    w.handle(clocks(at(5)), Input::Read(Err("read failed".into())));
     assert_eq!(drain(&mut w), vec![]);
-    assert_eq!(w.poll_timeout(), Some(at(105)));
-    w.handle(at(104), Input::Timeout);
+    assert_eq!(w.poll_timeout().map(wall_of), Some(at(105)));
+    w.handle(clocks(at(104)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![]);
-    w.handle(at(105), Input::Timeout);
+    w.handle(clocks(at(105)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![read(pending(ZERO), 10)]);
 
     // A second failure in a row backs off longer.
-    w.handle(at(200), Input::Read(Err("read failed".into())));
-    assert_eq!(w.poll_timeout(), Some(at(400)));
-    w.handle(at(400), Input::Timeout);
+    w.handle(clocks(at(200)), Input::Read(Err("read failed".into())));
+    assert_eq!(w.poll_timeout().map(wall_of), Some(at(400)));
+    w.handle(clocks(at(400)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![read(pending(ZERO), 10)]);
 
     // The drain skips what is already held, then goes back to new entries.
-    w.handle(at(401), Input::Read(Ok(vec![entry(1, "A", T0)])));
+    w.handle(clocks(at(401)), Input::Read(Ok(vec![entry(1, "A", T0)])));
     assert_eq!(drain(&mut w), vec![read(pending(id(1)), 10)]);
-    w.handle(at(402), Input::Read(Ok(vec![])));
+    w.handle(clocks(at(402)), Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![read(ReadFrom::New, 10)]);
 }
 
 #[test]
 fn a_stream_lost_during_a_read_redrains_after_it() {
     let mut w = started();
-    w.handle(T0, Input::Acked(Err("connection lost".into())));
+    w.handle(clocks(T0), Input::Acked(Err("connection lost".into())));
     assert_eq!(drain(&mut w), vec![]);
-    w.handle(T0, Input::Read(Ok(vec![])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![read(pending(ZERO), 10)]);
 }
 
@@ -307,7 +323,7 @@ fn duplicates_are_one_row_acked_together_after_commit() {
     let first = delivered(entry(1, "356307042441013", T0), 1);
     let second = delivered(entry(2, "356307042441013", T0), 4);
     let second_payload = second.payload.clone().unwrap();
-    w.handle(at(10), Input::Read(Ok(vec![first.clone(), second])));
+    w.handle(clocks(at(10)), Input::Read(Ok(vec![first.clone(), second])));
     let (write, rows, rest) = one_write(drain(&mut w));
     assert_eq!(rest, vec![read(ReadFrom::New, 10)]);
     assert_eq!(
@@ -322,7 +338,7 @@ fn duplicates_are_one_row_acked_together_after_commit() {
     );
     assert_eq!(w.held(), 2);
 
-    w.handle(at(20), Input::Written(write, Ok(1)));
+    w.handle(clocks(at(20)), Input::Written(write, Ok(1)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1), id(2)])]);
     assert_eq!(w.held(), 0);
     assert_eq!(w.stats().rows_written, 1);
@@ -333,26 +349,26 @@ fn duplicates_are_one_row_acked_together_after_commit() {
 fn reads_arriving_while_every_write_is_in_flight_go_out_as_one_write() {
     let mut w = started();
     // Two writes in flight: the slots are taken.
-    w.handle(T0, Input::Read(Ok(vec![entry(1, "A", T0)])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![entry(1, "A", T0)])));
     let (first, _, _) = one_write(drain(&mut w));
-    w.handle(at(1), Input::Read(Ok(vec![entry(2, "B", T0)])));
+    w.handle(clocks(at(1)), Input::Read(Ok(vec![entry(2, "B", T0)])));
     let (second, _, _) = one_write(drain(&mut w));
     // A trickle of small reads meanwhile, one of them a duplicate of the other's key.
     w.handle(
-        at(2),
+        clocks(at(2)),
         Input::Read(Ok(vec![entry(3, "D", T0), entry(4, "C", T0)])),
     );
     let (writes, _) = split_writes(drain(&mut w));
     assert!(writes.is_empty(), "no slot: the rows wait");
     w.handle(
-        at(3),
+        clocks(at(3)),
         Input::Read(Ok(vec![entry(5, "C", at(5)), entry(6, "D", T0)])),
     );
-    w.handle(at(4), Input::Read(Ok(vec![entry(7, "E", T0)])));
+    w.handle(clocks(at(4)), Input::Read(Ok(vec![entry(7, "E", T0)])));
     let (writes, _) = split_writes(drain(&mut w));
     assert!(writes.is_empty());
 
-    w.handle(at(10), Input::Written(first, Ok(1)));
+    w.handle(clocks(at(10)), Input::Written(first, Ok(1)));
     let (_, rows, _) = one_write(drain(&mut w));
     assert_eq!(
         keys(&rows),
@@ -364,7 +380,7 @@ fn reads_arriving_while_every_write_is_in_flight_go_out_as_one_write() {
         ],
         "one write of everything that waited, in key order, one row per key"
     );
-    w.handle(at(11), Input::Written(second, Ok(1)));
+    w.handle(clocks(at(11)), Input::Written(second, Ok(1)));
     let (writes, _) = split_writes(drain(&mut w));
     assert!(writes.is_empty(), "nothing left over");
 }
@@ -372,15 +388,15 @@ fn reads_arriving_while_every_write_is_in_flight_go_out_as_one_write() {
 #[test]
 fn a_waiting_write_takes_no_more_than_a_batch() {
     let mut w = started();
-    w.handle(T0, Input::Read(Ok(vec![entry(1, "A", T0)])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![entry(1, "A", T0)])));
     let (first, _, _) = one_write(drain(&mut w));
-    w.handle(T0, Input::Read(Ok(vec![entry(2, "A", at(1))])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![entry(2, "A", at(1))])));
     let _ = drain(&mut w);
     let trickle: Vec<_> = (0..12).map(|n| entry(10 + n, "B", at(n as i64))).collect();
     for e in trickle {
-        w.handle(T0, Input::Read(Ok(vec![e])));
+        w.handle(clocks(T0), Input::Read(Ok(vec![e])));
     }
-    w.handle(at(10), Input::Written(first, Ok(1)));
+    w.handle(clocks(at(10)), Input::Written(first, Ok(1)));
     let (_, rows, _) = one_write(drain(&mut w));
     assert_eq!(rows.len(), 10, "batch_size");
 }
@@ -389,7 +405,7 @@ fn a_waiting_write_takes_no_more_than_a_batch() {
 fn same_device_different_fix_times_are_separate_rows() {
     let mut w = started();
     w.handle(
-        T0,
+        clocks(T0),
         Input::Read(Ok(vec![entry(1, "A", T0), entry(2, "A", at(1))])),
     );
     let (_, rows, _) = one_write(drain(&mut w));
@@ -400,7 +416,7 @@ fn same_device_different_fix_times_are_separate_rows() {
 fn nothing_is_acked_before_the_write_commits() {
     let mut w = started();
     w.handle(
-        T0,
+        clocks(T0),
         Input::Read(Ok(vec![entry(1, "A", T0), entry(2, "B", T0)])),
     );
     let (write, _, rest) = one_write(drain(&mut w));
@@ -408,18 +424,21 @@ fn nothing_is_acked_before_the_write_commits() {
 
     // Time passing, further reads and claims do not ack it.
     let mut seen = Vec::new();
-    w.handle(at(10_000), Input::Timeout);
-    seen.extend(drain(&mut w));
-    w.handle(at(10_001), Input::Claimed(Ok(ClaimResult::default())));
-    seen.extend(drain(&mut w));
-    w.handle(at(10_002), Input::Read(Ok(vec![])));
+    w.handle(clocks(at(10_000)), Input::Timeout);
     seen.extend(drain(&mut w));
     w.handle(
-        at(10_003),
+        clocks(at(10_001)),
+        Input::Claimed(Ok(ClaimResult::default())),
+    );
+    seen.extend(drain(&mut w));
+    w.handle(clocks(at(10_002)), Input::Read(Ok(vec![])));
+    seen.extend(drain(&mut w));
+    w.handle(
+        clocks(at(10_003)),
         Input::Written(write, Err(WriteFailure::Transient("down".into()))),
     );
     seen.extend(drain(&mut w));
-    w.handle(at(20_000), Input::Timeout);
+    w.handle(clocks(at(20_000)), Input::Timeout);
     seen.extend(drain(&mut w));
     assert_no_acks(&seen);
     assert_eq!(w.held(), 2);
@@ -429,19 +448,19 @@ fn nothing_is_acked_before_the_write_commits() {
         retry.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
         vec![write]
     );
-    w.handle(at(20_000), Input::Written(write, Ok(2)));
+    w.handle(clocks(at(20_000)), Input::Written(write, Ok(2)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1), id(2)])]);
 }
 
 #[test]
 fn an_answer_for_a_write_not_in_flight_is_ignored() {
     let mut w = started();
-    w.handle(T0, Input::Read(Ok(vec![entry(1, "A", T0)])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![entry(1, "A", T0)])));
     let (write, _, _) = one_write(drain(&mut w));
-    w.handle(T0, Input::Written(write, Ok(1)));
+    w.handle(clocks(T0), Input::Written(write, Ok(1)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1)])]);
-    w.handle(T0, Input::Written(write, Ok(1)));
-    w.handle(T0, Input::Written(WriteId(99), Ok(1)));
+    w.handle(clocks(T0), Input::Written(write, Ok(1)));
+    w.handle(clocks(T0), Input::Written(WriteId(99), Ok(1)));
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.stats().rows_written, 1);
 }
@@ -450,7 +469,7 @@ fn an_answer_for_a_write_not_in_flight_is_ignored() {
 fn rows_are_sorted_by_device_then_fix_time() {
     let mut w = started();
     w.handle(
-        T0,
+        clocks(T0),
         Input::Read(Ok(vec![
             entry(1, "B", at(2)),
             entry(2, "A", at(5)),
@@ -483,7 +502,7 @@ fn rows_beyond_the_batch_size_are_split_and_in_flight_writes_are_capped() {
         ..config()
     });
     w.handle(
-        T0,
+        clocks(T0),
         Input::Read(Ok((1..=5)
             .map(|n| entry(n, &format!("D{n}"), T0))
             .collect())),
@@ -498,7 +517,7 @@ fn rows_beyond_the_batch_size_are_split_and_in_flight_writes_are_capped() {
         keys(&writes[1].1),
         vec![key("D3", T0, &[3]), key("D4", T0, &[4])]
     );
-    w.handle(T0, Input::Written(writes[1].0, Ok(2)));
+    w.handle(clocks(T0), Input::Written(writes[1].0, Ok(2)));
     let (third, rest) = split_writes(drain(&mut w));
     assert_eq!(rest[0], Command::Ack(vec![id(3), id(4)]));
     assert_eq!(third.len(), 1);
@@ -519,7 +538,7 @@ fn the_faulty_flag_follows_the_rules_at_the_time_given() {
         "device_id": "T", "timestamp": now.as_i64(), "latitude": 1, "longitude": 1, "satellites": 3,
     }));
     w.handle(
-        now,
+        clocks(now),
         Input::Read(Ok(vec![
             entry(1, "F0", now.plus(60_000)),
             entry(2, "F1", now.plus(60_001)),
@@ -548,15 +567,28 @@ fn the_faulty_flag_follows_the_rules_at_the_time_given() {
 }
 
 #[test]
-fn a_clock_stepping_back_does_not_move_now_back() {
+fn a_wall_clock_step_moves_no_deadline_and_the_rules_read_the_wall_clock_as_it_is() {
     let mut w = started();
-    w.handle(at(5_000), Input::Timeout);
-    w.handle(
-        at(1_000),
-        Input::Read(Ok(vec![entry(1, "A", at(5_000 + 60_001))])),
-    );
+    let claim_due = w.poll_timeout();
+    assert_eq!(claim_due, Some(MonoMillis(MONO_AT_T0 + 10_000)));
+    // The wall clock jumps an hour ahead while 1 ms passes: the claim sweep is not due.
+    let ahead = Now {
+        mono: MonoMillis(MONO_AT_T0 + 1),
+        wall: at(3_600_000),
+    };
+    w.handle(ahead, Input::Timeout);
+    assert_eq!(drain(&mut w), vec![]);
+    assert_eq!(w.poll_timeout(), claim_due);
+    // Then it steps back: a fix 60,001 ms after the wall clock's reading is in the future
+    // (FAULTY_MAX_FUTURE_MS 60 s), and is received at that reading.
+    let back = Now {
+        mono: MonoMillis(MONO_AT_T0 + 2),
+        wall: at(-60_001),
+    };
+    w.handle(back, Input::Read(Ok(vec![entry(1, "A", at(0))])));
     let (_, rows, _) = one_write(drain(&mut w));
-    assert_eq!((rows[0].faulty, rows[0].received_at), (true, at(5_000)));
+    assert_eq!((rows[0].faulty, rows[0].received_at), (true, at(-60_001)));
+    assert_eq!(w.poll_timeout(), claim_due);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -568,7 +600,7 @@ fn decode_errors_are_dead_lettered_then_acked() {
     let not_json: &[u8] = b"{not json";
     let no_lat = payload_json(json!({"device_id": "A", "timestamp": 0, "longitude": 1}));
     w.handle(
-        T0,
+        clocks(T0),
         Input::Read(Ok(vec![
             raw_entry(1, Some(not_json)),
             raw_entry(2, None),
@@ -605,10 +637,10 @@ fn decode_errors_are_dead_lettered_then_acked() {
     );
     assert_eq!(w.stats().decode_errors, 3);
 
-    w.handle(T0, Input::DeadLettered(DeadLetterId(0), Ok(())));
+    w.handle(clocks(T0), Input::DeadLettered(DeadLetterId(0), Ok(())));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1), id(2), id(4)])]);
     assert_eq!(w.held(), 1);
-    w.handle(T0, Input::Written(write, Ok(1)));
+    w.handle(clocks(T0), Input::Written(write, Ok(1)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(3)])]);
     assert_eq!(w.stats().dead_lettered, 3);
 }
@@ -616,15 +648,18 @@ fn decode_errors_are_dead_lettered_then_acked() {
 #[test]
 fn a_failed_dead_letter_is_retried_and_acked_only_once_stored() {
     let mut w = started();
-    w.handle(T0, Input::Read(Ok(vec![raw_entry(1, Some(b"[]"))])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![raw_entry(1, Some(b"[]"))])));
     let first = drain(&mut w);
     let Command::DeadLetter { id: dl, entries } = first[0].clone() else {
         panic!("expected a dead letter first, got {first:?}");
     };
-    w.handle(at(1), Input::DeadLettered(dl, Err("redis away".into())));
+    w.handle(
+        clocks(at(1)),
+        Input::DeadLettered(dl, Err("redis away".into())),
+    );
     assert_eq!(drain(&mut w), vec![]);
-    assert_eq!(w.poll_timeout(), Some(at(101)));
-    w.handle(at(101), Input::Timeout);
+    assert_eq!(w.poll_timeout().map(wall_of), Some(at(101)));
+    w.handle(clocks(at(101)), Input::Timeout);
     assert_eq!(
         drain(&mut w),
         vec![Command::DeadLetter {
@@ -632,11 +667,14 @@ fn a_failed_dead_letter_is_retried_and_acked_only_once_stored() {
             entries: entries.clone()
         }]
     );
-    w.handle(at(102), Input::DeadLettered(dl, Err("redis away".into())));
-    assert_eq!(w.poll_timeout(), Some(at(302)));
-    w.handle(at(302), Input::Timeout);
+    w.handle(
+        clocks(at(102)),
+        Input::DeadLettered(dl, Err("redis away".into())),
+    );
+    assert_eq!(w.poll_timeout().map(wall_of), Some(at(302)));
+    w.handle(clocks(at(302)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![Command::DeadLetter { id: dl, entries }]);
-    w.handle(at(303), Input::DeadLettered(dl, Ok(())));
+    w.handle(clocks(at(303)), Input::DeadLettered(dl, Ok(())));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1)])]);
     assert_eq!(w.held(), 0);
 }
@@ -648,20 +686,20 @@ fn a_failed_dead_letter_is_retried_and_acked_only_once_stored() {
 fn a_transient_failure_retries_the_same_rows_after_the_back_off() {
     let mut w = started();
     w.handle(
-        T0,
+        clocks(T0),
         Input::Read(Ok(vec![entry(1, "A", T0), entry(2, "B", T0)])),
     );
     let (write, rows, _) = one_write(drain(&mut w));
 
     w.handle(
-        at(50),
+        clocks(at(50)),
         Input::Written(write, Err(WriteFailure::Transient("timeout".into()))),
     );
     assert_eq!(drain(&mut w), vec![]);
-    assert_eq!(w.poll_timeout(), Some(at(150)));
-    w.handle(at(149), Input::Timeout);
+    assert_eq!(w.poll_timeout().map(wall_of), Some(at(150)));
+    w.handle(clocks(at(149)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![]);
-    w.handle(at(150), Input::Timeout);
+    w.handle(clocks(at(150)), Input::Timeout);
     let retried = drain(&mut w);
     assert_eq!(
         retried,
@@ -675,13 +713,13 @@ fn a_transient_failure_retries_the_same_rows_after_the_back_off() {
     let mut now = at(150);
     for delay in [200, 400, 800, 1_000, 1_000] {
         w.handle(
-            now,
+            clocks(now),
             Input::Written(write, Err(WriteFailure::Transient("deadlock".into()))),
         );
         assert_eq!(drain(&mut w), vec![]);
-        assert_eq!(w.poll_timeout(), Some(now.plus(delay)));
+        assert_eq!(w.poll_timeout().map(wall_of), Some(now.plus(delay)));
         now = now.plus(delay);
-        w.handle(now, Input::Timeout);
+        w.handle(clocks(now), Input::Timeout);
         assert_eq!(
             drain(&mut w),
             vec![Command::Write {
@@ -692,21 +730,24 @@ fn a_transient_failure_retries_the_same_rows_after_the_back_off() {
     }
     assert_eq!(w.stats().write_retries, 6);
 
-    w.handle(now, Input::Written(write, Ok(2)));
+    w.handle(clocks(now), Input::Written(write, Ok(2)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1), id(2)])]);
 }
 
 #[test]
 fn a_transient_failure_leaves_delivery_counts_alone() {
     let mut w = started();
-    w.handle(T0, Input::Read(Ok(vec![delivered(entry(1, "A", T0), 3)])));
+    w.handle(
+        clocks(T0),
+        Input::Read(Ok(vec![delivered(entry(1, "A", T0), 3)])),
+    );
     let (write, _, _) = one_write(drain(&mut w));
     // At max_deliveries already: a transient failure still must not dead-letter it.
     w.handle(
-        T0,
+        clocks(T0),
         Input::Written(write, Err(WriteFailure::Transient("down".into()))),
     );
-    w.handle(at(100), Input::Timeout);
+    w.handle(clocks(at(100)), Input::Timeout);
     let (writes, rest) = split_writes(drain(&mut w));
     assert_eq!(writes[0].1[0].entries, vec![(id(1), 3)]);
     assert!(rest.is_empty(), "{rest:?}");
@@ -717,7 +758,7 @@ fn a_transient_failure_leaves_delivery_counts_alone() {
 
 fn four_rows(w: &mut DurableWriter, deliveries: u64) -> (WriteId, Arc<[WriteRow]>) {
     w.handle(
-        T0,
+        clocks(T0),
         Input::Read(Ok(vec![
             delivered(entry(1, "A", T0), deliveries),
             delivered(entry(2, "B", T0), deliveries),
@@ -741,7 +782,7 @@ fn a_rejected_write_is_halved_until_the_bad_row_stands_alone() {
     let mut w = started();
     let (write, _) = four_rows(&mut w, 1);
 
-    w.handle(T0, Input::Written(write, rejected()));
+    w.handle(clocks(T0), Input::Written(write, rejected()));
     let (halves, rest) = split_writes(drain(&mut w));
     assert_eq!(rest, vec![]);
     let [(ab, ab_rows), (cd, cd_rows)] = &halves[..] else {
@@ -750,10 +791,10 @@ fn a_rejected_write_is_halved_until_the_bad_row_stands_alone() {
     assert_eq!(keys(ab_rows), vec![key("A", T0, &[1]), key("B", T0, &[2])]);
     assert_eq!(keys(cd_rows), vec![key("C", T0, &[3]), key("D", T0, &[4])]);
 
-    w.handle(T0, Input::Written(*ab, Ok(2)));
+    w.handle(clocks(T0), Input::Written(*ab, Ok(2)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1), id(2)])]);
 
-    w.handle(T0, Input::Written(*cd, rejected()));
+    w.handle(clocks(T0), Input::Written(*cd, rejected()));
     let (quarters, rest) = split_writes(drain(&mut w));
     assert_eq!(rest, vec![]);
     let [(c, c_rows), (d, d_rows)] = &quarters[..] else {
@@ -762,11 +803,11 @@ fn a_rejected_write_is_halved_until_the_bad_row_stands_alone() {
     assert_eq!(keys(c_rows), vec![key("C", T0, &[3])]);
     assert_eq!(keys(d_rows), vec![key("D", T0, &[4])]);
 
-    w.handle(T0, Input::Written(*d, Ok(1)));
+    w.handle(clocks(T0), Input::Written(*d, Ok(1)));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(4)])]);
 
     // Alone and rejected, delivered once of three: released for a later delivery.
-    w.handle(T0, Input::Written(*c, rejected()));
+    w.handle(clocks(T0), Input::Written(*c, rejected()));
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.held(), 0);
     assert_eq!(
@@ -787,7 +828,7 @@ fn a_rejected_row_index_splits_that_row_out_directly() {
     let mut w = started();
     let (write, _) = four_rows(&mut w, 1);
     w.handle(
-        T0,
+        clocks(T0),
         Input::Written(
             write,
             Err(WriteFailure::Rejected {
@@ -815,7 +856,7 @@ fn a_rejected_row_index_past_the_batch_is_ignored_and_the_write_halved() {
         let mut w = started();
         let (write, _) = four_rows(&mut w, 1);
         w.handle(
-            T0,
+            clocks(T0),
             Input::Written(
                 write,
                 Err(WriteFailure::Rejected {
@@ -846,10 +887,13 @@ fn a_rejected_row_index_past_the_batch_is_ignored_and_the_write_halved() {
 #[test]
 fn a_lone_rejected_row_named_by_index_is_settled_not_split() {
     let mut w = started();
-    w.handle(T0, Input::Read(Ok(vec![delivered(entry(1, "A", T0), 2)])));
+    w.handle(
+        clocks(T0),
+        Input::Read(Ok(vec![delivered(entry(1, "A", T0), 2)])),
+    );
     let (write, _, _) = one_write(drain(&mut w));
     w.handle(
-        T0,
+        clocks(T0),
         Input::Written(
             write,
             Err(WriteFailure::Rejected {
@@ -867,9 +911,12 @@ fn a_lone_rejected_row_named_by_index_is_settled_not_split() {
 #[test]
 fn a_lone_rejected_row_below_max_deliveries_is_released() {
     let mut w = started();
-    w.handle(T0, Input::Read(Ok(vec![delivered(entry(1, "A", T0), 2)])));
+    w.handle(
+        clocks(T0),
+        Input::Read(Ok(vec![delivered(entry(1, "A", T0), 2)])),
+    );
     let (write, _, _) = one_write(drain(&mut w));
-    w.handle(T0, Input::Written(write, rejected()));
+    w.handle(clocks(T0), Input::Written(write, rejected()));
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.held(), 0);
     assert_eq!(w.stats().dead_lettered, 0);
@@ -878,9 +925,12 @@ fn a_lone_rejected_row_below_max_deliveries_is_released() {
 #[test]
 fn a_lone_rejected_row_at_max_deliveries_is_dead_lettered_then_acked() {
     let mut w = started();
-    w.handle(T0, Input::Read(Ok(vec![delivered(entry(1, "A", T0), 3)])));
+    w.handle(
+        clocks(T0),
+        Input::Read(Ok(vec![delivered(entry(1, "A", T0), 3)])),
+    );
     let (write, _, _) = one_write(drain(&mut w));
-    w.handle(T0, Input::Written(write, rejected()));
+    w.handle(clocks(T0), Input::Written(write, rejected()));
     assert_eq!(
         drain(&mut w),
         vec![Command::DeadLetter {
@@ -893,7 +943,7 @@ fn a_lone_rejected_row_at_max_deliveries_is_dead_lettered_then_acked() {
         }]
     );
     assert_eq!(w.held(), 1);
-    w.handle(T0, Input::DeadLettered(DeadLetterId(0), Ok(())));
+    w.handle(clocks(T0), Input::DeadLettered(DeadLetterId(0), Ok(())));
     assert_eq!(drain(&mut w), vec![Command::Ack(vec![id(1)])]);
     assert_eq!(w.held(), 0);
     assert_eq!(w.stats().dead_lettered, 1);
@@ -903,14 +953,14 @@ fn a_lone_rejected_row_at_max_deliveries_is_dead_lettered_then_acked() {
 fn a_rejected_row_of_duplicates_settles_each_entry_by_its_own_count() {
     let mut w = started();
     w.handle(
-        T0,
+        clocks(T0),
         Input::Read(Ok(vec![
             delivered(entry(1, "A", T0), 5),
             delivered(entry(2, "A", T0), 1),
         ])),
     );
     let (write, _, _) = one_write(drain(&mut w));
-    w.handle(T0, Input::Written(write, rejected()));
+    w.handle(clocks(T0), Input::Written(write, rejected()));
     let commands = drain(&mut w);
     let [Command::DeadLetter { entries, .. }] = &commands[..] else {
         panic!("expected one dead letter, got {commands:?}");
@@ -926,15 +976,18 @@ fn a_rejected_row_of_duplicates_settles_each_entry_by_its_own_count() {
 #[test]
 fn a_released_row_comes_back_through_a_claim_and_is_dead_lettered_at_the_limit() {
     let mut w = started();
-    w.handle(T0, Input::Read(Ok(vec![delivered(entry(1, "A", T0), 2)])));
+    w.handle(
+        clocks(T0),
+        Input::Read(Ok(vec![delivered(entry(1, "A", T0), 2)])),
+    );
     let (write, _, _) = one_write(drain(&mut w));
-    w.handle(T0, Input::Written(write, rejected()));
+    w.handle(clocks(T0), Input::Written(write, rejected()));
     drain(&mut w);
 
-    w.handle(at(10_000), Input::Timeout);
+    w.handle(clocks(at(10_000)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![claim(ZERO, 10)]);
     w.handle(
-        at(10_001),
+        clocks(at(10_001)),
         Input::Claimed(Ok(ClaimResult {
             next_cursor: ZERO,
             entries: vec![delivered(entry(1, "A", T0), 3)],
@@ -942,7 +995,7 @@ fn a_released_row_comes_back_through_a_claim_and_is_dead_lettered_at_the_limit()
         })),
     );
     let (again, _, _) = one_write(drain(&mut w));
-    w.handle(at(10_002), Input::Written(again, rejected()));
+    w.handle(clocks(at(10_002)), Input::Written(again, rejected()));
     let commands = drain(&mut w);
     assert!(
         matches!(&commands[..], [Command::DeadLetter { entries, .. }] if entries[0].source_id == id(1)),
@@ -956,14 +1009,14 @@ fn a_released_row_comes_back_through_a_claim_and_is_dead_lettered_at_the_limit()
 #[test]
 fn claims_sweep_page_by_page_then_wait_for_the_interval() {
     let mut w = started();
-    w.handle(at(9_999), Input::Timeout);
+    w.handle(clocks(at(9_999)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![]);
-    assert_eq!(w.poll_timeout(), Some(at(10_000)));
-    w.handle(at(10_000), Input::Timeout);
+    assert_eq!(w.poll_timeout().map(wall_of), Some(at(10_000)));
+    w.handle(clocks(at(10_000)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![claim(ZERO, 10)]);
 
     w.handle(
-        at(10_001),
+        clocks(at(10_001)),
         Input::Claimed(Ok(ClaimResult {
             next_cursor: EntryId::new(77, 1),
             entries: vec![delivered(entry(1, "A", T0), 2)],
@@ -987,20 +1040,23 @@ fn claims_sweep_page_by_page_then_wait_for_the_interval() {
         ]
     );
 
-    w.handle(at(10_002), Input::Claimed(Ok(ClaimResult::default())));
+    w.handle(
+        clocks(at(10_002)),
+        Input::Claimed(Ok(ClaimResult::default())),
+    );
     assert_eq!(drain(&mut w), vec![]);
-    assert_eq!(w.poll_timeout(), Some(at(20_002)));
+    assert_eq!(w.poll_timeout().map(wall_of), Some(at(20_002)));
 }
 
 #[test]
 fn a_claim_skips_entries_already_held() {
     let mut w = started();
-    w.handle(T0, Input::Read(Ok(vec![entry(1, "A", T0)])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![entry(1, "A", T0)])));
     drain(&mut w);
-    w.handle(at(10_000), Input::Timeout);
+    w.handle(clocks(at(10_000)), Input::Timeout);
     drain(&mut w);
     w.handle(
-        at(10_000),
+        clocks(at(10_000)),
         Input::Claimed(Ok(ClaimResult {
             next_cursor: ZERO,
             entries: vec![delivered(entry(1, "A", T0), 2)],
@@ -1014,20 +1070,23 @@ fn a_claim_skips_entries_already_held() {
 #[test]
 fn a_failed_claim_starts_over_at_the_next_interval() {
     let mut w = started();
-    w.handle(at(10_000), Input::Timeout);
+    w.handle(clocks(at(10_000)), Input::Timeout);
     drain(&mut w);
     w.handle(
-        at(10_000),
+        clocks(at(10_000)),
         Input::Claimed(Ok(ClaimResult {
             next_cursor: EntryId::new(5, 0),
             ..ClaimResult::default()
         })),
     );
     assert_eq!(drain(&mut w), vec![claim(EntryId::new(5, 0), 10)]);
-    w.handle(at(10_001), Input::Claimed(Err("claim failed".into())));
+    w.handle(
+        clocks(at(10_001)),
+        Input::Claimed(Err("claim failed".into())),
+    );
     assert_eq!(drain(&mut w), vec![]);
-    assert_eq!(w.poll_timeout(), Some(at(20_001)));
-    w.handle(at(20_001), Input::Timeout);
+    assert_eq!(w.poll_timeout().map(wall_of), Some(at(20_001)));
+    w.handle(clocks(at(20_001)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![claim(ZERO, 10)]);
 }
 
@@ -1043,30 +1102,30 @@ fn a_full_writer_does_not_ask_to_be_woken_for_what_it_cannot_do() {
         ..config()
     });
     w.handle(
-        T0,
+        clocks(T0),
         Input::Read(Ok(vec![entry(1, "A", T0), entry(2, "B", T0)])),
     );
     let (first, _, rest) = one_write(drain(&mut w));
     assert_eq!(rest, vec![read(ReadFrom::New, 2)]);
     w.handle(
-        T0,
+        clocks(T0),
         Input::Read(Ok(vec![entry(3, "C", T0), entry(4, "D", T0)])),
     );
     assert_eq!(drain(&mut w), vec![]);
     assert_eq!(w.held(), 4);
 
     // The claim sweep falls due while nothing can be taken in.
-    w.handle(at(10_000), Input::Timeout);
+    w.handle(clocks(at(10_000)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![]);
     assert_no_busy_timer(&w, at(10_000));
-    w.handle(at(20_000), Input::Timeout);
+    w.handle(clocks(at(20_000)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![]);
     assert_no_busy_timer(&w, at(20_000));
 
     // Room again: the second write and the overdue claim go out; the claim takes the
     // room (claims go first: under a steady stream, reads would otherwise always take it),
     // and the read follows once the sweep is done, so `max_held` is never overshot.
-    w.handle(at(20_001), Input::Written(first, Ok(2)));
+    w.handle(clocks(at(20_001)), Input::Written(first, Ok(2)));
     let (second, rest) = split_writes(drain(&mut w));
     assert_eq!(second.len(), 1);
     assert_eq!(
@@ -1080,7 +1139,10 @@ fn a_full_writer_does_not_ask_to_be_woken_for_what_it_cannot_do() {
             },
         ]
     );
-    w.handle(at(20_002), Input::Claimed(Ok(ClaimResult::default())));
+    w.handle(
+        clocks(at(20_002)),
+        Input::Claimed(Ok(ClaimResult::default())),
+    );
     assert_eq!(drain(&mut w), vec![read(ReadFrom::New, 2)]);
 }
 
@@ -1091,36 +1153,39 @@ fn a_full_writer_does_not_ask_to_be_woken_for_what_it_cannot_do() {
 fn shutdown_stops_reads_and_claims_but_settles_what_is_held() {
     let mut w = started();
     w.handle(
-        T0,
+        clocks(T0),
         Input::Read(Ok(vec![entry(1, "A", T0), raw_entry(2, Some(b"null"))])),
     );
     let commands = drain(&mut w);
     let (write, _, _) = one_write(commands);
 
-    w.handle(at(1), Input::Shutdown);
+    w.handle(clocks(at(1)), Input::Shutdown);
     assert_eq!(drain(&mut w), vec![]);
     assert!(!w.is_stopped());
 
     // The read that was in flight still counts, and what it brought is settled too.
-    w.handle(at(2), Input::Read(Ok(vec![entry(3, "B", T0)])));
+    w.handle(clocks(at(2)), Input::Read(Ok(vec![entry(3, "B", T0)])));
     let (late, _, rest) = one_write(drain(&mut w));
     assert_eq!(rest, vec![]);
 
     // No claim sweep and no read however long it takes.
     w.handle(
-        at(3),
+        clocks(at(3)),
         Input::Written(write, Err(WriteFailure::Transient("down".into()))),
     );
-    assert_eq!(w.poll_timeout(), Some(at(103)));
-    w.handle(at(50_000), Input::Timeout);
+    assert_eq!(w.poll_timeout().map(wall_of), Some(at(103)));
+    w.handle(clocks(at(50_000)), Input::Timeout);
     let (retry, rest) = split_writes(drain(&mut w));
     assert_eq!(retry.len(), 1);
     assert_eq!(rest, vec![]);
     assert!(!w.is_stopped());
 
-    w.handle(at(50_001), Input::Written(write, Ok(1)));
-    w.handle(at(50_002), Input::Written(late, Ok(1)));
-    w.handle(at(50_003), Input::DeadLettered(DeadLetterId(0), Ok(())));
+    w.handle(clocks(at(50_001)), Input::Written(write, Ok(1)));
+    w.handle(clocks(at(50_002)), Input::Written(late, Ok(1)));
+    w.handle(
+        clocks(at(50_003)),
+        Input::DeadLettered(DeadLetterId(0), Ok(())),
+    );
     assert_eq!(
         drain(&mut w),
         vec![
@@ -1130,31 +1195,31 @@ fn shutdown_stops_reads_and_claims_but_settles_what_is_held() {
         ]
     );
     assert!(w.is_stopped());
-    assert_eq!(w.poll_timeout(), None);
-    w.handle(at(100_000), Input::Timeout);
+    assert_eq!(w.poll_timeout().map(wall_of), None);
+    w.handle(clocks(at(100_000)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![]);
 }
 
 #[test]
 fn shutdown_while_idle_stops_once_the_read_returns() {
     let mut w = started();
-    w.handle(T0, Input::Shutdown);
+    w.handle(clocks(T0), Input::Shutdown);
     assert_eq!(drain(&mut w), vec![]);
     assert!(!w.is_stopped());
-    w.handle(T0, Input::Read(Ok(vec![])));
+    w.handle(clocks(T0), Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![]);
     assert!(w.is_stopped());
 }
 
 #[test]
 fn shutdown_with_a_claim_in_flight_waits_for_it() {
-    let mut w = DurableWriter::new(config(), T0);
+    let mut w = DurableWriter::new(config(), clocks(T0));
     drain(&mut w);
-    w.handle(T0, Input::Shutdown);
-    w.handle(T0, Input::Read(Ok(vec![])));
+    w.handle(clocks(T0), Input::Shutdown);
+    w.handle(clocks(T0), Input::Read(Ok(vec![])));
     assert_eq!(drain(&mut w), vec![]);
     assert!(!w.is_stopped());
-    w.handle(T0, Input::Claimed(Ok(ClaimResult::default())));
+    w.handle(clocks(T0), Input::Claimed(Ok(ClaimResult::default())));
     assert_eq!(drain(&mut w), vec![]);
     assert!(w.is_stopped());
 }
@@ -1233,7 +1298,7 @@ struct Shell {
 impl Shell {
     fn new(config: DurableConfig) -> Shell {
         let mut shell = Shell {
-            w: DurableWriter::new(config.clone(), T0),
+            w: DurableWriter::new(config.clone(), clocks(T0)),
             config,
             now: T0,
             next_id: 1,
@@ -1288,7 +1353,7 @@ impl Shell {
                 }
             }
         }
-        if let Some(t) = self.w.poll_timeout() {
+        if let Some(t) = self.w.poll_timeout().map(wall_of) {
             assert!(
                 t > self.now,
                 "timer {t} not after now {}: busy loop",
@@ -1338,9 +1403,9 @@ impl Shell {
         let entries = self.deliver(ids);
         if fail {
             self.w
-                .handle(self.now, Input::Read(Err("read failed".into())));
+                .handle(clocks(self.now), Input::Read(Err("read failed".into())));
         } else {
-            self.w.handle(self.now, Input::Read(Ok(entries)));
+            self.w.handle(clocks(self.now), Input::Read(Ok(entries)));
         }
     }
 
@@ -1350,7 +1415,7 @@ impl Shell {
         };
         if fail {
             self.w
-                .handle(self.now, Input::Claimed(Err("claim failed".into())));
+                .handle(clocks(self.now), Input::Claimed(Err("claim failed".into())));
             return;
         }
         let mut ids = self.pending.range(cursor..).map(|(id, _)| *id);
@@ -1358,7 +1423,7 @@ impl Shell {
         let next_cursor = ids.next().unwrap_or_default();
         let entries = self.deliver(page);
         self.w.handle(
-            self.now,
+            clocks(self.now),
             Input::Claimed(Ok(ClaimResult {
                 next_cursor,
                 entries,
@@ -1389,7 +1454,7 @@ impl Shell {
                 row: Some(pick % rows.len()),
             }),
         };
-        self.w.handle(self.now, Input::Written(id, outcome));
+        self.w.handle(clocks(self.now), Input::Written(id, outcome));
     }
 
     fn answer_dead_letter(&mut self, pick: usize, ok: bool) {
@@ -1399,17 +1464,24 @@ impl Shell {
         let (id, entries) = self.dead.remove(pick % self.dead.len());
         if ok {
             self.settled.extend(entries.iter().map(|d| d.source_id));
-            self.w.handle(self.now, Input::DeadLettered(id, Ok(())));
-        } else {
             self.w
-                .handle(self.now, Input::DeadLettered(id, Err("down".into())));
+                .handle(clocks(self.now), Input::DeadLettered(id, Ok(())));
+        } else {
+            self.w.handle(
+                clocks(self.now),
+                Input::DeadLettered(id, Err("down".into())),
+            );
         }
     }
 
     fn tick(&mut self) {
-        let next = self.w.poll_timeout().unwrap_or(self.now.plus(1_000));
+        let next = self
+            .w
+            .poll_timeout()
+            .map(wall_of)
+            .unwrap_or(self.now.plus(1_000));
         self.now = next.max(self.now.plus(1));
-        self.w.handle(self.now, Input::Timeout);
+        self.w.handle(clocks(self.now), Input::Timeout);
     }
 
     fn apply(&mut self, action: &Action) {
@@ -1419,9 +1491,10 @@ impl Shell {
             Action::Write { pick, outcome } => self.answer_write(*pick, *outcome),
             Action::DeadLetter { pick, ok } => self.answer_dead_letter(*pick, *ok),
             Action::Tick => self.tick(),
-            Action::StreamLost => self
-                .w
-                .handle(self.now, Input::Acked(Err("connection lost".into()))),
+            Action::StreamLost => self.w.handle(
+                clocks(self.now),
+                Input::Acked(Err("connection lost".into())),
+            ),
         }
         self.collect();
     }
@@ -1452,7 +1525,7 @@ proptest! {
             prop_assert!(shell.w.held() <= 2 * config.max_held(), "held {}", shell.w.held());
         }
 
-        shell.w.handle(shell.now, Input::Shutdown);
+        shell.w.handle(clocks(shell.now), Input::Shutdown);
         shell.collect();
         let mut rounds = 0;
         while !shell.w.is_stopped() {

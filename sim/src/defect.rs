@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use processor_core::durable::{Command, DurableStats, DurableWriter, Input};
 use processor_core::stream::EntryId;
-use processor_core::UnixMillis;
+use processor_core::{MonoMillis, Now};
 
 /// A defect planted in the driver around the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,7 +61,7 @@ pub struct SimWriter {
     defect: Defect,
     held_back: VecDeque<Command>,
     /// The latest time an input carried.
-    last_now: UnixMillis,
+    last_now: MonoMillis,
 }
 
 impl SimWriter {
@@ -70,7 +70,7 @@ impl SimWriter {
             inner,
             defect,
             held_back: VecDeque::new(),
-            last_now: UnixMillis(i64::MIN),
+            last_now: MonoMillis(0),
         }
     }
 
@@ -99,15 +99,15 @@ impl SimWriter {
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<UnixMillis> {
+    pub fn poll_timeout(&self) -> Option<MonoMillis> {
         match (self.inner.poll_timeout(), self.defect) {
             (None, Defect::SpinningTimer) => Some(self.last_now),
             (t, _) => t,
         }
     }
 
-    fn saw(&mut self, now: UnixMillis) {
-        self.last_now = self.last_now.max(now);
+    fn saw(&mut self, now: Now) {
+        self.last_now = self.last_now.max(now.mono);
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -122,7 +122,7 @@ impl SimWriter {
         self.inner.stats()
     }
 
-    pub fn handle(&mut self, now: UnixMillis, input: Input) {
+    pub fn handle(&mut self, now: Now, input: Input) {
         self.saw(now);
         self.inner.handle(now, input);
     }

@@ -1,6 +1,6 @@
 //! One processor instance: a consumer name, a writer, and the instance's own clock.
 
-use processor_core::UnixMillis;
+use processor_core::{MonoMillis, Now, UnixMillis};
 
 use crate::defect::SimWriter;
 
@@ -20,18 +20,17 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// The instance's clock at simulated (server) time `sim_now`.
-    pub fn now(&self, sim_now: u64) -> UnixMillis {
-        UnixMillis((sim_now as i64).saturating_add(self.skew_ms))
-    }
-
-    /// An instant of the instance's clock, in simulated (server) time.
-    pub fn to_sim(&self, t: UnixMillis) -> u64 {
-        t.as_i64().saturating_sub(self.skew_ms).max(0) as u64
+    /// The instance's clocks at simulated (server) time `sim_now`: its monotonic clock runs
+    /// with simulated time, its wall clock is off by `skew_ms` (which may step).
+    pub fn now(&self, sim_now: u64) -> Now {
+        Now {
+            mono: MonoMillis(sim_now),
+            wall: UnixMillis((sim_now as i64).saturating_add(self.skew_ms)),
+        }
     }
 
     /// When the writer wants its timer, in simulated time.
     pub fn deadline(&self) -> Option<u64> {
-        self.writer.poll_timeout().map(|t| self.to_sim(t))
+        self.writer.poll_timeout().map(|t| t.0)
     }
 }

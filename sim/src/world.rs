@@ -13,7 +13,7 @@ use processor_core::durable::{
     Command, DeadLetter, DurableConfig, DurableWriter, Input, ReadFrom, WriteFailure,
 };
 use processor_core::stream::EntryId;
-use processor_core::UnixMillis;
+use processor_core::{MonoMillis, Now, UnixMillis};
 
 use crate::checker::{Checker, ViolationKind};
 use crate::defect::{Defect, SimWriter};
@@ -229,7 +229,10 @@ impl World {
         assert!(self.slots[slot].is_none(), "slot {slot} is taken");
         let incarnation = self.next_incarnation;
         self.next_incarnation += 1;
-        let now = UnixMillis((self.now as i64).saturating_add(skew_ms));
+        let now = Now {
+            mono: MonoMillis(self.now),
+            wall: UnixMillis((self.now as i64).saturating_add(skew_ms)),
+        };
         self.trace.record(format_args!(
             "t={} start slot={slot} consumer={consumer} inc={incarnation} skew={skew_ms}",
             self.now

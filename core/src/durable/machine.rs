@@ -12,7 +12,7 @@ use super::input::Input;
 use crate::decode::decode_position;
 use crate::faulty::is_faulty;
 use crate::stream::{EntryId, StreamEntry};
-use crate::UnixMillis;
+use crate::{MonoMillis, Now, UnixMillis};
 
 /// Reason recorded for an entry that vanished from the stream while it was pending.
 pub const DELETED_REASON: &str = "entry was deleted from the stream before it was stored";
@@ -36,7 +36,7 @@ pub struct DurableStats {
 enum WriteState {
     Queued,
     InFlight,
-    RetryAt(UnixMillis),
+    RetryAt(MonoMillis),
 }
 
 #[derive(Debug)]
@@ -51,7 +51,7 @@ struct PendingDeadLetter {
     entries: Vec<DeadLetter>,
     attempts: u32,
     /// `None` while in flight.
-    retry_at: Option<UnixMillis>,
+    retry_at: Option<MonoMillis>,
 }
 
 /// The durable-write state machine. After every [`handle`], drain [`poll_command`] until it
@@ -64,7 +64,10 @@ struct PendingDeadLetter {
 #[derive(Debug)]
 pub struct DurableWriter {
     config: DurableConfig,
-    now: UnixMillis,
+    /// Deadlines are monotonic: a wall clock that steps fires no retry early or late.
+    now: MonoMillis,
+    /// The wall clock of the latest input, for the faulty rules and `received_at`.
+    wall: UnixMillis,
     out: VecDeque<Command>,
 
     next_read: ReadFrom,
@@ -72,7 +75,7 @@ pub struct DurableWriter {
     /// Entries asked for by the read and the claim in flight: room already promised.
     read_reserved: usize,
     claim_reserved: usize,
-    read_retry_at: Option<UnixMillis>,
+    read_retry_at: Option<MonoMillis>,
     read_failures: u32,
     /// Set when the stream connection was lost while a read was in flight: what that read
     /// returns does not tell whether the pending list was drained.
@@ -80,7 +83,7 @@ pub struct DurableWriter {
 
     claim_cursor: Option<EntryId>,
     claim_in_flight: bool,
-    next_claim_at: UnixMillis,
+    next_claim_at: MonoMillis,
 
     /// Entries read or claimed and neither acked nor released yet.
     held: BTreeSet<EntryId>,
@@ -103,10 +106,11 @@ pub struct DurableWriter {
 
 impl DurableWriter {
     /// A writer that starts by draining this consumer's own pending entries.
-    pub fn new(config: DurableConfig, now: UnixMillis) -> DurableWriter {
+    pub fn new(config: DurableConfig, now: Now) -> DurableWriter {
         let mut writer = DurableWriter {
             config,
-            now,
+            now: now.mono,
+            wall: now.wall,
             out: VecDeque::new(),
             next_read: ReadFrom::Pending {
                 after: EntryId::default(),
@@ -119,7 +123,7 @@ impl DurableWriter {
             redrain: false,
             claim_cursor: None,
             claim_in_flight: false,
-            next_claim_at: now,
+            next_claim_at: now.mono,
             held: BTreeSet::new(),
             next_write_id: 0,
             writes: BTreeMap::new(),
@@ -138,8 +142,9 @@ impl DurableWriter {
 
     /// Takes one input at `now`; what follows from it is polled with
     /// [`poll_command`](DurableWriter::poll_command).
-    pub fn handle(&mut self, now: UnixMillis, input: Input) {
+    pub fn handle(&mut self, now: Now, input: Input) {
         self.advance(now);
+        let now = self.now;
         match input {
             Input::Timeout => {}
             Input::Shutdown => self.stopping = true,
@@ -162,9 +167,9 @@ impl DurableWriter {
     }
 
     /// When [`Input::Timeout`] is due next.
-    pub fn poll_timeout(&self) -> Option<UnixMillis> {
-        let mut next: Option<UnixMillis> = None;
-        let mut consider = |t: UnixMillis| next = Some(next.map_or(t, |n| n.min(t)));
+    pub fn poll_timeout(&self) -> Option<MonoMillis> {
+        let mut next: Option<MonoMillis> = None;
+        let mut consider = |t: MonoMillis| next = Some(next.map_or(t, |n| n.min(t)));
         // With no room to take entries in, a due read or claim cannot go out; reporting its
         // (past) time would have the shell send `Input::Timeout` in a busy loop. The ack or
         // release that makes room pumps them out.
@@ -229,7 +234,7 @@ impl DurableWriter {
         self.ingest(entries, Vec::new());
     }
 
-    fn read_failed(&mut self, now: UnixMillis) {
+    fn read_failed(&mut self, now: MonoMillis) {
         self.read_in_flight = None;
         self.read_reserved = 0;
         self.read_failures = self.read_failures.saturating_add(1);
@@ -254,7 +259,7 @@ impl DurableWriter {
         }
     }
 
-    fn claimed(&mut self, now: UnixMillis, result: ClaimResult) {
+    fn claimed(&mut self, now: MonoMillis, result: ClaimResult) {
         self.claim_in_flight = false;
         self.claim_reserved = 0;
         if result.next_cursor == EntryId::default() {
@@ -267,14 +272,14 @@ impl DurableWriter {
     }
 
     /// The sweep starts over at the next interval.
-    fn claim_failed(&mut self, now: UnixMillis) {
+    fn claim_failed(&mut self, now: MonoMillis) {
         self.claim_in_flight = false;
         self.claim_reserved = 0;
         self.claim_cursor = None;
         self.next_claim_at = now.plus(self.config.claim_interval_ms);
     }
 
-    fn written(&mut self, now: UnixMillis, id: WriteId, outcome: Result<u64, WriteFailure>) {
+    fn written(&mut self, now: MonoMillis, id: WriteId, outcome: Result<u64, WriteFailure>) {
         let Some(write) = self.writes.get_mut(&id) else {
             return;
         };
@@ -312,7 +317,7 @@ impl DurableWriter {
         }
     }
 
-    fn dead_lettered(&mut self, now: UnixMillis, id: DeadLetterId, copied: bool) {
+    fn dead_lettered(&mut self, now: MonoMillis, id: DeadLetterId, copied: bool) {
         if copied {
             if let Some(done) = self.dead_letters.remove(&id) {
                 self.stats.dead_lettered += done.entries.len() as u64;
@@ -343,9 +348,10 @@ impl DurableWriter {
         !self.stopping || matches!(self.next_read, ReadFrom::Pending { .. })
     }
 
-    fn advance(&mut self, now: UnixMillis) {
-        // A clock that steps back must not make timers fire late forever; keep the newest.
-        self.now = self.now.max(now);
+    fn advance(&mut self, now: Now) {
+        // Monotonic by contract; kept so all the same if a caller's clock is not.
+        self.now = self.now.max(now.mono);
+        self.wall = now.wall;
     }
 
     fn backoff(&self, attempt: u32) -> u64 {
@@ -396,9 +402,9 @@ impl DurableWriter {
                 }
                 Ok(position) => {
                     let row = WriteRow {
-                        faulty: is_faulty(&position, self.now, &self.config.faulty),
+                        faulty: is_faulty(&position, self.wall, &self.config.faulty),
                         position,
-                        received_at: self.now,
+                        received_at: self.wall,
                         entries: vec![(entry.id, entry.deliveries)],
                         payloads: vec![entry.payload.unwrap_or_default()],
                     };

@@ -8,10 +8,11 @@ use tokio::sync::{mpsc, watch};
 use processor_core::durable::{
     Command, DurableConfig, DurableWriter, Input, StreamFailure, WriteFailure,
 };
+use processor_core::Now;
 
 use super::ports::{StorePort, StreamPort};
 use super::reader::{self, ReadRequest};
-use crate::clock::Clock;
+use crate::clock::{Clock, MonoClock};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
@@ -38,7 +39,12 @@ pub async fn run<S: StreamPort, P: StorePort, C: Clock>(
     let (read_tx, read_rx) = mpsc::channel::<ReadRequest>(1);
     let reader = tokio::spawn(reader::serve(ctx.stream.reader(), read_rx, done_tx.clone()));
 
-    let mut core = DurableWriter::new(ctx.core.clone(), ctx.clock.now());
+    let mono = MonoClock::start();
+    let now = || Now {
+        mono: mono.now(),
+        wall: ctx.clock.now(),
+    };
+    let mut core = DurableWriter::new(ctx.core.clone(), now());
     let mut stats = core.stats();
     let mut outstanding = 0usize;
     let mut give_up_at: Option<tokio::time::Instant> = None;
@@ -54,7 +60,7 @@ pub async fn run<S: StreamPort, P: StorePort, C: Clock>(
         if core.is_stopped() && outstanding == 0 {
             break;
         }
-        let timer = core.poll_timeout().map(|t| ctx.clock.until(t));
+        let timer = core.poll_timeout().map(|t| mono.instant(t));
         // Polled in this order, not at random: the same inputs make the same run, which the
         // network simulation replays by seed. Stop and timers come first so that a busy
         // stream of completions cannot hold them back.
@@ -63,7 +69,7 @@ pub async fn run<S: StreamPort, P: StorePort, C: Clock>(
             _ = stop.wait_for(|s| *s), if give_up_at.is_none() => {
                 tracing::info!(held = core.held(), "durable consumer stopping: settling what it holds");
                 give_up_at = Some(tokio::time::Instant::now() + ctx.grace);
-                core.handle(ctx.clock.now(), Input::Shutdown);
+                core.handle(now(), Input::Shutdown);
             }
             _ = tokio::time::sleep_until(give_up_at.unwrap_or_else(tokio::time::Instant::now)), if give_up_at.is_some() => {
                 tracing::warn!(
@@ -72,12 +78,12 @@ pub async fn run<S: StreamPort, P: StorePort, C: Clock>(
                 );
                 break;
             }
-            _ = tokio::time::sleep(timer.unwrap_or(Duration::MAX)), if timer.is_some() => {
-                core.handle(ctx.clock.now(), Input::Timeout);
+            _ = tokio::time::sleep_until(timer.unwrap_or_else(tokio::time::Instant::now)), if timer.is_some() => {
+                core.handle(now(), Input::Timeout);
             }
             Some(done) = done_rx.recv() => {
                 outstanding -= 1;
-                feed(&ctx, &mut core, done);
+                feed(&ctx, &mut core, now(), done);
             }
         }
     }
@@ -152,6 +158,7 @@ fn execute<S: StreamPort, P: StorePort, C: Clock>(
 fn feed<S: StreamPort, P: StorePort, C: Clock>(
     ctx: &DurableContext<S, P, C>,
     core: &mut DurableWriter,
+    now: Now,
     input: Input,
 ) {
     match &input {
@@ -177,5 +184,5 @@ fn feed<S: StreamPort, P: StorePort, C: Clock>(
         }
         _ => {}
     }
-    core.handle(ctx.clock.now(), input);
+    core.handle(now, input);
 }
