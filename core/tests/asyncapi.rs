@@ -793,7 +793,7 @@ fn what_the_live_hub_sends_matches_the_document() {
         ..LiveConfig::default()
     };
     let mut ingest = Ingest::new(&config);
-    let mut hub = LiveHub::new(config, now);
+    let mut hub = LiveHub::new(config, clocks(now));
     let devices = [(moving, public), (still, public)];
     let map = Arc::new(DeviceMap::new(
         1,
@@ -803,9 +803,9 @@ fn what_the_live_hub_sends_matches_the_document() {
             .collect(),
     ));
     ingest.handle(now, IngestInput::DeviceMap(Arc::clone(&map)));
-    hub.handle(now, Input::DeviceMap(map));
+    hub.handle(clocks(now), Input::DeviceMap(map));
     hub.handle(
-        now,
+        clocks(now),
         Input::Connected {
             conn,
             principal: Principal::Anonymous,
@@ -836,13 +836,16 @@ fn what_the_live_hub_sends_matches_the_document() {
         requests
     };
     let text = |hub: &mut LiveHub, t: &str| {
-        hub.handle(now, live::text(conn, Bytes::copy_from_slice(t.as_bytes())))
+        hub.handle(
+            clocks(now),
+            live::text(conn, Bytes::copy_from_slice(t.as_bytes())),
+        )
     };
     // A stream read, judged by the ingest, its batch handed to the hub.
     let mut positions = |hub: &mut LiveHub, entries: Vec<(EntryId, Option<Bytes>)>| {
         ingest.handle(now, IngestInput::Entries(entries));
         while let Some(batch) = ingest.poll_batch() {
-            hub.handle(now, Input::Batch(batch));
+            hub.handle(clocks(now), Input::Batch(batch));
         }
     };
     let failed = || LookupFailed("postgres away".into());
@@ -877,7 +880,7 @@ fn what_the_live_hub_sends_matches_the_document() {
         panic!("no Authorize")
     };
     hub.handle(
-        now,
+        clocks(now),
         Input::Visibility {
             request: authorize,
             visibility: Ok(Visibility::Public),
@@ -888,7 +891,7 @@ fn what_the_live_hub_sends_matches_the_document() {
     };
     positions(&mut hub, vec![fix(moving, 1_000, 0.0)]);
     hub.handle(
-        now,
+        clocks(now),
         Input::Snapshot {
             request: load,
             rows: Ok(vec![row(moving, 0, 12.5), row(still, 0, 0.0)]),
@@ -907,7 +910,7 @@ fn what_the_live_hub_sends_matches_the_document() {
         panic!("no Authorize")
     };
     hub.handle(
-        now,
+        clocks(now),
         Input::Visibility {
             request: authorize,
             visibility: Ok(Visibility::Unknown),
@@ -924,7 +927,7 @@ fn what_the_live_hub_sends_matches_the_document() {
     };
     text(&mut hub, &subscribe(unknown));
     hub.handle(
-        now,
+        clocks(now),
         Input::Visibility {
             request: authorize,
             visibility: Err(failed()),
@@ -938,7 +941,7 @@ fn what_the_live_hub_sends_matches_the_document() {
         panic!("no Authorize")
     };
     hub.handle(
-        now,
+        clocks(now),
         Input::Visibility {
             request: authorize,
             visibility: Ok(Visibility::Public),
@@ -948,7 +951,7 @@ fn what_the_live_hub_sends_matches_the_document() {
         panic!("no LoadSnapshot")
     };
     hub.handle(
-        now,
+        clocks(now),
         Input::Snapshot {
             request: load,
             rows: Err(failed()),
@@ -972,7 +975,7 @@ fn what_the_live_hub_sends_matches_the_document() {
         expires_at: UnixMillis(T0 + 3_600_000),
     };
     hub.handle(
-        now,
+        clocks(now),
         Input::TokenVerified {
             conn,
             result: Ok(granted),
@@ -988,7 +991,7 @@ fn what_the_live_hub_sends_matches_the_document() {
     };
     assert_eq!(rechecked, Topic(public));
     hub.handle(
-        now,
+        clocks(now),
         Input::Visibility {
             request: recheck,
             visibility: Ok(Visibility::Private),
@@ -1000,7 +1003,7 @@ fn what_the_live_hub_sends_matches_the_document() {
         panic!("no VerifyToken")
     };
     hub.handle(
-        now,
+        clocks(now),
         Input::TokenVerified {
             conn,
             result: Err(TokenRefused("the token is not a well-formed JWT".into())),
@@ -1023,7 +1026,7 @@ fn what_the_live_hub_sends_matches_the_document() {
     let too_long = "x".repeat(hub.config().max_message_bytes + 1);
     text(&mut hub, &too_long);
     hub.handle(
-        now,
+        clocks(now),
         Input::Frame {
             conn,
             frame: Ok(ClientFrame::Binary),
@@ -1034,7 +1037,7 @@ fn what_the_live_hub_sends_matches_the_document() {
     let later = UnixMillis(T0 + 11_000);
     for _ in 0..=hub.config().max_messages_per_s {
         hub.handle(
-            later,
+            clocks(later),
             live::text(conn, Bytes::from_static(br#"{"type":"ping"}"#)),
         );
     }
@@ -1048,12 +1051,12 @@ fn what_the_live_hub_sends_matches_the_document() {
         T0 - 10_000,
         T0 - 9_000
     );
-    hub.handle(t, live::text(conn, Bytes::from(replay)));
+    hub.handle(clocks(t), live::text(conn, Bytes::from(replay)));
     let [Command::Authorize { request, .. }] = drain(&mut hub)[..] else {
         panic!("no Authorize for the replay")
     };
     hub.handle(
-        t,
+        clocks(t),
         Input::Visibility {
             request,
             visibility: Ok(Visibility::Public),
@@ -1063,7 +1066,7 @@ fn what_the_live_hub_sends_matches_the_document() {
         panic!("no replay snapshot")
     };
     hub.handle(
-        t,
+        clocks(t),
         Input::ReplaySnapshot {
             request,
             rows: Ok(vec![]),
@@ -1081,7 +1084,7 @@ fn what_the_live_hub_sends_matches_the_document() {
         course: 270.0,
     };
     hub.handle(
-        t,
+        clocks(t),
         Input::ReplayPage {
             request,
             rows: Ok(vec![row]),
@@ -1089,10 +1092,11 @@ fn what_the_live_hub_sends_matches_the_document() {
     );
     let due = hub
         .poll_timeout()
+        .map(wall_of)
         .expect("the replay's clock has a deadline");
-    hub.handle(due.max(t), Input::Timeout);
-    let end = hub.poll_timeout().expect("then the end");
-    hub.handle(end, Input::Timeout);
+    hub.handle(clocks(due.max(t)), Input::Timeout);
+    let end = hub.poll_timeout().map(wall_of).expect("then the end");
+    hub.handle(clocks(end), Input::Timeout);
     assert!(drain(&mut hub).is_empty());
 
     let mut kinds = BTreeSet::new();
@@ -1317,4 +1321,18 @@ fn the_checker_refuses_what_the_schemas_forbid() {
         let refused = parse_client_message(bad.to_string().as_bytes()).map_err(|e| e.reason);
         assert_eq!(refused, Err(BadRequestReason::MissingToken), "{bad}");
     }
+}
+
+/// The hub's clocks in these tests: one timeline, monotonic time equal to the wall clock's
+/// milliseconds.
+fn clocks(wall: UnixMillis) -> processor_core::Now {
+    processor_core::Now {
+        mono: processor_core::MonoMillis(u64::try_from(wall.as_i64()).unwrap_or(0)),
+        wall,
+    }
+}
+
+/// A hub deadline, as the wall-clock instant it falls on in these tests.
+fn wall_of(deadline: processor_core::MonoMillis) -> UnixMillis {
+    UnixMillis(i64::try_from(deadline.0).unwrap_or(i64::MAX))
 }

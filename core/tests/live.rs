@@ -310,7 +310,7 @@ impl Fx {
     fn with(config: LiveConfig) -> Fx {
         let mut fx = Fx {
             ingest: Ingest::new(&config),
-            hub: LiveHub::new(config, UnixMillis(T0)),
+            hub: LiveHub::new(config, clocks(UnixMillis(T0))),
             now: 0,
             next_entry: 0,
             log: Vec::new(),
@@ -344,7 +344,7 @@ impl Fx {
 
     /// Hands `input` to the hub at the current time, and returns what it commanded.
     fn input(&mut self, input: Input) -> Vec<String> {
-        self.hub.handle(self.now(), input);
+        self.hub.handle(clocks(self.now()), input);
         self.drain()
     }
 
@@ -353,7 +353,7 @@ impl Fx {
         let map = Arc::new(DeviceMap::new(version, by_device));
         self.ingest
             .handle(self.now(), IngestInput::DeviceMap(Arc::clone(&map)));
-        self.hub.handle(self.now(), Input::DeviceMap(map));
+        self.hub.handle(clocks(self.now()), Input::DeviceMap(map));
     }
 
     fn connect(&mut self, conn: u64, principal: Principal) -> Vec<String> {
@@ -399,8 +399,10 @@ impl Fx {
 
     fn sub_text(&mut self, conn: u64, event: &str) -> Vec<Command> {
         let text = format!(r#"{{"type":"subscribe","topic":"event:{event}"}}"#);
-        self.hub
-            .handle(self.now(), live::text(ConnId(conn), Bytes::from(text)));
+        self.hub.handle(
+            clocks(self.now()),
+            live::text(ConnId(conn), Bytes::from(text)),
+        );
         self.raw()
     }
 
@@ -443,7 +445,7 @@ impl Fx {
             other => panic!("expected one Authorize, got {other:?}"),
         };
         self.hub.handle(
-            self.now(),
+            clocks(self.now()),
             Input::Visibility {
                 request,
                 visibility: Ok(visibility),
@@ -477,7 +479,7 @@ impl Fx {
         self.ingest
             .handle(self.now(), IngestInput::Entries(entries));
         while let Some(batch) = self.ingest.poll_batch() {
-            self.hub.handle(self.now(), Input::Batch(batch));
+            self.hub.handle(clocks(self.now()), Input::Batch(batch));
         }
         self.drain()
     }
@@ -513,7 +515,10 @@ impl Fx {
     }
 
     fn poll_timeout(&self) -> Option<i64> {
-        self.hub.poll_timeout().map(|t| t.as_i64() - T0)
+        self.hub
+            .poll_timeout()
+            .map(wall_of)
+            .map(|t| t.as_i64() - T0)
     }
 
     fn stats(&self) -> LiveStats {
@@ -1305,7 +1310,7 @@ fn decode_errors_and_orphans_are_counted() {
 #[test]
 fn before_any_map_every_device_is_an_orphan() {
     let mut ingest = Ingest::new(&config());
-    let hub = LiveHub::new(config(), UnixMillis(T0));
+    let hub = LiveHub::new(config(), clocks(UnixMillis(T0)));
     ingest.handle(
         UnixMillis(T0),
         IngestInput::Entries(vec![(
@@ -1586,11 +1591,17 @@ fn pings_every_interval_and_a_pong_keeps_the_connection() {
     fx.connect(1, anon());
     fx.at(300);
     fx.connect(2, anon());
-    assert_eq!(fx.hub.poll_timeout(), Some(UnixMillis(T0 + 1_000)));
+    assert_eq!(
+        fx.hub.poll_timeout().map(wall_of),
+        Some(UnixMillis(T0 + 1_000))
+    );
     // A spurious early call does nothing.
     assert_eq!(fx.timeout(999), no_commands());
     assert_eq!(fx.timeout(1_000), vec!["c1 ping"]);
-    assert_eq!(fx.hub.poll_timeout(), Some(UnixMillis(T0 + 1_300)));
+    assert_eq!(
+        fx.hub.poll_timeout().map(wall_of),
+        Some(UnixMillis(T0 + 1_300))
+    );
     assert_eq!(fx.timeout(1_300), vec!["c2 ping"]);
     fx.pong(1);
     assert_eq!(fx.timeout(2_000), vec!["c1 ping"]);
@@ -1603,7 +1614,10 @@ fn pings_every_interval_and_a_pong_keeps_the_connection() {
         vec!["c2 close 1008 no pong within two ping intervals"]
     );
     assert_eq!(fx.stats().ping_timeouts, 1);
-    assert_eq!(fx.hub.poll_timeout(), Some(UnixMillis(T0 + 4_000)));
+    assert_eq!(
+        fx.hub.poll_timeout().map(wall_of),
+        Some(UnixMillis(T0 + 4_000))
+    );
     // c1 answered late, but within two intervals of its oldest unanswered ping.
     fx.at(4_900);
     fx.pong(1);
@@ -1616,7 +1630,10 @@ fn a_late_timeout_call_pings_once_and_reschedules_from_now() {
     let mut fx = Fx::new();
     fx.connect(1, anon());
     assert_eq!(fx.timeout(1_500), vec!["c1 ping"]);
-    assert_eq!(fx.hub.poll_timeout(), Some(UnixMillis(T0 + 2_500)));
+    assert_eq!(
+        fx.hub.poll_timeout().map(wall_of),
+        Some(UnixMillis(T0 + 2_500))
+    );
     assert_eq!(fx.timeout(3_499), vec!["c1 ping"]);
     // The first ping (1.5 s) is two intervals old at 3.5 s; the next tick closes.
     assert_eq!(fx.timeout(4_498), no_commands());
@@ -1624,7 +1641,7 @@ fn a_late_timeout_call_pings_once_and_reschedules_from_now() {
         fx.timeout(4_499),
         vec!["c1 close 1008 no pong within two ping intervals"]
     );
-    assert_eq!(fx.hub.poll_timeout(), None);
+    assert_eq!(fx.hub.poll_timeout().map(wall_of), None);
 }
 
 #[test]
@@ -1640,7 +1657,7 @@ fn shutdown_closes_everyone_with_1001() {
             "c2 close 1001 server shutting down"
         ]
     );
-    assert_eq!(fx.hub.poll_timeout(), None);
+    assert_eq!(fx.hub.poll_timeout().map(wall_of), None);
     assert_eq!(
         fx.connect(3, anon()),
         vec!["c3 close 1001 server shutting down"]
@@ -1674,7 +1691,7 @@ fn a_client_that_went_away_gets_nothing_and_late_answers_are_ignored() {
     );
     assert_eq!(fx.frame(1, Err(FrameError::InvalidUtf8)), no_commands());
     assert_eq!(fx.pos("A", 2_000), no_commands());
-    assert_eq!(fx.hub.poll_timeout(), None);
+    assert_eq!(fx.hub.poll_timeout().map(wall_of), None);
     let s = fx.stats();
     assert_eq!(
         (s.connections, s.subscriptions, fx.hub.waiting()),
@@ -2016,7 +2033,7 @@ fn a_connection_closes_with_4001_exactly_when_its_token_expires() {
         expires_at: Some(UnixMillis(T0 + 2_500)),
     });
     assert_eq!(
-        fx.hub.poll_timeout(),
+        fx.hub.poll_timeout().map(wall_of),
         Some(UnixMillis(T0 + 1_000)),
         "the ping first"
     );
@@ -2048,7 +2065,7 @@ fn auth_renews_the_deadline_and_rechecks_every_subscription() {
     let renewed = UnixMillis(T0 + 60_000);
     let commands = {
         fx.hub.handle(
-            fx.now(),
+            clocks(fx.now()),
             Input::TokenVerified {
                 conn: ConnId(1),
                 result: Ok(live::Grant {
@@ -2444,4 +2461,46 @@ fn without_a_ttl_every_subscription_is_looked_up() {
         render_all(&fx.sub_text(2, E1)),
         vec![format!("authorize r2 c2 event:{E1}")]
     );
+}
+
+/// The hub's clocks in these tests: one timeline, monotonic time equal to the wall clock's
+/// milliseconds.
+fn clocks(wall: UnixMillis) -> processor_core::Now {
+    processor_core::Now {
+        mono: processor_core::MonoMillis(u64::try_from(wall.as_i64()).unwrap_or(0)),
+        wall,
+    }
+}
+
+/// A hub deadline, as the wall-clock instant it falls on in these tests.
+fn wall_of(deadline: processor_core::MonoMillis) -> UnixMillis {
+    UnixMillis(i64::try_from(deadline.0).unwrap_or(i64::MAX))
+}
+
+#[test]
+fn a_wall_clock_step_fires_no_ping_while_a_token_expires_by_the_wall_clock() {
+    let mut fx = Fx::new();
+    let start = fx.now();
+    fx.input(Input::Connected {
+        conn: ConnId(1),
+        principal: anon(),
+        expires_at: None,
+    });
+    fx.input(Input::Connected {
+        conn: ConnId(2),
+        principal: anon(),
+        expires_at: Some(start.plus(60_000)),
+    });
+    let mono = clocks(start).mono;
+    // An hour later by the wall clock, a millisecond by the monotonic one: no ping is due
+    // (interval 1 s), but the token's `exp`, a wall-clock instant, has passed.
+    let stepped = processor_core::Now {
+        mono: mono.plus(1),
+        wall: start.plus(3_600_000),
+    };
+    fx.hub.handle(stepped, Input::Timeout);
+    assert_eq!(fx.drain(), vec!["c2 close 4001 token expired".to_owned()]);
+    // The ping is due a second after the connection by the monotonic clock, whatever the
+    // wall clock says.
+    assert_eq!(fx.hub.poll_timeout(), Some(mono.plus(1_000)));
 }

@@ -53,7 +53,7 @@ impl Harness {
         let config = config();
         let now = T0 + 3_600_000;
         let mut h = Harness {
-            hub: LiveHub::new(config.clone(), UnixMillis(now)),
+            hub: LiveHub::new(config.clone(), clocks(UnixMillis(now))),
             ingest: Ingest::new(&config),
             now,
             next_entry: 0,
@@ -66,9 +66,9 @@ impl Harness {
         let map = Arc::new(DeviceMap::new(1, by_device));
         h.ingest
             .handle(UnixMillis(now), IngestInput::DeviceMap(Arc::clone(&map)));
-        h.hub.handle(UnixMillis(now), Input::DeviceMap(map));
+        h.hub.handle(clocks(UnixMillis(now)), Input::DeviceMap(map));
         h.hub.handle(
-            UnixMillis(now),
+            clocks(UnixMillis(now)),
             Input::Connected {
                 conn: ConnId(1),
                 principal: Principal::Anonymous,
@@ -101,7 +101,7 @@ impl Harness {
             msg[k] = v.clone();
         }
         self.hub.handle(
-            UnixMillis(self.now),
+            clocks(UnixMillis(self.now)),
             live::text(ConnId(1), Bytes::from(msg.to_string())),
         );
         let authorize = self.drain();
@@ -109,7 +109,7 @@ impl Harness {
             panic!("expected Authorize, got {authorize:?}");
         };
         self.hub.handle(
-            UnixMillis(self.now),
+            clocks(UnixMillis(self.now)),
             Input::Visibility {
                 request,
                 visibility: Ok(Visibility::Public),
@@ -133,7 +133,7 @@ impl Harness {
 
     fn answer(&mut self, request: RequestId, rows: Vec<WirePosition>) -> Vec<Value> {
         self.hub.handle(
-            UnixMillis(self.now),
+            clocks(UnixMillis(self.now)),
             Input::Snapshot {
                 request,
                 rows: Ok(rows),
@@ -163,7 +163,8 @@ impl Harness {
             .handle(UnixMillis(self.now), IngestInput::Entries(entries));
         let mut sent = Vec::new();
         while let Some(batch) = self.ingest.poll_batch() {
-            self.hub.handle(UnixMillis(self.now), Input::Batch(batch));
+            self.hub
+                .handle(clocks(UnixMillis(self.now)), Input::Batch(batch));
             sent.extend(Self::sent(&self.drain()));
         }
         sent
@@ -283,7 +284,7 @@ fn trail_s_over_the_maximum_or_not_a_count_is_a_bad_request_naming_the_field() {
     ] {
         let msg = json!({"type": "subscribe", "topic": format!("event:{EVENT}"), field: value});
         h.hub.handle(
-            UnixMillis(h.now),
+            clocks(UnixMillis(h.now)),
             live::text(ConnId(1), Bytes::from(msg.to_string())),
         );
         let sent = Harness::sent(&h.drain());
@@ -298,7 +299,7 @@ fn trail_s_over_the_maximum_or_not_a_count_is_a_bad_request_naming_the_field() {
     for value in [json!(-5), json!("x"), json!(1.5)] {
         let msg = json!({"type": "subscribe", "topic": format!("event:{EVENT}"), "since": value});
         h.hub.handle(
-            UnixMillis(h.now),
+            clocks(UnixMillis(h.now)),
             live::text(ConnId(1), Bytes::from(msg.to_string())),
         );
         let sent = Harness::sent(&h.drain());
@@ -486,16 +487,16 @@ fn a_snapshot_larger_than_the_backpressure_threshold_is_sent_and_drains() {
         trail_max_points: 100,
         ..config()
     };
-    h.hub = LiveHub::new(config, UnixMillis(h.now));
+    h.hub = LiveHub::new(config, clocks(UnixMillis(h.now)));
     let event = Uuid::parse_str(EVENT).unwrap();
     let by_device: BTreeMap<String, BTreeSet<Uuid>> =
         BTreeMap::from([("A".to_owned(), BTreeSet::from([event]))]);
     h.hub.handle(
-        UnixMillis(h.now),
+        clocks(UnixMillis(h.now)),
         Input::DeviceMap(Arc::new(DeviceMap::new(1, by_device))),
     );
     h.hub.handle(
-        UnixMillis(h.now),
+        clocks(UnixMillis(h.now)),
         Input::Connected {
             conn: ConnId(1),
             principal: Principal::Anonymous,
@@ -505,7 +506,7 @@ fn a_snapshot_larger_than_the_backpressure_threshold_is_sent_and_drains() {
     h.drain();
     let (load, _, _) = h.subscribe(json!({"trail_s": 3_600}));
     h.hub.handle(
-        UnixMillis(h.now),
+        clocks(UnixMillis(h.now)),
         Input::Snapshot {
             request: load,
             rows: Ok(walk("A", 100, 100)),
@@ -529,7 +530,7 @@ fn a_snapshot_larger_than_the_backpressure_threshold_is_sent_and_drains() {
     // A subscribe again while it is still queued: that snapshot counts, and is too much.
     let (load, _, _) = h.subscribe(json!({"trail_s": 3_600}));
     h.hub.handle(
-        UnixMillis(h.now),
+        clocks(UnixMillis(h.now)),
         Input::Snapshot {
             request: load,
             rows: Ok(walk("A", 100, 100)),
@@ -539,4 +540,13 @@ fn a_snapshot_larger_than_the_backpressure_threshold_is_sent_and_drains() {
         .drain()
         .iter()
         .any(|c| matches!(c, Command::Close { code: 1013, .. })));
+}
+
+/// The hub's clocks in these tests: one timeline, monotonic time equal to the wall clock's
+/// milliseconds.
+fn clocks(wall: UnixMillis) -> processor_core::Now {
+    processor_core::Now {
+        mono: processor_core::MonoMillis(u64::try_from(wall.as_i64()).unwrap_or(0)),
+        wall,
+    }
 }

@@ -263,7 +263,7 @@ impl Shell {
             .collect();
         let mut shell = Shell {
             ingest: Ingest::new(&config()),
-            hub: LiveHub::new(config(), UnixMillis(T0)),
+            hub: LiveHub::new(config(), clocks(UnixMillis(T0))),
             now: 0,
             next_entry: 0,
             clients: Vec::new(),
@@ -282,7 +282,7 @@ impl Shell {
     }
 
     fn handle(&mut self, input: Input) {
-        self.hub.handle(self.now(), input);
+        self.hub.handle(clocks(self.now()), input);
     }
 
     /// A map version, for the ingest and the hub alike.
@@ -498,7 +498,7 @@ impl Shell {
                 }
                 self.ingest.handle(now, IngestInput::Entries(entries));
                 while let Some(batch) = self.ingest.poll_batch() {
-                    self.hub.handle(now, Input::Batch(batch));
+                    self.hub.handle(clocks(now), Input::Batch(batch));
                 }
             }
             Op::Map(pairs) => {
@@ -808,7 +808,7 @@ impl Shell {
                 );
             }
         }
-        if let Some(t) = self.hub.poll_timeout() {
+        if let Some(t) = self.hub.poll_timeout().map(wall_of) {
             prop_assert!(t > self.now(), "timer {} not after now {}", t, self.now());
         }
         Ok(())
@@ -825,7 +825,7 @@ fn run(ops: &[Op]) -> Result<Shell, TestCaseError> {
     shell.check_state()?;
     prop_assert_eq!(shell.hub.stats().connections, 0);
     prop_assert_eq!(shell.hub.waiting(), 0);
-    prop_assert_eq!(shell.hub.poll_timeout(), None);
+    prop_assert_eq!(shell.hub.poll_timeout().map(wall_of), None);
     Ok(shell)
 }
 
@@ -961,4 +961,18 @@ fn a_busy_run_exercises_every_path() {
     assert_eq!(stats.write_timeouts, 1, "{stats:?}");
     assert_eq!(stats.protocol_errors, 2, "{stats:?}");
     assert_eq!(shell.clients[5].closed_with, Some(close_code::NORMAL));
+}
+
+/// The hub's clocks in these tests: one timeline, monotonic time equal to the wall clock's
+/// milliseconds.
+fn clocks(wall: UnixMillis) -> processor_core::Now {
+    processor_core::Now {
+        mono: processor_core::MonoMillis(u64::try_from(wall.as_i64()).unwrap_or(0)),
+        wall,
+    }
+}
+
+/// A hub deadline, as the wall-clock instant it falls on in these tests.
+fn wall_of(deadline: processor_core::MonoMillis) -> UnixMillis {
+    UnixMillis(i64::try_from(deadline.0).unwrap_or(i64::MAX))
 }

@@ -50,7 +50,7 @@ struct Harness {
 impl Harness {
     fn new() -> Harness {
         let mut h = Harness {
-            hub: LiveHub::new(config(), UnixMillis(T0)),
+            hub: LiveHub::new(config(), clocks(UnixMillis(T0))),
             now: T0,
             sent: BTreeMap::new(),
             unwritten: BTreeMap::new(),
@@ -63,7 +63,7 @@ impl Harness {
                 .map(|(d, e)| (d.to_string(), BTreeSet::from([Uuid::parse_str(e).unwrap()])))
                 .collect();
         h.hub.handle(
-            UnixMillis(T0),
+            clocks(UnixMillis(T0)),
             Input::DeviceMap(Arc::new(DeviceMap::new(1, by_device))),
         );
         for conn in [1, 2] {
@@ -77,7 +77,7 @@ impl Harness {
     }
 
     fn input(&mut self, input: Input) {
-        self.hub.handle(UnixMillis(self.now), input);
+        self.hub.handle(clocks(UnixMillis(self.now)), input);
         self.drain();
     }
 
@@ -113,7 +113,7 @@ impl Harness {
     fn write(&mut self, conn: u64) {
         let bytes = self.unwritten.remove(&conn).unwrap_or(0);
         self.hub.handle(
-            UnixMillis(self.now),
+            clocks(UnixMillis(self.now)),
             Input::Written {
                 conn: ConnId(conn),
                 bytes,
@@ -128,7 +128,7 @@ impl Harness {
     /// Time passes to `t` (ms after T0), the hub's deadlines firing on the way.
     fn advance_to(&mut self, t: i64) {
         let target = T0 + t;
-        while let Some(due) = self.hub.poll_timeout() {
+        while let Some(due) = self.hub.poll_timeout().map(wall_of) {
             if due.as_i64() > target {
                 break;
             }
@@ -556,4 +556,18 @@ fn an_unsubscribed_replay_sends_nothing_more() {
         json!({"type": "replay_control", "id": "r", "paused": true}),
     );
     assert_eq!(h.messages(1)[0]["code"], "bad_request");
+}
+
+/// The hub's clocks in these tests: one timeline, monotonic time equal to the wall clock's
+/// milliseconds.
+fn clocks(wall: UnixMillis) -> processor_core::Now {
+    processor_core::Now {
+        mono: processor_core::MonoMillis(u64::try_from(wall.as_i64()).unwrap_or(0)),
+        wall,
+    }
+}
+
+/// A hub deadline, as the wall-clock instant it falls on in these tests.
+fn wall_of(deadline: processor_core::MonoMillis) -> UnixMillis {
+    UnixMillis(i64::try_from(deadline.0).unwrap_or(i64::MAX))
 }

@@ -13,15 +13,10 @@ pub fn now() -> UnixMillis {
     UnixMillis(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-/// The current time, as the core takes it: the wall clock in the service, simulated time
-/// in the simulation.
+/// The wall clock, as the core takes it: the system's in the service, simulated time (maybe
+/// skewed) in the simulation. Deadlines run on [`MonoClock`] instead.
 pub trait Clock: Clone + Send + Sync + 'static {
     fn now(&self) -> UnixMillis;
-
-    /// How long from now until `deadline` (zero when it has passed).
-    fn until(&self, deadline: UnixMillis) -> Duration {
-        Duration::from_millis(u64::try_from(deadline.since(self.now())).unwrap_or(0))
-    }
 }
 
 /// The wall clock.

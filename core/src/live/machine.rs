@@ -26,7 +26,7 @@ use crate::wire::{
     frame, parse_client_message, BadRequest, BadRequestReason, ClientMessage, ErrorCode,
     ReplayControl, ReplayRequest, ServerMessage, SubscribeOptions, Topic, WirePosition,
 };
-use crate::UnixMillis;
+use crate::{MonoMillis, Now, UnixMillis};
 
 /// The message of every `forbidden` error: the same whether the event is private or does
 /// not exist, so that private events cannot be discovered.
@@ -54,7 +54,11 @@ pub const SNAPSHOT_FAILED_MESSAGE: &str =
 #[derive(Debug)]
 pub struct LiveHub {
     config: LiveConfig,
-    now: UnixMillis,
+    /// Deadlines and paces run on the monotonic clock; a wall-clock step fires no ping or
+    /// write timeout early or late.
+    now: MonoMillis,
+    /// The wall clock of the latest input: token expiries are wall-clock instants.
+    wall: UnixMillis,
     out: VecDeque<Command>,
     registry: Registry,
     map: Arc<DeviceMap>,
@@ -64,8 +68,8 @@ pub struct LiveHub {
     pings: Deadlines<ConnId>,
     /// Connections whose socket holds unwritten bytes, by when they are given up on.
     stalls: Deadlines<ConnId>,
-    /// Connections by when their token expires.
-    expiries: Deadlines<ConnId>,
+    /// Connections by when their token expires (wall clock).
+    expiries: Deadlines<ConnId, UnixMillis>,
     /// Subscriptions by when their event's visibility is looked up again.
     rechecks_due: Deadlines<(ConnId, Topic)>,
     /// Re-check look-ups in flight.
@@ -84,12 +88,13 @@ pub struct LiveHub {
 }
 
 impl LiveHub {
-    pub fn new(config: LiveConfig, now: UnixMillis) -> LiveHub {
+    pub fn new(config: LiveConfig, now: Now) -> LiveHub {
         let visibility =
             VisibilityCache::new(config.visibility_cache_ms, config.visibility_cache_entries);
         LiveHub {
             config,
-            now,
+            now: now.mono,
+            wall: now.wall,
             out: VecDeque::new(),
             registry: Registry::default(),
             map: Arc::new(DeviceMap::default()),
@@ -110,7 +115,7 @@ impl LiveHub {
     }
 
     /// Takes one input at time `now`.
-    pub fn handle(&mut self, now: UnixMillis, input: Input) {
+    pub fn handle(&mut self, now: Now, input: Input) {
         self.advance(now);
         match input {
             Input::Connected {
@@ -166,7 +171,7 @@ impl LiveHub {
 
     /// When [`Input::Timeout`] is due next: the first ping, write, token-expiry or re-check
     /// deadline. `None` with no connections.
-    pub fn poll_timeout(&self) -> Option<UnixMillis> {
+    pub fn poll_timeout(&self) -> Option<MonoMillis> {
         let threshold = self.config.conflate_threshold_bytes;
         let replays = self.replays.iter().filter_map(|((conn, _), r)| {
             let blocked = self
@@ -178,7 +183,12 @@ impl LiveHub {
         [
             self.pings.first(),
             self.stalls.first(),
-            self.expiries.first(),
+            // The monotonic instant the wall clock should reach it, as things stand; a
+            // wall-clock step is caught up with at the next input.
+            self.expiries.first().map(|exp| {
+                self.now
+                    .plus(u64::try_from(exp.since(self.wall)).unwrap_or(0))
+            }),
             self.rechecks_due.first(),
         ]
         .into_iter()
@@ -666,7 +676,7 @@ impl LiveHub {
         for (conn, id) in keys {
             self.pump_replay(conn, &id);
         }
-        for conn in self.expiries.take_due(now) {
+        for conn in self.expiries.take_due(self.wall) {
             self.stats.token_expiries += 1;
             self.close(conn, close_code::TOKEN_EXPIRED, close_reason::TOKEN_EXPIRED);
         }
@@ -729,9 +739,10 @@ impl LiveHub {
     // -----------------------------------------------------------------------------------
     // Internals
 
-    fn advance(&mut self, now: UnixMillis) {
-        // A clock that steps back must not make timers fire late; keep the newest.
-        self.now = self.now.max(now);
+    fn advance(&mut self, now: Now) {
+        // Monotonic by contract; kept so all the same if a caller's clock is not.
+        self.now = self.now.max(now.mono);
+        self.wall = now.wall;
         // Every replay's clock catches up under the state it ran in since it was last
         // brought up, before this input changes anything (a page, a drained or filled
         // queue, a pause): what a replay plays never depends on how often the hub is told

@@ -15,7 +15,7 @@ use super::history::HistoryQuery;
 use super::outbound::Outbound;
 use super::rate::RateBucket;
 use crate::wire::{SubscribeOptions, Topic};
-use crate::UnixMillis;
+use crate::{MonoMillis, UnixMillis};
 
 #[derive(Debug)]
 pub(crate) enum SubState {
@@ -60,7 +60,7 @@ pub(crate) struct Connection {
     pub subs: BTreeMap<Topic, SubState>,
     pub out: Outbound,
     /// When the oldest unanswered ping was sent.
-    pub unanswered_ping: Option<UnixMillis>,
+    pub unanswered_ping: Option<MonoMillis>,
     pub rate: RateBucket,
 }
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::command::RequestId;
 use crate::wire::{replay_topic, ReplayRequest, WirePosition};
-use crate::UnixMillis;
+use crate::{MonoMillis, UnixMillis};
 
 /// Where a replay's next page starts: after this fix time, and after this device at it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,7 +50,8 @@ pub(crate) struct Replay {
     /// Event time shown, milliseconds (fractional: slow speeds advance by less than 1 ms a
     /// millisecond).
     clock: f64,
-    last_tick: UnixMillis,
+    /// Monotonic: the replay's pace does not follow a wall-clock step.
+    last_tick: MonoMillis,
     pub phase: Phase,
     /// The look-up or load in flight, and for a page how many rows it asked for.
     pub request: Option<(RequestId, usize)>,
@@ -64,7 +65,7 @@ pub(crate) struct Replay {
 }
 
 impl Replay {
-    pub(crate) fn new(request: &ReplayRequest, now: UnixMillis) -> Replay {
+    pub(crate) fn new(request: &ReplayRequest, now: MonoMillis) -> Replay {
         Replay {
             topic: replay_topic(&request.id),
             event: request.event,
@@ -104,8 +105,8 @@ impl Replay {
 
     /// Moves the clock to `now`; the time since the last tick counts only if the replay
     /// was running (`blocked`: its client is behind).
-    pub(crate) fn tick(&mut self, now: UnixMillis, blocked: bool) {
-        let elapsed = now.since(self.last_tick).max(0) as f64;
+    pub(crate) fn tick(&mut self, now: MonoMillis, blocked: bool) {
+        let elapsed = now.since(self.last_tick) as f64;
         if self.running(blocked) {
             self.clock = (self.clock + elapsed * self.speed).min(self.to.as_i64() as f64);
         }
@@ -123,7 +124,7 @@ impl Replay {
 
     /// Starts over at `at` (clamped to `to`): nothing read ahead is kept, and a snapshot
     /// at that time is due.
-    pub(crate) fn seek(&mut self, at: UnixMillis, now: UnixMillis) {
+    pub(crate) fn seek(&mut self, at: UnixMillis, now: MonoMillis) {
         let at = at.min(self.to);
         self.buffer.clear();
         self.cursor = ReplayKey {
@@ -191,7 +192,7 @@ impl Replay {
     }
 
     /// When the clock reaches the next thing to do (a position, or the end), if it runs.
-    pub(crate) fn deadline(&self, blocked: bool) -> Option<UnixMillis> {
+    pub(crate) fn deadline(&self, blocked: bool) -> Option<MonoMillis> {
         if !self.running(blocked) {
             return None;
         }
@@ -231,7 +232,7 @@ mod tests {
     }
 
     fn playing(from: i64, to: i64, speed: f64) -> Replay {
-        let mut r = Replay::new(&request(from, to, speed), UnixMillis(0));
+        let mut r = Replay::new(&request(from, to, speed), MonoMillis(0));
         r.phase = Phase::Playing;
         r
     }
@@ -240,20 +241,20 @@ mod tests {
     fn the_clock_runs_at_speed_and_stops_when_paused_or_blocked() {
         let mut r = playing(1_000, 100_000, 10.0);
         r.page(vec![row(50_000, "a")], 10);
-        r.tick(UnixMillis(100), false);
+        r.tick(MonoMillis(100), false);
         assert_eq!(r.clock(), UnixMillis(2_000));
         r.set_paused(true);
-        r.tick(UnixMillis(1_000), false);
+        r.tick(MonoMillis(1_000), false);
         assert_eq!(r.clock(), UnixMillis(2_000));
         r.set_paused(false);
-        r.tick(UnixMillis(1_100), true);
+        r.tick(MonoMillis(1_100), true);
         assert_eq!(
             r.clock(),
             UnixMillis(2_000),
             "a slow reader holds the clock"
         );
         r.set_speed(2.0);
-        r.tick(UnixMillis(1_200), false);
+        r.tick(MonoMillis(1_200), false);
         assert_eq!(r.clock(), UnixMillis(2_200));
     }
 
@@ -261,18 +262,18 @@ mod tests {
     fn positions_are_due_in_order_when_the_clock_reaches_them_then_the_end() {
         let mut r = playing(0, 10_000, 1.0);
         r.page(vec![row(2_000, "b"), row(1_000, "a"), row(2_000, "a")], 10);
-        assert_eq!(r.deadline(false), Some(UnixMillis(1_000)));
-        r.tick(UnixMillis(1_999), false);
+        assert_eq!(r.deadline(false), Some(MonoMillis(1_000)));
+        r.tick(MonoMillis(1_999), false);
         assert_eq!(r.due().map(|p| p.ts), Some(1_000));
         assert_eq!(r.due(), None);
-        r.tick(UnixMillis(2_000), false);
+        r.tick(MonoMillis(2_000), false);
         let both: Vec<String> = std::iter::from_fn(|| r.due())
             .map(|p| p.device_id)
             .collect();
         assert_eq!(both, vec!["a", "b"]);
         assert!(!r.finished());
-        assert_eq!(r.deadline(false), Some(UnixMillis(10_000)));
-        r.tick(UnixMillis(10_000), false);
+        assert_eq!(r.deadline(false), Some(MonoMillis(10_000)));
+        r.tick(MonoMillis(10_000), false);
         assert!(r.finished());
     }
 
@@ -280,7 +281,7 @@ mod tests {
     fn without_read_ahead_the_clock_waits_for_the_next_page() {
         let mut r = playing(0, 10_000, 1.0);
         assert_eq!(r.wants_page(4), Some(4));
-        r.tick(UnixMillis(5_000), false);
+        r.tick(MonoMillis(5_000), false);
         assert_eq!(
             r.clock(),
             UnixMillis(0),
@@ -288,7 +289,7 @@ mod tests {
         );
         r.page(vec![row(1, "a"), row(2, "a"), row(3, "a"), row(4, "a")], 4);
         assert_eq!(r.wants_page(4), None, "full");
-        r.tick(UnixMillis(5_002), false);
+        r.tick(MonoMillis(5_002), false);
         assert_eq!(r.due().map(|p| p.ts), Some(1));
         assert_eq!(r.due().map(|p| p.ts), Some(2));
         assert_eq!(r.wants_page(4), Some(2), "half gone: read ahead again");
@@ -299,7 +300,7 @@ mod tests {
     fn a_seek_starts_over_at_its_time() {
         let mut r = playing(0, 10_000, 1.0);
         r.page(vec![row(1, "a")], 10);
-        r.seek(UnixMillis(20_000), UnixMillis(7));
+        r.seek(UnixMillis(20_000), MonoMillis(7));
         assert_eq!(r.clock(), UnixMillis(10_000), "clamped to `to`");
         assert_eq!(r.phase, Phase::Snapshot);
         assert_eq!(r.due(), None);
@@ -311,7 +312,7 @@ mod tests {
         r.page(vec![row(1_000, "a"), row(1_000, "b")], 2);
         assert_eq!(r.cursor.device, "b", "the cursor moved past them");
         r.page(vec![row(1_001, "a")], 2);
-        r.tick(UnixMillis(10), false);
+        r.tick(MonoMillis(10), false);
         assert_eq!(r.due().map(|p| p.ts), Some(1_001));
         assert_eq!(r.due(), None);
     }

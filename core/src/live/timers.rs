@@ -7,15 +7,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::UnixMillis;
+use crate::MonoMillis;
 
+/// Deadlines are monotonic (`MonoMillis`), except token expiries, which are wall-clock
+/// instants by contract.
 #[derive(Debug)]
-pub(crate) struct Deadlines<K: Ord + Copy> {
-    due: BTreeSet<(UnixMillis, K)>,
-    at: BTreeMap<K, UnixMillis>,
+pub(crate) struct Deadlines<K: Ord + Copy, T: Ord + Copy = MonoMillis> {
+    due: BTreeSet<(T, K)>,
+    at: BTreeMap<K, T>,
 }
 
-impl<K: Ord + Copy> Default for Deadlines<K> {
+impl<K: Ord + Copy, T: Ord + Copy> Default for Deadlines<K, T> {
     fn default() -> Self {
         Deadlines {
             due: BTreeSet::new(),
@@ -24,9 +26,9 @@ impl<K: Ord + Copy> Default for Deadlines<K> {
     }
 }
 
-impl<K: Ord + Copy> Deadlines<K> {
+impl<K: Ord + Copy, T: Ord + Copy> Deadlines<K, T> {
     /// Schedules `key` at `t`, replacing its previous time.
-    pub(crate) fn schedule(&mut self, key: K, t: UnixMillis) {
+    pub(crate) fn schedule(&mut self, key: K, t: T) {
         self.cancel(key);
         self.due.insert((t, key));
         self.at.insert(key, t);
@@ -42,12 +44,12 @@ impl<K: Ord + Copy> Deadlines<K> {
         self.at.contains_key(&key)
     }
 
-    pub(crate) fn first(&self) -> Option<UnixMillis> {
+    pub(crate) fn first(&self) -> Option<T> {
         self.due.first().map(|(t, _)| *t)
     }
 
     /// Takes every key due at `now`, earliest first (ties in key order).
-    pub(crate) fn take_due(&mut self, now: UnixMillis) -> Vec<K> {
+    pub(crate) fn take_due(&mut self, now: T) -> Vec<K> {
         let mut taken = Vec::new();
         while let Some(&(t, key)) = self.due.first() {
             if t > now {
@@ -82,15 +84,15 @@ mod tests {
     #[test]
     fn clear_forgets_every_deadline() {
         let mut d = Deadlines::default();
-        d.schedule(1u64, UnixMillis(10));
-        d.schedule(2, UnixMillis(20));
+        d.schedule(1u64, MonoMillis(10));
+        d.schedule(2, MonoMillis(20));
         d.clear();
         assert_eq!(d.first(), None);
         assert!(!d.contains(1) && !d.contains(2));
-        assert_eq!(d.take_due(UnixMillis(i64::MAX)), Vec::<u64>::new());
+        assert_eq!(d.take_due(MonoMillis(u64::MAX)), Vec::<u64>::new());
         // Still usable: a key scheduled again is due once, at its new time.
-        d.schedule(1, UnixMillis(30));
-        assert_eq!(d.first(), Some(UnixMillis(30)));
-        assert_eq!(d.take_due(UnixMillis(30)), vec![1]);
+        d.schedule(1, MonoMillis(30));
+        assert_eq!(d.first(), Some(MonoMillis(30)));
+        assert_eq!(d.take_due(MonoMillis(30)), vec![1]);
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use uuid::Uuid;
 
 use super::auth::Visibility;
-use crate::UnixMillis;
+use crate::MonoMillis;
 
 /// Event visibilities read recently, each trusted for `ttl_ms` after it was read. Holds at
 /// most `capacity` events; inserting one more evicts the one stored longest ago. A TTL or
@@ -26,7 +26,7 @@ pub struct VisibilityCache {
 #[derive(Debug, Clone, Copy)]
 struct Cached {
     visibility: Visibility,
-    stored_at: UnixMillis,
+    stored_at: MonoMillis,
     seq: u64,
 }
 
@@ -42,15 +42,14 @@ impl VisibilityCache {
     }
 
     /// The visibility stored for `event` if it is still fresh at `now`. An entry stored
-    /// "in the future" (the clock went back) is not trusted.
-    pub fn get(&self, event: Uuid, now: UnixMillis) -> Option<Visibility> {
+    /// after `now` (a caller whose clock went back) is not trusted.
+    pub fn get(&self, event: Uuid, now: MonoMillis) -> Option<Visibility> {
         let cached = self.entries.get(&event)?;
-        let age = now.since(cached.stored_at);
-        let fresh = age >= 0 && (age as u64) < self.ttl_ms;
+        let fresh = now >= cached.stored_at && now.since(cached.stored_at) < self.ttl_ms;
         fresh.then_some(cached.visibility)
     }
 
-    pub fn insert(&mut self, event: Uuid, visibility: Visibility, now: UnixMillis) {
+    pub fn insert(&mut self, event: Uuid, visibility: Visibility, now: MonoMillis) {
         if self.capacity == 0 || self.ttl_ms == 0 {
             return;
         }
@@ -104,8 +103,8 @@ mod tests {
         Uuid::from_u128(n)
     }
 
-    fn at(ms: i64) -> UnixMillis {
-        UnixMillis(ms)
+    fn at(ms: u64) -> MonoMillis {
+        MonoMillis(ms)
     }
 
     #[test]
@@ -179,7 +178,7 @@ mod tests {
     #[test]
     fn many_reinserts_keep_the_order_queue_bounded() {
         let mut cache = VisibilityCache::new(10_000, 3);
-        for t in 0..1_000i64 {
+        for t in 0..1_000u64 {
             cache.insert(id((t % 2) as u128), Visibility::Public, at(t));
         }
         assert_eq!(cache.len(), 2);

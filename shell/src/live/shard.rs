@@ -20,9 +20,10 @@ use processor_core::live::{
 use processor_core::UnixMillis;
 
 use crate::auth::Authenticator;
-use crate::clock::Clock;
+use crate::clock::{Clock, MonoClock};
 use crate::metrics::Metrics;
 use crate::postgres::history::trail_parts;
+use processor_core::Now;
 
 use super::conn_io::{ConnIo, Flushed};
 use super::input::ShardInput;
@@ -60,6 +61,8 @@ struct Shard<S: LiveStore, C: Clock> {
     counted: LiveStats,
     gauged: LiveStats,
     gauges_at: tokio::time::Instant,
+    /// The hub's deadlines run on this clock; its wall clock is the context's.
+    mono: MonoClock,
 }
 
 /// Runs until `stop`; then closes every client with 1001 and returns once their close
@@ -70,7 +73,14 @@ pub async fn run<S: LiveStore, C: Clock>(
     me: mpsc::UnboundedSender<ShardInput>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let hub = LiveHub::new(ctx.config.clone(), ctx.clock.now());
+    let mono = MonoClock::start();
+    let hub = LiveHub::new(
+        ctx.config.clone(),
+        Now {
+            mono: mono.now(),
+            wall: ctx.clock.now(),
+        },
+    );
     let mut shard = Shard {
         ctx,
         hub,
@@ -82,6 +92,7 @@ pub async fn run<S: LiveStore, C: Clock>(
         counted: LiveStats::default(),
         gauged: LiveStats::default(),
         gauges_at: tokio::time::Instant::now(),
+        mono,
     };
     let mut turn = Vec::with_capacity(MAX_TURN);
     loop {
@@ -94,26 +105,26 @@ pub async fn run<S: LiveStore, C: Clock>(
             }
         }
         if turn.is_empty() {
-            let timer = shard.hub.poll_timeout().map(|t| shard.ctx.clock.until(t));
+            let timer = shard.hub.poll_timeout().map(|t| shard.mono.instant(t));
             // A fixed polling order (not tokio's random one) keeps a simulated run
             // replayable.
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
-                _ = tokio::time::sleep(timer.unwrap_or_default()), if timer.is_some() => {}
+                _ = tokio::time::sleep_until(timer.unwrap_or_else(tokio::time::Instant::now)), if timer.is_some() => {}
                 n = inputs.recv_many(&mut turn, MAX_TURN) => if n == 0 { break },
             }
         }
-        let now = shard.ctx.clock.now();
+        let now = shard.now();
         for input in turn.drain(..) {
             shard.feed(now, input);
         }
-        if shard.hub.poll_timeout().is_some_and(|t| t <= now) {
+        if shard.hub.poll_timeout().is_some_and(|t| t <= now.mono) {
             shard.hub.handle(now, Input::Timeout);
             shard.execute();
         }
         shard.write(now);
-        shard.record(now);
+        shard.record(now.wall);
         if *stop.borrow() {
             break;
         }
@@ -124,7 +135,15 @@ pub async fn run<S: LiveStore, C: Clock>(
 }
 
 impl<S: LiveStore, C: Clock> Shard<S, C> {
-    fn feed(&mut self, now: UnixMillis, input: ShardInput) {
+    /// Both clocks, read together.
+    fn now(&self) -> Now {
+        Now {
+            mono: self.mono.now(),
+            wall: self.ctx.clock.now(),
+        }
+    }
+
+    fn feed(&mut self, now: Now, input: ShardInput) {
         match input {
             ShardInput::Core(input) => {
                 match &input {
@@ -192,8 +211,8 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                     });
                 }
                 Command::VerifyToken { conn, token } => {
-                    let now = self.ctx.clock.now();
-                    let now_s = u64::try_from(now.as_i64() / 1_000).unwrap_or(0);
+                    let now = self.now();
+                    let now_s = u64::try_from(now.wall.as_i64() / 1_000).unwrap_or(0);
                     // The error's text never holds the token.
                     let result = self
                         .ctx
@@ -274,7 +293,7 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
                         .inc_by(unknown as u64);
                     if unknown_devices.is_empty() {
                         self.hub.handle(
-                            self.ctx.clock.now(),
+                            self.now(),
                             Input::Snapshot {
                                 request,
                                 rows: Ok(held_rows),
@@ -315,7 +334,7 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
 
     /// Writes every connection that got bytes, once each; what the sockets took can let
     /// parked positions out, which are written in the same pass.
-    fn write(&mut self, now: UnixMillis) {
+    fn write(&mut self, now: Now) {
         while !self.dirty.is_empty() {
             let dirty = std::mem::take(&mut self.dirty);
             for &conn in &dirty {
@@ -375,7 +394,7 @@ impl<S: LiveStore, C: Clock> Shard<S, C> {
     /// Closes every client with 1001, those whose connection is still queued too, and
     /// waits for the close frames to go out.
     async fn shut_down(mut self, inputs: &mut mpsc::UnboundedReceiver<ShardInput>) {
-        let now = self.ctx.clock.now();
+        let now = self.now();
         self.hub.handle(now, Input::Shutdown);
         self.execute();
         inputs.close();

@@ -22,7 +22,7 @@ use processor_core::live::{
 };
 use processor_core::websocket::{ClientFrame, Frame};
 use processor_core::wire::{position_frame, Topic};
-use processor_core::{Position, UnixMillis};
+use processor_core::{MonoMillis, Now, Position, UnixMillis};
 use uuid::Uuid;
 
 /// A defect planted around the hub.
@@ -112,7 +112,7 @@ impl SimHub {
             built.max_messages_per_s = 1_000_000;
         }
         SimHub {
-            inner: LiveHub::new(built, now),
+            inner: LiveHub::new(built, clocks(now)),
             defect,
             shard,
             extra: VecDeque::new(),
@@ -140,7 +140,9 @@ impl SimHub {
     }
 
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
-        self.inner.poll_timeout()
+        self.inner
+            .poll_timeout()
+            .map(|t| UnixMillis(i64::try_from(t.0).unwrap_or(i64::MAX)))
     }
 
     /// Whether the hub holds positions of `conn` parked (its queue over the conflate
@@ -215,7 +217,7 @@ impl SimHub {
                         conn: *conn,
                         bytes: frame.len() as u64,
                     };
-                    self.inner.handle(self.last_now, written);
+                    self.inner.handle(clocks(self.last_now), written);
                 }
             }
             Command::Close { conn, .. } => self.forget(*conn),
@@ -294,7 +296,7 @@ impl SimHub {
             }
             _ => {}
         }
-        self.inner.handle(now, input);
+        self.inner.handle(clocks(now), input);
     }
 
     /// True when the planted defect needs the decoded positions of every stream read
@@ -384,4 +386,14 @@ fn snapshot_topic(payload: &[u8]) -> Option<Topic> {
 fn text_topic(text: &[u8]) -> Option<Topic> {
     let value: serde_json::Value = serde_json::from_slice(text).ok()?;
     value["topic"].as_str()?.parse().ok()
+}
+
+/// The model layer's one timeline: the hub's monotonic clock reads the wall clock's
+/// milliseconds (steps of the wall clock are the durable swarm's and the core tests'
+/// business).
+fn clocks(now: UnixMillis) -> Now {
+    Now {
+        mono: MonoMillis(u64::try_from(now.as_i64()).unwrap_or(0)),
+        wall: now,
+    }
 }
