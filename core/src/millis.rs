@@ -39,3 +39,14 @@ impl fmt::Display for UnixMillis {
         write!(f, "{}ms", self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_prints_as_milliseconds() {
+        assert_eq!(UnixMillis(1_500).to_string(), "1500ms");
+        assert_eq!(UnixMillis(-2).to_string(), "-2ms");
+    }
+}

@@ -231,4 +231,26 @@ mod tests {
             .to_string()
             .starts_with("--starts-at must be an RFC 3339 time"));
     }
+
+    #[test]
+    fn a_bib_of_exactly_the_most_characters_is_taken() {
+        let longest = "7".repeat(MAX_BIB_CHARS);
+        assert_eq!(parse_bib(&longest), Ok(longest.clone()));
+        assert!(matches!(
+            parse_bib(&format!("{longest}7")),
+            Err(FieldError::TooLong { got, .. }) if got == MAX_BIB_CHARS + 1
+        ));
+    }
+
+    #[test]
+    fn a_visibility_is_written_as_the_column_reads_it() {
+        for (visibility, text) in [
+            (EventVisibility::Public, "public"),
+            (EventVisibility::Private, "private"),
+        ] {
+            assert_eq!(visibility.as_str(), text);
+            assert_eq!(visibility.to_string(), text);
+            assert_eq!(text.parse::<EventVisibility>(), Ok(visibility));
+        }
+    }
 }

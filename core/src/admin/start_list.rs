@@ -384,4 +384,49 @@ mod tests {
         assert_eq!(error.problems[0].line, 3);
         assert!(error.to_string().ends_with("... and 5 more"));
     }
+
+    fn rows(count: usize) -> Vec<(u64, Vec<String>)> {
+        (0..count)
+            .map(|i| {
+                (
+                    i as u64 + 2,
+                    cells(&format!("{i},Runner {i},{}", 100_000 + i)),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_start_list_holds_at_most_the_most_rows() {
+        let header = cells("bib,name,device_id");
+        let full = StartList::parse(&header, &rows(MAX_START_LIST_ROWS)).unwrap();
+        assert_eq!(full.entries.len(), MAX_START_LIST_ROWS);
+        let over = StartList::parse(&header, &rows(MAX_START_LIST_ROWS + 1)).unwrap_err();
+        assert_eq!(
+            messages(over),
+            vec![format!(
+                "line 1: {} rows; a start list has at most {MAX_START_LIST_ROWS}",
+                MAX_START_LIST_ROWS + 1
+            )]
+        );
+    }
+
+    #[test]
+    fn the_error_counts_what_it_does_not_list() {
+        let problem = |line| LineProblem {
+            line,
+            column: None,
+            problem: "bad".to_owned(),
+        };
+        let listed = StartListError {
+            problems: vec![problem(2)],
+            more: 0,
+        };
+        assert!(!listed.to_string().contains("more"), "{listed}");
+        let cut = StartListError {
+            problems: vec![problem(2)],
+            more: 3,
+        };
+        assert!(cut.to_string().ends_with("\n  ... and 3 more"), "{cut}");
+    }
 }

@@ -115,4 +115,16 @@ mod tests {
         assert_eq!(moved.ends_at(), None);
         assert_eq!(window.changed(Change::Keep, Change::Keep), Ok(window));
     }
+
+    #[test]
+    fn a_window_gives_back_its_ends() {
+        let (start, end) = (t("2026-05-01T09:00:00Z"), t("2026-05-01T15:00:00Z"));
+        let window = TimeWindow::new(Some(start), Some(end)).unwrap();
+        assert_eq!(
+            (window.starts_at(), window.ends_at()),
+            (Some(start), Some(end))
+        );
+        let open = TimeWindow::new(None, Some(end)).unwrap();
+        assert_eq!((open.starts_at(), open.ends_at()), (None, Some(end)));
+    }
 }
