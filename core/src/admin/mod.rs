@@ -5,12 +5,17 @@
 //! lives here, every error names the field that was wrong.
 
 mod fields;
+mod rerun;
 mod start_list;
 mod window;
 
 pub use fields::{
     parse_bib, parse_device_id, parse_entry_name, parse_event_name, parse_time, EventVisibility,
     FieldError, MAX_BIB_CHARS, MAX_NAME_CHARS,
+};
+pub use rerun::{
+    bib_free_for, entry_by_bib, entry_by_id, place_device, same_event, AssignMode, EntryCreate,
+    EntryValues, EventValues, Placement,
 };
 pub use start_list::{LineProblem, StartList, StartListEntry, StartListError, MAX_START_LIST_ROWS};
 pub use window::{Change, TimeWindow, WindowError};

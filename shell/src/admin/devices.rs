@@ -8,16 +8,12 @@
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
+use processor_core::admin::{place_device, Placement};
+
 use super::cli::DeviceAssign;
 use super::{entries, events, AdminError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Refuse when another entry of the event has the device.
-    Assign,
-    /// Take it from the other entry.
-    Move,
-}
+pub use processor_core::admin::AssignMode as Mode;
 
 /// What an assignment did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,27 +44,24 @@ pub async fn put(
     mode: Mode,
 ) -> Result<Assigned, AdminError> {
     let holder = holder(tx, event, device).await?;
-    let done = match holder {
-        Some(current) if current == entry => return Ok(Assigned::Unchanged { entry }),
-        Some(current) if mode == Mode::Assign => {
+    let done = match place_device(entry, holder, mode) {
+        Placement::Unchanged => return Ok(Assigned::Unchanged { entry }),
+        Placement::Conflict { holder } => {
             return Err(AdminError::Conflict(format!(
-                "device {device} is already in entry {current} of event {event}; \
+                "device {device} is already in entry {holder} of event {event}; \
                  a device is in one entry of an event at a time: \
                  use `processor admin device move` to move it"
             )))
         }
-        Some(current) => {
+        Placement::Moved { from } => {
             tx.execute(
                 "DELETE FROM entry_devices WHERE entry_id = $1 AND device_id = $2",
-                &[&current, &device],
+                &[&from, &device],
             )
             .await?;
-            Assigned::Moved {
-                from: current,
-                entry,
-            }
+            Assigned::Moved { from, entry }
         }
-        None => Assigned::New { entry },
+        Placement::New => Assigned::New { entry },
     };
     tx.execute(
         "INSERT INTO entry_devices (entry_id, device_id) VALUES ($1, $2)",

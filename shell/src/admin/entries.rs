@@ -5,6 +5,10 @@ use uuid::Uuid;
 
 use crate::postgres::events::{event_details, EventDetails};
 
+use processor_core::admin::{
+    bib_free_for, entry_by_bib, entry_by_id, EntryCreate as Verdict, EntryValues,
+};
+
 use super::cli::{EntryCreate, EntryRef, EntryUpdate};
 use super::{events, AdminError};
 
@@ -21,22 +25,26 @@ pub async fn create(client: &mut Client, create: &EntryCreate) -> Result<Uuid, A
             )
             .await?
         {
-            let same = row.try_get::<_, Uuid>(0)? == create.event
-                && row.try_get::<_, Option<String>>(1)? == create.name
-                && row.try_get::<_, Option<String>>(2)? == create.bib;
-            return if same {
-                Ok(id)
-            } else {
-                Err(AdminError::Conflict(format!(
+            let (event, name, bib): (Uuid, Option<String>, Option<String>) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let stored = EntryValues {
+                event,
+                name: name.as_deref(),
+                bib: bib.as_deref(),
+            };
+            return match entry_by_id(id, &stored, &asked(create)) {
+                Verdict::Existing(id) => Ok(id),
+                Verdict::Conflict => Err(AdminError::Conflict(format!(
                     "entry {id} already exists with other values; change it with `processor admin entry update --entry {id}`"
-                )))
+                ))),
             };
         }
     }
     if let Some(bib) = &create.bib {
         if let Some((holder, name)) = by_bib(&tx, create.event, bib).await? {
-            if create.id.is_none() && name == create.name {
-                return Ok(holder);
+            let verdict = entry_by_bib(holder, name.as_deref(), create.id, create.name.as_deref());
+            if let Verdict::Existing(id) = verdict {
+                return Ok(id);
             }
             return Err(AdminError::Conflict(format!(
                 "bib {bib} is already entry {holder} ({}) of event {}; change it with `processor admin entry update --entry {holder}`",
@@ -56,6 +64,15 @@ pub async fn create(client: &mut Client, create: &EntryCreate) -> Result<Uuid, A
     let id = row.try_get(0)?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// What a `create` asks for, as the rules compare it.
+fn asked(create: &EntryCreate) -> EntryValues<'_> {
+    EntryValues {
+        event: create.event,
+        name: create.name.as_deref(),
+        bib: create.bib.as_deref(),
+    }
 }
 
 /// The entry holding `bib` in `event`, with its name.
@@ -93,12 +110,11 @@ pub async fn update(client: &mut Client, update: &EntryUpdate) -> Result<Uuid, A
     let tx = client.transaction().await?;
     let (entry, event) = resolve(&tx, &update.entry).await?;
     if let Some(bib) = &update.new_bib {
-        if let Some((holder, _)) = by_bib(&tx, event, bib).await? {
-            if holder != entry {
-                return Err(AdminError::Conflict(format!(
-                    "bib {bib} is already entry {holder} of event {event}"
-                )));
-            }
+        let holder = by_bib(&tx, event, bib).await?.map(|(holder, _)| holder);
+        if let Some(holder) = holder.filter(|_| !bib_free_for(entry, holder)) {
+            return Err(AdminError::Conflict(format!(
+                "bib {bib} is already entry {holder} of event {event}"
+            )));
         }
     }
     tx.execute(

@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use processor_core::admin::{Change, EventVisibility, TimeWindow};
+use processor_core::admin::{same_event, Change, EventValues, EventVisibility, TimeWindow};
 
 use super::cli::{EventCreate, EventUpdate};
 use super::AdminError;
@@ -52,22 +52,29 @@ pub async fn create(client: &mut Client, create: &EventCreate) -> Result<Uuid, A
             &[&id],
         )
         .await?;
-    let same = row.try_get::<_, String>(0)? == create.name
-        && row.try_get::<_, String>(1)? == create.visibility.as_str()
-        && same_time(row.try_get(2)?, window.starts_at())
-        && same_time(row.try_get(3)?, window.ends_at());
+    let (name, visibility): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+    let (starts_at, ends_at) = (row.try_get(2)?, row.try_get(3)?);
+    // The column's check constraint allows these two only; anything else is not the same.
+    let same = visibility
+        .parse::<EventVisibility>()
+        .is_ok_and(|visibility| {
+            let stored = EventValues {
+                name: &name,
+                visibility,
+                starts_at,
+                ends_at,
+            };
+            same_event(
+                &stored,
+                &EventValues::new(&create.name, create.visibility, &window),
+            )
+        });
     if !same {
         return Err(AdminError::Conflict(format!(
             "event {id} already exists with other values; change it with `processor admin event update {id}`"
         )));
     }
     Ok(id)
-}
-
-/// Postgres keeps microseconds; a time typed with more digits is the same time stored.
-fn same_time(stored: Option<OffsetDateTime>, given: Option<OffsetDateTime>) -> bool {
-    let micros = |t: OffsetDateTime| t.unix_timestamp_nanos() / 1_000;
-    stored.map(micros) == given.map(micros)
 }
 
 pub async fn list(client: &Client) -> Result<Vec<EventRow>, AdminError> {
