@@ -291,6 +291,8 @@ fn a_failed_read_drains_pending_from_the_start_after_a_back_off() {
     assert_eq!(drain(&mut w), vec![]);
     w.handle(clocks(at(105)), Input::Timeout);
     assert_eq!(drain(&mut w), vec![read(pending(ZERO), 10)]);
+    // The retry is out: its time, now past, is no deadline while it is in flight.
+    assert_no_busy_timer(&w, at(105));
 
     // A second failure in a row backs off longer.
     w.handle(clocks(at(200)), Input::Read(Err("read failed".into())));

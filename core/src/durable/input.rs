@@ -53,3 +53,14 @@ impl From<String> for StreamFailure {
         StreamFailure(reason)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_reads_as_its_reason() {
+        assert_eq!(StreamFailure::new("NOGROUP").to_string(), "NOGROUP");
+        assert_eq!(StreamFailure::from("reset"), StreamFailure("reset".to_owned()));
+    }
+}
