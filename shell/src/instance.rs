@@ -139,7 +139,7 @@ pub async fn run<DS, DP, LS, L, B, C>(
             clock: ports.clock,
             metrics: settings.metrics,
             readiness: settings.readiness,
-            core: settings.durable,
+            config: settings.durable,
             grace: settings.grace,
         },
         durable_stop,

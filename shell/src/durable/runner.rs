@@ -23,7 +23,7 @@ pub struct DurableContext<S, P, C> {
     pub clock: C,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
-    pub core: DurableConfig,
+    pub config: DurableConfig,
     /// On shutdown, how long to wait for held entries to be stored before giving up on them
     /// (they stay pending, unacked, for another instance or the next start).
     pub grace: Duration,
@@ -44,7 +44,7 @@ pub async fn run<S: StreamPort, P: StorePort, C: Clock>(
         mono: mono.now(),
         wall: ctx.clock.now(),
     };
-    let mut core = DurableWriter::new(ctx.core.clone(), now());
+    let mut core = DurableWriter::new(ctx.config.clone(), now());
     let mut stats = core.stats();
     let mut outstanding = 0usize;
     let mut give_up_at: Option<tokio::time::Instant> = None;

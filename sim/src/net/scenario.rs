@@ -200,7 +200,7 @@ pub(super) async fn processor(
         clock: SimClock { skew_ms },
         metrics: Arc::new(Metrics::new(name)),
         readiness: Arc::new(Readiness::default()),
-        core: core_config(),
+        config: core_config(),
         grace: Duration::from_secs(5),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
