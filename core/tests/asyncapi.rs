@@ -10,6 +10,10 @@
 //! The schema checker below supports only the keywords the document uses, and refuses any
 //! other: the document cannot grow a constraint this test silently ignores.
 
+#[path = "common/clocks.rs"]
+mod clocks;
+
+use clocks::{clocks, wall_of};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -1321,18 +1325,4 @@ fn the_checker_refuses_what_the_schemas_forbid() {
         let refused = parse_client_message(bad.to_string().as_bytes()).map_err(|e| e.reason);
         assert_eq!(refused, Err(BadRequestReason::MissingToken), "{bad}");
     }
-}
-
-/// The hub's clocks in these tests: one timeline, monotonic time equal to the wall clock's
-/// milliseconds.
-fn clocks(wall: UnixMillis) -> processor_core::Now {
-    processor_core::Now {
-        mono: processor_core::MonoMillis(u64::try_from(wall.as_i64()).unwrap_or(0)),
-        wall,
-    }
-}
-
-/// A hub deadline, as the wall-clock instant it falls on in these tests.
-fn wall_of(deadline: processor_core::MonoMillis) -> UnixMillis {
-    UnixMillis(i64::try_from(deadline.0).unwrap_or(i64::MAX))
 }

@@ -1,6 +1,10 @@
 //! Command transcripts of the live hub: inputs in, exact commands out (contract sections 4
 //! and 5).
 
+#[path = "common/clocks.rs"]
+mod clocks;
+
+use clocks::{clocks, wall_of};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -2461,46 +2465,4 @@ fn without_a_ttl_every_subscription_is_looked_up() {
         render_all(&fx.sub_text(2, E1)),
         vec![format!("authorize r2 c2 event:{E1}")]
     );
-}
-
-/// The hub's clocks in these tests: one timeline, monotonic time equal to the wall clock's
-/// milliseconds.
-fn clocks(wall: UnixMillis) -> processor_core::Now {
-    processor_core::Now {
-        mono: processor_core::MonoMillis(u64::try_from(wall.as_i64()).unwrap_or(0)),
-        wall,
-    }
-}
-
-/// A hub deadline, as the wall-clock instant it falls on in these tests.
-fn wall_of(deadline: processor_core::MonoMillis) -> UnixMillis {
-    UnixMillis(i64::try_from(deadline.0).unwrap_or(i64::MAX))
-}
-
-#[test]
-fn a_wall_clock_step_fires_no_ping_while_a_token_expires_by_the_wall_clock() {
-    let mut fx = Fx::new();
-    let start = fx.now();
-    fx.input(Input::Connected {
-        conn: ConnId(1),
-        principal: anon(),
-        expires_at: None,
-    });
-    fx.input(Input::Connected {
-        conn: ConnId(2),
-        principal: anon(),
-        expires_at: Some(start.plus(60_000)),
-    });
-    let mono = clocks(start).mono;
-    // An hour later by the wall clock, a millisecond by the monotonic one: no ping is due
-    // (interval 1 s), but the token's `exp`, a wall-clock instant, has passed.
-    let stepped = processor_core::Now {
-        mono: mono.plus(1),
-        wall: start.plus(3_600_000),
-    };
-    fx.hub.handle(stepped, Input::Timeout);
-    assert_eq!(fx.drain(), vec!["c2 close 4001 token expired".to_owned()]);
-    // The ping is due a second after the connection by the monotonic clock, whatever the
-    // wall clock says.
-    assert_eq!(fx.hub.poll_timeout(), Some(mono.plus(1_000)));
 }

@@ -1,6 +1,10 @@
 //! Trails and resume in snapshots (contract section 5.1), through the live hub's inputs and
 //! commands, and the thinning's properties.
 
+#[path = "common/clocks.rs"]
+mod clocks;
+
+use clocks::clocks;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -540,13 +544,4 @@ fn a_snapshot_larger_than_the_backpressure_threshold_is_sent_and_drains() {
         .drain()
         .iter()
         .any(|c| matches!(c, Command::Close { code: 1013, .. })));
-}
-
-/// The hub's clocks in these tests: one timeline, monotonic time equal to the wall clock's
-/// milliseconds.
-fn clocks(wall: UnixMillis) -> processor_core::Now {
-    processor_core::Now {
-        mono: processor_core::MonoMillis(u64::try_from(wall.as_i64()).unwrap_or(0)),
-        wall,
-    }
 }

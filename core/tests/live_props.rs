@@ -2,6 +2,10 @@
 //! batches, map versions, drains and ticks, with the contract's guarantees checked on every
 //! command.
 
+#[path = "common/clocks.rs"]
+mod clocks;
+
+use clocks::{clocks, wall_of};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -961,18 +965,4 @@ fn a_busy_run_exercises_every_path() {
     assert_eq!(stats.write_timeouts, 1, "{stats:?}");
     assert_eq!(stats.protocol_errors, 2, "{stats:?}");
     assert_eq!(shell.clients[5].closed_with, Some(close_code::NORMAL));
-}
-
-/// The hub's clocks in these tests: one timeline, monotonic time equal to the wall clock's
-/// milliseconds.
-fn clocks(wall: UnixMillis) -> processor_core::Now {
-    processor_core::Now {
-        mono: processor_core::MonoMillis(u64::try_from(wall.as_i64()).unwrap_or(0)),
-        wall,
-    }
-}
-
-/// A hub deadline, as the wall-clock instant it falls on in these tests.
-fn wall_of(deadline: processor_core::MonoMillis) -> UnixMillis {
-    UnixMillis(i64::try_from(deadline.0).unwrap_or(i64::MAX))
 }

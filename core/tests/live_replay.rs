@@ -1,6 +1,10 @@
 //! Paced replay (contract section 5.1) through the live hub's inputs and commands, in
 //! simulated time: pace, pause, speed, seek, end, flow control and limits.
 
+#[path = "common/clocks.rs"]
+mod clocks;
+
+use clocks::{clocks, wall_of};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -556,18 +560,4 @@ fn an_unsubscribed_replay_sends_nothing_more() {
         json!({"type": "replay_control", "id": "r", "paused": true}),
     );
     assert_eq!(h.messages(1)[0]["code"], "bad_request");
-}
-
-/// The hub's clocks in these tests: one timeline, monotonic time equal to the wall clock's
-/// milliseconds.
-fn clocks(wall: UnixMillis) -> processor_core::Now {
-    processor_core::Now {
-        mono: processor_core::MonoMillis(u64::try_from(wall.as_i64()).unwrap_or(0)),
-        wall,
-    }
-}
-
-/// A hub deadline, as the wall-clock instant it falls on in these tests.
-fn wall_of(deadline: processor_core::MonoMillis) -> UnixMillis {
-    UnixMillis(i64::try_from(deadline.0).unwrap_or(i64::MAX))
 }

@@ -61,6 +61,9 @@ mod tests {
     #[test]
     fn a_failure_reads_as_its_reason() {
         assert_eq!(StreamFailure::new("NOGROUP").to_string(), "NOGROUP");
-        assert_eq!(StreamFailure::from("reset"), StreamFailure("reset".to_owned()));
+        assert_eq!(
+            StreamFailure::from("reset"),
+            StreamFailure("reset".to_owned())
+        );
     }
 }
