@@ -1041,6 +1041,8 @@ fn claims_sweep_page_by_page_then_wait_for_the_interval() {
             claim(EntryId::new(77, 1), 10),
         ]
     );
+    // The claimed entry and the deleted one are both taken in.
+    assert_eq!(w.stats().records, 2);
 
     w.handle(
         clocks(at(10_002)),
