@@ -25,6 +25,7 @@ pub mod position;
 pub mod stream;
 pub mod teltonika;
 pub mod trim;
+pub mod ttl_cache;
 pub mod websocket;
 pub mod wire;
 

@@ -20,7 +20,7 @@ use super::registry::{Registry, SubState};
 use super::replay::{Phase, Replay};
 use super::stats::LiveStats;
 use super::timers::Deadlines;
-use super::visibility_cache::VisibilityCache;
+use crate::ttl_cache::TtlCache;
 use crate::websocket::{ClientFrame, Frame, FrameError};
 use crate::wire::{
     frame, parse_client_message, BadRequest, BadRequestReason, ClientMessage, ErrorCode,
@@ -82,15 +82,15 @@ pub struct LiveHub {
     replays: BTreeMap<(ConnId, String), Replay>,
     /// What each replay look-up or load in flight is for.
     replay_requests: BTreeMap<RequestId, (ConnId, String)>,
-    visibility: VisibilityCache,
+    /// Event visibilities read recently.
+    visibility: TtlCache<Uuid, Visibility>,
     /// Visibility look-ups out to the store, by the event they ask about.
     looking_up: BTreeMap<RequestId, Uuid>,
 }
 
 impl LiveHub {
     pub fn new(config: LiveConfig, now: Now) -> LiveHub {
-        let visibility =
-            VisibilityCache::new(config.visibility_cache_ms, config.visibility_cache_entries);
+        let visibility = TtlCache::new(config.visibility_cache_ms, config.visibility_cache_entries);
         LiveHub {
             config,
             now: now.mono,

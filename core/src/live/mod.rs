@@ -108,7 +108,6 @@ mod replay;
 mod stats;
 mod timers;
 mod track_store;
-mod visibility_cache;
 
 pub use auth::{Principal, Visibility, ADMIN_ROLE};
 pub use command::{close_code, close_reason, Command, ConnId, RequestId};

@@ -5,7 +5,6 @@
 //! request into a principal, the core's [`Principal::may_subscribe`] decides. An event the
 //! principal may not see and one that does not exist get the same 404, byte for byte.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,17 +16,17 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use processor_core::live::Visibility;
-use processor_core::UnixMillis;
+use processor_core::ttl_cache::TtlCache;
 
 use crate::auth::Authenticator;
-use crate::clock::Clock;
+use crate::clock::{Clock, MonoClock};
 use crate::live::ports::LiveStore;
 use crate::postgres::events::EventDetails;
 
 /// How long one event's details are served again: spectators opening the map at the start
 /// of a race share one query.
-const CACHE_MS: i64 = 1_000;
-/// Events cached at most; beyond, the stale ones go, then all (one query each refills them).
+const CACHE_MS: u64 = 1_000;
+/// Events cached at most; beyond, the one read longest ago goes.
 const CACHE_CAPACITY: usize = 1_000;
 
 const NOT_FOUND: &str =
@@ -35,13 +34,19 @@ const NOT_FOUND: &str =
 
 /// Event details read recently, `None` for "no such event". One look-up at a time goes to
 /// the store: the lock is held across it, which bounds what requests cost Postgres.
-#[derive(Default)]
 pub struct DetailsCache {
-    entries: tokio::sync::Mutex<HashMap<Uuid, Cached>>,
+    entries: tokio::sync::Mutex<TtlCache<Uuid, Option<Arc<EventDetails>>>>,
+    mono: MonoClock,
 }
 
-/// When it was read, and what (`None`: no such event).
-type Cached = (UnixMillis, Option<Arc<EventDetails>>);
+impl Default for DetailsCache {
+    fn default() -> DetailsCache {
+        DetailsCache {
+            entries: tokio::sync::Mutex::new(TtlCache::new(CACHE_MS, CACHE_CAPACITY)),
+            mono: MonoClock::start(),
+        }
+    }
+}
 
 pub async fn respond<S: LiveStore, C: Clock>(
     parts: &Parts,
@@ -87,7 +92,7 @@ pub async fn authorized_event<S: LiveStore, C: Clock>(
     let Ok(event) = Uuid::try_parse(id) else {
         return Err(not_found());
     };
-    let details = match cached(event, now, store, cache).await {
+    let details = match cached(event, store, cache).await {
         Ok(details) => details,
         Err(error) => {
             tracing::warn!(%error, %event, "cannot read the event's details");
@@ -112,25 +117,15 @@ fn not_found() -> Response<Full<Bytes>> {
 
 async fn cached<S: LiveStore>(
     event: Uuid,
-    now: UnixMillis,
     store: &S,
     cache: &DetailsCache,
 ) -> Result<Option<Arc<EventDetails>>, S::Error> {
     let mut entries = cache.entries.lock().await;
-    let fresh = |at: UnixMillis| now >= at && now.since(at) < CACHE_MS;
-    if let Some((at, details)) = entries.get(&event) {
-        if fresh(*at) {
-            return Ok(details.clone());
-        }
+    if let Some(details) = entries.get(event, cache.mono.now()) {
+        return Ok(details);
     }
     let details = store.event_details(event).await?.map(Arc::new);
-    if entries.len() >= CACHE_CAPACITY {
-        entries.retain(|_, (at, _)| fresh(*at));
-        if entries.len() >= CACHE_CAPACITY {
-            entries.clear();
-        }
-    }
-    entries.insert(event, (now, details.clone()));
+    entries.insert(event, details.clone(), cache.mono.now());
     Ok(details)
 }
 

@@ -1,38 +1,35 @@
-//! [`VisibilityCache`]: event visibilities a hub read recently, so that a subscription, a
-//! re-check or a replay of an event looked up a moment ago is answered without asking the
-//! store again.
+//! [`TtlCache`]: answers read from the store a moment ago, given again without asking it
+//! (an event's visibility for the hub's subscriptions, re-checks and replays; an event's
+//! details for `GET /events/<id>`).
 
 use std::collections::{BTreeMap, VecDeque};
 
-use uuid::Uuid;
-
-use super::auth::Visibility;
 use crate::MonoMillis;
 
-/// Event visibilities read recently, each trusted for `ttl_ms` after it was read. Holds at
-/// most `capacity` events; inserting one more evicts the one stored longest ago. A TTL or
-/// capacity of 0 holds nothing.
+/// Answers read recently, each trusted for `ttl_ms` after it was read. Holds at most
+/// `capacity` keys; inserting one more evicts the one stored longest ago. A TTL or capacity
+/// of 0 holds nothing.
 #[derive(Debug)]
-pub struct VisibilityCache {
+pub struct TtlCache<K, V> {
     ttl_ms: u64,
     capacity: usize,
-    entries: BTreeMap<Uuid, Cached>,
-    /// Insertion order, oldest first. An event inserted again leaves its earlier
-    /// `(seq, event)` here; such stale pairs are skipped when evicting and compacted away.
-    order: VecDeque<(u64, Uuid)>,
+    entries: BTreeMap<K, Cached<V>>,
+    /// Insertion order, oldest first. A key inserted again leaves its earlier `(seq, key)`
+    /// here; such stale pairs are skipped when evicting and compacted away.
+    order: VecDeque<(u64, K)>,
     next_seq: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Cached {
-    visibility: Visibility,
+#[derive(Debug, Clone)]
+struct Cached<V> {
+    value: V,
     stored_at: MonoMillis,
     seq: u64,
 }
 
-impl VisibilityCache {
-    pub fn new(ttl_ms: u64, capacity: usize) -> VisibilityCache {
-        VisibilityCache {
+impl<K: Ord + Copy, V: Clone> TtlCache<K, V> {
+    pub fn new(ttl_ms: u64, capacity: usize) -> TtlCache<K, V> {
+        TtlCache {
             ttl_ms,
             capacity,
             entries: BTreeMap::new(),
@@ -41,44 +38,44 @@ impl VisibilityCache {
         }
     }
 
-    /// The visibility stored for `event` if it is still fresh at `now`. An entry stored
-    /// after `now` (a caller whose clock went back) is not trusted.
-    pub fn get(&self, event: Uuid, now: MonoMillis) -> Option<Visibility> {
-        let cached = self.entries.get(&event)?;
+    /// The answer stored for `key` if it is still fresh at `now`. An entry stored after
+    /// `now` (a caller whose clock went back) is not trusted.
+    pub fn get(&self, key: K, now: MonoMillis) -> Option<V> {
+        let cached = self.entries.get(&key)?;
         let fresh = now >= cached.stored_at && now.since(cached.stored_at) < self.ttl_ms;
-        fresh.then_some(cached.visibility)
+        fresh.then(|| cached.value.clone())
     }
 
-    pub fn insert(&mut self, event: Uuid, visibility: Visibility, now: MonoMillis) {
+    pub fn insert(&mut self, key: K, value: V, now: MonoMillis) {
         if self.capacity == 0 || self.ttl_ms == 0 {
             return;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         let cached = Cached {
-            visibility,
+            value,
             stored_at: now,
             seq,
         };
-        if self.entries.insert(event, cached).is_none() {
+        if self.entries.insert(key, cached).is_none() {
             while self.entries.len() > self.capacity {
-                self.evict_oldest(event);
+                self.evict_oldest(key);
             }
         }
-        self.order.push_back((seq, event));
+        self.order.push_back((seq, key));
         if self.order.len() > self.capacity.saturating_mul(2) {
             let entries = &self.entries;
             self.order
-                .retain(|(seq, event)| entries.get(event).is_some_and(|c| c.seq == *seq));
+                .retain(|(seq, key)| entries.get(key).is_some_and(|c| c.seq == *seq));
         }
     }
 
     /// Removes the entry stored longest ago, other than `keep` (the one being inserted,
     /// not yet in `order`).
-    fn evict_oldest(&mut self, keep: Uuid) {
-        while let Some((seq, event)) = self.order.pop_front() {
-            if event != keep && self.entries.get(&event).is_some_and(|c| c.seq == seq) {
-                self.entries.remove(&event);
+    fn evict_oldest(&mut self, keep: K) {
+        while let Some((seq, key)) = self.order.pop_front() {
+            if key != keep && self.entries.get(&key).is_some_and(|c| c.seq == seq) {
+                self.entries.remove(&key);
                 return;
             }
         }
@@ -98,6 +95,10 @@ impl VisibilityCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::live::Visibility;
+    use uuid::Uuid;
+
+    type VisibilityCache = TtlCache<Uuid, Visibility>;
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)
