@@ -126,3 +126,14 @@ pub enum Command {
         limit: usize,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_print_with_what_they_name() {
+        assert_eq!(ConnId(3).to_string(), "conn#3");
+        assert_eq!(RequestId(4).to_string(), "request#4");
+    }
+}

@@ -75,3 +75,41 @@ impl DeviceMap {
         self.by_device.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(version: u64, devices: &[(&str, &[u128])]) -> DeviceMap {
+        let by_device = devices
+            .iter()
+            .map(|(d, events)| {
+                let events = events.iter().map(|e| Uuid::from_u128(*e)).collect();
+                ((*d).to_owned(), events)
+            })
+            .collect();
+        DeviceMap::new(version, by_device)
+    }
+
+    #[test]
+    fn only_a_newer_version_supersedes() {
+        let current = map(5, &[]);
+        assert!(map(6, &[]).supersedes(&current));
+        assert!(!map(5, &[]).supersedes(&current));
+        assert!(!map(4, &[]).supersedes(&current));
+        assert!(map(1, &[]).supersedes(&DeviceMap::default()));
+        assert!(!DeviceMap::default().supersedes(&current));
+    }
+
+    #[test]
+    fn devices_in_no_event_are_not_counted() {
+        let m = map(1, &[("a", &[1, 2]), ("b", &[2]), ("orphan", &[])]);
+        assert_eq!((m.len(), m.is_empty()), (2, false));
+        assert_eq!(
+            m.devices_of(Uuid::from_u128(2)).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let none = DeviceMap::default();
+        assert_eq!((none.len(), none.is_empty()), (0, true));
+    }
+}
