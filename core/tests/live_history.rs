@@ -409,6 +409,18 @@ fn a_resume_at_the_maximum_is_complete() {
 }
 
 #[test]
+fn a_row_at_since_itself_does_not_count_toward_the_maximum() {
+    let mut h = Harness::new();
+    let (load, _, _) = h.subscribe(json!({"since": T0}));
+    // 8 rows after since, the maximum, and one at since: the resume is complete.
+    let mut rows = vec![row("A", 0, LAT)];
+    rows.extend(walk("A", 5, 5));
+    rows.extend(walk("B", 3, 3));
+    let sent = h.answer(load, rows);
+    assert!(sent[0].get("truncated").is_none(), "{}", sent[0]);
+}
+
+#[test]
 fn a_resume_whose_read_was_cut_is_truncated_even_if_the_rules_leave_fewer() {
     let mut h = Harness::new();
     let (load, _, _) = h.subscribe(json!({"since": T0}));

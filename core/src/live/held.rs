@@ -80,3 +80,44 @@ impl HeldPositions {
             .flat_map(|(device, track)| track.into_iter().map(move |h| (Arc::clone(&device), h)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(ts: i64) -> Held {
+        Held {
+            ts: UnixMillis(ts),
+            frame: Frame::ping(),
+        }
+    }
+
+    fn times(h: HeldPositions) -> Vec<(String, i64)> {
+        h.into_iter()
+            .map(|(d, h)| (d.to_string(), h.ts.as_i64()))
+            .collect()
+    }
+
+    #[test]
+    fn without_history_only_the_newest_per_device_is_held() {
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let mut h = HeldPositions::every(10, false);
+        assert!(!h.hold(&a, held(1)));
+        assert!(h.hold(&a, held(2)), "replaces");
+        assert!(!h.hold(&b, held(3)));
+        assert_eq!((h.len(), h.overflowed()), (2, false));
+        assert_eq!(times(h), [("a".into(), 2), ("b".into(), 3)]);
+    }
+
+    #[test]
+    fn with_history_every_position_is_held_up_to_the_cap_then_the_newest_replaces() {
+        let a: Arc<str> = "a".into();
+        let mut h = HeldPositions::every(2, true);
+        assert!(!h.hold(&a, held(1)));
+        assert!(!h.hold(&a, held(2)));
+        assert!(!h.overflowed());
+        assert!(h.hold(&a, held(3)), "past the cap: replaces the last");
+        assert_eq!((h.len(), h.overflowed()), (2, true));
+        assert_eq!(times(h), [("a".into(), 1), ("a".into(), 3)]);
+    }
+}
