@@ -2466,3 +2466,26 @@ fn without_a_ttl_every_subscription_is_looked_up() {
         vec![format!("authorize r2 c2 event:{E1}")]
     );
 }
+
+#[test]
+fn a_batch_counts_its_accepted_positions_and_gives_their_fix_times() {
+    let mut fx = Fx::new();
+    fx.now = 3_000;
+    let entries = vec![
+        (EntryId::new(1, 0), Some(payload("A", 1_000, LAT, LON, 9))),
+        // In no event: not in the batch.
+        (
+            EntryId::new(2, 0),
+            Some(payload("ORPHAN", 1_500, LAT, LON, 9)),
+        ),
+        (EntryId::new(3, 0), Some(payload("B", 2_000, LAT, LON, 9))),
+    ];
+    fx.ingest.handle(fx.now(), IngestInput::Entries(entries));
+    let batch = fx.ingest.poll_batch().expect("a batch");
+    assert_eq!((batch.len(), batch.is_empty()), (2, false));
+    assert_eq!(
+        batch.fix_times().collect::<Vec<_>>(),
+        [UnixMillis(T0 + 1_000), UnixMillis(T0 + 2_000)]
+    );
+    assert!(processor_core::live::FanoutBatch::default().is_empty());
+}
