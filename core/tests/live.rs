@@ -2489,3 +2489,16 @@ fn a_batch_counts_its_accepted_positions_and_gives_their_fix_times() {
     );
     assert!(processor_core::live::FanoutBatch::default().is_empty());
 }
+
+#[test]
+fn a_hub_keeps_its_configuration_and_its_counters_leave_the_gauges_out() {
+    let mut fx = Fx::new();
+    assert_eq!(fx.hub.config(), &config());
+    fx.connect(1, anon());
+    fx.subscribe(1, E1, vec![]);
+    let (counters, stats) = (fx.hub.counters(), fx.hub.stats());
+    assert_eq!((stats.connections, stats.subscriptions), (1, 1));
+    // Counters of several shards are added up; gauges are not counters.
+    assert_eq!((counters.connections, counters.subscriptions), (0, 0));
+    assert_eq!(counters.snapshots, stats.snapshots);
+}

@@ -194,3 +194,52 @@ impl Ingest {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::{DeviceMap, LiveConfig};
+    use bytes::Bytes;
+    use std::collections::{BTreeMap, BTreeSet};
+    use uuid::Uuid;
+
+    const NOW: i64 = 1_764_000_000_000;
+
+    fn fix(device: &str, ts: i64, satellites: u32) -> Option<Bytes> {
+        Some(Bytes::from(format!(
+            r#"{{"device_id":"{device}","timestamp":{ts},"latitude":54.0,"longitude":25.0,"satellites":{satellites}}}"#
+        )))
+    }
+
+    #[test]
+    fn only_fixes_dropped_as_in_the_future_are_reported_as_such() {
+        let mut ingest = Ingest::new(&LiveConfig::default());
+        let by_device: BTreeMap<String, BTreeSet<Uuid>> = ["a", "b", "c"]
+            .into_iter()
+            .map(|d| (d.to_owned(), [Uuid::from_u128(1)].into()))
+            .collect();
+        let now = UnixMillis(NOW);
+        ingest.handle(
+            now,
+            IngestInput::DeviceMap(Arc::new(DeviceMap::new(1, by_device))),
+        );
+        ingest.handle(
+            now,
+            IngestInput::Entries(vec![
+                // More than FAULTY_MAX_FUTURE_MS (60 s) ahead.
+                (EntryId::new(1, 0), fix("a", NOW + 60_001, 9)),
+                // Faulty for another reason: no satellites.
+                (EntryId::new(2, 0), fix("b", NOW - 1_000, 0)),
+                (EntryId::new(3, 0), fix("c", NOW - 1_000, 9)),
+            ]),
+        );
+        let batch = ingest.poll_batch().expect("a batch");
+        let future: Vec<(&str, i64)> = batch
+            .future
+            .iter()
+            .map(|(d, ts)| (&**d, ts.as_i64()))
+            .collect();
+        assert_eq!(future, [("a", NOW + 60_001)]);
+        assert_eq!(batch.len(), 1);
+    }
+}

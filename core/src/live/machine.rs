@@ -172,14 +172,10 @@ impl LiveHub {
     /// When [`Input::Timeout`] is due next: the first ping, write, token-expiry or re-check
     /// deadline. `None` with no connections.
     pub fn poll_timeout(&self) -> Option<MonoMillis> {
-        let threshold = self.config.conflate_threshold_bytes;
-        let replays = self.replays.iter().filter_map(|((conn, _), r)| {
-            let blocked = self
-                .registry
-                .get(*conn)
-                .is_none_or(|c| c.out.queued() > threshold);
-            r.deadline(blocked)
-        });
+        let replays = self
+            .replays
+            .iter()
+            .filter_map(|((conn, _), r)| r.deadline(self.blocked(*conn)));
         [
             self.pings.first(),
             self.stalls.first(),
