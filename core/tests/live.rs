@@ -744,7 +744,10 @@ fn a_failed_authorization_lookup_is_an_error_without_subscription() {
             )
         )]
     );
-    assert_eq!(fx.stats().subscriptions, 0);
+    assert_eq!(
+        (fx.stats().subscriptions, fx.stats().lookup_failures),
+        (0, 1)
+    );
     assert_eq!(fx.pos("A", 1_000), no_commands());
 }
 
@@ -2175,8 +2178,9 @@ fn a_subscription_is_rechecked_and_ends_when_its_event_turns_private() {
             _ => None,
         })
         .expect("a second re-check");
-    // A failed look-up keeps it; made private, it ends.
+    // A failed look-up keeps it (and is counted); made private, it ends.
     assert!(fx.visibility(request, Err(failed())).is_empty());
+    assert_eq!(fx.stats().lookup_failures, 1);
     fx.pong(1);
     fx.timeout(30_000);
     let request = fx
