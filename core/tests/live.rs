@@ -2506,3 +2506,28 @@ fn a_hub_keeps_its_configuration_and_its_counters_leave_the_gauges_out() {
     assert_eq!((counters.connections, counters.subscriptions), (0, 0));
     assert_eq!(counters.snapshots, stats.snapshots);
 }
+
+#[test]
+fn positions_held_for_a_snapshot_that_closes_the_connection_are_counted_dropped() {
+    let mut fx = Fx::with(LiveConfig {
+        conflate_threshold_bytes: 10_000,
+        backpressure_threshold_bytes: 200,
+        ..config()
+    });
+    fx.device_map(2, map(&[("A", &[E1]), ("X", &[E3])]));
+    fx.connect(1, anon());
+    // A first snapshot, never drained: it alone is exempt from the threshold.
+    fx.subscribe(1, E1, vec![row("A", 500, LAT, LON)]);
+    let (_, load) = fx.authorize(1, E3, Visibility::Public);
+    fx.now = 2_000;
+    assert_eq!(fx.pos("X", 1_000), no_commands(), "held while E3 loads");
+    let lines = fx.snapshot(load.expect("a load"), Ok(vec![row("X", 900, LAT, LON)]));
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("c1 close 1013 slow consumer"),
+        "{lines:?}"
+    );
+    let s = fx.stats();
+    assert_eq!((s.slow_consumer_closes, s.dropped_messages), (1, 1));
+    fx.assert_accounted();
+}
