@@ -2531,3 +2531,46 @@ fn positions_held_for_a_snapshot_that_closes_the_connection_are_counted_dropped(
     assert_eq!((s.slow_consumer_closes, s.dropped_messages), (1, 1));
     fx.assert_accounted();
 }
+
+#[test]
+fn a_closed_connection_takes_only_its_own_re_checks_with_it() {
+    let mut fx = Fx::with(LiveConfig {
+        // No pings in the way of the re-checks.
+        ping_interval_ms: 1 << 40,
+        ..token_config()
+    });
+    for conn in 1..=3 {
+        fx.connect(conn, anon());
+        fx.subscribe(conn, E1, vec![]);
+    }
+    // Connection 3 goes before the re-checks are due: the others' stay due.
+    fx.now = 5_000;
+    fx.closed(3);
+    let lines = fx.timeout(10_000);
+    for conn in [1, 2] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("authorize") && l.contains(&format!(" c{conn} "))),
+            "{lines:?}"
+        );
+    }
+    let of_2 = fx
+        .log
+        .iter()
+        .rev()
+        .find_map(|c| match c {
+            Command::Authorize { request, conn, .. } if *conn == ConnId(2) => Some(*request),
+            _ => None,
+        })
+        .expect("connection 2's re-check");
+    // Connection 1 goes while both look-ups are out: connection 2's answer still applies.
+    fx.closed(1);
+    assert_eq!(
+        fx.visibility(of_2, Ok(Visibility::Private)),
+        vec![send(
+            2,
+            &error("forbidden", Some(&format!("event:{E1}")), FORBIDDEN_MESSAGE)
+        )]
+    );
+}

@@ -561,3 +561,31 @@ fn an_unsubscribed_replay_sends_nothing_more() {
     );
     assert_eq!(h.messages(1)[0]["code"], "bad_request");
 }
+
+#[test]
+fn a_closed_connection_takes_only_its_own_replays_with_it() {
+    let mut h = Harness::new();
+    h.start(1, "r", EVENT, 0, 10_000, 1.0);
+    let (load_1, _, _) = h.snapshot_request();
+    h.start(2, "r", EVENT, 0, 10_000, 1.0);
+    let (load_2, _, _) = h.snapshot_request();
+    h.messages(1);
+    h.input(Input::Closed { conn: ConnId(1) });
+    // Connection 2's replay goes on: its snapshot is sent and its first page asked for.
+    h.input(Input::ReplaySnapshot {
+        request: load_2,
+        rows: Ok(vec![]),
+    });
+    assert_eq!(
+        shape(&h.messages(2)),
+        vec![kind("subscribed"), kind("snapshot")]
+    );
+    h.page_request();
+    // Connection 1's answer comes to nothing.
+    h.input(Input::ReplaySnapshot {
+        request: load_1,
+        rows: Ok(vec![]),
+    });
+    assert!(h.messages(1).is_empty());
+    assert!(h.take_requests().is_empty());
+}
