@@ -589,3 +589,27 @@ fn a_closed_connection_takes_only_its_own_replays_with_it() {
     assert!(h.messages(1).is_empty());
     assert!(h.take_requests().is_empty());
 }
+
+#[test]
+fn a_replay_whose_look_up_fails_gets_an_error_and_counts_it() {
+    let mut h = Harness::new();
+    h.text(
+        1,
+        json!({"type": "replay", "id": "r", "event": EVENT, "from": T0, "to": T0 + 1_000,
+               "speed": 1.0}),
+    );
+    let request = match &h.take_requests()[..] {
+        [Command::Authorize { request, .. }] => *request,
+        other => panic!("expected Authorize, got {other:?}"),
+    };
+    h.input(Input::Visibility {
+        request,
+        visibility: Err(live::LookupFailed("Postgres away".into())),
+    });
+    let sent = h.messages(1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["type"], "error");
+    assert_eq!(sent[0]["topic"], "replay:r");
+    assert_eq!(h.hub.stats().lookup_failures, 1);
+    assert!(h.take_requests().is_empty());
+}
