@@ -613,3 +613,67 @@ fn a_replay_whose_look_up_fails_gets_an_error_and_counts_it() {
     assert_eq!(h.hub.stats().lookup_failures, 1);
     assert!(h.take_requests().is_empty());
 }
+
+#[test]
+fn a_stalled_reader_gets_what_is_due_up_to_the_threshold_and_the_rest_as_it_drains() {
+    let mut h = Harness::new();
+    let page = playing(&mut h, 1.0);
+    h.input(Input::ReplayPage {
+        request: page,
+        rows: Ok(vec![
+            row("A", 1_000),
+            row("B", 1_000),
+            row("A", 1_500),
+            row("B", 1_500),
+        ]),
+    });
+    h.stalled.insert(1);
+    // One wake-up sends everything due while the client keeps up: both fixes of 1 s
+    // (about 97 bytes each, under the 200-byte threshold together).
+    h.now = T0 + 1_000;
+    h.input(Input::Timeout);
+    assert_eq!(shape(&h.messages(1)), vec![pos(1_000), pos(1_000)]);
+    // The first fix of 1.5 s passes the threshold: the second waits, though it is due.
+    h.now = T0 + 1_500;
+    h.input(Input::Timeout);
+    assert_eq!(shape(&h.messages(1)), vec![pos(1_500)]);
+    // The socket takes it all: what was due goes out at once, without waiting for time.
+    h.stalled.remove(&1);
+    h.write(1);
+    h.drain();
+    assert_eq!(shape(&h.messages(1)), vec![pos(1_500)]);
+}
+
+#[test]
+fn a_replay_snapshot_is_counted_and_a_failed_load_ends_the_replay() {
+    let mut h = Harness::new();
+    h.start(1, "r", EVENT, 0, 10_000, 1.0);
+    let (load, _, _) = h.snapshot_request();
+    h.input(Input::ReplaySnapshot {
+        request: load,
+        rows: Ok(vec![]),
+    });
+    assert_eq!(h.hub.stats().snapshots, 1);
+    let (page, _, _) = h.page_request();
+    h.messages(1);
+    h.input(Input::ReplayPage {
+        request: page,
+        rows: Err(live::LookupFailed("Postgres away".into())),
+    });
+    let sent = h.messages(1);
+    assert_eq!(shape(&sent), vec![kind("error"), kind("unsubscribed")]);
+    assert_eq!(h.hub.stats().lookup_failures, 1);
+}
+
+#[test]
+fn a_seek_while_a_page_loads_loads_a_snapshot_at_once() {
+    let mut h = Harness::new();
+    playing(&mut h, 1.0);
+    // The first page is still loading.
+    h.text(
+        1,
+        json!({"type": "replay_control", "id": "r", "seek": T0 + 50_000}),
+    );
+    let (_, _, at) = h.snapshot_request();
+    assert_eq!(at, UnixMillis(T0 + 50_000));
+}
