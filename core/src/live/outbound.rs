@@ -242,4 +242,27 @@ mod tests {
         out.record_drained(1);
         assert_eq!(out.pop_ready(10), None);
     }
+
+    #[test]
+    fn a_snapshot_stops_being_exempt_as_it_drains_behind_what_was_queued_before_it() {
+        let mut out = Outbound::default();
+        out.record_sent(100);
+        out.record_snapshot_sent(1_000);
+        assert_eq!((out.queued(), out.pressing()), (1_100, 100));
+        // The 100 bytes ahead of the snapshot drain first: it is still wholly exempt.
+        out.record_drained(50);
+        assert_eq!((out.queued(), out.pressing()), (1_050, 50));
+        out.record_drained(100);
+        assert_eq!((out.queued(), out.pressing()), (950, 0));
+        // What is sent behind it presses; the snapshot drains and its exemption with it.
+        out.record_sent(30);
+        assert_eq!((out.queued(), out.pressing()), (980, 30));
+        out.record_drained(950);
+        assert_eq!((out.queued(), out.pressing()), (30, 30));
+        out.record_drained(30);
+        assert_eq!((out.queued(), out.pressing()), (0, 0));
+        // Drained, a new snapshot is exempt again.
+        out.record_snapshot_sent(500);
+        assert_eq!((out.queued(), out.pressing()), (500, 0));
+    }
 }
