@@ -278,6 +278,18 @@ mod tests {
     }
 
     #[test]
+    fn at_twice_the_speed_a_position_is_due_in_half_the_time() {
+        let mut r = playing(0, 10_000, 2.0);
+        r.page(vec![row(2_000, "a")], 10);
+        assert_eq!(r.deadline(false), Some(MonoMillis(1_000)));
+        assert_eq!(
+            r.deadline(true),
+            None,
+            "a blocked replay waits for its client"
+        );
+    }
+
+    #[test]
     fn without_read_ahead_the_clock_waits_for_the_next_page() {
         let mut r = playing(0, 10_000, 1.0);
         assert_eq!(r.wants_page(4), Some(4));

@@ -515,12 +515,14 @@ mod tests {
         let mut store = reading(10);
         store.handle(
             UnixMillis(START),
-            TrackInput::Batch(&batch(&[("a", T0), ("b", T0)])),
+            TrackInput::Batch(&batch(&[("a", T0), ("a", T0 + 1), ("b", T0)])),
         );
+        assert_eq!(store.len(), 3);
+        // b leaves with its one fix; a keeps its two.
         store.handle(UnixMillis(START), TrackInput::DeviceMap(&map(2, &["a"])));
-        assert_eq!(store.len(), 1);
+        assert_eq!(store.len(), 2);
         store.handle(UnixMillis(START), TrackInput::DeviceMap(&map(1, &[])));
-        assert_eq!(store.len(), 1);
+        assert_eq!(store.len(), 2);
         let held = store.answer(&devices(&["a", "b"]), HistoryQuery::Latest);
         assert_eq!(held.unknown, devices(&["b"]));
     }
