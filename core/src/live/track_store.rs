@@ -668,4 +668,37 @@ mod tests {
             prop_assert!(store.answer(&devices(&["a"]), HistoryQuery::Latest).unknown.is_empty());
         }
     }
+
+    #[test]
+    fn a_resume_at_exactly_its_bound_still_reads_one_row_of_the_next_device() {
+        let mut store = reading(100);
+        let mut fixes: Vec<(&str, i64)> = (1..=3).map(|i| ("a", T0 + i)).collect();
+        fixes.extend((1..=5).map(|i| ("b", T0 + i)));
+        store.handle(UnixMillis(START), TrackInput::Batch(&batch(&fixes)));
+        assert!(!store.is_empty());
+        let held = store.answer(
+            &devices(&["a", "b"]),
+            HistoryQuery::Since {
+                since: UnixMillis(T0),
+                max_rows: 3,
+            },
+        );
+        let rows = held.into_rows();
+        let count = |d: &str| rows.iter().filter(|r| r.device_id == d).count();
+        // a: its 3 rows and its newest; b: its newest and the one row past the bound.
+        assert_eq!((count("a"), count("b")), (4, 2));
+    }
+
+    #[test]
+    fn a_future_fix_leaves_memory_sure_of_what_comes_after_it() {
+        let mut store = reading(10);
+        store.handle(
+            UnixMillis(START),
+            TrackInput::Batch(&batch(&[("a", T0), ("a", T0 + 51)])),
+        );
+        let mut future = batch(&[]);
+        future.future.push((Arc::from("a"), UnixMillis(T0 + 50)));
+        store.handle(UnixMillis(START), TrackInput::Batch(&future));
+        assert_eq!(store.len(), 1, "T0 + 51 stays");
+    }
 }
