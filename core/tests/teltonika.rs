@@ -779,3 +779,18 @@ fn entries_carry_source_and_arrival() {
     assert_eq!(e.received_at, "1764324000123");
     assert_eq!(e.payloads.len(), 1);
 }
+
+#[test]
+fn a_data_field_holds_at_least_one_record() {
+    assert_eq!(
+        encode_data(Codec::Codec8, &[]),
+        Err(processor_core::teltonika::EncodeError::RecordCount(0))
+    );
+}
+
+#[test]
+fn bad_packets_are_labelled_as_the_metric_names_them() {
+    let labels: Vec<String> = BadPacket::ALL.iter().map(|b| b.to_string()).collect();
+    assert_eq!(labels, ["framing", "crc", "codec", "count", "malformed"]);
+    assert!(BadPacket::ALL.iter().all(|b| b.label() == b.to_string()));
+}
