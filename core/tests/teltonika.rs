@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use processor_core::teltonika::data::{decode_data, encode_data};
+use processor_core::teltonika::data::{decode_data, encode_data, AvlData};
 use processor_core::teltonika::session::{
     CloseReason, Command, Input, Observation, PacketSeq, Reply, SessionConfig, TcpSession,
 };
@@ -778,6 +778,50 @@ fn entries_carry_source_and_arrival() {
     assert_eq!(e.source, "teltonika-tcp");
     assert_eq!(e.received_at, "1764324000123");
     assert_eq!(e.payloads.len(), 1);
+    assert_eq!((e.len(), e.is_empty()), (1, false));
+    let none = AvlData {
+        records: Vec::new(),
+        ..data
+    };
+    assert!(PacketEntries::new(&imei, &none, Transport::Udp, UnixMillis(0)).is_empty());
+    assert_eq!(
+        (Transport::Tcp.label(), Transport::Udp.label()),
+        ("tcp", "udp")
+    );
+}
+
+#[test]
+fn a_value_wider_than_its_group_is_not_encoded() {
+    let mut wide = record(Codec::Codec8);
+    wide.io = vec![(
+        21,
+        IoValue::Fixed {
+            width: 1,
+            value: 256,
+        },
+    )];
+    assert!(matches!(
+        encode_data(Codec::Codec8, &[wide]),
+        Err(processor_core::teltonika::EncodeError::TooWide { .. })
+    ));
+}
+
+#[test]
+fn a_session_knows_its_device_once_accepted_and_that_it_closed() {
+    let fresh = TcpSession::new(CONFIG, MonoMillis(0));
+    assert_eq!((fresh.imei(), fresh.is_closed()), (None, false));
+    let mut s = handshaken();
+    assert_eq!(
+        s.imei().map(|i| i.to_string()),
+        Some("356307042441013".to_owned())
+    );
+    let a = appended(&receive(&mut s, 1, &packet(1)));
+    s.handle(MonoMillis(2), Input::AppendFailed { packet: a[0].0 });
+    let out = drain(&mut s);
+    assert_eq!(closed(&out), Some(CloseReason::RedisError));
+    assert!(s.is_closed());
+    assert_eq!(CloseReason::RedisError.as_str(), "redis error");
+    assert_eq!(CloseReason::Idle.as_str(), "idle");
 }
 
 #[test]
