@@ -273,10 +273,18 @@ fn framing_bounds_are_the_contract_bounds() {
     bad[exact - 4] = 1;
     let mut framer = TcpFramer::default();
     framer.push(&bad);
+    // The bad packet's head (at most LOGGED_HEAD bytes) goes to the log.
     assert!(matches!(
         framer.next_frame(Expect::Packet, 4096),
-        Ok(Some(TcpFrame::BadCrc { .. }))
+        Ok(Some(TcpFrame::BadCrc { head })) if head[..] == bad[..bad.len().min(64)]
     ));
+    // The shortest data field the length allows (3 bytes) is framed.
+    let mut framer = TcpFramer::default();
+    framer.push(&encode_packet(&[8, 0, 0]));
+    assert_eq!(
+        framer.next_frame(Expect::Packet, 4096),
+        Ok(Some(TcpFrame::Packet(vec![8, 0, 0])))
+    );
     // An identity of the longest length is read, one byte longer is refused; what is
     // not a frame yet stays buffered.
     let longest = processor_core::teltonika::imei::MAX_IMEI_LEN;
@@ -306,6 +314,10 @@ fn udp_checks() {
     let data = encode_data(Codec::Codec8Extended, &[record(Codec::Codec8Extended)]).unwrap();
     let good = encode_datagram(7, 3, "356307042441013", &data);
     assert!(decode_datagram(&good, 4096).is_ok());
+    assert!(
+        decode_datagram(&good, good.len()).is_ok(),
+        "exactly the bound"
+    );
     assert_eq!(
         decode_datagram(&good, good.len() - 1),
         Err(BadPacket::Framing)
