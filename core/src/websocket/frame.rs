@@ -203,4 +203,14 @@ mod tests {
         assert_eq!(Frame::ping().bytes().as_ref(), &[0x89, 0]);
         assert_eq!(Frame::pong(b"ab").bytes().as_ref(), &[0x8a, 2, b'a', b'b']);
     }
+
+    #[test]
+    fn a_frame_is_never_empty_and_shows_its_text() {
+        assert!(!Frame::ping().is_empty());
+        assert_eq!(format!("{:?}", Frame::text(b"hi")), "Frame::Text(hi)");
+        assert_eq!(
+            format!("{:?}", Frame::pong(b"hi")),
+            "Frame(Some(Pong), 2 bytes)"
+        );
+    }
 }

@@ -337,4 +337,42 @@ mod tests {
             vec![Ok(ClientFrame::Binary)]
         );
     }
+
+    #[test]
+    fn what_is_buffered_counts_the_fragments_taken_and_the_bytes_waiting() {
+        let mut reader = FrameReader::new(64 * 1024);
+        let mut bytes = frame(false, 1, b"abc");
+        let next = frame(true, 0, b"de");
+        bytes.extend_from_slice(&next[..2]);
+        reader.push(&bytes);
+        assert_eq!(reader.next(), None);
+        assert_eq!(reader.buffered(), 3 + 2);
+        reader.push(&next[2..]);
+        assert_eq!(
+            reader.next(),
+            Some(Ok(ClientFrame::Text(Bytes::from_static(b"abcde"))))
+        );
+        assert_eq!(reader.buffered(), 0);
+    }
+
+    #[test]
+    fn two_bytes_are_enough_to_refuse_an_unmasked_frame() {
+        let mut reader = FrameReader::new(64 * 1024);
+        reader.push(&[0x81, 0x00]);
+        assert!(matches!(reader.next(), Some(Err(FrameError::Protocol(_)))));
+    }
+
+    #[test]
+    fn a_large_frame_half_read_keeps_its_bytes() {
+        let payload = vec![b'x'; 5_000];
+        let bytes = frame(true, 1, &payload);
+        let mut reader = FrameReader::new(64 * 1024);
+        reader.push(&bytes[..4_500]);
+        assert_eq!(reader.next(), None);
+        reader.push(&bytes[4_500..]);
+        assert_eq!(
+            reader.next(),
+            Some(Ok(ClientFrame::Text(Bytes::from(payload))))
+        );
+    }
 }
