@@ -761,3 +761,38 @@ fn replay_messages_are_parsed_and_bad_fields_named() {
         Ok(ClientMessage::UnsubscribeReplay("r1".into()))
     );
 }
+
+#[test]
+fn a_replay_event_is_a_hyphenated_uuid() {
+    let replay = |event: &str| {
+        format!(r#"{{"type":"replay","id":"r","event":"{event}","from":1,"to":2,"speed":1}}"#)
+    };
+    assert!(parse(&replay("11111111-1111-4111-8111-111111111111")).is_ok());
+    // uuid parses these too; the protocol does not take them.
+    for other in [
+        "11111111111141118111111111111111",
+        "{11111111-1111-4111-8111-111111111111}",
+    ] {
+        assert_eq!(
+            bad(&replay(other)).reason,
+            BadRequestReason::InvalidReplayEvent
+        );
+    }
+}
+
+#[test]
+fn an_export_names_its_format_and_content_type() {
+    use processor_core::wire::{parse_export_query, ExportFormat};
+    for (format, expected, content_type) in [
+        ("geojson", ExportFormat::GeoJson, "application/geo+json"),
+        ("gpx", ExportFormat::Gpx, "application/gpx+xml"),
+    ] {
+        let (_, parsed) =
+            parse_export_query(Some(&format!("from=0&to=1&format={format}"))).unwrap();
+        assert_eq!(parsed, expected);
+        assert_eq!(parsed.content_type(), content_type);
+    }
+    // One instant is a window; `from` after `to` is not.
+    assert!(parse_export_query(Some("from=5&to=5")).is_ok());
+    assert!(parse_export_query(Some("from=6&to=5")).is_err());
+}

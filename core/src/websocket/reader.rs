@@ -375,4 +375,26 @@ mod tests {
             Some(Ok(ClientFrame::Text(Bytes::from(payload))))
         );
     }
+
+    #[test]
+    fn limits_hold_at_exactly_their_bound() {
+        // A control frame of 125 bytes is read; a message of exactly the maximum too.
+        assert_eq!(
+            read_all(&frame(true, 9, &[b'p'; 125])),
+            vec![Ok(ClientFrame::Ping(Bytes::from_static(&[b'p'; 125])))]
+        );
+        let mut reader = FrameReader::new(10);
+        reader.push(&frame(true, 1, b"0123456789"));
+        assert_eq!(
+            reader.next(),
+            Some(Ok(ClientFrame::Text(Bytes::from_static(b"0123456789"))))
+        );
+        let mut reader = FrameReader::new(10);
+        reader.push(&frame(true, 1, b"0123456789a"));
+        assert_eq!(reader.next(), Some(Err(FrameError::TooLarge)));
+        // A 64-bit length not all here yet: wait for it.
+        let mut reader = FrameReader::new(64 * 1024);
+        reader.push(&[0x81, 0xff, 0, 0]);
+        assert_eq!(reader.next(), None);
+    }
 }
