@@ -222,28 +222,6 @@ fn checks_run_in_the_contract_order() {
         framer.next_frame(Expect::Packet, 4096),
         Ok(Some(TcpFrame::BadCrc { .. }))
     ));
-    // An identity of the longest length is read, one byte longer is refused; what is
-    // not a frame yet stays buffered.
-    let longest = processor_core::teltonika::imei::MAX_IMEI_LEN;
-    let mut framer = TcpFramer::default();
-    let mut identity = u16::try_from(longest).unwrap().to_be_bytes().to_vec();
-    identity.extend(std::iter::repeat_n(b'1', longest));
-    framer.push(&identity[..5]);
-    assert_eq!(framer.buffered(), 5);
-    assert_eq!(framer.next_frame(Expect::Identity, 4096), Ok(None));
-    framer.push(&identity[5..]);
-    assert_eq!(framer.buffered(), longest + 2);
-    assert!(matches!(
-        framer.next_frame(Expect::Identity, 4096),
-        Ok(Some(TcpFrame::Identity(id))) if id.len() == longest
-    ));
-    assert_eq!(framer.buffered(), 0);
-    let mut framer = TcpFramer::default();
-    framer.push(&u16::try_from(longest + 1).unwrap().to_be_bytes());
-    assert!(matches!(
-        framer.next_frame(Expect::Identity, 4096),
-        Ok(Some(TcpFrame::IdentityTooLong))
-    ));
 }
 
 #[test]
