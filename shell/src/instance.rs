@@ -77,20 +77,11 @@ pub enum Stage {
     LiveStopped,
     /// The durable loop settled what it held (or its grace time ran out).
     DurableStopped,
-    /// This consumer's leaving of the durable group, as it came out.
-    LeftGroup(Departure),
+    /// This consumer's leaving of the durable group, as it came out (`None`: the removal
+    /// failed; the consumer stays, harmless but listed).
+    LeftGroup(Option<ConsumerRemoval>),
     /// The side tasks ended.
     Stopped,
-}
-
-/// How leaving the durable group came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Departure {
-    Left,
-    /// Entries this consumer holds are pending: another instance claims them after
-    /// `DURABLE_CLAIM_IDLE_MS`, so the consumer stays.
-    KeptWithPending,
-    Failed,
 }
 
 /// Runs an instance until `stop` turns true, then stops it stage by stage; `on_stage` hears
@@ -166,22 +157,17 @@ pub async fn run<DS, DP, LS, L, B, C>(
     on_stage(Stage::Stopped);
 }
 
-async fn leave_group<S: StreamPort>(stream: &S) -> Departure {
-    match stream.leave().await {
-        Ok(ConsumerRemoval::Removed) => {
-            tracing::info!("durable consumer removed from the group");
-            Departure::Left
-        }
-        Ok(ConsumerRemoval::KeptWithPending) => {
-            tracing::warn!(
-                "durable consumer kept in the group: it holds pending entries, which another \
-                 instance claims after DURABLE_CLAIM_IDLE_MS"
-            );
-            Departure::KeptWithPending
-        }
+async fn leave_group<S: StreamPort>(stream: &S) -> Option<ConsumerRemoval> {
+    let removal = stream.leave().await;
+    match &removal {
+        Ok(ConsumerRemoval::Removed) => tracing::info!("durable consumer removed from the group"),
+        Ok(ConsumerRemoval::KeptWithPending) => tracing::warn!(
+            "durable consumer kept in the group: it holds pending entries, which another \
+             instance claims after DURABLE_CLAIM_IDLE_MS"
+        ),
         Err(error) => {
-            tracing::warn!(%error, "cannot remove the durable consumer from the group");
-            Departure::Failed
+            tracing::warn!(%error, "cannot remove the durable consumer from the group")
         }
     }
+    removal.ok()
 }

@@ -14,7 +14,7 @@ pub use fields::{
     FieldError, MAX_BIB_CHARS, MAX_NAME_CHARS,
 };
 pub use rerun::{
-    bib_free_for, entry_by_bib, entry_by_id, place_device, same_event, AssignMode, EntryCreate,
+    bib_taken_by, entry_by_bib, entry_by_id, place_device, same_event, AssignMode, EntryCreate,
     EntryValues, EventValues, Placement,
 };
 pub use start_list::{LineProblem, StartList, StartListEntry, StartListError, MAX_START_LIST_ROWS};

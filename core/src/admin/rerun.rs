@@ -80,9 +80,10 @@ pub fn entry_by_bib(
     }
 }
 
-/// An `update --new-bib`: the bib may be the entry's own, not another entry's.
-pub fn bib_free_for(entry: Uuid, holder: Option<Uuid>) -> bool {
-    holder.is_none_or(|h| h == entry)
+/// An `update --new-bib` whose bib `holder` holds in the event: the other entry that has
+/// it, if any (the entry's own bib is no conflict).
+pub fn bib_taken_by(entry: Uuid, holder: Option<Uuid>) -> Option<Uuid> {
+    holder.filter(|h| *h != entry)
 }
 
 /// How a device is put in an entry.
@@ -222,9 +223,9 @@ mod tests {
 
     #[test]
     fn a_new_bib_may_be_free_or_the_entry_s_own() {
-        assert!(bib_free_for(id(1), None));
-        assert!(bib_free_for(id(1), Some(id(1))));
-        assert!(!bib_free_for(id(1), Some(id(2))));
+        assert_eq!(bib_taken_by(id(1), None), None);
+        assert_eq!(bib_taken_by(id(1), Some(id(1))), None);
+        assert_eq!(bib_taken_by(id(1), Some(id(2))), Some(id(2)));
     }
 
     #[test]

@@ -84,8 +84,6 @@ pub struct LiveHub {
     replay_requests: BTreeMap<RequestId, (ConnId, String)>,
     /// Event visibilities read recently.
     visibility: TtlCache<Uuid, Visibility>,
-    /// Visibility look-ups out to the store, by the event they ask about.
-    looking_up: BTreeMap<RequestId, Uuid>,
 }
 
 impl LiveHub {
@@ -110,7 +108,6 @@ impl LiveHub {
             replays: BTreeMap::new(),
             replay_requests: BTreeMap::new(),
             visibility,
-            looking_up: BTreeMap::new(),
         }
     }
 
@@ -131,18 +128,15 @@ impl LiveHub {
             Input::Visibility {
                 request,
                 visibility,
-            } => {
-                let event = self.looking_up.remove(&request);
-                match visibility {
-                    Ok(v) => {
-                        if let Some(event) = event {
-                            self.visibility.insert(event, v, self.now);
-                        }
-                        self.authorization(request, v)
+            } => match visibility {
+                Ok(v) => {
+                    if let Some(event) = self.event_asked(request) {
+                        self.visibility.insert(event, v, self.now);
                     }
-                    Err(failed) => self.authorization_failed(request, failed),
+                    self.authorization(request, v)
                 }
-            }
+                Err(failed) => self.authorization_failed(request, failed),
+            },
             Input::TokenVerified { conn, result } => match result {
                 Ok(grant) => self.token_accepted(conn, grant),
                 Err(refused) => self.token_refused(conn, refused),
@@ -385,15 +379,25 @@ impl LiveHub {
         let event = topic.event_id();
         match self.visibility.get(event, self.now) {
             Some(visibility) => self.authorization(request, visibility),
-            None => {
-                self.looking_up.insert(request, event);
-                self.out.push_back(Command::Authorize {
-                    request,
-                    conn,
-                    topic,
-                });
-            }
+            None => self.out.push_back(Command::Authorize {
+                request,
+                conn,
+                topic,
+            }),
         }
+    }
+
+    /// The event a visibility look-up still awaited asks about, from what waits for it (a
+    /// replay, a re-check or a subscription).
+    fn event_asked(&self, request: RequestId) -> Option<Uuid> {
+        if let Some(key) = self.replay_requests.get(&request) {
+            return self.replays.get(key).map(|r| r.event);
+        }
+        self.rechecks
+            .get(&request)
+            .copied()
+            .or_else(|| self.registry.request(request))
+            .map(|(_, topic)| topic.event_id())
     }
 
     /// The answer to a re-check: a subscription its connection may no longer hold ends with

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::postgres::events::{event_details, EventDetails};
 
 use processor_core::admin::{
-    bib_free_for, entry_by_bib, entry_by_id, EntryCreate as Verdict, EntryValues,
+    bib_taken_by, entry_by_bib, entry_by_id, EntryCreate as Verdict, EntryValues,
 };
 
 use super::cli::{EntryCreate, EntryRef, EntryUpdate};
@@ -111,7 +111,7 @@ pub async fn update(client: &mut Client, update: &EntryUpdate) -> Result<Uuid, A
     let (entry, event) = resolve(&tx, &update.entry).await?;
     if let Some(bib) = &update.new_bib {
         let holder = by_bib(&tx, event, bib).await?.map(|(holder, _)| holder);
-        if let Some(holder) = holder.filter(|_| !bib_free_for(entry, holder)) {
+        if let Some(holder) = bib_taken_by(entry, holder) {
             return Err(AdminError::Conflict(format!(
                 "bib {bib} is already entry {holder} of event {event}"
             )));

@@ -36,7 +36,8 @@ use uuid::Uuid;
 use processor_core::durable::DurableConfig;
 use processor_core::faulty::FaultyThresholds;
 use processor_core::live::{LiveConfig, Visibility};
-use processor_shell::instance::{Departure, Stage};
+use processor_shell::durable::ports::ConsumerRemoval;
+use processor_shell::instance::Stage;
 use processor_shell::metrics::Metrics;
 use tokio::sync::watch;
 
@@ -747,7 +748,7 @@ fn judge_stop(
     let expected = [
         Stage::LiveStopped,
         Stage::DurableStopped,
-        Stage::LeftGroup(Departure::Left),
+        Stage::LeftGroup(Some(ConsumerRemoval::Removed)),
         Stage::Stopped,
     ];
     if order != expected {
