@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use processor_core::faulty::FaultyThresholds;
+use processor_core::live::client_view::{Asked, ClientView, Reading, Shown};
 use processor_core::live::{
     self, close_code, close_reason, Command, ConnId, DeviceMap, Ingest, IngestInput, Input,
     LiveConfig, LiveHub, LookupFailed, Principal, RequestId, Visibility,
@@ -201,22 +202,13 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// What a client knows about one of its topics.
-#[derive(Debug, Clone, PartialEq)]
-enum View {
-    /// Sent `subscribe`, no answer yet.
-    Asked,
-    /// Got `subscribed`, waiting for the snapshot.
-    Subscribed,
-    /// Got the snapshot: the newest fix time seen per device.
-    Live(BTreeMap<String, i64>),
-}
-
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Client {
     open: bool,
     queued: u64,
-    views: BTreeMap<String, View>,
+    /// What the client may see of its topics, judged by the checker the simulation's
+    /// clients use too; read here as the hub sends it, so strictly.
+    view: ClientView,
     /// Since when the socket has held bytes without taking any, as the shell reported its
     /// write attempts: started by an attempt that leaves bytes queued, restarted by one
     /// that takes some, ended by one that empties the queue.
@@ -228,6 +220,26 @@ struct Client {
     /// The largest snapshot frame sent: one snapshot may be over the back-pressure
     /// threshold while it drains.
     largest_snapshot: u64,
+}
+
+impl Client {
+    fn new() -> Client {
+        Client {
+            open: true,
+            queued: 0,
+            view: ClientView::new(Reading::AsSent),
+            stalled_since: None,
+            pings: Vec::new(),
+            closed_with: None,
+            largest_snapshot: 0,
+        }
+    }
+
+    /// The connection ended: nothing of it may follow.
+    fn close(&mut self) {
+        self.open = false;
+        self.view = ClientView::new(Reading::AsSent);
+    }
 }
 
 fn open_client(clients: &mut [Client], conn: ConnId) -> Result<&mut Client, TestCaseError> {
@@ -336,10 +348,7 @@ impl Shell {
         match op {
             Op::Connect { admin, events } => {
                 let id = ConnId(self.clients.len() as u64);
-                self.clients.push(Client {
-                    open: true,
-                    ..Client::default()
-                });
+                self.clients.push(Client::new());
                 let principal = if events.is_empty() && !admin {
                     Principal::Anonymous
                 } else {
@@ -372,9 +381,9 @@ impl Shell {
                 let client = &mut self.clients[id.0 as usize];
                 if client.open {
                     if subscribe {
-                        client.views.insert(topic, View::Asked);
+                        client.view.requested(&topic, Asked::Newest);
                     } else {
-                        client.views.remove(&topic);
+                        client.view.unsubscribe_requested(&topic);
                     }
                 }
                 self.handle(live::text(id, text));
@@ -545,8 +554,7 @@ impl Shell {
             Op::Closed { conn } => {
                 if let Some(id) = self.conn(*conn) {
                     let client = &mut self.clients[id.0 as usize];
-                    client.open = false;
-                    client.views.clear();
+                    client.close();
                     self.handle(Input::Closed { conn: id });
                 }
             }
@@ -662,8 +670,7 @@ impl Shell {
                         since
                     );
                 }
-                client.open = false;
-                client.views.clear();
+                client.close();
                 client.pings.clear();
                 client.stalled_since = None;
                 client.closed_with = Some(code);
@@ -697,84 +704,21 @@ impl Shell {
                         )))
                     }
                 }
+                // A live position must have passed the stateless rules; a snapshot may also
+                // show the rows handed in as stored.
+                let allowed = |device: &str, ts: i64, shown: Shown| {
+                    let key = (device.to_owned(), ts);
+                    good.contains(&key) || (shown == Shown::Snapshot && stored.contains(&key))
+                };
+                let broken = client.view.receive(frame.payload(), &allowed);
+                prop_assert!(broken.is_empty(), "{} broke {:?}", conn, broken);
                 let message: Value = serde_json::from_slice(frame.payload()).unwrap();
-                let kind = message["type"].as_str().unwrap().to_owned();
-                let topic = message["topic"].as_str().map(str::to_owned);
-                match kind.as_str() {
-                    "subscribed" => {
-                        let topic = topic.unwrap();
-                        let view = client.views.get(&topic);
-                        prop_assert_eq!(view, Some(&View::Asked), "subscribed to {}", topic);
-                        client.views.insert(topic, View::Subscribed);
+                match message["type"].as_str() {
+                    Some("snapshot") => {
+                        client.largest_snapshot = client.largest_snapshot.max(frame.len() as u64)
                     }
-                    "snapshot" => {
-                        client.largest_snapshot = client.largest_snapshot.max(frame.len() as u64);
-                        let topic = topic.unwrap();
-                        let view = client.views.get(&topic);
-                        prop_assert_eq!(view, Some(&View::Subscribed), "snapshot of {}", topic);
-                        let mut last = BTreeMap::new();
-                        for p in message["positions"].as_array().unwrap() {
-                            let key = (
-                                p["deviceId"].as_str().unwrap().to_owned(),
-                                p["ts"].as_i64().unwrap(),
-                            );
-                            prop_assert!(
-                                good.contains(&key) || stored.contains(&key),
-                                "snapshot position {:?} was never good",
-                                key
-                            );
-                            prop_assert!(last.insert(key.0, key.1).is_none(), "device twice");
-                        }
-                        client.views.insert(topic, View::Live(last));
-                    }
-                    "position" => {
-                        self.position_sends += 1;
-                        let topic = topic.unwrap();
-                        let device = message["deviceId"].as_str().unwrap().to_owned();
-                        let ts = message["ts"].as_i64().unwrap();
-                        prop_assert!(
-                            good.contains(&(device.clone(), ts)),
-                            "faulty {} {} sent",
-                            device,
-                            ts
-                        );
-                        match client.views.get_mut(&topic) {
-                            Some(View::Live(last)) => {
-                                if let Some(&before) = last.get(&device) {
-                                    prop_assert!(
-                                        ts > before,
-                                        "{} on {}: ts {} after {}",
-                                        device,
-                                        topic,
-                                        ts,
-                                        before
-                                    );
-                                }
-                                last.insert(device, ts);
-                            }
-                            other => {
-                                return Err(TestCaseError::fail(format!(
-                                    "position on {topic} in state {other:?}"
-                                )))
-                            }
-                        }
-                    }
-                    "unsubscribed" => {
-                        client.views.remove(&topic.unwrap());
-                    }
-                    "error" => {
-                        // A refused subscribe ends the attempt; a failed snapshot is
-                        // followed by `unsubscribed`.
-                        if let Some(topic) = topic {
-                            if client.views.get(&topic) == Some(&View::Asked)
-                                && message["code"] != "bad_request"
-                            {
-                                client.views.remove(&topic);
-                            }
-                        }
-                    }
-                    "pong" => {}
-                    other => return Err(TestCaseError::fail(format!("unexpected {other}"))),
+                    Some("position") => self.position_sends += 1,
+                    _ => {}
                 }
             }
         }

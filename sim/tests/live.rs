@@ -2,6 +2,7 @@
 //! client's view, resumes without gap or repeat and paced replays among them), a seed
 //! replays to the same trace, and each planted defect is caught within the CI seed budget.
 
+use processor_core::live::client_view::Breach;
 use sim::live::{
     run_live, run_live_all, LiveDefect, LiveOptions, LiveReport, LiveViolationKind, LIVE_CI_SEEDS,
 };
@@ -149,7 +150,7 @@ fn teeth_snapshot_not_held_back() {
     catches(
         "teeth_snapshot_not_held_back",
         LiveDefect::SnapshotNotHeldBack,
-        LiveViolationKind::PositionBeforeSnapshot,
+        LiveViolationKind::View(Breach::PositionBeforeSnapshot),
         LIVE_CI_SEEDS,
     );
 }
@@ -159,7 +160,7 @@ fn teeth_order_not_enforced() {
     catches(
         "teeth_order_not_enforced",
         LiveDefect::OrderNotEnforced,
-        LiveViolationKind::Backwards,
+        LiveViolationKind::View(Breach::Backwards),
         LIVE_CI_SEEDS,
     );
 }

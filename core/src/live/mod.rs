@@ -18,6 +18,10 @@
 //! - [`TrackStore`] keeps the recent fixes the ingest saw per device ([`TrackInput`]) and
 //!   answers snapshots' history for the devices it holds completely.
 //!
+//! Beside them, [`client_view`] is no part of the hub: the contract's per-client guarantees
+//! as a checker of the frames one client reads, shared by the core's property tests and
+//! the simulation so that both judge the hub by one rule book.
+//!
 //! Rules, with the choices made where the contract is silent:
 //! - **Filtering.** A record is counted, decoded (decode errors are counted; logging them
 //!   and dead-lettering is the durable path's job, which sees the same entries), counted as
@@ -90,6 +94,7 @@
 //!   later input about it is ignored. Shutdown closes every connection with 1001.
 
 mod auth;
+pub mod client_view;
 mod command;
 mod config;
 mod device_map;

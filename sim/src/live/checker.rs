@@ -1,31 +1,33 @@
-//! What each simulated WebSocket client saw, judged frame by frame as it arrives, and the
-//! judgements of history (resumes, trails, replays) the driver asks for with the model's
-//! facts.
+//! The live path's broken guarantees, and the judgements of history (resumes, trails,
+//! replays) the driver asks for with the model's facts.
 //!
-//! [`ClientView`] knows only what a client can know (the frames, in order) plus the
-//! reference model's list of faulty fixes; the final "nothing lost" judgement is made by the
-//! driver, which holds the model. What a resume or a replay must show is computed here from
-//! what the model counted (the fixes the live path accepted, the rows the model store
-//! holds), never with the core's history or replay code.
+//! What each client saw is judged frame by frame, as it reads them, by the core's
+//! [`ClientView`] (the checker the core's property tests use too), with the reference
+//! model's list of faulty fixes; the final "nothing lost" judgement is made by the driver,
+//! which holds the model. What a resume or a replay must show is computed here from what
+//! the model counted (the fixes the live path accepted, the rows the model store holds),
+//! never with the core's history or replay code.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
+use processor_core::live::client_view::Breach;
+#[cfg(doc)]
+use processor_core::live::client_view::ClientView;
 use processor_core::live::RequestId;
+
+/// Whether a client may be shown `(device, ts)`: anything but a fix the model knows is
+/// faulty.
+pub fn not_faulty(faulty: &BTreeSet<(String, i64)>, device: &str, ts: i64) -> bool {
+    !faulty.contains(&(device.to_owned(), ts))
+}
 
 /// A broken guarantee of the live path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LiveViolationKind {
-    /// A position of a topic before that subscription's snapshot.
-    PositionBeforeSnapshot,
-    /// A second snapshot for one subscription, or one without `subscribed`.
-    UnexpectedSnapshot,
-    /// A position of a topic the client is not subscribed to.
-    PositionWithoutSubscription,
-    /// Per (topic, device), `ts` not newer than the one before.
-    Backwards,
-    /// A faulty fix reached a client.
-    FaultySent,
+    /// What a client read broke a guarantee it can tell by itself (the core's
+    /// [`ClientView`] judged it; a faulty fix shown is [`Breach::NotAllowed`]).
+    View(Breach),
     /// A frame or close for a connection already closed.
     AfterClose,
     /// A client's outbound queue grew past the stated bound.
@@ -36,7 +38,8 @@ pub enum LiveViolationKind {
     Lost,
     /// The orphan counter differs from the records of devices in no event.
     OrphanCount,
-    /// A frame the client cannot read.
+    /// A frame the protocol does not have (not text, ping or pong), or a replay frame of
+    /// the wrong kind.
     Malformed,
     /// A connection closed for the write timeout before its socket had held unwritten bytes
     /// and taken none of them for the whole timeout.
@@ -120,177 +123,6 @@ pub struct LiveViolation {
 impl fmt::Display for LiveViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "step {}: {:?}: {}", self.step, self.kind, self.detail)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Sub {
-    /// The client asked for the topic (again): frames the hub queued before it saw the
-    /// request may still arrive; `subscribed` or an error answers it.
-    Requested,
-    AwaitingSnapshot,
-    Live,
-}
-
-/// One client's view: its subscriptions and, per (topic, device), the newest `ts` it got
-/// and every `ts` it got since the topic's last `subscribed`.
-#[derive(Debug, Default)]
-pub struct ClientView {
-    subs: BTreeMap<String, Sub>,
-    pub last: BTreeMap<(String, String), i64>,
-    /// Per (event topic, device), the `ts` of every position read since the topic's last
-    /// `subscribed`, snapshot and live alike, in the order read.
-    pub seen: BTreeMap<(String, String), Vec<i64>>,
-    /// Per event topic, the `ts` of the last position read (snapshot or live).
-    pub last_read: BTreeMap<String, i64>,
-    pub frames: u64,
-}
-
-impl ClientView {
-    /// Topics whose snapshot has arrived.
-    pub fn live_topics(&self) -> Vec<String> {
-        self.subs
-            .iter()
-            .filter(|(_, s)| **s == Sub::Live)
-            .map(|(t, _)| t.clone())
-            .collect()
-    }
-
-    /// Whether the snapshot of the client's last `subscribe` of `topic` has been read.
-    pub fn is_live(&self, topic: &str) -> bool {
-        self.subs.get(topic) == Some(&Sub::Live)
-    }
-
-    /// The client sent `subscribe` for `topic` (or `replay` for its `replay:<id>`).
-    pub fn requested(&mut self, topic: &str) {
-        self.subs.insert(topic.to_owned(), Sub::Requested);
-    }
-
-    /// Per device, every `ts` read of `topic` since its last `subscribed`.
-    pub fn track(&self, topic: &str) -> BTreeMap<String, Vec<i64>> {
-        self.seen
-            .range((topic.to_owned(), String::new())..)
-            .take_while(|((t, _), _)| t == topic)
-            .map(|((_, d), ts)| (d.clone(), ts.clone()))
-            .collect()
-    }
-
-    fn forget_topic(&mut self, topic: &str) {
-        self.last.retain(|(t, _), _| t != topic);
-        self.seen.retain(|(t, _), _| t != topic);
-        self.last_read.remove(topic);
-    }
-
-    /// Takes one text frame; returns what it broke.
-    pub fn receive(
-        &mut self,
-        frame: &[u8],
-        faulty: &BTreeSet<(String, i64)>,
-    ) -> Vec<(LiveViolationKind, String)> {
-        self.frames += 1;
-        let mut broken = Vec::new();
-        let Ok(value) = serde_json::from_slice::<serde_json::Value>(frame) else {
-            broken.push((
-                LiveViolationKind::Malformed,
-                String::from_utf8_lossy(frame).into_owned(),
-            ));
-            return broken;
-        };
-        let topic = value["topic"].as_str().unwrap_or_default().to_owned();
-        match value["type"].as_str() {
-            Some("subscribed") => {
-                self.subs.insert(topic.clone(), Sub::AwaitingSnapshot);
-                self.forget_topic(&topic);
-            }
-            // Nothing more of a replay follows its end.
-            Some("unsubscribed") | Some("replay_end") => {
-                self.subs.remove(&topic);
-            }
-            Some("snapshot") => {
-                match self.subs.get(&topic) {
-                    Some(Sub::AwaitingSnapshot) => {
-                        self.subs.insert(topic.clone(), Sub::Live);
-                    }
-                    // A replay's seek: it starts over at the new time (also when the client
-                    // has since started the replay again and reads what the old one sent).
-                    Some(Sub::Live | Sub::Requested) if topic.starts_with("replay:") => {
-                        self.forget_topic(&topic);
-                    }
-                    // The answer to an earlier subscribe, read after the client asked again.
-                    Some(Sub::Requested) => {}
-                    _ => broken.push((LiveViolationKind::UnexpectedSnapshot, topic.clone())),
-                }
-                for p in value["positions"].as_array().into_iter().flatten() {
-                    self.position(&topic, p, faulty, &mut broken);
-                }
-            }
-            Some("position") => {
-                match self.subs.get(&topic) {
-                    Some(Sub::Live) | Some(Sub::Requested) => {}
-                    Some(Sub::AwaitingSnapshot) => {
-                        broken.push((LiveViolationKind::PositionBeforeSnapshot, topic.clone()))
-                    }
-                    None => broken.push((
-                        LiveViolationKind::PositionWithoutSubscription,
-                        topic.clone(),
-                    )),
-                }
-                self.position(&topic, &value, faulty, &mut broken);
-            }
-            Some("error") => {
-                // `forbidden` and `limit_exceeded` naming a topic mean it is not held
-                // afterwards: a refused subscribe, a failed look-up, or a subscription ended
-                // by a re-check. (`bad_request` may echo a topic that is still held.) This
-                // holds even when a slow client read an earlier subscribe's `subscribed` and
-                // `snapshot` after asking again, which made its view Live.
-                let ends = matches!(value["code"].as_str(), Some("forbidden" | "limit_exceeded"));
-                if ends || self.subs.get(&topic) == Some(&Sub::Requested) {
-                    self.subs.remove(&topic);
-                }
-            }
-            Some("pong") => {}
-            Some("auth") if value["exp"].is_u64() => {}
-            _ => broken.push((LiveViolationKind::Malformed, value.to_string())),
-        }
-        broken
-    }
-
-    fn position(
-        &mut self,
-        topic: &str,
-        p: &serde_json::Value,
-        faulty: &BTreeSet<(String, i64)>,
-        broken: &mut Vec<(LiveViolationKind, String)>,
-    ) {
-        let (Some(device), Some(ts)) = (p["deviceId"].as_str(), p["ts"].as_i64()) else {
-            broken.push((LiveViolationKind::Malformed, p.to_string()));
-            return;
-        };
-        if faulty.contains(&(device.to_owned(), ts)) {
-            broken.push((
-                LiveViolationKind::FaultySent,
-                format!("{topic} {device} ts {ts}"),
-            ));
-        }
-        let last = self
-            .last
-            .entry((topic.to_owned(), device.to_owned()))
-            .or_insert(i64::MIN);
-        if ts <= *last {
-            broken.push((
-                LiveViolationKind::Backwards,
-                format!("{topic} {device}: ts {ts} after {last}"),
-            ));
-        }
-        *last = (*last).max(ts);
-        // Replays are judged where they are sent, against the model's replay.
-        if topic.starts_with("event:") {
-            self.seen
-                .entry((topic.to_owned(), device.to_owned()))
-                .or_default()
-                .push(ts);
-            self.last_read.insert(topic.to_owned(), ts);
-        }
     }
 }
 

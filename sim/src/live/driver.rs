@@ -113,8 +113,10 @@ use processor_core::wire::server::WirePosition;
 use processor_core::wire::Topic;
 use processor_core::{decode_position, Position, UnixMillis};
 
+use processor_core::live::client_view::{Asked, ClientView, Reading};
+
 use super::checker::{
-    judge_resumed, resumed_track, ClientView, LiveViolation, LiveViolationKind, ReplayModel,
+    judge_resumed, not_faulty, resumed_track, LiveViolation, LiveViolationKind, ReplayModel,
     ReplayPhase,
 };
 use super::defect::{LiveDefect, SimHub};
@@ -1313,7 +1315,16 @@ impl Live {
             client.stalled_since = (!client.queue.is_empty()).then_some(now);
             let mut broken = Vec::new();
             match frame.opcode() {
-                Some(Opcode::Text) => broken = client.view.receive(frame.payload(), &self.faulty),
+                Some(Opcode::Text) => {
+                    let faulty = &self.faulty;
+                    let allowed = |device: &str, ts: i64, _| not_faulty(faulty, device, ts);
+                    broken = client
+                        .view
+                        .receive(frame.payload(), &allowed)
+                        .into_iter()
+                        .map(|(breach, detail)| (LiveViolationKind::View(breach), detail))
+                        .collect();
+                }
                 Some(Opcode::Ping) => client.pongs_owed += 1,
                 Some(Opcode::Pong) => {}
                 other => broken.push((
@@ -1379,7 +1390,7 @@ impl Live {
             conn,
             Client {
                 reader,
-                view: ClientView::default(),
+                view: ClientView::new(Reading::Buffered),
                 queue: VecDeque::new(),
                 queued: 0,
                 closed: false,
@@ -1667,7 +1678,9 @@ impl Live {
             (Said::Replay(ask), Expect::ReplayAuthorize(topic)) => {
                 model.replays.remove(ask.id);
                 model.replay_asking = Some((ask.id.to_owned(), *topic));
-                client.view.requested(&format!("replay:{}", ask.id));
+                client
+                    .view
+                    .requested(&format!("replay:{}", ask.id), Asked::Newest);
             }
             (Said::ReplayControl(steer), Expect::Steered) => {
                 if let Some(replay) = model.replays.get_mut(steer.id) {
@@ -1680,7 +1693,11 @@ impl Live {
             _ => {}
         }
         if let Expect::Authorize(topic) = expect {
-            client.view.requested(&topic.to_string());
+            let asked = match &said {
+                Said::Subscribe(_, Asks::Since(_)) => Asked::Since,
+                _ => Asked::Newest,
+            };
+            client.view.requested(&topic.to_string(), asked);
             match &said {
                 Said::Subscribe(_, Asks::Since(since)) => {
                     client.since.insert(topic.to_string(), *since)
@@ -2639,7 +2656,7 @@ impl Live {
                 c.view
                     .live_topics()
                     .into_iter()
-                    .filter(|t| c.view.last_read.contains_key(t))
+                    .filter(|t| c.view.last_read(t).is_some())
                     .map(move |t| (*id, t))
             })
             .collect();
@@ -2652,7 +2669,7 @@ impl Live {
         };
         let before = client.view.track(&name);
         let newest = before.values().filter_map(|ts| ts.last().copied()).min();
-        let last = client.view.last_read.get(&name).copied();
+        let last = client.view.last_read(&name);
         let (reader, claims) = (client.reader, client.model.claims.clone());
         let Some(since) = (if self.rng.chance(0.5) { newest } else { last }) else {
             return;
@@ -3352,11 +3369,7 @@ impl Live {
                     continue;
                 }
                 let expected = self.newest.get(device).copied();
-                let got = client
-                    .view
-                    .last
-                    .get(&(topic.clone(), device.clone()))
-                    .copied();
+                let got = client.view.last(&topic, device);
                 let since = client.since.get(&topic);
                 let left_out = got.is_none()
                     && since.is_some_and(|s| expected.is_some_and(|newest| newest <= *s));
@@ -3549,7 +3562,7 @@ impl Live {
             ingest: self.ingest.stats(),
             shards: self.shards.len(),
             write_timeout_ms: self.config.write_timeout_ms,
-            frames: self.clients.values().map(|c| c.view.frames).sum(),
+            frames: self.clients.values().map(|c| c.view.frames()).sum(),
             slow_closes: self.slow_closes,
             max_messages_per_s: self.config.max_messages_per_s,
             renewals: self.renewals,

@@ -679,7 +679,7 @@ pub fn run_fanout_with(seed: u64, defect: NetLiveDefect) -> FanoutReport {
             .clients
             .values()
             .flat_map(|l| &l.sessions)
-            .map(|s| s.view.frames)
+            .map(|s| s.view.frames())
             .sum(),
         calm_latency_max_ms,
         conflated,
@@ -836,7 +836,7 @@ fn behind(plans: &[ClientPlan], observed: &Observed, servers: &Servers) -> Vec<S
                     continue;
                 }
                 let newest = seen.published.newest.get(d).copied();
-                let got = session.view.last.get(&(t.clone(), d.clone())).copied();
+                let got = session.view.last(t, d);
                 if newest != got {
                     lacking.push(format!(
                         "{} on {}: {t} {d}: has {got:?}, newest {newest:?}",

@@ -14,9 +14,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use turmoil::net::TcpStream;
 
-use crate::live::checker::ClientView;
+use crate::live::checker::not_faulty;
 use crate::rng::SimRng;
 use crate::trace::{fingerprint, Trace};
+use processor_core::live::client_view::{Asked, ClientView, Reading};
 
 use super::servers::now_ms;
 
@@ -41,7 +42,7 @@ pub struct Published {
 }
 
 /// One connection of a client, from open to close.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Session {
     pub instance: &'static str,
     pub view: ClientView,
@@ -176,9 +177,9 @@ async fn session(
         .await
         .map_err(|_| "handshake timed out".to_owned())?
         .map_err(|e| format!("handshake: {e}"))?;
-    let mut view = ClientView::default();
+    let mut view = ClientView::new(Reading::Buffered);
     for topic in plan.topics.iter().chain(&plan.forbidden) {
-        view.requested(topic);
+        view.requested(topic, Asked::Newest);
     }
     observed
         .lock()
@@ -190,7 +191,10 @@ async fn session(
             instance: host,
             view,
             open: true,
-            ..Session::default()
+            closed_at: None,
+            close_code: None,
+            live_since: BTreeMap::new(),
+            got: BTreeSet::new(),
         });
     for topic in plan.topics.iter().chain(&plan.forbidden) {
         ws.send(subscribe(topic)).await.map_err(|e| e.to_string())?;
@@ -232,7 +236,7 @@ async fn session(
                 .get_mut(&plan.name)
                 .and_then(|log| log.sessions.last_mut())
             {
-                s.view.requested(&topic);
+                s.view.requested(&topic, Asked::Newest);
             }
             ws.send(subscribe(&topic))
                 .await
@@ -261,7 +265,10 @@ fn judge(
         plan.name,
         fingerprint(frame)
     ));
-    let broken = session.view.receive(frame, &state.published.faulty);
+    let faulty = &state.published.faulty;
+    let broken = session
+        .view
+        .receive(frame, &|device, ts, _| not_faulty(faulty, device, ts));
     for (kind, detail) in broken {
         log.violations.push(format!(
             "{} at {} ms on {host}: {kind:?}: {detail}",
