@@ -57,7 +57,7 @@ impl fmt::Display for LineProblem {
 }
 
 /// Why a start list was refused: every problem found, in line order (the first
-/// [`MAX_REPORTED`] of them, and how many more there were).
+/// `MAX_REPORTED` (20) of them, and how many more there were).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct StartListError {
     pub problems: Vec<LineProblem>,
