@@ -288,6 +288,20 @@ async fn redis_down_means_no_ack_and_a_closed_connection_then_the_resend_is_stor
         "no ACK while Redis is away"
     );
     assert!(gateway.metric("processor_gateway_redis_errors_total").await >= Some(1.0));
+    // A datagram is not answered either: its append fails, and is counted.
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let before = gateway.metric("processor_gateway_redis_errors_total").await;
+    udp.send_to(&hex(UDP8), gateway.addr).await.unwrap();
+    wait_until(
+        "the datagram's append is counted as a Redis error",
+        || async { gateway.metric("processor_gateway_redis_errors_total").await > before },
+    )
+    .await;
+    let mut buf = [0u8; 64];
+    assert!(
+        udp.try_recv_from(&mut buf).is_err(),
+        "no answer while Redis is away"
+    );
 
     proxy.restore();
     wait_until("the gateway is ready", || async {
@@ -298,7 +312,14 @@ async fn redis_down_means_no_ack_and_a_closed_connection_then_the_resend_is_stor
     assert_eq!(tracker.handshake(IMEI).await, Answer::Bytes(vec![1]));
     tracker.send(&good).await;
     assert_eq!(tracker.ack().await, Some(1));
-    assert_eq!(entries(&env).await.len(), 1);
+    // The tracker sends the datagram again: now it is stored and answered.
+    udp.send_to(&hex(UDP8), gateway.addr).await.unwrap();
+    let (n, _) = tokio::time::timeout(support::PATIENCE, udp.recv_from(&mut buf))
+        .await
+        .expect("a reply")
+        .unwrap();
+    assert_eq!(buf[..n].to_vec(), hex("0005CAFE010501"));
+    assert_eq!(entries(&env).await.len(), 2);
     env.cleanup().await;
 }
 

@@ -7,7 +7,8 @@
 //!   contract's order ([`BadPacket`]).
 //! - [`entry`] turns records into stream entries.
 //! - [`session`] decides, for one TCP connection, when to answer, acknowledge and close;
-//!   [`udp_judge`] does the same for a datagram.
+//!   [`udp_judge`] does the same for a datagram, and [`udp_flights`] holds the datagrams
+//!   whose appends run: their ack deadline and the bound on how many run at once.
 
 pub mod allow_list;
 pub mod bad;
@@ -20,6 +21,7 @@ pub mod record;
 pub mod session;
 pub mod tcp_frame;
 pub mod udp;
+pub mod udp_flights;
 pub mod udp_judge;
 
 pub use allow_list::AllowList;

@@ -130,7 +130,7 @@ async fn answer(pending: &mut Option<PendingAppend>) -> (PacketSeq, Result<(), A
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
