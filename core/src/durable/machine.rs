@@ -174,10 +174,11 @@ impl DurableWriter {
         // (past) time would have the shell send `Input::Timeout` in a busy loop. The ack or
         // release that makes room pumps them out.
         if self.room() > 0 {
-            if self.read_in_flight.is_none() && self.may_read() {
-                if let Some(t) = self.read_retry_at {
-                    consider(t);
-                }
+            // A retry time is set only by a failed read, which leaves no read in flight and
+            // the pending list to drain (allowed while stopping too); the next read clears
+            // it. So a retry time always means a read may go out then.
+            if let Some(t) = self.read_retry_at {
+                consider(t);
             }
             if !self.stopping && !self.claim_in_flight && self.claim_cursor.is_none() {
                 consider(self.next_claim_at);

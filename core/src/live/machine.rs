@@ -187,14 +187,11 @@ impl LiveHub {
         .min()
     }
 
-    /// The cumulative counters, with the gauges (`connections`, `subscriptions`) left at
-    /// zero, so that counters of several shards add up.
+    /// The cumulative counters, with the gauges (`connections`, `subscriptions`) at zero,
+    /// so that counters of several shards add up: the hub's own record never holds the
+    /// gauges ([`LiveHub::stats`] reads them from the registry).
     pub fn counters(&self) -> LiveStats {
-        LiveStats {
-            connections: 0,
-            subscriptions: 0,
-            ..self.stats
-        }
+        self.stats
     }
 
     /// The counters and the gauges; no walk over the connections.
