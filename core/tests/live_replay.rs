@@ -53,8 +53,12 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with(config())
+    }
+
+    fn with(config: LiveConfig) -> Harness {
         let mut h = Harness {
-            hub: LiveHub::new(config(), clocks(UnixMillis(T0))),
+            hub: LiveHub::new(config, clocks(UnixMillis(T0))),
             now: T0,
             sent: BTreeMap::new(),
             unwritten: BTreeMap::new(),
@@ -141,6 +145,11 @@ impl Harness {
         }
         self.now = target;
         self.input(Input::Timeout);
+    }
+
+    /// Bytes given to the socket of `conn` and not taken.
+    fn unwritten_bytes(&self, conn: u64) -> u64 {
+        self.unwritten.get(&conn).copied().unwrap_or(0)
     }
 
     fn take_requests(&mut self) -> Vec<Command> {
@@ -642,6 +651,39 @@ fn a_stalled_reader_gets_what_is_due_up_to_the_threshold_and_the_rest_as_it_drai
     h.write(1);
     h.drain();
     assert_eq!(shape(&h.messages(1)), vec![pos(1_500)]);
+}
+
+#[test]
+fn a_queue_of_exactly_the_threshold_is_not_behind() {
+    // Two fixes 1 ms apart, for a reader that takes nothing.
+    let stalled_after_one = |config: LiveConfig| {
+        let mut h = Harness::with(config);
+        let page = playing(&mut h, 1.0);
+        let rows = vec![row("A", 1_000), row("A", 1_001), row("A", 1_002)];
+        h.input(Input::ReplayPage {
+            request: page,
+            rows: Ok(rows),
+        });
+        h.stalled.insert(1);
+        h.now = T0 + 1_000;
+        h.input(Input::Timeout);
+        assert_eq!(shape(&h.messages(1)), vec![pos(1_000)]);
+        h
+    };
+    // The first one's frame, queued alone, is the threshold.
+    let queued = stalled_after_one(config()).unwritten_bytes(1);
+    let mut h = stalled_after_one(LiveConfig {
+        conflate_threshold_bytes: queued,
+        ..config()
+    });
+    // Not over it: the replay's clock runs on and the next fix goes out when due.
+    h.now = T0 + 1_001;
+    h.input(Input::Timeout);
+    assert_eq!(shape(&h.messages(1)), vec![pos(1_001)]);
+    // Over it: the clock stops, though the third is due.
+    h.now = T0 + 1_002;
+    h.input(Input::Timeout);
+    assert_eq!(shape(&h.messages(1)), vec![]);
 }
 
 #[test]
