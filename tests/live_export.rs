@@ -244,3 +244,28 @@ async fn an_export_longer_than_a_page_is_whole_and_in_order() {
     drop(p);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_device_of_the_event_is_exported_however_many_an_entry_holds() {
+    let env = TestEnv::new("export_many_devices").await;
+    // One entry with 101 devices: `GET /events/<uuid>` lists 100 per entry, an export has
+    // no such cap.
+    let devices: Vec<String> = (0..=100).map(device).collect();
+    let event = seed_event(&env, "public", &devices).await;
+    store(&env, 100, T0 + 1_000, 1.5, 2.5, false).await;
+    let p = started(&env).await;
+
+    let path = format!("/events/{event}/tracks?from={T0}&to={}", T0 + 2_000);
+    let (status, _, body) = http_get(p.ws_addr, &path).await.expect("a response");
+    assert_eq!(status, 200, "{body}");
+    let doc: Value = serde_json::from_str(&body).expect("JSON");
+    let exported: Vec<&Value> = doc["features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .map(|f| &f["properties"]["deviceId"])
+        .collect();
+    assert_eq!(exported, [&json!(device(100))]);
+    drop(p);
+    env.cleanup().await;
+}

@@ -99,13 +99,19 @@ pub async fn respond<S: LiveStore, C: Clock>(
             .insert(RETRY_AFTER, HeaderValue::from_static("5"));
         return whole(response);
     };
-    let mut devices: Vec<String> = details
-        .entries
-        .iter()
-        .flat_map(|e| e.devices.iter().cloned())
-        .collect();
-    devices.sort();
-    devices.dedup();
+    // Every device of the event: the details are capped for one response, an export is not.
+    let devices = match store.event_devices(details.id).await {
+        Ok(devices) => devices,
+        Err(error) => {
+            tracing::warn!(%error, "export: reading the event's devices failed");
+            let body =
+                json!({"error": "unavailable", "message": "event devices unavailable; try again"});
+            return whole(json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                body.to_string(),
+            ));
+        }
+    };
     let body = if parts.method == Method::HEAD {
         Full::new(Bytes::new())
             .map_err(|never| match never {})

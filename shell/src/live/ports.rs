@@ -76,6 +76,12 @@ pub trait LiveStore: Clone + Send + Sync + 'static {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<TrackPoint>, Self::Error>> + Send;
 
+    /// Every device of the event's entries, sorted by id (an export's features).
+    fn event_devices(
+        &self,
+        event: Uuid,
+    ) -> impl Future<Output = Result<Vec<String>, Self::Error>> + Send;
+
     /// The public events, for the map page's picker.
     fn public_events(&self) -> impl Future<Output = Result<Vec<PublicEvent>, Self::Error>> + Send;
 
@@ -166,6 +172,10 @@ impl LiveStore for Pool {
         limit: i64,
     ) -> Result<Vec<TrackPoint>, QueryError> {
         crate::postgres::tracks::track_page(self, &device, after, to, limit).await
+    }
+
+    async fn event_devices(&self, event: Uuid) -> Result<Vec<String>, QueryError> {
+        crate::postgres::tracks::event_devices(self, event).await
     }
 
     async fn public_events(&self) -> Result<Vec<PublicEvent>, QueryError> {

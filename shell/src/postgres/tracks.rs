@@ -15,6 +15,15 @@ WHERE s.device_id = $1 AND s.ts > $2 AND s.ts <= $3 AND NOT s.faulty
 ORDER BY s.ts
 LIMIT $4";
 
+/// Every device of the event's entries, once each, by id: the export's features. Read
+/// apart from the event's details, which are capped for one response.
+const EVENT_DEVICES: &str = "
+SELECT DISTINCT ed.device_id COLLATE \"C\"
+FROM entry_devices ed
+JOIN entries en ON en.id = ed.entry_id
+WHERE en.event_id = $1
+ORDER BY 1";
+
 /// One stored fix of a track.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrackPoint {
@@ -24,6 +33,17 @@ pub struct TrackPoint {
     pub ts: i64,
     pub lat: f64,
     pub lon: f64,
+}
+
+/// The devices of `event`'s entries, sorted by id (bytes, as Rust's `String` sorts).
+pub async fn event_devices(pool: &Pool, event: uuid::Uuid) -> Result<Vec<String>, QueryError> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(EVENT_DEVICES).await?;
+    let rows = client.query(&statement, &[&event]).await?;
+    rows.iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(QueryError::from)
 }
 
 /// At most `limit` fixes of `device` after `after`, up to `to` included. A pooled

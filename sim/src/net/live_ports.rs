@@ -110,6 +110,10 @@ impl LiveStore for NetLiveStore {
         Err("exports are not simulated".to_owned())
     }
 
+    async fn event_devices(&self, _event: uuid::Uuid) -> Result<Vec<String>, String> {
+        Err("exports are not simulated".to_owned())
+    }
+
     async fn device_map(&self) -> Result<EventMembers, String> {
         match self.ask(LiveRequest::DeviceMap).await? {
             LiveResponse::DeviceMap(map) => Ok(map),
