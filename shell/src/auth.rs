@@ -12,13 +12,10 @@
 //!   an HS256 token is refused when a public key is configured, and the reverse.
 //! - With neither configured only anonymous clients can connect; a presented token is
 //!   refused as unverifiable rather than ignored.
-//! - `exp` is required and enforced without leeway: a token is refused from second `exp`
-//!   on. `nbf`, when present, is enforced with [`NBF_LEEWAY_S`] of leeway for an issuer
-//!   whose clock runs slightly ahead. `aud`, `iss` and `sub` are not checked (the contract
-//!   configures none).
-//! - Claims: `events` (array of strings, optional) and `role` (string, optional); a claim
-//!   of the wrong type refuses the token. Entries of `events` that are not UUIDs grant
-//!   nothing ([`Principal::from_claims`]).
+//! - What the claims grant is the core's judgement
+//!   ([`processor_core::live::claims::grant_of`]): `exp` required and enforced without
+//!   leeway, `nbf` with [`NBF_LEEWAY_S`], `events` and `role` of the right types. This
+//!   module checks the signature and the algorithm, and reads the token from the request.
 //! - No token: [`Principal::Anonymous`] when `LIVE_ALLOW_ANONYMOUS` is true.
 //!
 //! The current time is passed in, so that verification is deterministic under test. No
@@ -30,17 +27,16 @@ use std::path::{Path, PathBuf};
 use hyper::http::{header, HeaderMap, Uri};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use processor_core::live::claims::{grant_of, Claims, ClaimsRefused};
 use processor_core::live::{Grant, Principal};
 use processor_core::UnixMillis;
-use serde::Deserialize;
 
 use crate::config::LiveSettings;
 
 /// Name of the query parameter that carries the token.
 pub const ACCESS_TOKEN_PARAM: &str = "access_token";
 
-/// Seconds by which `nbf` may lie in the future (issuer clock skew). `exp` has no leeway.
-pub const NBF_LEEWAY_S: u64 = 60;
+pub use processor_core::live::claims::NBF_LEEWAY_S;
 
 /// Longest token considered; longer ones are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -117,6 +113,19 @@ pub enum AuthError {
     },
 }
 
+impl From<ClaimsRefused> for AuthError {
+    fn from(refused: ClaimsRefused) -> AuthError {
+        match refused {
+            ClaimsRefused::MissingExp => AuthError::MissingExp,
+            ClaimsRefused::Expired { exp, now } => AuthError::Expired { exp, now },
+            ClaimsRefused::NotYetValid { nbf, now } => AuthError::NotYetValid { nbf, now },
+            ClaimsRefused::InvalidClaim { claim, problem } => {
+                AuthError::InvalidClaim { claim, problem }
+            }
+        }
+    }
+}
+
 impl AuthError {
     /// A short stable label, for logs and metrics.
     pub fn kind(&self) -> &'static str {
@@ -189,20 +198,6 @@ fn hs256_verifier(secret: &str) -> Result<Verifier, AuthConfigError> {
         key: DecodingKey::from_secret(secret.as_bytes()),
         algorithm: Algorithm::HS256,
     })
-}
-
-/// The claims this module reads; others are ignored. Kept as raw JSON so that a claim of
-/// the wrong type is reported as such.
-#[derive(Deserialize)]
-struct Claims {
-    #[serde(default)]
-    exp: Option<serde_json::Value>,
-    #[serde(default)]
-    nbf: Option<serde_json::Value>,
-    #[serde(default)]
-    events: Option<serde_json::Value>,
-    #[serde(default)]
-    role: Option<serde_json::Value>,
 }
 
 impl Authenticator {
@@ -296,65 +291,7 @@ impl Authenticator {
 
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| map_decode_error(e.kind(), algorithm))?;
-        let claims = data.claims;
-
-        let exp = match claims.exp {
-            None => return Err(AuthError::MissingExp),
-            Some(value) => numeric_date(&value).ok_or(AuthError::InvalidClaim {
-                claim: "exp",
-                problem: "is not a non-negative number of seconds",
-            })?,
-        };
-        if now_unix_s >= exp {
-            return Err(AuthError::Expired {
-                exp,
-                now: now_unix_s,
-            });
-        }
-        if let Some(value) = claims.nbf {
-            let nbf = numeric_date(&value).ok_or(AuthError::InvalidClaim {
-                claim: "nbf",
-                problem: "is not a non-negative number of seconds",
-            })?;
-            if now_unix_s.saturating_add(NBF_LEEWAY_S) < nbf {
-                return Err(AuthError::NotYetValid {
-                    nbf,
-                    now: now_unix_s,
-                });
-            }
-        }
-
-        let events: Vec<&str> = match &claims.events {
-            None | Some(serde_json::Value::Null) => Vec::new(),
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .map(|item| item.as_str())
-                .collect::<Option<Vec<&str>>>()
-                .ok_or(AuthError::InvalidClaim {
-                    claim: "events",
-                    problem: "is not an array of strings",
-                })?,
-            Some(_) => {
-                return Err(AuthError::InvalidClaim {
-                    claim: "events",
-                    problem: "is not an array of strings",
-                })
-            }
-        };
-        let role = match &claims.role {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(role)) => Some(role.as_str()),
-            Some(_) => {
-                return Err(AuthError::InvalidClaim {
-                    claim: "role",
-                    problem: "is not a string",
-                })
-            }
-        };
-        Ok(Grant {
-            principal: Principal::from_claims(events, role),
-            expires_at: UnixMillis(i64::try_from(exp.saturating_mul(1_000)).unwrap_or(i64::MAX)),
-        })
+        Ok(grant_of(&data.claims, now_unix_s)?)
     }
 }
 
@@ -380,20 +317,6 @@ fn map_decode_error(kind: &ErrorKind, algorithm: Algorithm) -> AuthError {
         }
         ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => AuthError::MissingExp,
         _ => AuthError::MalformedToken,
-    }
-}
-
-/// A JWT NumericDate as whole seconds; fractions are truncated.
-fn numeric_date(value: &serde_json::Value) -> Option<u64> {
-    if let Some(n) = value.as_u64() {
-        return Some(n);
-    }
-    let f = value.as_f64()?;
-    if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 {
-        // Truncated: a fractional `exp` is then enforced up to a second early, never late.
-        Some(f as u64)
-    } else {
-        None
     }
 }
 

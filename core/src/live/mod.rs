@@ -94,6 +94,7 @@
 //!   later input about it is ignored. Shutdown closes every connection with 1001.
 
 mod auth;
+pub mod claims;
 pub mod client_view;
 mod command;
 mod config;
