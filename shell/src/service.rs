@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use processor_core::durable::DurableConfig;
 use processor_core::faulty::FaultyThresholds;
-use processor_core::live::LiveConfig;
+use processor_core::live::{LiveConfig, SERVICE_VISIBILITY_CACHE_MS};
 
 use crate::auth::Authenticator;
 use crate::causes::with_causes;
@@ -223,10 +223,7 @@ pub fn live_config(config: &Config) -> LiveConfig {
         // A subscription's visibility is looked up again at the map's pace; the hub's short
         // cache of visibilities answers most of those look-ups.
         visibility_recheck_ms: live.device_event_refresh_ms,
-        // Many subscribers of one event ask for its visibility at once (a race start, a
-        // reconnect wave): one read answers them all for a few seconds.
-        visibility_cache_ms: 5_000,
-        visibility_cache_entries: 10_000,
+        visibility_cache_ms: SERVICE_VISIBILITY_CACHE_MS,
         faulty: FaultyThresholds {
             min_satellites: config.faulty.min_satellites,
             max_future_ms: config.faulty.max_future_ms,
@@ -247,22 +244,16 @@ pub fn live_config(config: &Config) -> LiveConfig {
 }
 
 pub fn durable_config(config: &Config) -> DurableConfig {
-    let claim_idle_ms = config.durable.claim_idle_ms;
     DurableConfig {
         batch_size: config.durable.batch_size as usize,
         max_in_flight: config.durable.max_in_flight as usize,
         max_deliveries: config.durable.max_deliveries,
-        claim_idle_ms,
-        // Sweeping at a fraction of the idle time bounds how long a dead consumer's entries
-        // wait beyond it.
-        claim_interval_ms: (claim_idle_ms / 2).clamp(100, 10_000),
-        retry_min_ms: 100,
-        retry_max_ms: 5_000,
         faulty: FaultyThresholds {
             min_satellites: config.faulty.min_satellites,
             max_future_ms: config.faulty.max_future_ms,
             min_timestamp: config.faulty.min_timestamp,
         },
+        ..DurableConfig::for_claim_idle(config.durable.claim_idle_ms)
     }
 }
 

@@ -40,9 +40,45 @@ impl Default for DurableConfig {
 }
 
 impl DurableConfig {
+    /// The settings the service runs with for `claim_idle_ms` (`DURABLE_CLAIM_IDLE_MS`):
+    /// claim sweeps at half the idle time, between 0.1 and 10 s, so that a dead consumer's
+    /// entries wait at most about half as long again; the default retries.
+    pub fn for_claim_idle(claim_idle_ms: u64) -> DurableConfig {
+        DurableConfig {
+            claim_idle_ms,
+            claim_interval_ms: (claim_idle_ms / 2).clamp(100, 10_000),
+            ..DurableConfig::default()
+        }
+    }
+
     /// Entries held at once (read but not yet acked or released): enough to keep every write
     /// slot busy while the next read is under way.
     pub fn max_held(&self) -> usize {
         self.batch_size.max(1) * (self.max_in_flight.max(1) + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_claim_sweep_runs_at_half_the_idle_time_within_its_bounds() {
+        let sweep = |idle| DurableConfig::for_claim_idle(idle).claim_interval_ms;
+        assert_eq!(sweep(30_000), 10_000);
+        assert_eq!(sweep(20_000), 10_000);
+        assert_eq!(sweep(19_998), 9_999);
+        assert_eq!(sweep(1_000), 500);
+        assert_eq!(sweep(200), 100);
+        assert_eq!(sweep(10), 100);
+        let config = DurableConfig::for_claim_idle(1_000);
+        assert_eq!(config.claim_idle_ms, 1_000);
+        assert_eq!(
+            (config.retry_min_ms, config.retry_max_ms),
+            (
+                DurableConfig::default().retry_min_ms,
+                DurableConfig::default().retry_max_ms
+            )
+        );
     }
 }

@@ -37,7 +37,8 @@ pub struct LiveConfig {
     pub visibility_recheck_ms: u64,
     /// How long an event's visibility, once read, answers the hub's look-ups of it
     /// (subscriptions, re-checks and replays of any connection) without asking the store;
-    /// 0 (the default here; the service sets 5 s) asks every time.
+    /// 0 (the default here; the service sets [`SERVICE_VISIBILITY_CACHE_MS`]) asks every
+    /// time.
     pub visibility_cache_ms: u64,
     /// Events whose visibility the hub holds at most.
     pub visibility_cache_entries: usize,
@@ -85,6 +86,12 @@ impl LiveConfig {
         }
     }
 }
+
+/// The visibility cache's lifetime the service runs with: many subscribers of one event ask
+/// for its visibility at once (a race start, a reconnect wave), and one read answers them
+/// all for a few seconds. A subscription an event no longer allows ends within
+/// `LIVE_DEVICE_EVENT_REFRESH_MS` plus this (contract section 5).
+pub const SERVICE_VISIBILITY_CACHE_MS: u64 = 5_000;
 
 impl Default for LiveConfig {
     fn default() -> Self {

@@ -117,7 +117,7 @@ mod track_store;
 
 pub use auth::{Principal, Visibility, ADMIN_ROLE};
 pub use command::{close_code, close_reason, Command, ConnId, RequestId};
-pub use config::LiveConfig;
+pub use config::{LiveConfig, SERVICE_VISIBILITY_CACHE_MS};
 pub use device_map::DeviceMap;
 pub use history::{thin, HistoryQuery};
 pub use ingest::{FanoutBatch, Ingest, IngestInput, IngestStats};

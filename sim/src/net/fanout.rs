@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use processor_core::durable::DurableConfig;
 use processor_core::faulty::FaultyThresholds;
-use processor_core::live::{LiveConfig, Visibility};
+use processor_core::live::{LiveConfig, Visibility, SERVICE_VISIBILITY_CACHE_MS};
 use processor_shell::durable::ports::ConsumerRemoval;
 use processor_shell::instance::Stage;
 use processor_shell::metrics::Metrics;
@@ -194,8 +194,7 @@ fn live_config() -> LiveConfig {
         conflate_threshold_bytes: 2 * 1024,
         backpressure_threshold_bytes: 256 * 1024,
         ping_interval_ms: 1_000,
-        // As the service runs it.
-        visibility_cache_ms: 5_000,
+        visibility_cache_ms: SERVICE_VISIBILITY_CACHE_MS,
         ..LiveConfig::default()
     }
 }
