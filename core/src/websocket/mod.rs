@@ -10,4 +10,4 @@ mod frame;
 mod reader;
 
 pub use frame::{Frame, Opcode};
-pub use reader::{ClientFrame, FrameError, FrameReader};
+pub use reader::{ClientFrame, FrameError, FrameReader, HARD_MESSAGE_LIMIT};

@@ -70,6 +70,10 @@ pub struct FrameReader {
     failed: bool,
 }
 
+/// A message over this size, all its frames together, closes the connection with 1009
+/// (contract section 5); smaller ones over `LIVE_WS_MAX_MESSAGE_BYTES` get `bad_request`.
+pub const HARD_MESSAGE_LIMIT: usize = 64 * 1024;
+
 /// Buffers that grew past this are given back once empty, so a burst does not leave an
 /// idle connection holding memory.
 const KEEP_CAPACITY: usize = 4 * 1024;

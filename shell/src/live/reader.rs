@@ -6,14 +6,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use processor_core::live::{ConnId, Input};
-use processor_core::websocket::{ClientFrame, FrameReader};
+use processor_core::websocket::{ClientFrame, FrameReader, HARD_MESSAGE_LIMIT};
 
 use super::input::ShardInput;
 use super::socket::Socket;
 
-/// A message over this size, all its frames together, closes the connection with 1009
-/// (contract section 5); smaller ones over `LIVE_WS_MAX_MESSAGE_BYTES` get `bad_request`.
-pub const HARD_MESSAGE_LIMIT: usize = 64 * 1024;
 /// Client messages are a few hundred bytes; a small buffer keeps idle connections cheap.
 const READ_CHUNK: usize = 2 * 1024;
 
