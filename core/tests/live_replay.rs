@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use processor_core::live::replay_budget::ReplayBudget;
 use processor_core::live::{
     self, Command, ConnId, DeviceMap, HistoryQuery, Input, LiveConfig, LiveHub, Principal,
     ReplayKey, RequestId, Visibility,
@@ -57,8 +58,17 @@ impl Harness {
     }
 
     fn with(config: LiveConfig) -> Harness {
+        Harness::of(LiveHub::new(config, clocks(UnixMillis(T0))))
+    }
+
+    /// A shard whose replay limit is `budget`, shared with others.
+    fn sharing(budget: Arc<ReplayBudget>) -> Harness {
+        Harness::of(LiveHub::sharing(config(), clocks(UnixMillis(T0)), budget))
+    }
+
+    fn of(hub: LiveHub) -> Harness {
         let mut h = Harness {
-            hub: LiveHub::new(config, clocks(UnixMillis(T0))),
+            hub,
             now: T0,
             sent: BTreeMap::new(),
             unwritten: BTreeMap::new(),
@@ -536,6 +546,39 @@ fn limits_per_connection_and_in_total_get_limit_exceeded() {
     );
     h.start(2, "b", EVENT, 0, 1_000, 1.0);
     assert_eq!(h.messages(2)[0]["type"], "subscribed");
+}
+
+#[test]
+fn shards_share_the_instance_replay_limit() {
+    let budget = Arc::new(ReplayBudget::new(2));
+    let mut one = Harness::sharing(budget.clone());
+    let mut two = Harness::sharing(budget.clone());
+    for h in [&mut one, &mut two] {
+        h.start(1, "a", EVENT, 0, 1_000, 1.0);
+        h.take_requests();
+        assert_eq!(h.messages(1)[0]["type"], "subscribed");
+    }
+    assert_eq!(budget.taken(), 2);
+    // A third is refused, though neither shard runs more than one.
+    two.text(
+        2,
+        json!({"type": "replay", "id": "b", "event": EVENT, "from": T0, "to": T0, "speed": 1}),
+    );
+    assert_eq!(two.messages(2)[0]["code"], "limit_exceeded");
+    // Starting a running one over under its id takes no second slot.
+    one.start(1, "a", EVENT, 0, 2_000, 1.0);
+    one.take_requests();
+    assert_eq!(one.messages(1)[0]["type"], "subscribed");
+    assert_eq!(budget.taken(), 2);
+    // One stops: the other shard has room.
+    one.text(1, json!({"type": "unsubscribe", "topic": "replay:a"}));
+    assert_eq!(budget.taken(), 1);
+    two.start(2, "b", EVENT, 0, 1_000, 1.0);
+    assert_eq!(two.messages(2)[0]["type"], "subscribed");
+    assert_eq!(budget.taken(), 2);
+    // A shard that ends gives its slots back.
+    drop(two);
+    assert_eq!(budget.taken(), 0);
 }
 
 #[test]

@@ -236,9 +236,8 @@ pub fn live_config(config: &Config) -> LiveConfig {
         resume_max_positions: live.resume_max_positions as usize,
         replay_read_ahead: live.replay_read_ahead as usize,
         replay_max_per_connection: live.replay_max_per_connection as usize,
-        // Each shard runs its connections' replays: it gets its share of the instance's
-        // limit, rounded up (connections are spread evenly, so the sum stays near it).
-        replay_max_total: (live.replay_max_total as usize).div_ceil(live.shards().max(1)),
+        // One limit for the instance: the shards share it (`ReplayBudget`).
+        replay_max_total: live.replay_max_total as usize,
         ..LiveConfig::default()
     }
 }

@@ -18,6 +18,7 @@ use super::rate::RateBucket;
 use super::recent::RecentTracks;
 use super::registry::{Registry, SubState};
 use super::replay::{Phase, Replay};
+use super::replay_budget::ReplayBudget;
 use super::stats::LiveStats;
 use super::timers::Deadlines;
 use crate::ttl_cache::TtlCache;
@@ -80,6 +81,10 @@ pub struct LiveHub {
     scratch: Vec<ConnId>,
     /// Paced replays, by connection and id.
     replays: BTreeMap<(ConnId, String), Replay>,
+    /// The instance's replay limit, shared with the other shards, and the slots of it this
+    /// hub holds: one per replay, and between inputs no more.
+    replay_budget: Arc<ReplayBudget>,
+    replay_slots: usize,
     /// What each replay look-up or load in flight is for.
     replay_requests: BTreeMap<RequestId, (ConnId, String)>,
     /// Event visibilities read recently.
@@ -87,7 +92,15 @@ pub struct LiveHub {
 }
 
 impl LiveHub {
+    /// A hub alone under `config.replay_max_total` replays.
     pub fn new(config: LiveConfig, now: Now) -> LiveHub {
+        let budget = Arc::new(ReplayBudget::new(config.replay_max_total));
+        LiveHub::sharing(config, now, budget)
+    }
+
+    /// A shard of an instance whose shards share one replay limit, `replay_budget`
+    /// (`config.replay_max_total` is not read).
+    pub fn sharing(config: LiveConfig, now: Now, replay_budget: Arc<ReplayBudget>) -> LiveHub {
         let visibility = TtlCache::new(config.visibility_cache_ms, config.visibility_cache_entries);
         LiveHub {
             config,
@@ -108,6 +121,8 @@ impl LiveHub {
             replays: BTreeMap::new(),
             replay_requests: BTreeMap::new(),
             visibility,
+            replay_budget,
+            replay_slots: 0,
         }
     }
 
@@ -152,6 +167,11 @@ impl LiveHub {
             Input::Timeout => self.timeout(),
             Input::Shutdown => self.shutdown(),
         }
+        // Replays end in many ways (their end, an unsubscribe, a failed load, a close, a
+        // restart under the same id): the slots of those that ended go back once here.
+        let ended = self.replay_slots - self.replays.len();
+        self.replay_budget.give_back(ended);
+        self.replay_slots -= ended;
     }
 
     pub fn config(&self) -> &LiveConfig {
@@ -1035,7 +1055,7 @@ impl LiveHub {
                 "at most {} replays per connection",
                 self.config.replay_max_per_connection
             ))
-        } else if self.replays.len() >= self.config.replay_max_total {
+        } else if !self.take_replay_slot() {
             Some("too many replays are running; try again later".to_owned())
         } else {
             None
@@ -1246,6 +1266,17 @@ impl LiveHub {
         self.pump_replay(conn, &key.1);
     }
 
+    /// A slot for one more replay: one this hub holds for a replay that ended during this
+    /// input (a restart under the same id), else one from the shared budget.
+    fn take_replay_slot(&mut self) -> bool {
+        if self.replay_slots > self.replays.len() {
+            return true;
+        }
+        let taken = self.replay_budget.try_take();
+        self.replay_slots += usize::from(taken);
+        taken
+    }
+
     fn blocked(&self, conn: ConnId) -> bool {
         is_blocked(&self.registry, self.config.conflate_threshold_bytes, conn)
     }
@@ -1315,6 +1346,13 @@ impl LiveHub {
             self.replay_requests.insert(request, key);
             self.out.push_back(command);
         }
+    }
+}
+
+impl Drop for LiveHub {
+    /// A shard that ends gives its replays' slots back to the instance.
+    fn drop(&mut self) {
+        self.replay_budget.give_back(self.replay_slots);
     }
 }
 

@@ -60,7 +60,8 @@
 //!   conflate threshold the replay's clock stops instead. `replay_control` pauses, changes
 //!   the speed, or seeks (a new snapshot; answers to loads for the old time are ignored).
 //!   At most `replay_max_per_connection` replays per connection and `replay_max_total` per
-//!   hub; more get `limit_exceeded`. A running replay is not re-checked against its
+//!   instance (a [`replay_budget::ReplayBudget`] the shards share); more get
+//!   `limit_exceeded`. A running replay is not re-checked against its
 //!   event's visibility: it shows stored history the client was allowed when it started.
 //! - **Slow clients.** See `outbound.rs`: with more than the conflate threshold queued,
 //!   positions are parked, newest per (topic, device); with more than the back-pressure
@@ -111,6 +112,7 @@ mod rate;
 mod recent;
 mod registry;
 mod replay;
+pub mod replay_budget;
 mod stats;
 mod timers;
 mod track_store;

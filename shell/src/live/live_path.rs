@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use processor_core::live::replay_budget::ReplayBudget;
 use processor_core::live::{LiveConfig, TrackStore};
 
 use crate::auth::Authenticator;
@@ -83,6 +84,7 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
     let history_loads = Arc::new(tokio::sync::Semaphore::new(HISTORY_LOADS));
     // Written by the broadcast consumer, read by the shards' snapshot loads.
     let tracks = Arc::new(Mutex::new(TrackStore::new_for(&plan.config)));
+    let replay_budget = Arc::new(ReplayBudget::new(plan.config.replay_max_total));
     let mut senders = Vec::new();
     let mut shard_tasks = Vec::new();
     for _ in 0..plan.shards.max(1) {
@@ -99,6 +101,7 @@ pub fn start<S: LiveStore, C: Clock, L: Listener, B: BroadcastPort>(
                 auth: plan.auth.clone(),
                 history_loads: history_loads.clone(),
                 tracks: tracks.clone(),
+                replay_budget: replay_budget.clone(),
             },
             rx,
             tx.clone(),

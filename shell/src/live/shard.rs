@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use processor_core::live::replay_budget::ReplayBudget;
 use processor_core::live::{
     Command, ConnId, FanoutBatch, HistoryQuery, Input, LiveConfig, LiveHub, LiveStats,
     LookupFailed, TokenRefused, TrackStore,
@@ -47,6 +48,8 @@ pub struct ShardContext<S: LiveStore, C: Clock> {
     pub history_loads: Arc<tokio::sync::Semaphore>,
     /// The instance's recent tracks: snapshots read Postgres only for what it lacks.
     pub tracks: Arc<Mutex<TrackStore>>,
+    /// `LIVE_REPLAY_MAX_TOTAL`, shared by the shards.
+    pub replay_budget: Arc<ReplayBudget>,
 }
 
 struct Shard<S: LiveStore, C: Clock> {
@@ -74,12 +77,13 @@ pub async fn run<S: LiveStore, C: Clock>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mono = MonoClock::start();
-    let hub = LiveHub::new(
+    let hub = LiveHub::sharing(
         ctx.config.clone(),
         Now {
             mono: mono.now(),
             wall: ctx.clock.now(),
         },
+        ctx.replay_budget.clone(),
     );
     let mut shard = Shard {
         ctx,
