@@ -151,7 +151,13 @@ mod tests {
         );
         // A null claim is an absent one.
         assert_eq!(judge(json!({"exp": null})), Err(ClaimsRefused::MissingExp));
-        for bad in [json!(-1), json!("soon"), json!(1e30)] {
+        // 2^64, the first float past u64::MAX, is out of range; 1e30 far out.
+        for bad in [
+            json!(-1),
+            json!("soon"),
+            json!(18_446_744_073_709_551_616.0),
+            json!(1e30),
+        ] {
             assert_eq!(
                 judge(json!({"exp": bad})),
                 Err(ClaimsRefused::InvalidClaim {
