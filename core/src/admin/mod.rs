@@ -14,8 +14,8 @@ pub use fields::{
     FieldError, MAX_BIB_CHARS, MAX_NAME_CHARS,
 };
 pub use rerun::{
-    bib_taken_by, entry_by_bib, entry_by_id, place_device, same_event, AssignMode, EntryCreate,
-    EntryValues, EventValues, Placement,
+    bib_taken_by, entry_by_bib, entry_by_id, listed_entry, place_device, same_event, AssignMode,
+    EntryCreate, EntryValues, EventValues, ListedEntry, Placement, START_LIST_DEVICES,
 };
 pub use start_list::{LineProblem, StartList, StartListEntry, StartListError, MAX_START_LIST_ROWS};
 pub use window::{Change, TimeWindow, WindowError};

@@ -120,9 +120,56 @@ pub fn place_device(entry: Uuid, holder: Option<Uuid>, mode: AssignMode) -> Plac
     }
 }
 
+/// What importing one start-list row does to the event's entries, given the entry holding
+/// its bib (id and name), if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListedEntry {
+    /// The entry is as the row says (an import run again changes nothing).
+    Unchanged(Uuid),
+    /// The entry takes the row's name: the list is the organizer's latest word.
+    Renamed(Uuid),
+    /// No entry has the bib: one is created.
+    Created,
+}
+
+pub fn listed_entry(holder: Option<(Uuid, Option<&str>)>, name: Option<&str>) -> ListedEntry {
+    match holder {
+        Some((id, held)) if held == name => ListedEntry::Unchanged(id),
+        Some((id, _)) => ListedEntry::Renamed(id),
+        None => ListedEntry::Created,
+    }
+}
+
+/// How an import puts a row's devices in its entry: the list is the organizer's latest
+/// word, so a device it gives to a bib leaves whichever entry of the event had it.
+pub const START_LIST_DEVICES: AssignMode = AssignMode::Move;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_list_row_keeps_renames_or_creates_the_entry_of_its_bib() {
+        let id = Uuid::from_u128(7);
+        assert_eq!(
+            listed_entry(Some((id, Some("Ann"))), Some("Ann")),
+            ListedEntry::Unchanged(id)
+        );
+        assert_eq!(
+            listed_entry(Some((id, None)), None),
+            ListedEntry::Unchanged(id)
+        );
+        assert_eq!(
+            listed_entry(Some((id, Some("Ann"))), Some("Bo")),
+            ListedEntry::Renamed(id)
+        );
+        assert_eq!(
+            listed_entry(Some((id, Some("Ann"))), None),
+            ListedEntry::Renamed(id)
+        );
+        assert_eq!(listed_entry(None, Some("Ann")), ListedEntry::Created);
+        assert_eq!(START_LIST_DEVICES, AssignMode::Move);
+    }
     use time::format_description::well_known::Rfc3339;
 
     fn id(n: u128) -> Uuid {

@@ -7,9 +7,9 @@ use std::path::Path;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use processor_core::admin::StartList;
+use processor_core::admin::{listed_entry, ListedEntry, StartList, START_LIST_DEVICES};
 
-use super::devices::{self, Assigned, Mode};
+use super::devices::{self, Assigned};
 use super::{events, AdminError};
 
 /// Largest file read: 10,000 rows of bib, a long name and a device id fit several times.
@@ -61,21 +61,24 @@ pub async fn import(
     }
     let mut summary = ImportSummary::default();
     for entry in &list.entries {
-        let id = match existing.get(&entry.bib) {
-            Some((id, name)) if *name == entry.name => {
+        let holder = existing
+            .get(&entry.bib)
+            .map(|(id, name)| (*id, name.as_deref()));
+        let id = match listed_entry(holder, entry.name.as_deref()) {
+            ListedEntry::Unchanged(id) => {
                 summary.entries_unchanged += 1;
-                *id
+                id
             }
-            Some((id, _)) => {
+            ListedEntry::Renamed(id) => {
                 tx.execute(
                     "UPDATE entries SET name = $2 WHERE id = $1",
-                    &[id, &entry.name],
+                    &[&id, &entry.name],
                 )
                 .await?;
                 summary.entries_renamed += 1;
-                *id
+                id
             }
-            None => {
+            ListedEntry::Created => {
                 let row = tx
                     .query_one(
                         "INSERT INTO entries (id, event_id, name, bib)
@@ -88,9 +91,7 @@ pub async fn import(
             }
         };
         for device in &entry.devices {
-            // The list is the organizer's latest word: a device it gives to this bib
-            // leaves whichever entry of the event had it.
-            match devices::put(&tx, event, id, device, Mode::Move).await? {
+            match devices::put(&tx, event, id, device, START_LIST_DEVICES).await? {
                 Assigned::New { .. } => summary.devices_assigned += 1,
                 Assigned::Moved { .. } => summary.devices_moved += 1,
                 Assigned::Unchanged { .. } => summary.devices_unchanged += 1,
