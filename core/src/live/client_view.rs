@@ -456,6 +456,10 @@ mod tests {
         let mut view = ClientView::new(Reading::Buffered);
         view.requested(replay, Asked::Newest);
         assert!(read(&mut view, frame("snapshot", 50)).is_empty());
+        // Started again: what the old one sent, read after the request, starts over too.
+        view.requested(replay, Asked::Newest);
+        assert!(read(&mut view, frame("snapshot", 10)).is_empty());
+        assert_eq!(view.last(replay, "A"), Some(10));
         let mut view = ClientView::new(Reading::AsSent);
         view.requested(replay, Asked::Newest);
         assert_eq!(
