@@ -34,9 +34,7 @@ impl ReplayBudget {
 
     /// Gives `n` slots back.
     pub fn give_back(&self, n: usize) {
-        if n > 0 {
-            self.taken.fetch_sub(n, Ordering::AcqRel);
-        }
+        self.taken.fetch_sub(n, Ordering::AcqRel);
     }
 
     /// Slots taken now, over every hub sharing the budget.
