@@ -100,30 +100,9 @@ pub enum AuthError {
     WrongAlgorithm { expected: &'static str },
     #[error("the token's signature is invalid")]
     BadSignature,
-    #[error("the token has no `exp` claim")]
-    MissingExp,
-    #[error("the token expired at {exp} (now {now})")]
-    Expired { exp: u64, now: u64 },
-    #[error("the token is not valid before {nbf} (now {now})")]
-    NotYetValid { nbf: u64, now: u64 },
-    #[error("the token's `{claim}` claim {problem}")]
-    InvalidClaim {
-        claim: &'static str,
-        problem: &'static str,
-    },
-}
-
-impl From<ClaimsRefused> for AuthError {
-    fn from(refused: ClaimsRefused) -> AuthError {
-        match refused {
-            ClaimsRefused::MissingExp => AuthError::MissingExp,
-            ClaimsRefused::Expired { exp, now } => AuthError::Expired { exp, now },
-            ClaimsRefused::NotYetValid { nbf, now } => AuthError::NotYetValid { nbf, now },
-            ClaimsRefused::InvalidClaim { claim, problem } => {
-                AuthError::InvalidClaim { claim, problem }
-            }
-        }
-    }
+    /// Signed, but its claims grant nothing (the core's judgement).
+    #[error(transparent)]
+    Claims(#[from] ClaimsRefused),
 }
 
 impl AuthError {
@@ -138,10 +117,10 @@ impl AuthError {
             AuthError::MalformedToken => "malformed_token",
             AuthError::WrongAlgorithm { .. } => "wrong_algorithm",
             AuthError::BadSignature => "bad_signature",
-            AuthError::MissingExp => "missing_exp",
-            AuthError::Expired { .. } => "expired",
-            AuthError::NotYetValid { .. } => "not_yet_valid",
-            AuthError::InvalidClaim { .. } => "invalid_claim",
+            AuthError::Claims(ClaimsRefused::MissingExp) => "missing_exp",
+            AuthError::Claims(ClaimsRefused::Expired { .. }) => "expired",
+            AuthError::Claims(ClaimsRefused::NotYetValid { .. }) => "not_yet_valid",
+            AuthError::Claims(ClaimsRefused::InvalidClaim { .. }) => "invalid_claim",
         }
     }
 
@@ -315,7 +294,9 @@ fn map_decode_error(kind: &ErrorKind, algorithm: Algorithm) -> AuthError {
                 expected: algorithm_name(algorithm),
             }
         }
-        ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => AuthError::MissingExp,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => {
+            AuthError::Claims(ClaimsRefused::MissingExp)
+        }
         _ => AuthError::MalformedToken,
     }
 }
