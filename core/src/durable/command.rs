@@ -55,6 +55,26 @@ pub enum WriteFailure {
     Rejected { reason: String, row: Option<usize> },
 }
 
+impl WriteFailure {
+    /// A failed insert, from the SQLSTATE Postgres answered with (none when it did not
+    /// answer) and its message. Data exceptions (class 22), integrity violations (23) and
+    /// program limits (54) are about the rows: bisecting finds the culprit. Anything else
+    /// (connection lost, timeout, deadlock, a missing table after a bad deploy) says
+    /// nothing about the rows and is retried as it is, so that an operator's mistake never
+    /// dead-letters good data.
+    pub fn of_insert(sqlstate: Option<&str>, message: String) -> WriteFailure {
+        match sqlstate {
+            Some(code) if matches!(code.get(..2), Some("22" | "23" | "54")) => {
+                WriteFailure::Rejected {
+                    reason: format!("{message} ({code})"),
+                    row: None,
+                }
+            }
+            _ => WriteFailure::Transient(message),
+        }
+    }
+}
+
 /// One page of `XAUTOCLAIM`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClaimResult {
@@ -88,4 +108,30 @@ pub enum Command {
     /// Acknowledge these entries in the durable group. Fire and forget: an ack that is lost
     /// leaves the entry pending, to be stored again (a no-op) and acked later.
     Ack(Vec<EntryId>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_about_the_rows_reject_them() {
+        for code in ["22003", "22P02", "23505", "54000"] {
+            assert_eq!(
+                WriteFailure::of_insert(Some(code), "bad".into()),
+                WriteFailure::Rejected {
+                    reason: format!("bad ({code})"),
+                    row: None,
+                }
+            );
+        }
+        // Deadlock, missing table, lost connection, no answer at all: retried.
+        for code in [Some("40P01"), Some("42P01"), Some("08006"), Some("2"), None] {
+            assert_eq!(
+                WriteFailure::of_insert(code, "away".into()),
+                WriteFailure::Transient("away".into()),
+                "{code:?}"
+            );
+        }
+    }
 }

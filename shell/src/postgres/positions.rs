@@ -129,26 +129,12 @@ impl PositionStore {
     }
 }
 
-/// Data exceptions, integrity violations and program limits are about the rows: bisecting
-/// finds the culprit. Anything else (connection lost, timeout, deadlock, a missing table
-/// after a bad deploy) says nothing about the rows and is retried as it is, so that an
-/// operator's mistake never dead-letters good data.
+/// What the core makes of a failed insert: the SQLSTATE decides (`WriteFailure::of_insert`).
 fn classify(error: &tokio_postgres::Error) -> WriteFailure {
     let message = error
         .as_db_error()
         .map_or_else(|| error.to_string(), |db| db.message().to_owned());
-    match error.code() {
-        Some(code) if is_data_problem(code) => WriteFailure::Rejected {
-            reason: format!("{} ({})", message, code.code()),
-            row: None,
-        },
-        _ => WriteFailure::Transient(message),
-    }
-}
-
-fn is_data_problem(code: &SqlState) -> bool {
-    let class = &code.code()[..2];
-    matches!(class, "22" | "23" | "54")
+    WriteFailure::of_insert(error.code().map(SqlState::code), message)
 }
 
 /// The rows turned into one array per column.
