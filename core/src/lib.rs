@@ -15,6 +15,7 @@
 //! - [`teltonika`] is the trackers' protocol and the gateway's session machine.
 
 pub mod admin;
+pub mod backoff;
 pub mod decode;
 pub mod durable;
 pub mod faulty;

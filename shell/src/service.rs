@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use processor_core::backoff::RECONNECT;
 use processor_core::durable::DurableConfig;
 use processor_core::faulty::FaultyThresholds;
 use processor_core::live::{LiveConfig, SERVICE_VISIBILITY_CACHE_MS};
@@ -27,8 +28,6 @@ use crate::redis_stream::{control_connection, DurableStream};
 use crate::{durable, health, migrate, ops_server, stop_signal, trimmer};
 
 /// First and longest delay between attempts to reach Redis or Postgres at start-up.
-const START_RETRY_MIN: Duration = Duration::from_millis(200);
-const START_RETRY_MAX: Duration = Duration::from_secs(5);
 /// How long one broadcast read waits for new entries. Short, since a stop is only seen
 /// between reads.
 const BROADCAST_BLOCK: Duration = Duration::from_millis(1_000);
@@ -266,18 +265,19 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let mut delay = START_RETRY_MIN;
+    let mut backoff = RECONNECT;
     loop {
-        match attempt().await {
+        let delay = match attempt().await {
             Ok(value) => return Some(value),
             Err(error) => {
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot {what} yet")
+                let delay = backoff.failed();
+                tracing::warn!(%error, retry_in_ms = delay, "cannot {what} yet");
+                delay
             }
-        }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
             _ = stop.wait_for(|s| *s) => return None,
         }
-        delay = (delay * 2).min(START_RETRY_MAX);
     }
 }

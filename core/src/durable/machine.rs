@@ -3,12 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use super::backoff::backoff_ms;
 use super::command::{
     ClaimResult, Command, DeadLetter, DeadLetterId, ReadFrom, WriteFailure, WriteId, WriteRow,
 };
 use super::config::DurableConfig;
 use super::input::Input;
+use crate::backoff::backoff_ms;
 use crate::decode::decode_position;
 use crate::faulty::is_faulty;
 use crate::stream::{EntryId, StreamEntry};

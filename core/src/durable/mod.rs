@@ -15,7 +15,6 @@
 //! - after start, a read failure or a reconnect, this consumer's own pending entries are read
 //!   again before new ones.
 
-mod backoff;
 mod command;
 mod config;
 mod input;

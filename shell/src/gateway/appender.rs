@@ -9,6 +9,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use processor_core::backoff::RECONNECT;
 use processor_core::teltonika::PacketEntries;
 
 use super::metrics::GatewayMetrics;
@@ -167,7 +168,6 @@ impl Pipeline for RedisPipeline {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const RETRY: Duration = Duration::from_millis(500);
 const PING_EVERY: Duration = Duration::from_secs(1);
 
 /// Connects to Redis (retrying until it answers, so that the listeners serve meanwhile),
@@ -185,6 +185,7 @@ pub async fn keep_connected(
         // default (500 ms) would fail packets that the deadline still allows.
         .set_response_timeout(Some(ack_timeout))
         .set_number_of_retries(1);
+    let mut backoff = RECONNECT;
     let mut conn = loop {
         match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
             Ok(conn) => break conn,
@@ -194,7 +195,7 @@ pub async fn keep_connected(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(RETRY) => {}
+            _ = tokio::time::sleep(Duration::from_millis(backoff.failed())) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     };

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use processor_core::backoff::LIVE_RECONNECT;
 use processor_core::live::{
     DeviceMap, Ingest, IngestInput, IngestStats, Input, LiveConfig, TrackInput, TrackStore,
 };
@@ -19,7 +20,6 @@ use super::ports::{BroadcastPort, BroadcastReader};
 
 /// Entries per read. The stream's BLOCK time is the port's (`RedisBroadcast::block`).
 const BATCH: usize = 1_000;
-const RETRY: Duration = Duration::from_millis(500);
 
 pub struct BroadcastContext<B: BroadcastPort, C: Clock> {
     pub port: B,
@@ -69,6 +69,7 @@ pub async fn run<B: BroadcastPort, C: Clock>(
     let mut counted = IngestStats::default();
     let heartbeat = tokio::spawn(keep_alive(port.clone(), stop.clone()));
     let mut reader = None;
+    let mut backoff = LIVE_RECONNECT;
     while !*stop.borrow() {
         if map.has_changed().unwrap_or(false) {
             if let Some(m) = map.borrow_and_update().clone() {
@@ -88,13 +89,17 @@ pub async fn run<B: BroadcastPort, C: Clock>(
                 Err(error) => {
                     tracing::warn!(%error, "broadcast consumer cannot start yet");
                     readiness.set_broadcast_consumer(false);
-                    tokio::time::sleep(RETRY).await;
+                    tokio::time::sleep(Duration::from_millis(backoff.failed())).await;
                     continue;
                 }
             },
         };
         readiness.set_broadcast_consumer(true);
-        match r.read(BATCH).await {
+        let read = r.read(BATCH).await;
+        if read.is_ok() {
+            backoff.succeeded();
+        }
+        match read {
             Ok(entries) if entries.is_empty() => {}
             Ok(entries) => {
                 let now = clock.now();
@@ -114,7 +119,7 @@ pub async fn run<B: BroadcastPort, C: Clock>(
                 tracing::warn!(%error, "broadcast read failed; reconnecting");
                 readiness.set_broadcast_consumer(false);
                 reader = None;
-                tokio::time::sleep(RETRY).await;
+                tokio::time::sleep(Duration::from_millis(backoff.failed())).await;
             }
         }
     }
