@@ -169,9 +169,13 @@ impl LiveHub {
         }
         // Replays end in many ways (their end, an unsubscribe, a failed load, a close, a
         // restart under the same id): the slots of those that ended go back once here.
-        let ended = self.replay_slots - self.replays.len();
-        self.replay_budget.give_back(ended);
-        self.replay_slots -= ended;
+        // Only when one ended: the count is shared by every shard, and writing it on every
+        // input would bounce its cache line between the cores.
+        if self.replay_slots > self.replays.len() {
+            let ended = self.replay_slots - self.replays.len();
+            self.replay_budget.give_back(ended);
+            self.replay_slots -= ended;
+        }
     }
 
     pub fn config(&self) -> &LiveConfig {
