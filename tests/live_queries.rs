@@ -335,3 +335,69 @@ async fn snapshot_skips_faulty_and_older_positions_stored_by_the_writer() {
 
     env.cleanup().await;
 }
+
+/// The trail query thins in SQL so that what it reads is bounded; what it keeps must be
+/// exactly what the core's `thin` keeps, for every count of fixes and every maximum.
+#[tokio::test]
+async fn the_trail_query_keeps_what_the_cores_thinning_keeps() {
+    use processor_core::live::{thin, HistoryQuery};
+    use processor_shell::postgres::history::load_history;
+    use std::collections::BTreeMap;
+
+    let env = TestEnv::new("lq_trail_thinning").await;
+    let pool = pool(&env);
+    let store = PositionStore::new(pool.clone());
+    let fix = |device: &str, ts: i64| WriteRow {
+        position: Position {
+            device_id: device.to_owned(),
+            ts: UnixMillis(ts),
+            latitude: 54.0,
+            longitude: 25.0,
+            altitude: 0.0,
+            angle: 0.0,
+            speed: 0.0,
+            satellites: 9,
+            priority: 0,
+            event_io_id: None,
+            attributes: Default::default(),
+        },
+        faulty: false,
+        received_at: UnixMillis(T0),
+        entries: Vec::new(),
+        payloads: Vec::new(),
+    };
+    // Device `t<n>` has n fixes before its newest, one a second.
+    const MOST: i64 = 40;
+    let devices: Vec<String> = (0..=MOST).map(|n| format!("t{n:02}")).collect();
+    let rows: Vec<WriteRow> = devices
+        .iter()
+        .zip(0..)
+        .flat_map(|(d, n)| (0..=n).map(move |k| fix(d, T0 + k * 1_000)))
+        .collect();
+    store.write(&rows).await.expect("store");
+
+    for max in [1, 2, 3, 7, 8, 13, 39, 40] {
+        let query = HistoryQuery::Trail {
+            window_ms: 3_600_000,
+            max_rows_per_device: max,
+        };
+        let got = load_history(&pool, &devices, query).await.expect("trails");
+        let mut trails: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+        for row in &got {
+            trails
+                .entry(row.device_id.as_str())
+                .or_default()
+                .insert(row.ts);
+        }
+        for (d, n) in devices.iter().zip(0..) {
+            let newest = T0 + n * 1_000;
+            let earlier: Vec<i64> = (0..n).map(|k| T0 + k * 1_000).collect();
+            let read: Vec<i64> = trails
+                .get(d.as_str())
+                .map(|ts| ts.iter().copied().filter(|t| *t < newest).collect())
+                .unwrap_or_default();
+            assert_eq!(read, thin(&earlier, max), "{d}, at most {max}");
+        }
+    }
+    env.cleanup().await;
+}
