@@ -135,6 +135,40 @@ fn an_append_not_confirmed_in_time_is_abandoned_and_never_answered() {
 }
 
 #[test]
+fn an_answer_at_the_deadline_is_too_late_even_before_the_tick() {
+    let mut flights = Flights::new(CONFIG);
+    let id = append_of(&receive(&mut flights, 0, "a", &hex(UDP8)));
+    flights.handle(MonoMillis(5_000), Input::Appended(id));
+    assert_eq!(
+        drain(&mut flights),
+        [Command::Observe {
+            peer: "a",
+            what: Observation::NotConfirmedInTime,
+        }]
+    );
+    let id = append_of(&receive(&mut flights, 0, "a", &hex(UDP8)));
+    flights.handle(MonoMillis(6_000), Input::AppendFailed(id));
+    assert_eq!(
+        drain(&mut flights),
+        [Command::Observe {
+            peer: "a",
+            what: Observation::NotConfirmedInTime,
+        }]
+    );
+    // One millisecond before it, in time.
+    let id = append_of(&receive(&mut flights, 0, "a", &hex(UDP8)));
+    flights.handle(MonoMillis(4_999), Input::Appended(id));
+    assert!(matches!(
+        drain(&mut flights)[..],
+        [Command::Reply {
+            latency_ms: 4_999,
+            ..
+        }]
+    ));
+    assert_eq!(flights.in_flight(), 0);
+}
+
+#[test]
 fn each_deadline_comes_in_its_turn() {
     let mut flights = Flights::new(UdpConfig {
         max_in_flight: 3,

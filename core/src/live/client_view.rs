@@ -44,6 +44,9 @@ pub enum Breach {
     /// ([`Reading::AsSent`] only: a buffered client cannot tell which request a snapshot
     /// answers).
     DeviceTwice,
+    /// An answer to nothing the client asked ([`Reading::AsSent`] only): `auth` or
+    /// `unauthorized` with no token sent, `replay_end` of no replay being played.
+    Unasked,
     /// A frame the client cannot read.
     Malformed,
 }
@@ -82,6 +85,8 @@ pub struct ClientView {
     seen: BTreeMap<(String, String), Vec<i64>>,
     last_read: BTreeMap<String, i64>,
     frames: u64,
+    /// `auth` messages sent and not answered yet.
+    auths_asked: u32,
 }
 
 impl ClientView {
@@ -93,6 +98,23 @@ impl ClientView {
             seen: BTreeMap::new(),
             last_read: BTreeMap::new(),
             frames: 0,
+            auths_asked: 0,
+        }
+    }
+
+    /// The client sent `auth`: one `auth` or `unauthorized` answers it.
+    pub fn auth_requested(&mut self) {
+        self.auths_asked += 1;
+    }
+
+    /// Read as sent, an answer to `auth` needs one asked; through a socket the caller
+    /// judges those itself.
+    fn auth_answered(&mut self, broken: &mut Vec<(Breach, String)>, what: &str) {
+        if self.reading == Reading::AsSent {
+            match self.auths_asked.checked_sub(1) {
+                Some(left) => self.auths_asked = left,
+                None => broken.push((Breach::Unasked, what.to_owned())),
+            }
         }
     }
 
@@ -192,8 +214,16 @@ impl ClientView {
                     .insert(topic.clone(), Sub::AwaitingSnapshot(asked));
                 self.forget_topic(&topic);
             }
+            Some("unsubscribed") => {
+                self.subs.remove(&topic);
+            }
             // Nothing more of a replay follows its end.
-            Some("unsubscribed") | Some("replay_end") => {
+            Some("replay_end") => {
+                let played =
+                    topic.starts_with("replay:") && self.subs.get(&topic) == Some(&Sub::Live);
+                if !played && !buffered {
+                    broken.push((Breach::Unasked, format!("replay_end of {topic}")));
+                }
                 self.subs.remove(&topic);
             }
             Some("snapshot") => self.snapshot(&topic, &value, allowed, &mut broken),
@@ -218,12 +248,16 @@ impl ClientView {
                 // is still held; a message over the rate names none.) Read through a
                 // socket this holds too: a slow client that read an earlier subscribe's
                 // `subscribed` and `snapshot` after asking again holds nothing after it.
-                if matches!(value["code"].as_str(), Some("forbidden" | "limit_exceeded")) {
-                    self.subs.remove(&topic);
+                match value["code"].as_str() {
+                    Some("forbidden" | "limit_exceeded") => {
+                        self.subs.remove(&topic);
+                    }
+                    Some("unauthorized") => self.auth_answered(&mut broken, "unauthorized"),
+                    _ => {}
                 }
             }
             Some("pong") => {}
-            Some("auth") if value["exp"].is_u64() => {}
+            Some("auth") if value["exp"].is_u64() => self.auth_answered(&mut broken, "auth"),
             _ => broken.push((Breach::Malformed, value.to_string())),
         }
         broken
@@ -568,5 +602,46 @@ mod tests {
         let end = serde_json::json!({"type": "replay_end", "topic": TOPIC});
         assert!(read(&mut view, end).is_empty());
         assert!(!view.is_live(TOPIC));
+    }
+
+    #[test]
+    fn read_as_sent_an_answer_needs_its_question() {
+        let auth = || serde_json::json!({"type": "auth", "exp": 5});
+        let refused =
+            || serde_json::json!({"type": "error", "code": "unauthorized", "message": "m"});
+        let mut view = ClientView::new(Reading::AsSent);
+        assert_eq!(read(&mut view, auth()), [Breach::Unasked]);
+        assert_eq!(read(&mut view, refused()), [Breach::Unasked]);
+        view.auth_requested();
+        view.auth_requested();
+        assert!(read(&mut view, auth()).is_empty());
+        assert!(read(&mut view, refused()).is_empty());
+        assert_eq!(
+            read(&mut view, auth()),
+            [Breach::Unasked],
+            "two asked, two answered"
+        );
+        // `replay_end` ends a replay being played, and nothing else.
+        let end = |topic: &str| serde_json::json!({"type": "replay_end", "topic": topic});
+        let mut view = live(Reading::AsSent);
+        assert_eq!(read(&mut view, end(TOPIC)), [Breach::Unasked]);
+        let replay = "replay:r";
+        view.requested(replay, Asked::Newest);
+        assert_eq!(
+            read(&mut view, end(replay)),
+            [Breach::Unasked],
+            "not yet playing"
+        );
+        view.requested(replay, Asked::Newest);
+        read(
+            &mut view,
+            serde_json::json!({"type": "subscribed", "topic": replay}),
+        );
+        read(
+            &mut view,
+            serde_json::json!({"type": "snapshot", "topic": replay, "positions": []}),
+        );
+        assert!(read(&mut view, end(replay)).is_empty());
+        assert!(!view.is_live(replay));
     }
 }

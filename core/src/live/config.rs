@@ -72,8 +72,9 @@ pub struct LiveConfig {
     pub replay_read_ahead: usize,
     /// `LIVE_REPLAY_MAX_PER_CONNECTION`: replays one connection runs at once.
     pub replay_max_per_connection: usize,
-    /// Replays this hub runs at once: the shell gives each shard its share of
-    /// `LIVE_REPLAY_MAX_TOTAL`.
+    /// `LIVE_REPLAY_MAX_TOTAL`: replays the instance runs at once. A hub made with
+    /// [`LiveHub::new`](super::LiveHub::new) counts them alone; the shards of an instance
+    /// share one [`ReplayBudget`](super::replay_budget::ReplayBudget) of this size.
     pub replay_max_total: usize,
 }
 

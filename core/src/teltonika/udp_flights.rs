@@ -124,29 +124,30 @@ impl<P: Clone> UdpFlights<P> {
                 received_at,
                 allow,
             } => self.datagram(now, bytes, peer, received_at, allow),
-            Input::Appended(id) => {
+            Input::Appended(id) | Input::AppendFailed(id) => {
                 let Some(flight) = self.flights.remove(&id) else {
                     return;
                 };
-                if flight.deadline.is_some() {
-                    self.commands.push_back(Command::Reply {
-                        peer: flight.peer,
-                        bytes: flight.reply,
-                        records: flight.records,
-                        latency_ms: now.since(flight.arrived),
-                    });
-                }
-            }
-            Input::AppendFailed(id) => {
-                let Some(flight) = self.flights.remove(&id) else {
-                    return;
+                // An answer that comes at or after the deadline, before the tick that would
+                // have abandoned it, is too late all the same.
+                let what = match flight.deadline {
+                    None => return,
+                    Some(at) if now >= at => Observation::NotConfirmedInTime,
+                    Some(_) if matches!(input, Input::AppendFailed(_)) => Observation::AppendFailed,
+                    Some(_) => {
+                        self.commands.push_back(Command::Reply {
+                            peer: flight.peer,
+                            bytes: flight.reply,
+                            records: flight.records,
+                            latency_ms: now.since(flight.arrived),
+                        });
+                        return;
+                    }
                 };
-                if flight.deadline.is_some() {
-                    self.commands.push_back(Command::Observe {
-                        peer: flight.peer,
-                        what: Observation::AppendFailed,
-                    });
-                }
+                self.commands.push_back(Command::Observe {
+                    peer: flight.peer,
+                    what,
+                });
             }
             Input::Tick => self.tick(now),
         }

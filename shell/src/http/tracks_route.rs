@@ -106,10 +106,11 @@ pub async fn respond<S: LiveStore, C: Clock>(
             tracing::warn!(%error, "export: reading the event's devices failed");
             let body =
                 json!({"error": "unavailable", "message": "event devices unavailable; try again"});
-            return whole(json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                body.to_string(),
-            ));
+            let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            return whole(response);
         }
     };
     let body = if parts.method == Method::HEAD {
