@@ -45,6 +45,29 @@ fn pool(env: &TestEnv) -> Pool {
         .expect("build the pool")
 }
 
+/// A row as the durable writer stores it.
+fn stored_row(device: &str, ts: i64, lat: f64, faulty: bool) -> WriteRow {
+    WriteRow {
+        position: Position {
+            device_id: device.to_owned(),
+            ts: UnixMillis(ts),
+            latitude: lat,
+            longitude: 25.0,
+            altitude: 100.0,
+            angle: 90.0,
+            speed: 10.0,
+            satellites: 9,
+            priority: 1,
+            event_io_id: None,
+            attributes: Default::default(),
+        },
+        faulty,
+        received_at: UnixMillis(T0),
+        entries: Vec::new(),
+        payloads: Vec::new(),
+    }
+}
+
 async fn add_event(client: &tokio_postgres::Client, visibility: &str) -> Uuid {
     let id = next_id();
     client
@@ -283,36 +306,17 @@ async fn snapshot_skips_faulty_and_older_positions_stored_by_the_writer() {
     let env = TestEnv::new("lq_snapshot_store").await;
     let pool = pool(&env);
     let store = PositionStore::new(pool.clone());
-    let row = |device: &str, ts: i64, lat: f64, faulty: bool| WriteRow {
-        position: Position {
-            device_id: device.to_owned(),
-            ts: UnixMillis(ts),
-            latitude: lat,
-            longitude: 25.0,
-            altitude: 100.0,
-            angle: 90.0,
-            speed: 10.0,
-            satellites: 9,
-            priority: 1,
-            event_io_id: None,
-            attributes: Default::default(),
-        },
-        faulty,
-        received_at: UnixMillis(T0),
-        entries: Vec::new(),
-        payloads: Vec::new(),
-    };
     store
         .write(&[
-            row("dev-1", T0 + 1_000, 54.2, false),
-            row("dev-1", T0 + 2_000, 0.0, true),
-            row("dev-2", T0 + 7, 54.3, false),
+            stored_row("dev-1", T0 + 1_000, 54.2, false),
+            stored_row("dev-1", T0 + 2_000, 0.0, true),
+            stored_row("dev-2", T0 + 7, 54.3, false),
         ])
         .await
         .expect("store");
     // Late and older: stored, but not the latest.
     store
-        .write(&[row("dev-1", T0, 54.1, false)])
+        .write(&[stored_row("dev-1", T0, 54.1, false)])
         .await
         .expect("store");
 
@@ -347,32 +351,13 @@ async fn the_trail_query_keeps_what_the_cores_thinning_keeps() {
     let env = TestEnv::new("lq_trail_thinning").await;
     let pool = pool(&env);
     let store = PositionStore::new(pool.clone());
-    let fix = |device: &str, ts: i64| WriteRow {
-        position: Position {
-            device_id: device.to_owned(),
-            ts: UnixMillis(ts),
-            latitude: 54.0,
-            longitude: 25.0,
-            altitude: 0.0,
-            angle: 0.0,
-            speed: 0.0,
-            satellites: 9,
-            priority: 0,
-            event_io_id: None,
-            attributes: Default::default(),
-        },
-        faulty: false,
-        received_at: UnixMillis(T0),
-        entries: Vec::new(),
-        payloads: Vec::new(),
-    };
     // Device `t<n>` has n fixes before its newest, one a second.
     const MOST: i64 = 40;
     let devices: Vec<String> = (0..=MOST).map(|n| format!("t{n:02}")).collect();
     let rows: Vec<WriteRow> = devices
         .iter()
         .zip(0..)
-        .flat_map(|(d, n)| (0..=n).map(move |k| fix(d, T0 + k * 1_000)))
+        .flat_map(|(d, n)| (0..=n).map(move |k| stored_row(d, T0 + k * 1_000, 54.0, false)))
         .collect();
     store.write(&rows).await.expect("store");
 

@@ -30,6 +30,11 @@ fn drain(flights: &mut Flights) -> Vec<Command<&'static str>> {
     std::iter::from_fn(|| flights.poll_command()).collect()
 }
 
+/// What the machine says of a datagram it does not answer.
+fn observed(peer: &'static str, what: Observation) -> Command<&'static str> {
+    Command::Observe { peer, what }
+}
+
 /// A datagram from `peer` at `now`, and what the machine asks for it.
 fn receive(
     flights: &mut Flights,
@@ -91,10 +96,7 @@ fn a_failed_append_is_not_answered() {
     flights.handle(MonoMillis(10), Input::AppendFailed(id));
     assert_eq!(
         drain(&mut flights),
-        [Command::Observe {
-            peer: "a",
-            what: Observation::AppendFailed,
-        }]
+        [observed("a", Observation::AppendFailed)]
     );
     assert_eq!(flights.in_flight(), 0);
 }
@@ -110,10 +112,7 @@ fn an_append_not_confirmed_in_time_is_abandoned_and_never_answered() {
     assert_eq!(
         drain(&mut flights),
         [
-            Command::Observe {
-                peer: "a",
-                what: Observation::NotConfirmedInTime,
-            },
+            observed("a", Observation::NotConfirmedInTime),
             Command::Abandon(id),
         ]
     );
@@ -141,19 +140,13 @@ fn an_answer_at_the_deadline_is_too_late_even_before_the_tick() {
     flights.handle(MonoMillis(5_000), Input::Appended(id));
     assert_eq!(
         drain(&mut flights),
-        [Command::Observe {
-            peer: "a",
-            what: Observation::NotConfirmedInTime,
-        }]
+        [observed("a", Observation::NotConfirmedInTime)]
     );
     let id = append_of(&receive(&mut flights, 0, "a", &hex(UDP8)));
     flights.handle(MonoMillis(6_000), Input::AppendFailed(id));
     assert_eq!(
         drain(&mut flights),
-        [Command::Observe {
-            peer: "a",
-            what: Observation::NotConfirmedInTime,
-        }]
+        [observed("a", Observation::NotConfirmedInTime)]
     );
     // One millisecond before it, in time.
     let id = append_of(&receive(&mut flights, 0, "a", &hex(UDP8)));
@@ -222,13 +215,13 @@ fn bad_and_refused_datagrams_are_observed_and_take_no_place() {
     broken[1] ^= 1;
     assert_eq!(
         receive(&mut flights, 0, "a", &broken),
-        [Command::Observe {
-            peer: "a",
-            what: Observation::Bad {
+        [observed(
+            "a",
+            Observation::Bad {
                 reason: BadPacket::Framing,
                 head: broken.clone(),
-            },
-        }]
+            }
+        )]
     );
     let too_long = vec![0u8; CONFIG.max_bytes + 1];
     match &receive(&mut flights, 0, "a", &too_long)[..] {
@@ -249,12 +242,12 @@ fn bad_and_refused_datagrams_are_observed_and_take_no_place() {
     );
     assert_eq!(
         drain(&mut flights),
-        [Command::Observe {
-            peer: "b",
-            what: Observation::DeviceRejected {
+        [observed(
+            "b",
+            Observation::DeviceRejected {
                 imei: "352093086403655".to_owned(),
-            },
-        }]
+            }
+        )]
     );
     assert_eq!(flights.in_flight(), 0);
     assert_eq!(flights.poll_timeout(), None);

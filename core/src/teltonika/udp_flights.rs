@@ -128,25 +128,28 @@ impl<P: Clone> UdpFlights<P> {
                 let Some(flight) = self.flights.remove(&id) else {
                     return;
                 };
-                // An answer that comes at or after the deadline, before the tick that would
-                // have abandoned it, is too late all the same.
-                let what = match flight.deadline {
-                    None => return,
-                    Some(at) if now >= at => Observation::NotConfirmedInTime,
-                    Some(_) if matches!(input, Input::AppendFailed(_)) => Observation::AppendFailed,
-                    Some(_) => {
-                        self.commands.push_back(Command::Reply {
-                            peer: flight.peer,
-                            bytes: flight.reply,
-                            records: flight.records,
-                            latency_ms: now.since(flight.arrived),
-                        });
-                        return;
-                    }
+                // Abandoned: observed at its tick already.
+                let Some(at) = flight.deadline else {
+                    return;
                 };
-                self.commands.push_back(Command::Observe {
-                    peer: flight.peer,
-                    what,
+                let peer = flight.peer;
+                // An answer at or after the deadline, before the tick that would have
+                // abandoned it, is too late all the same.
+                self.commands.push_back(match input {
+                    _ if now >= at => Command::Observe {
+                        peer,
+                        what: Observation::NotConfirmedInTime,
+                    },
+                    Input::Appended(_) => Command::Reply {
+                        peer,
+                        bytes: flight.reply,
+                        records: flight.records,
+                        latency_ms: now.since(flight.arrived),
+                    },
+                    _ => Command::Observe {
+                        peer,
+                        what: Observation::AppendFailed,
+                    },
                 });
             }
             Input::Tick => self.tick(now),

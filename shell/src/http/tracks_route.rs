@@ -91,26 +91,14 @@ pub async fn respond<S: LiveStore, C: Clock>(
         Err(refused) => return whole(refused),
     };
     let Ok(permit) = exports.0.clone().try_acquire_owned() else {
-        let body =
-            json!({"error": "unavailable", "message": "too many exports running; try again"});
-        let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-        return whole(response);
+        return whole(try_again("too many exports running; try again"));
     };
     // Every device of the event: the details are capped for one response, an export is not.
     let devices = match store.event_devices(details.id).await {
         Ok(devices) => devices,
         Err(error) => {
             tracing::warn!(%error, "export: reading the event's devices failed");
-            let body =
-                json!({"error": "unavailable", "message": "event devices unavailable; try again"});
-            let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-            return whole(response);
+            return whole(try_again("event devices unavailable; try again"));
         }
     };
     let body = if parts.method == Method::HEAD {
@@ -133,6 +121,16 @@ pub async fn respond<S: LiveStore, C: Clock>(
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// 503 `unavailable` with `Retry-After`: the export may succeed in a few seconds.
+fn try_again(message: &str) -> Response<Full<Bytes>> {
+    let body = json!({"error": "unavailable", "message": message});
+    let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
     response
 }
 
