@@ -27,7 +27,6 @@ use crate::redis_stream::broadcast::BroadcastGroup;
 use crate::redis_stream::{control_connection, DurableStream};
 use crate::{durable, health, migrate, ops_server, stop_signal, trimmer};
 
-/// First and longest delay between attempts to reach Redis or Postgres at start-up.
 /// How long one broadcast read waits for new entries. Short, since a stop is only seen
 /// between reads.
 const BROADCAST_BLOCK: Duration = Duration::from_millis(1_000);

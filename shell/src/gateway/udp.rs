@@ -24,7 +24,7 @@ use crate::clock::Clock;
 /// buffer, then the network, drop the excess, and trackers resend).
 const IN_FLIGHT: usize = 1_024;
 
-type Appends = JoinSet<(DatagramId, Result<(), AppendError>)>;
+type Appends = JoinSet<Result<(), AppendError>>;
 
 /// The appends running, by datagram and by task (a task aborted ends with its id only).
 #[derive(Default)]
@@ -93,7 +93,7 @@ pub async fn serve_udp<A: Appender, C: Clock>(
             }
             Some(ended) = appends.join_next_with_id() => {
                 let (task, result) = match ended {
-                    Ok((task, (_, result))) => (task, result.map_err(|e| e.to_string())),
+                    Ok((task, result)) => (task, result.map_err(|e| e.to_string())),
                     Err(error) => (error.id(), Err(error.to_string())),
                 };
                 if let Some(id) = running.ended(task) {
@@ -122,7 +122,7 @@ async fn execute<A: Appender, C: Clock>(
     match command {
         Command::Append { id, entries } => {
             let appender = gateway.appender.clone();
-            let handle = appends.spawn(async move { (id, appender.append(entries).await) });
+            let handle = appends.spawn(async move { appender.append(entries).await });
             running.add(id, handle);
         }
         Command::Abandon(id) => {
